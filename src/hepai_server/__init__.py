@@ -1,0 +1,3 @@
+"""hepai-server."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,148 @@
+"""Users, groups and API keys: the account operations the CLI and the API share.
+
+Functions take an open Session and leave committing to the caller, who must also bump the
+process-shared generation (``invalidation.Generation``) after changing anything the gateway caches:
+a key's revocation, a user's level, groups or status.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from hepai_server import credentials
+from hepai_server.db.tables import ApiKey, Group, User
+from hepai_server.errors import Conflict, InvalidRequest, NotFound
+
+LEVELS = ("user", "admin")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@+-]{0,127}$")
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who is calling: an API key resolved to its user, as the gateway caches it."""
+
+    key_id: int
+    user_id: int
+    username: str
+    email: str | None
+    is_admin: bool
+    groups: frozenset[str]
+    #: Model ids the key is limited to, or None for every model the user may call.
+    allowed_models: frozenset[str] | None
+    #: Epoch seconds after which the key stops working, or None.
+    expires_at: float | None
+
+
+def create_user(
+    session: Session,
+    *,
+    username: str,
+    password: str | None,
+    level: str = "user",
+    groups: Iterable[str] = (),
+    email: str | None = None,
+) -> User:
+    if not _NAME.match(username):
+        raise InvalidRequest(
+            "usernames are 1-128 letters, digits and _.@+- starting with a letter or digit",
+            param="username",
+        )
+    if level not in LEVELS:
+        raise InvalidRequest(f"level must be one of {', '.join(LEVELS)}", param="level")
+    if session.scalar(select(User.id).where(User.username == username)) is not None:
+        raise Conflict(f"user {username!r} already exists", param="username")
+    user = User(
+        username=username,
+        email=email,
+        level=level,
+        password_hash=credentials.hash_password(password) if password else None,
+        groups=[ensure_group(session, name) for name in dict.fromkeys(groups)],
+    )
+    session.add(user)
+    session.flush()
+    return user
+
+
+def ensure_group(session: Session, name: str) -> Group:
+    if not _NAME.match(name):
+        raise InvalidRequest(f"invalid group name {name!r}", param="group")
+    group = session.scalar(select(Group).where(Group.name == name))
+    if group is None:
+        group = Group(name=name)
+        session.add(group)
+        session.flush()
+    return group
+
+
+def get_user(session: Session, username: str) -> User:
+    user = session.scalar(select(User).where(User.username == username))
+    if user is None:
+        raise NotFound(f"no user {username!r}", param="username")
+    return user
+
+
+def list_users(session: Session) -> Sequence[User]:
+    return session.scalars(select(User).order_by(User.id)).all()
+
+
+def create_api_key(
+    session: Session,
+    *,
+    user: User,
+    name: str = "default",
+    expires_in: timedelta | None = None,
+    allowed_models: Iterable[str] | None = None,
+) -> tuple[ApiKey, str]:
+    """Make a key; the secret is returned once and only its hash is stored."""
+    secret = credentials.new_api_key()
+    key = ApiKey(
+        user_id=user.id,
+        name=name,
+        key_hash=credentials.hash_api_key(secret),
+        prefix=credentials.shown_prefix(secret),
+        allowed_models=sorted(set(allowed_models)) if allowed_models is not None else None,
+        expires_at=datetime.now(UTC) + expires_in if expires_in is not None else None,
+    )
+    session.add(key)
+    session.flush()
+    return key, secret
+
+
+def list_api_keys(session: Session, *, user: User | None = None) -> Sequence[ApiKey]:
+    query = select(ApiKey).order_by(ApiKey.id)
+    if user is not None:
+        query = query.where(ApiKey.user_id == user.id)
+    return session.scalars(query).all()
+
+
+def revoke_api_key(session: Session, *, key_id: int) -> ApiKey:
+    key = session.get(ApiKey, key_id)
+    if key is None:
+        raise NotFound(f"no API key with id {key_id}", param="key_id")
+    if key.revoked_at is None:
+        key.revoked_at = datetime.now(UTC)
+    return key
+
+
+def find_caller(session: Session, key_hash: str) -> Caller | None:
+    """The caller behind a key hash, or None if the key is unknown, revoked or its user disabled."""
+    key = session.scalar(select(ApiKey).where(ApiKey.key_hash == key_hash))
+    if key is None or key.revoked_at is not None or key.user.disabled:
+        return None
+    user = key.user
+    return Caller(
+        key_id=key.id,
+        user_id=user.id,
+        username=user.username,
+        email=user.email,
+        is_admin=user.is_admin,
+        groups=frozenset(group.name for group in user.groups),
+        allowed_models=frozenset(key.allowed_models) if key.allowed_models is not None else None,
+        expires_at=key.expires_at.timestamp() if key.expires_at is not None else None,
+    )

@@ -1,0 +1,1 @@
+"""The `hepai-server` command line: serve, db, user, key."""

@@ -1,0 +1,20 @@
+"""The `hepai-server` command group; each subcommand group lives in its own module."""
+
+from __future__ import annotations
+
+import click
+
+from hepai_server import __version__
+from hepai_server.cli import db, keys, serve, users
+
+
+@click.group()
+@click.version_option(__version__, prog_name="hepai-server")
+def cli() -> None:
+    """The HepAI model and tool API platform."""
+
+
+cli.add_command(serve.serve)
+cli.add_command(db.db)
+cli.add_command(users.user)
+cli.add_command(keys.key)

@@ -1,0 +1,168 @@
+"""Settings: every setting, from HEPAI_SERVER_* environment variables, a .env file and the YAML
+providers file. This is the only module that reads the environment."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+log = logging.getLogger(__name__)
+
+ModelType = Literal["chat", "completion", "embedding", "rerank"]
+
+#: Known OpenAI-compatible providers: the base URL and the variable that holds the key.
+PRESETS: dict[str, tuple[str, str | None]] = {
+    "openai": ("https://api.openai.com/v1", "OPENAI_API_KEY"),
+    "dashscope": (
+        "https://dashscope.aliyuncs.com/compatible-mode/v1",
+        "DASHSCOPE_API_KEY",
+    ),
+    "ark": ("https://ark.cn-beijing.volces.com/api/v3", "ARK_API_KEY"),
+    "deepseek": ("https://api.deepseek.com/v1", "DEEPSEEK_API_KEY"),
+    "vllm": ("http://127.0.0.1:8000/v1", None),
+    "ollama": ("http://127.0.0.1:11434/v1", None),
+    "llamacpp": ("http://127.0.0.1:8080/v1", None),
+}
+
+
+class Settings(BaseSettings):
+    """Every setting of the server and the CLI; see docs/configuration.md."""
+
+    model_config = SettingsConfigDict(env_prefix="HEPAI_SERVER_", env_file=".env", extra="ignore")
+
+    data_dir: Path = Field(
+        default=Path("~/.hepai-server"),
+        description="Where the default SQLite database and the process-shared files live.",
+    )
+    database_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL; unset means a SQLite file in data_dir. "
+        "postgresql://user@host/db selects PostgreSQL (psycopg 3).",
+    )
+    config: Path | None = Field(
+        default=None,
+        description="The YAML file of upstream providers and their models.",
+    )
+    max_body_bytes: int = Field(
+        default=32 * 1024 * 1024,
+        description="Largest request body on the OpenAI routes; larger ones get 413 unread.",
+    )
+    upstream_connect_timeout: float = Field(default=10.0, description="Seconds to connect.")
+    upstream_read_timeout: float = Field(
+        default=600.0,
+        description="Seconds an upstream may stay silent before the call fails.",
+    )
+    upstream_max_connections: int = Field(
+        default=1000, description="Pooled upstream connections per process."
+    )
+    auth_cache_seconds: float = Field(
+        default=60.0,
+        description="How long a process trusts a looked-up API key. Revocation on this machine "
+        "takes effect on the next request regardless; this bounds staleness across machines.",
+    )
+    usage_flush_seconds: float = Field(
+        default=0.5, description="Usage rows are written in batches at most this often."
+    )
+    usage_batch_size: int = Field(default=500, description="Usage rows per write.")
+    log_level: str = Field(default="info", description="Python logging level name.")
+
+    @field_validator("data_dir")
+    @classmethod
+    def _expand(cls, value: Path) -> Path:
+        return value.expanduser()
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        """The database URL with the driver SQLAlchemy should use."""
+        url = self.database_url or f"sqlite:///{self.data_dir / 'hepai.db'}"
+        for plain in ("postgresql://", "postgres://"):
+            if url.startswith(plain):
+                return "postgresql+psycopg://" + url.removeprefix(plain)
+        return url
+
+
+class ModelConfig(BaseModel):
+    """One public model id served by a provider."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(min_length=1, max_length=256)
+    upstream: str | None = None
+    type: ModelType = "chat"
+    groups: list[str] = Field(default_factory=lambda: ["all"])
+    users: list[str] = Field(default_factory=list)
+    weight: float = Field(default=1.0, gt=0)
+
+
+class ProviderConfig(BaseModel):
+    """An OpenAI-compatible upstream: where it is, how to authenticate, what it serves."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1)
+    preset: str | None = None
+    base_url: str | None = None
+    api_key_env: str | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    enabled: bool = True
+    models: list[ModelConfig] = Field(default_factory=list)
+    api_key: SecretStr | None = Field(default=None, exclude=True)
+
+    @model_validator(mode="after")
+    def _apply_preset(self) -> ProviderConfig:
+        if self.preset is not None:
+            if self.preset not in PRESETS:
+                raise ValueError(f"unknown preset {self.preset!r}; known: {', '.join(PRESETS)}")
+            base_url, key_env = PRESETS[self.preset]
+            self.base_url = self.base_url or base_url
+            self.api_key_env = self.api_key_env or key_env
+        if not self.base_url:
+            raise ValueError(f"provider {self.name!r} needs base_url or a preset")
+        self.base_url = self.base_url.rstrip("/")
+        return self
+
+
+class ProvidersFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    providers: list[ProviderConfig] = Field(default_factory=list)
+
+
+def load_providers(path: Path | None) -> list[ProviderConfig]:
+    """Read the providers file and resolve each provider's key from its environment variable.
+
+    A provider whose key variable is unset is left out with a warning, so /models lists only
+    what can actually be called.
+    """
+    if path is None:
+        return []
+    raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    providers = []
+    for provider in ProvidersFile.model_validate(raw).providers:
+        if not provider.enabled:
+            continue
+        if provider.api_key_env:
+            value = os.environ.get(provider.api_key_env)
+            if not value:
+                log.warning(
+                    "provider %s skipped: environment variable %s is not set",
+                    provider.name,
+                    provider.api_key_env,
+                )
+                continue
+            provider.api_key = SecretStr(value)
+        providers.append(provider)
+    return providers

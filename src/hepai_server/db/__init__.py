@@ -1,0 +1,1 @@
+"""Durable facts: users, groups, API keys and usage, in SQLite or PostgreSQL."""

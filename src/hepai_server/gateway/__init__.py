@@ -1,0 +1,1 @@
+"""The ASGI service: the OpenAI-compatible API in front of upstream providers."""

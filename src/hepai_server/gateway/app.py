@@ -1,0 +1,117 @@
+"""create_app(settings): the ASGI application, its routes, error handlers and lifespan."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
+
+from hepai_server import __version__
+from hepai_server.config import Settings, load_providers
+from hepai_server.errors import HepAIError, MethodNotAllowed, NotFound
+from hepai_server.gateway.asgi import Receive, Scope, Send
+from hepai_server.gateway.catalog import Catalog
+from hepai_server.gateway.routes import openai
+from hepai_server.gateway.runtime import Gateway
+from hepai_server.protocol.openai import CHAT, COMPLETIONS, EMBEDDINGS, RERANK
+
+log = logging.getLogger(__name__)
+
+#: Every API route is served under each prefix: the platform's own, and the two that
+#: third-party tools append to a base URL.
+PREFIXES = ("/apiv2", "/v1", "/apiv2/v1")
+
+
+def create_app(settings: Settings, *, catalog: Catalog | None = None) -> Starlette:
+    """The application; the catalog defaults to the providers file named by the settings."""
+    if catalog is None:
+        catalog = Catalog.from_providers(load_providers(settings.config))
+
+    @asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[dict[str, Any]]:
+        gateway = await Gateway.start(settings, catalog)
+        try:
+            yield {"gateway": gateway}
+        finally:
+            await gateway.close()
+
+    return Starlette(
+        routes=api_routes(),
+        middleware=[Middleware(TrailingSlash)],
+        lifespan=lifespan,
+        exception_handlers={
+            HepAIError: on_hepai_error,
+            HTTPException: on_http_exception,
+            Exception: on_unexpected_error,
+        },
+    )
+
+
+def create_app_from_env() -> Starlette:
+    """The factory `hepai-server serve` hands to uvicorn, so each worker process builds its own."""
+    return create_app(Settings())
+
+
+def api_routes() -> list[BaseRoute]:
+    relays = [
+        ("/chat/completions", openai.RelayEndpoint(CHAT)),
+        ("/completions", openai.RelayEndpoint(COMPLETIONS)),
+        ("/embeddings", openai.RelayEndpoint(EMBEDDINGS)),
+        ("/rerank", openai.RelayEndpoint(RERANK)),
+    ]
+    routes: list[BaseRoute] = []
+    for prefix in PREFIXES:
+        routes += [Route(prefix + path, endpoint, methods=["POST"]) for path, endpoint in relays]
+        routes += [
+            Route(prefix + "/models", openai.list_models, methods=["GET"]),
+            Route(prefix + "/models/{model_id:path}", openai.retrieve_model, methods=["GET"]),
+        ]
+    routes += [Route(prefix, probe, methods=["GET"]) for prefix in PREFIXES]
+    routes.append(Route("/healthz", probe, methods=["GET"]))
+    return routes
+
+
+class TrailingSlash:
+    """Serves ``/path/`` as ``/path``: the hepai client and some tools add the slash."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if len(path) > 1 and path.endswith("/"):
+            scope["path"] = path.rstrip("/") or "/"
+        await self.app(scope, receive, send)
+
+
+async def probe(_request: Request) -> Response:
+    return openai.json_response({"status": "ok", "version": __version__})
+
+
+async def on_hepai_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HepAIError)
+    return Response(exc.to_json(), status_code=exc.status, media_type="application/json")
+
+
+async def on_http_exception(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    error: HepAIError
+    if exc.status_code == 405:
+        error = MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}")
+    else:
+        error = NotFound(f"no route {request.url.path}")
+    return Response(error.to_json(), status_code=error.status, media_type="application/json")
+
+
+async def on_unexpected_error(request: Request, exc: Exception) -> Response:
+    log.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
+    error = HepAIError("The server had an error while processing your request.")
+    return Response(error.to_json(), status_code=500, media_type="application/json")

@@ -1,0 +1,102 @@
+"""Small helpers for the raw ASGI endpoints on the hot path: headers, bounded bodies, JSON replies.
+
+The hot routes skip Starlette's Request/Response objects; each helper here is the few lines they
+would have cost, without the allocation.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+import orjson
+
+from hepai_server.errors import HepAIError, InvalidRequest, PayloadTooLarge
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+JSON_TYPE = (b"content-type", b"application/json")
+
+
+class ClientDisconnected(Exception):
+    """The client went away before the request body arrived."""
+
+
+def new_request_id() -> str:
+    return "req-" + secrets.token_hex(12)
+
+
+def client_request_id(value: bytes | None) -> str:
+    """The client's X-Request-ID when it is a sane token, else a fresh one."""
+    if value and len(value) <= 64 and value.isascii() and value.replace(b"-", b"").isalnum():
+        return value.decode()
+    return new_request_id()
+
+
+async def read_body(receive: Receive, *, declared: int | None, limit: int) -> bytes:
+    """The whole body, refusing more than ``limit`` bytes (unread, when the size is declared)."""
+    if declared is not None and declared > limit:
+        raise PayloadTooLarge(f"request body of {declared} bytes exceeds the {limit}-byte limit")
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnected
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"request body exceeds the {limit}-byte limit")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def parse_json_object(body: bytes) -> dict[str, Any]:
+    if not body:
+        raise InvalidRequest("the request body is empty; send a JSON object")
+    try:
+        value = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"the request body is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise InvalidRequest("the request body must be a JSON object")
+    return value
+
+
+def parse_content_length(value: bytes | None) -> int | None:
+    if value is None:
+        return None
+    if not value.isdigit() or len(value) > 18:
+        raise InvalidRequest("invalid Content-Length header")
+    return int(value)
+
+
+async def send_bytes(
+    send: Send,
+    status: int,
+    body: bytes,
+    *,
+    request_id: str,
+    content_type: bytes = b"application/json",
+) -> None:
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", content_type),
+                (b"content-length", str(len(body)).encode()),
+                (b"x-request-id", request_id.encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+async def send_error(send: Send, error: HepAIError, *, request_id: str) -> None:
+    await send_bytes(send, error.status, error.to_json(), request_id=request_id)

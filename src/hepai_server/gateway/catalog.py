@@ -1,0 +1,129 @@
+"""Which model ids exist, where each is deployed, and who may call it."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from hepai_server.accounts import Caller
+from hepai_server.config import ModelType, ProviderConfig
+from hepai_server.errors import ModelNotFound
+
+log = logging.getLogger(__name__)
+
+#: The group that makes a model visible to every account.
+EVERYONE = "all"
+MAX_MODEL_ID = 256
+
+
+@dataclass(frozen=True, slots=True)
+class Deployment:
+    """One upstream that serves a public model id."""
+
+    provider: str
+    base_url: str
+    upstream_model: str
+    headers: dict[str, str] = field(hash=False)
+    weight: float = 1.0
+
+    @property
+    def name(self) -> str:
+        """How usage rows and logs name this deployment (never with its key)."""
+        return f"{self.provider}/{self.upstream_model}"
+
+
+@dataclass(frozen=True, slots=True)
+class Model:
+    id: str
+    type: ModelType
+    owned_by: str
+    created: int
+    groups: frozenset[str]
+    users: frozenset[str]
+    deployments: tuple[Deployment, ...]
+
+    def is_callable_by(self, caller: Caller) -> bool:
+        if caller.allowed_models is not None and self.id not in caller.allowed_models:
+            return False
+        return (
+            caller.is_admin
+            or EVERYONE in self.groups
+            or caller.username in self.users
+            or (caller.email is not None and caller.email in self.users)
+            or not self.groups.isdisjoint(caller.groups)
+        )
+
+    def card(self) -> dict[str, object]:
+        """The /models row, as the wire spec shapes it."""
+        return {
+            "id": self.id,
+            "object": "model",
+            "created": self.created,
+            "owned_by": self.owned_by,
+        }
+
+
+class Catalog:
+    """The models of the providers file, merged by public id."""
+
+    def __init__(self, models: Iterable[Model]) -> None:
+        self._models = {model.id: model for model in models}
+
+    @classmethod
+    def from_providers(cls, providers: Iterable[ProviderConfig]) -> Catalog:
+        created = int(time.time())
+        merged: dict[str, Model] = {}
+        for provider in providers:
+            headers = {"content-type": "application/json", **provider.headers}
+            if provider.api_key is not None:
+                headers["authorization"] = f"Bearer {provider.api_key.get_secret_value()}"
+            assert provider.base_url is not None  # set by ProviderConfig's validator
+            for entry in provider.models:
+                deployment = Deployment(
+                    provider=provider.name,
+                    base_url=provider.base_url,
+                    upstream_model=entry.upstream or entry.id,
+                    headers=headers,
+                    weight=entry.weight,
+                )
+                known = merged.get(entry.id)
+                if known is None:
+                    merged[entry.id] = Model(
+                        id=entry.id,
+                        type=entry.type,
+                        owned_by=provider.name,
+                        created=created,
+                        groups=frozenset(entry.groups),
+                        users=frozenset(entry.users),
+                        deployments=(deployment,),
+                    )
+                    continue
+                if known.type != entry.type:
+                    log.warning(
+                        "model %s: type %s in %s ignored",
+                        entry.id,
+                        entry.type,
+                        provider.name,
+                    )
+                merged[entry.id] = Model(
+                    id=known.id,
+                    type=known.type,
+                    owned_by=known.owned_by,
+                    created=created,
+                    groups=known.groups | set(entry.groups),
+                    users=known.users | set(entry.users),
+                    deployments=(*known.deployments, deployment),
+                )
+        return cls(merged.values())
+
+    def visible_to(self, caller: Caller) -> list[Model]:
+        return [model for model in self._models.values() if model.is_callable_by(caller)]
+
+    def resolve(self, model_id: str, caller: Caller) -> Model:
+        """The model the caller asked for; one it may not call is reported as missing."""
+        model = self._models.get(model_id)
+        if model is None or not model.is_callable_by(caller):
+            raise ModelNotFound(model_id)
+        return model

@@ -1,0 +1,355 @@
+"""relay(): send one request to a deployment of its model and stream the answer back.
+
+The request body is forwarded as the client sent it except for ``model`` (the upstream's name)
+and, on streams, ``stream_options.include_usage`` (so usage can be recorded). The answer is relayed
+as bytes: JSON whole, SSE event by event as it arrives, with only the model id rewritten. Usage is
+read on the way past and handed to the recorder when the response is over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import random
+import sys
+from array import array
+from dataclasses import dataclass
+from time import perf_counter
+from typing import Any
+
+import aiohttp
+import orjson
+
+from hepai_server.accounts import Caller
+from hepai_server.errors import HepAIError, RateLimited, UpstreamError, UpstreamTimeout
+from hepai_server.gateway.asgi import Receive, Send, send_bytes
+from hepai_server.gateway.catalog import Deployment, Model
+from hepai_server.gateway.routing import attempt_order
+from hepai_server.gateway.usage import UsageRecorder
+from hepai_server.protocol.openai import EMBEDDINGS, Endpoint, Usage
+from hepai_server.protocol.sse import (
+    EventSplitter,
+    error_event,
+    event_data,
+    rewrite_model,
+    split_events,
+)
+
+SSE_HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+]
+#: The status recorded for a request whose client went away before the answer was complete.
+CLIENT_CLOSED = 499
+
+
+@dataclass(slots=True)
+class Call:
+    """One authenticated, checked request on its way to an upstream."""
+
+    request_id: str
+    caller: Caller
+    endpoint: Endpoint
+    model: Model
+    body: dict[str, Any]
+    started: float
+    stream: bool
+    #: The client asked for the usage chunk itself (the gateway always asks the upstream).
+    wants_usage: bool
+    #: The client asked for base64 embeddings (the gateway asks the upstream for floats).
+    wants_base64: bool
+
+    @classmethod
+    def create(
+        cls,
+        *,
+        request_id: str,
+        caller: Caller,
+        endpoint: Endpoint,
+        model: Model,
+        body: dict[str, Any],
+        started: float,
+    ) -> Call:
+        options = body.get("stream_options")
+        return cls(
+            request_id=request_id,
+            caller=caller,
+            endpoint=endpoint,
+            model=model,
+            body=body,
+            started=started,
+            stream=endpoint.can_stream and body.get("stream") is True,
+            wants_usage=isinstance(options, dict) and options.get("include_usage") is True,
+            wants_base64=endpoint is EMBEDDINGS and body.get("encoding_format") == "base64",
+        )
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What one relay produced, for its usage row."""
+
+    deployment: Deployment | None = None
+    status: int = 200
+    usage: Usage | None = None
+    first_byte_at: float | None = None
+    error: str | None = None
+    #: Stream chunks with a delta relayed to the client: the estimate of completion tokens
+    #: when the upstream reported no usage (a client that left early, a broken stream).
+    delivered: int = 0
+
+    def final_usage(self) -> Usage:
+        if self.usage is not None:
+            return self.usage
+        if self.delivered:
+            return Usage(completion_tokens=self.delivered, estimated=True)
+        return Usage()
+
+
+class Proxy:
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        recorder: UsageRecorder,
+        rng: random.Random,
+    ) -> None:
+        self._session = session
+        self._recorder = recorder
+        self._rng = rng
+
+    async def relay(self, call: Call, receive: Receive, send: Send) -> None:
+        """Answer the call from an upstream; record its usage row whatever happens."""
+        outcome = Outcome()
+        try:
+            if call.stream:
+                await self._relay_stream(call, outcome, receive, send)
+            else:
+                response = await self._open(call, outcome)
+                try:
+                    await self._relay_whole(call, response, outcome, send)
+                finally:
+                    response.release()
+        except HepAIError as error:
+            outcome.status, outcome.error = error.status, error.message
+            raise
+        finally:
+            self._record(call, outcome)
+
+    async def _open(self, call: Call, outcome: Outcome) -> aiohttp.ClientResponse:
+        """The first usable upstream response, trying deployments in turn.
+
+        A connection failure, a timeout, a 5xx or a 429 moves on to the next deployment; the last
+        deployment's answer, whatever it is, is returned.
+        """
+        attempts = attempt_order(call.model.deployments, self._rng)
+        failure: HepAIError = UpstreamError(f"no deployment of {call.model.id} answered")
+        for number, deployment in enumerate(attempts, 1):
+            outcome.deployment = deployment
+            url = deployment.base_url + call.endpoint.path
+            payload = self._payload(call, deployment)
+            try:
+                response = await self._post(url, payload, deployment.headers)
+            except TimeoutError:
+                failure = UpstreamTimeout(f"{deployment.provider} did not answer in time")
+                continue
+            except aiohttp.ClientError as exc:
+                failure = UpstreamError(
+                    f"could not reach {deployment.provider}: {exc.__class__.__name__}"
+                )
+                continue
+            if number < len(attempts) and (response.status >= 500 or response.status == 429):
+                response.release()
+                continue
+            return response
+        raise failure
+
+    async def _post(
+        self, url: str, payload: bytes, headers: dict[str, str]
+    ) -> aiohttp.ClientResponse:
+        try:
+            return await self._session.post(url, data=payload, headers=headers)
+        except aiohttp.ServerDisconnectedError:
+            # The upstream closed a pooled keep-alive connection: one fresh try is safe.
+            return await self._session.post(url, data=payload, headers=headers)
+
+    def _payload(self, call: Call, deployment: Deployment) -> bytes:
+        body = call.body
+        body["model"] = deployment.upstream_model
+        if call.stream:
+            options = body.get("stream_options") or {}
+            body["stream_options"] = {**options, "include_usage": True}
+        if call.wants_base64:
+            body["encoding_format"] = "float"
+        return orjson.dumps(body)
+
+    async def _relay_whole(
+        self, call: Call, response: aiohttp.ClientResponse, outcome: Outcome, send: Send
+    ) -> None:
+        raw = await response.read()
+        if response.status != 200:
+            raise_for_upstream(response.status, raw, outcome)
+            outcome.status = response.status
+        else:
+            raw, outcome.usage = finish_json(call, raw)
+        content_type = response.headers.get("content-type", "application/json").encode("latin-1")
+        await send_bytes(
+            send,
+            response.status,
+            raw,
+            request_id=call.request_id,
+            content_type=content_type,
+        )
+
+    async def _relay_stream(
+        self, call: Call, outcome: Outcome, receive: Receive, send: Send
+    ) -> None:
+        """Relay SSE as it arrives; a client that goes away cancels the upstream at once."""
+        task = asyncio.current_task()
+        assert task is not None
+        watcher = asyncio.create_task(_disconnected(receive))
+        watcher.add_done_callback(lambda w: None if w.cancelled() else task.cancel())
+        response: aiohttp.ClientResponse | None = None
+        finished = False
+        try:
+            response = await self._open(call, outcome)
+            if response.status != 200 or "event-stream" not in response.content_type:
+                await self._relay_whole(call, response, outcome, send)
+            else:
+                await self._pump(call, response, outcome, send)
+            finished = True
+        except asyncio.CancelledError:
+            if not watcher.done() or watcher.cancelled():
+                raise
+            task.uncancel()
+            outcome.status, outcome.error = (
+                CLIENT_CLOSED,
+                "client closed the connection",
+            )
+        finally:
+            watcher.cancel()
+            if response is not None:
+                response.release() if finished else response.close()
+
+    async def _pump(
+        self, call: Call, response: aiohttp.ClientResponse, outcome: Outcome, send: Send
+    ) -> None:
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [*SSE_HEADERS, (b"x-request-id", call.request_id.encode())],
+            }
+        )
+        public_id = orjson.dumps(call.model.id)
+        splitter = EventSplitter()
+        try:
+            async for chunk in response.content.iter_any():
+                events = splitter.feed(chunk)
+                if not events:
+                    continue
+                events = rewrite_model(events, public_id)
+                if b'"usage"' in events:
+                    events = take_usage(events, outcome, keep=call.wants_usage)
+                outcome.delivered += events.count(b'"delta"')
+                if outcome.first_byte_at is None:
+                    outcome.first_byte_at = perf_counter()
+                await send({"type": "http.response.body", "body": events, "more_body": True})
+            tail = splitter.rest()
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            error: HepAIError = (
+                UpstreamTimeout("the upstream stopped sending")
+                if isinstance(exc, TimeoutError)
+                else UpstreamError(f"the upstream stream broke: {exc.__class__.__name__}")
+            )
+            outcome.status, outcome.error = error.status, error.message
+            tail = error_event(error)
+        await send({"type": "http.response.body", "body": tail, "more_body": False})
+
+    def _record(self, call: Call, outcome: Outcome) -> None:
+        now = perf_counter()
+        ttft = outcome.first_byte_at
+        self._recorder.record(
+            request_id=call.request_id,
+            user_id=call.caller.user_id,
+            api_key_id=call.caller.key_id,
+            endpoint=call.endpoint.name,
+            model=call.model.id,
+            deployment=outcome.deployment.name if outcome.deployment else None,
+            stream=call.stream,
+            status_code=outcome.status,
+            usage=outcome.final_usage(),
+            latency_ms=(now - call.started) * 1000,
+            ttft_ms=(ttft - call.started) * 1000 if ttft is not None else None,
+            error=outcome.error,
+        )
+
+
+async def _disconnected(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+
+
+def raise_for_upstream(status: int, raw: bytes, outcome: Outcome) -> None:
+    """Turn an upstream failure into ours; a 4xx about the request itself passes through."""
+    provider = outcome.deployment.provider if outcome.deployment else "the upstream"
+    if status in (401, 403):
+        raise UpstreamError(f"{provider} rejected the gateway's credentials ({status})")
+    if status == 429:
+        raise RateLimited(f"{provider} is rate limiting: {upstream_message(raw)}")
+    if status >= 500 or status < 400:
+        raise UpstreamError(f"{provider} answered {status}: {upstream_message(raw)}")
+
+
+def upstream_message(raw: bytes) -> str:
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return raw[:200].decode("utf-8", "replace")
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict) and isinstance(error.get("message"), str):
+        return str(error["message"])[:300]
+    return raw[:200].decode("utf-8", "replace")
+
+
+def finish_json(call: Call, raw: bytes) -> tuple[bytes, Usage]:
+    """The upstream's JSON answer with our model id, and the usage it reports."""
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return raw, Usage()
+    if not isinstance(body, dict):
+        return raw, Usage()
+    usage = Usage.from_block(body.get("usage"))
+    if call.wants_base64:
+        body["model"] = call.model.id
+        encode_embeddings(body)
+        return orjson.dumps(body), usage
+    return rewrite_model(raw, orjson.dumps(call.model.id)), usage
+
+
+def take_usage(events: bytes, outcome: Outcome, *, keep: bool) -> bytes:
+    """Read the usage chunk among ``events``; drop it when only the gateway asked for it."""
+    kept = []
+    for event in split_events(events):
+        if b'"usage"' in event:
+            try:
+                chunk = orjson.loads(event_data(event) or b"")
+            except orjson.JSONDecodeError:
+                chunk = None
+            if isinstance(chunk, dict) and isinstance(chunk.get("usage"), dict):
+                outcome.usage = Usage.from_block(chunk["usage"])
+                if not keep and not chunk.get("choices"):
+                    continue
+        kept.append(event)
+    return b"".join(kept)
+
+
+def encode_embeddings(body: dict[str, Any]) -> None:
+    """Float vectors to base64 of little-endian float32, as OpenAI's encoding_format=base64."""
+    for item in body.get("data") or ():
+        vector = item.get("embedding") if isinstance(item, dict) else None
+        if isinstance(vector, list):
+            packed = array("f", vector)
+            if sys.byteorder == "big":
+                packed.byteswap()
+            item["embedding"] = base64.b64encode(packed.tobytes()).decode("ascii")

@@ -1,0 +1,127 @@
+"""The OpenAI-compatible routes: /models, /chat/completions, /completions, /embeddings, /rerank.
+
+The POST routes are raw ASGI endpoints: they are the hot path, and each step is a plain call.
+"""
+
+from __future__ import annotations
+
+from time import perf_counter
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from hepai_server.accounts import Caller
+from hepai_server.errors import HepAIError, InvalidRequest
+from hepai_server.gateway.asgi import (
+    ClientDisconnected,
+    Receive,
+    Scope,
+    Send,
+    client_request_id,
+    parse_content_length,
+    parse_json_object,
+    read_body,
+    send_error,
+)
+from hepai_server.gateway.auth import token_from_headers
+from hepai_server.gateway.proxy import Call
+from hepai_server.gateway.runtime import Gateway
+from hepai_server.protocol.openai import Endpoint, Usage, check_request
+
+
+class RelayEndpoint:
+    """POST one OpenAI endpoint: authenticate, read and check the body, relay to an upstream."""
+
+    def __init__(self, endpoint: Endpoint) -> None:
+        self.endpoint = endpoint
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = perf_counter()
+        gateway: Gateway = scope["state"]["gateway"]
+        headers = dict(scope["headers"])
+        request_id = client_request_id(headers.get(b"x-request-id"))
+        caller: Caller | None = None
+        model_id = ""
+        try:
+            token = token_from_headers(headers.get(b"authorization"), headers.get(b"x-api-key"))
+            caller = await gateway.auth.authenticate(token)
+            raw = await read_body(
+                receive,
+                declared=parse_content_length(headers.get(b"content-length")),
+                limit=gateway.settings.max_body_bytes,
+            )
+            body = parse_json_object(raw)
+            model_id = check_request(self.endpoint, body)
+            model = gateway.catalog.resolve(model_id, caller)
+            if model.type not in self.endpoint.model_types:
+                raise InvalidRequest(
+                    f"'{model.id}' is a {model.type} model; it cannot serve {self.endpoint.path}",
+                    param="model",
+                )
+        except ClientDisconnected:
+            return
+        except HepAIError as error:
+            if caller is not None:
+                record_refusal(gateway, caller, self.endpoint, model_id, error, started, request_id)
+            await send_error(send, error, request_id=request_id)
+            return
+        call = Call.create(
+            request_id=request_id,
+            caller=caller,
+            endpoint=self.endpoint,
+            model=model,
+            body=body,
+            started=started,
+        )
+        try:
+            await gateway.proxy.relay(call, receive, send)
+        except HepAIError as error:
+            await send_error(send, error, request_id=request_id)
+
+
+def record_refusal(
+    gateway: Gateway,
+    caller: Caller,
+    endpoint: Endpoint,
+    model_id: str,
+    error: HepAIError,
+    started: float,
+    request_id: str,
+) -> None:
+    """A usage row for an authenticated request refused before it reached an upstream."""
+    gateway.recorder.record(
+        request_id=request_id,
+        user_id=caller.user_id,
+        api_key_id=caller.key_id,
+        endpoint=endpoint.name,
+        model=model_id[:256],
+        deployment=None,
+        stream=False,
+        status_code=error.status,
+        usage=Usage(),
+        latency_ms=(perf_counter() - started) * 1000,
+        error=error.message,
+    )
+
+
+async def authenticate(request: Request) -> tuple[Gateway, Caller]:
+    gateway: Gateway = request.state.gateway
+    headers = dict(request.scope["headers"])
+    token = token_from_headers(headers.get(b"authorization"), headers.get(b"x-api-key"))
+    return gateway, await gateway.auth.authenticate(token)
+
+
+def json_response(body: object) -> Response:
+    return Response(orjson.dumps(body), media_type="application/json")
+
+
+async def list_models(request: Request) -> Response:
+    gateway, caller = await authenticate(request)
+    cards = [model.card() for model in gateway.catalog.visible_to(caller)]
+    return json_response({"object": "list", "data": cards})
+
+
+async def retrieve_model(request: Request) -> Response:
+    gateway, caller = await authenticate(request)
+    return json_response(gateway.catalog.resolve(request.path_params["model_id"], caller).card())

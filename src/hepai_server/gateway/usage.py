@@ -1,0 +1,115 @@
+"""Usage rows: collected in memory as responses finish, written in batches off the request path.
+
+A request appends one row and returns; a background task commits whatever has gathered every
+``usage_flush_seconds`` (sooner once a batch is full), one transaction per batch. On shutdown the
+server drains what is left before it exits, so a clean stop (SIGTERM) loses nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Engine, insert
+
+from hepai_server.db.tables import UsageRecord
+from hepai_server.protocol.openai import Usage
+
+log = logging.getLogger(__name__)
+
+#: Rows kept while the database is unreachable; older ones are dropped past this (and logged).
+MAX_PENDING = 200_000
+
+
+class UsageRecorder:
+    def __init__(self, engine: Engine, *, flush_seconds: float, batch_size: int) -> None:
+        self._engine = engine
+        self._flush_seconds = flush_seconds
+        self._batch_size = batch_size
+        self._pending: list[dict[str, Any]] = []
+        self._full = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def record(
+        self,
+        *,
+        request_id: str,
+        user_id: int | None,
+        api_key_id: int | None,
+        endpoint: str,
+        model: str,
+        deployment: str | None,
+        stream: bool,
+        status_code: int,
+        usage: Usage,
+        latency_ms: float,
+        ttft_ms: float | None = None,
+        error: str | None = None,
+    ) -> None:
+        self._pending.append(
+            {
+                "request_id": request_id,
+                "user_id": user_id,
+                "api_key_id": api_key_id,
+                "endpoint": endpoint,
+                "model": model,
+                "deployment": deployment,
+                "stream": stream,
+                "status_code": status_code,
+                "error": error[:512] if error else None,
+                "prompt_tokens": usage.prompt_tokens,
+                "completion_tokens": usage.completion_tokens,
+                "total_tokens": usage.total_tokens,
+                "cached_tokens": usage.cached_tokens,
+                "reasoning_tokens": usage.reasoning_tokens,
+                "usage_estimated": usage.estimated,
+                "latency_ms": latency_ms,
+                "ttft_ms": ttft_ms,
+                "created_at": datetime.now(UTC),
+            }
+        )
+        if len(self._pending) >= self._batch_size:
+            self._full.set()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="usage-recorder")
+
+    async def close(self) -> None:
+        """Stop the background task and write every row still pending."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        while self._pending:
+            if not await self._flush():
+                log.error(
+                    "usage: %d rows could not be written at shutdown",
+                    len(self._pending),
+                )
+                return
+
+    async def _run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._full.wait(), self._flush_seconds)
+            self._full.clear()
+            if self._pending:
+                await self._flush()
+
+    async def _flush(self) -> bool:
+        batch, self._pending = self._pending, []
+        try:
+            for start in range(0, len(batch), self._batch_size):
+                await asyncio.to_thread(self._write, batch[start : start + self._batch_size])
+        except Exception:
+            log.exception("usage: writing %d rows failed; will retry", len(batch))
+            self._pending = (batch + self._pending)[-MAX_PENDING:]
+            return False
+        return True
+
+    def _write(self, rows: list[dict[str, Any]]) -> None:
+        with self._engine.begin() as connection:
+            connection.execute(insert(UsageRecord), rows)

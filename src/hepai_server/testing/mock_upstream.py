@@ -1,0 +1,334 @@
+"""A mock OpenAI-compatible upstream: streams, reports usage, and fails on command.
+
+It stands in for a commercial provider in tests and benchmarks. A request steers it with an
+extra ``"mock"`` object in its body (which the gateway passes through untouched):
+
+    {"mock": {"status": 500}}            answer with that status and an OpenAI error body
+    {"mock": {"chunks": 20}}             stream that many content chunks (default 5)
+    {"mock": {"delay": 0.1}}             seconds before each chunk (or before the answer)
+    {"mock": {"break_after": 3}}         stream that many chunks, then drop the connection
+    {"mock": {"reasoning": true}}        stream reasoning_content deltas before the content
+    {"mock": {"tool_call": true}}        answer with a tool call
+    {"mock": {"usage": false}}           never report usage
+
+``GET /_mock/requests`` returns the recorded requests (path, headers, body) and
+``GET /_mock/events`` what happened to streams (finished, cancelled by the client).
+Run it with ``python -m hepai_server.testing.mock_upstream --port 9000``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import contextlib
+import hashlib
+import struct
+import time
+from collections import deque
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+RECORDED = 200
+DIM = 8
+
+
+class MockUpstream:
+    def __init__(self, *, api_key: str | None = None, fail_status: int | None = None) -> None:
+        self.api_key = api_key
+        self.fail_status = fail_status
+        self.requests: deque[dict[str, Any]] = deque(maxlen=RECORDED)
+        self.events: deque[dict[str, Any]] = deque(maxlen=RECORDED)
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=256 * 1024 * 1024)
+        app.router.add_post("/v1/chat/completions", self.chat)
+        app.router.add_post("/v1/completions", self.completions)
+        app.router.add_post("/v1/embeddings", self.embeddings)
+        app.router.add_post("/v1/rerank", self.rerank)
+        app.router.add_get("/v1/models", self.models)
+        app.router.add_get("/_mock/requests", self.recorded)
+        app.router.add_get("/_mock/events", self.recorded_events)
+        app.router.add_post("/_mock/reset", self.reset)
+        return app
+
+    async def _accept(self, request: web.Request) -> tuple[dict[str, Any], dict[str, Any]]:
+        body = orjson.loads(await request.read())
+        self.requests.append(
+            {
+                "path": request.path,
+                "headers": {k.lower(): v for k, v in request.headers.items()},
+                "body": body,
+            }
+        )
+        if self.api_key is not None and request.headers.get("authorization") != (
+            f"Bearer {self.api_key}"
+        ):
+            raise _Failure(401, "Incorrect API key provided.", "invalid_api_key")
+        mock = body.get("mock") or {}
+        status = mock.get("status", self.fail_status)
+        if status:
+            raise _Failure(status, f"mock failure {status}", "mock_failure")
+        if mock.get("delay") and not body.get("stream"):
+            await asyncio.sleep(mock["delay"])
+        return body, mock
+
+    async def chat(self, request: web.Request) -> web.StreamResponse:
+        body, mock = await self._accept(request)
+        words = _words(body)
+        n = body.get("n") or 1
+        if body.get("stream"):
+            return await self._stream(request, body, mock, words, chat=True)
+        reply = _reply(mock)
+        choices = []
+        for index in range(n):
+            message: dict[str, Any] = {"role": "assistant", "content": reply}
+            if mock.get("reasoning"):
+                message["reasoning_content"] = "thinking it over"
+            if mock.get("tool_call"):
+                message["content"] = None
+                message["tool_calls"] = [_tool_call()]
+            choices.append(
+                {"index": index, "message": message, "finish_reason": "stop", "logprobs": None}
+            )
+        completion = len(reply.split()) * n
+        return _json(
+            {
+                "id": "chatcmpl-mock",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": body["model"],
+                "choices": choices,
+                "usage": _usage(words, completion, reasoning=bool(mock.get("reasoning"))),
+            }
+        )
+
+    async def completions(self, request: web.Request) -> web.StreamResponse:
+        body, mock = await self._accept(request)
+        words = _words(body)
+        if body.get("stream"):
+            return await self._stream(request, body, mock, words, chat=False)
+        reply = _reply(mock)
+        return _json(
+            {
+                "id": "cmpl-mock",
+                "object": "text_completion",
+                "created": int(time.time()),
+                "model": body["model"],
+                "choices": [{"index": 0, "text": reply, "finish_reason": "stop", "logprobs": None}],
+                "usage": _usage(words, len(reply.split())),
+            }
+        )
+
+    async def _stream(
+        self,
+        request: web.Request,
+        body: dict[str, Any],
+        mock: dict[str, Any],
+        words: int,
+        *,
+        chat: bool,
+    ) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await response.prepare(request)
+        chunks = mock.get("chunks", 5)
+        delay = mock.get("delay", 0)
+        break_after = mock.get("break_after")
+        include_usage = (body.get("stream_options") or {}).get("include_usage")
+        tag = body.get("mock", {}).get("tag")
+        base = {
+            "id": "chatcmpl-mock" if chat else "cmpl-mock",
+            "object": "chat.completion.chunk" if chat else "text_completion",
+            "created": int(time.time()),
+            "model": body["model"],
+        }
+        sent = 0
+        try:
+            for piece in _pieces(mock, chunks, chat):
+                if break_after is not None and sent >= break_after:
+                    self.events.append({"tag": tag, "event": "broken", "chunks": sent})
+                    assert request.transport is not None
+                    request.transport.close()
+                    return response
+                if delay:
+                    await asyncio.sleep(delay)
+                await response.write(
+                    b"data: " + orjson.dumps({**base, "choices": [piece]}) + b"\n\n"
+                )
+                sent += 1
+            if include_usage and mock.get("usage", True):
+                usage = _usage(words, chunks, reasoning=bool(mock.get("reasoning")))
+                await response.write(
+                    b"data: " + orjson.dumps({**base, "choices": [], "usage": usage}) + b"\n\n"
+                )
+            await response.write(b"data: [DONE]\n\n")
+            await response.write_eof()
+            self.events.append({"tag": tag, "event": "finished", "chunks": sent})
+        except (asyncio.CancelledError, ConnectionResetError):
+            self.events.append(
+                {"tag": tag, "event": "cancelled", "chunks": sent, "at": time.time()}
+            )
+            raise
+        return response
+
+    async def embeddings(self, request: web.Request) -> web.StreamResponse:
+        body, _mock = await self._accept(request)
+        inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
+        data = []
+        for index, text in enumerate(inputs):
+            vector = _vector(str(text))
+            embedding: Any = vector
+            if body.get("encoding_format") == "base64":
+                embedding = base64.b64encode(struct.pack(f"<{DIM}f", *vector)).decode()
+            data.append({"object": "embedding", "index": index, "embedding": embedding})
+        tokens = sum(len(str(text).split()) for text in inputs)
+        return _json(
+            {
+                "object": "list",
+                "data": data,
+                "model": body["model"],
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            }
+        )
+
+    async def rerank(self, request: web.Request) -> web.StreamResponse:
+        body, _mock = await self._accept(request)
+        query = set(body["query"].lower().split())
+        results = []
+        for index, document in enumerate(body["documents"]):
+            text = document if isinstance(document, str) else str(document.get("text", ""))
+            overlap = len(query & set(text.lower().split()))
+            row: dict[str, Any] = {"index": index, "relevance_score": overlap / (len(query) or 1)}
+            if body.get("return_documents"):
+                row["document"] = {"text": text}
+            results.append(row)
+        results.sort(key=lambda row: -row["relevance_score"])
+        top_n = body.get("top_n") or len(results)
+        tokens = len(body["query"].split()) + sum(len(str(d).split()) for d in body["documents"])
+        return _json(
+            {
+                "id": "rerank-mock",
+                "model": body["model"],
+                "results": results[:top_n],
+                "usage": {"total_tokens": tokens},
+            }
+        )
+
+    async def models(self, _request: web.Request) -> web.StreamResponse:
+        return _json({"object": "list", "data": []})
+
+    async def recorded(self, _request: web.Request) -> web.StreamResponse:
+        return _json(list(self.requests))
+
+    async def recorded_events(self, _request: web.Request) -> web.StreamResponse:
+        return _json(list(self.events))
+
+    async def reset(self, _request: web.Request) -> web.StreamResponse:
+        self.requests.clear()
+        self.events.clear()
+        return _json({"ok": True})
+
+
+def _json(body: Any, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
+
+
+class _Failure(web.HTTPException):
+    """An error answer with any status and OpenAI's error body."""
+
+    def __init__(self, status: int, message: str, code: str) -> None:
+        self.status_code = status
+        body = {"error": {"message": message, "type": "mock_error", "param": None, "code": code}}
+        super().__init__(text=orjson.dumps(body).decode(), content_type="application/json")
+
+
+def _words(body: dict[str, Any]) -> int:
+    text = orjson.dumps(body.get("messages") or body.get("prompt") or "").decode()
+    return max(1, len(text.split()))
+
+
+def _reply(mock: dict[str, Any]) -> str:
+    return " ".join(f"word{i}" for i in range(mock.get("chunks", 5)))
+
+
+def _usage(prompt: int, completion: int, *, reasoning: bool = False) -> dict[str, Any]:
+    usage: dict[str, Any] = {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "prompt_tokens_details": {"cached_tokens": prompt // 2},
+    }
+    if reasoning:
+        usage["completion_tokens_details"] = {"reasoning_tokens": 3}
+    return usage
+
+
+def _tool_call() -> dict[str, Any]:
+    return {
+        "id": "call_mock",
+        "type": "function",
+        "function": {"name": "get_weather", "arguments": '{"city": "Beijing"}'},
+    }
+
+
+def _pieces(mock: dict[str, Any], chunks: int, chat: bool) -> list[dict[str, Any]]:
+    if not chat:
+        return [
+            {"index": 0, "text": f"word{i} ", "finish_reason": None, "logprobs": None}
+            for i in range(chunks)
+        ]
+    pieces: list[dict[str, Any]] = [
+        {"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}
+    ]
+    if mock.get("reasoning"):
+        pieces += [
+            {"index": 0, "delta": {"reasoning_content": word}, "finish_reason": None}
+            for word in ("thinking ", "it ", "over")
+        ]
+    if mock.get("tool_call"):
+        call = {**_tool_call(), "index": 0}
+        pieces.append({"index": 0, "delta": {"tool_calls": [call]}, "finish_reason": None})
+    pieces += [
+        {"index": 0, "delta": {"content": f"word{i} "}, "finish_reason": None}
+        for i in range(chunks)
+    ]
+    pieces.append({"index": 0, "delta": {}, "finish_reason": "stop"})
+    return pieces
+
+
+def _vector(text: str) -> list[float]:
+    digest = hashlib.sha256(text.encode()).digest()
+    return [(byte - 128) / 128 for byte in digest[:DIM]]
+
+
+async def run(host: str, port: int, upstream: MockUpstream) -> None:
+    runner = web.AppRunner(upstream.app(), handler_cancellation=True, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, host, port, backlog=4096).start()
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.Event().wait()
+    await runner.cleanup()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=9000)
+    parser.add_argument("--api-key", default=None, help="Require this key.")
+    parser.add_argument("--fail-status", type=int, default=None, help="Fail every call so.")
+    args = parser.parse_args()
+    upstream = MockUpstream(api_key=args.api_key, fail_status=args.fail_status)
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run(args.host, args.port, upstream))
+
+
+if __name__ == "__main__":
+    main()

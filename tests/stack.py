@@ -1,0 +1,209 @@
+"""A running platform for end-to-end tests: mock upstreams and a real `hepai-server serve`
+process, each a real process on loopback, with the CLI and the database within reach."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import sqlalchemy as sa
+
+BIN = Path(sys.executable).parent
+UPSTREAM_KEY = "upstream-secret-key-0123456789"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until_up(url: str, process: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{process.args} exited with {process.returncode}")
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.TransportError:
+            time.sleep(0.05)
+    raise TimeoutError(f"{url} did not come up")
+
+
+def stop(process: subprocess.Popen[bytes], timeout: float = 30) -> int:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return process.returncode
+
+
+@dataclass
+class MockProcess:
+    port: int
+    process: subprocess.Popen[bytes]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def requests(self) -> list[dict[str, Any]]:
+        return list(httpx.get(self.url + "/_mock/requests").json())
+
+    def events(self) -> list[dict[str, Any]]:
+        return list(httpx.get(self.url + "/_mock/events").json())
+
+    def requests_for(self, model: str) -> list[dict[str, Any]]:
+        return [r for r in self.requests() if r["body"].get("model") == model]
+
+
+@contextmanager
+def mock_upstream(*args: str) -> Iterator[MockProcess]:
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "hepai_server.testing.mock_upstream", "--port", str(port), *args]
+    )
+    mock = MockProcess(port, process)
+    try:
+        wait_until_up(mock.url + "/_mock/events", process)
+        yield mock
+    finally:
+        stop(process)
+
+
+@dataclass
+class Platform:
+    """The configuration every gateway process of one test database shares."""
+
+    data_dir: Path
+    database_url: str | None
+    config: Path
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def env(self) -> dict[str, str]:
+        env = {
+            key: value for key, value in os.environ.items() if not key.startswith("HEPAI_SERVER_")
+        }
+        env.update(
+            HEPAI_SERVER_DATA_DIR=str(self.data_dir),
+            HEPAI_SERVER_CONFIG=str(self.config),
+            HEPAI_SERVER_USAGE_FLUSH_SECONDS="0.05",
+            MOCK_KEY=UPSTREAM_KEY,
+            WRONG_KEY="not-the-upstream-key",
+            **self.extra_env,
+        )
+        env.pop("HEPAI_API_KEY", None)
+        if self.database_url:
+            env["HEPAI_SERVER_DATABASE_URL"] = self.database_url
+        return env
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        if self.database_url:
+            return self.database_url.replace("postgresql://", "postgresql+psycopg://", 1)
+        return f"sqlite:///{self.data_dir / 'hepai.db'}"
+
+    def cli(
+        self, *args: str, input: str | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [str(BIN / "hepai-server"), *args],
+            env=self.env,
+            input=input if input is not None else "",
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"hepai-server {' '.join(args)} failed:\n{result.stderr}")
+        return result
+
+    def create_user(self, name: str, *options: str) -> str:
+        """Create a user and return a fresh API key for it."""
+        self.cli("user", "create", name, *options, input="a-password\n")
+        return self.create_key(name)
+
+    def create_key(self, user: str, *options: str) -> str:
+        return self.cli("key", "create", "--user", user, *options).stdout.strip()
+
+    def key_id(self, key: str) -> int:
+        prefix = key[:10]
+        for line in self.cli("key", "list").stdout.splitlines():
+            columns = line.split("\t")
+            if columns[1] == prefix + "…":
+                return int(columns[0])
+        raise LookupError(prefix)
+
+    @contextmanager
+    def serve(self, *args: str, env: Mapping[str, str] | None = None) -> Iterator[Server]:
+        port = free_port()
+        log = self.data_dir / f"serve-{port}.log"
+        with log.open("wb") as sink:
+            process = subprocess.Popen(
+                [str(BIN / "hepai-server"), "serve", "--port", str(port), *args],
+                env={**self.env, **(env or {})},
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+            )
+        server = Server(port, process, log)
+        try:
+            wait_until_up(server.url + "/healthz", process)
+            yield server
+        finally:
+            stop(process)
+
+    def usage_rows(self, request_id: str, *, timeout: float = 10) -> list[dict[str, Any]]:
+        """The usage rows of one request, waiting for the batch writer."""
+        engine = sa.create_engine(self.sqlalchemy_url)
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                with engine.connect() as connection:
+                    rows = connection.execute(
+                        sa.text("SELECT * FROM usage_records WHERE request_id = :r"),
+                        {"r": request_id},
+                    )
+                    found = [dict(row._mapping) for row in rows]
+                if found or time.monotonic() > deadline:
+                    return found
+                time.sleep(0.05)
+        finally:
+            engine.dispose()
+
+    def usage_row(self, request_id: str) -> dict[str, Any]:
+        rows = self.usage_rows(request_id)
+        assert len(rows) == 1, rows
+        return rows[0]
+
+
+@dataclass
+class Server:
+    port: int
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        return self.url + "/apiv2"
+
+    def logs(self) -> str:
+        return self.log.read_text(errors="replace")
