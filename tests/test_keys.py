@@ -98,9 +98,7 @@ def test_keys_are_long_random_and_never_listed_or_stored(platform: Platform, uni
 
     engine = sa.create_engine(platform.sqlalchemy_url)
     with engine.connect() as connection:
-        dump = " ".join(
-            str(row) for row in connection.execute(sa.text("SELECT * FROM api_keys"))
-        )
+        dump = " ".join(str(row) for row in connection.execute(sa.text("SELECT * FROM api_keys")))
     engine.dispose()
     assert key not in dump and key[10:] not in dump
 

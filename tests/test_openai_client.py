@@ -9,7 +9,7 @@ import httpx
 import openai
 import pytest
 
-from tests.stack import MockProcess, Platform, Server
+from tests.stack import MockProcess, Server
 
 
 def client(server: Server, key: str) -> openai.OpenAI:
