@@ -84,6 +84,12 @@ class Settings(BaseSettings):
     def _expand(cls, value: Path) -> Path:
         return value.expanduser()
 
+    def configure_logging(self) -> None:
+        logging.basicConfig(
+            level=self.log_level.upper(),
+            format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s",
+        )
+
     @property
     def sqlalchemy_url(self) -> str:
         """The database URL with the driver SQLAlchemy should use."""

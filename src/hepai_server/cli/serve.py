@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-
 import click
 import uvicorn
 
@@ -24,9 +22,7 @@ from hepai_server.db import migrate
 def serve(host: str, port: int, workers: int) -> None:
     """Serve the API (and migrate the database first)."""
     settings = Settings()
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    settings.configure_logging()
     migrate.upgrade(settings.sqlalchemy_url)
     click.echo(f"hepai-server listening on http://{host}:{port}/apiv2", err=True)
     uvicorn.run(

@@ -57,7 +57,9 @@ def create_app(settings: Settings, *, catalog: Catalog | None = None) -> Starlet
 
 def create_app_from_env() -> Starlette:
     """The factory `hepai-server serve` hands to uvicorn, so each worker process builds its own."""
-    return create_app(Settings())
+    settings = Settings()
+    settings.configure_logging()
+    return create_app(settings)
 
 
 def api_routes() -> list[BaseRoute]:

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Make .venv with hepai-server and its test tools, at the versions in constraints.txt.
+# Needs only Python 3.11; safe to run again (it only installs what is missing).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+python=${PYTHON:-python3.11}
+command -v "$python" >/dev/null || python=python3
+"$python" -c 'import sys; assert sys.version_info[:2] == (3, 11), "hepai-server needs Python 3.11"'
+
+if [ ! -x .venv/bin/python ]; then
+    "$python" -m venv .venv
+fi
+# Reinstall only when the pins changed since the last install.
+stamp=$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1)
+if [ "$(cat .venv/.installed 2>/dev/null)" != "$stamp" ]; then
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check \
+        -c constraints.txt -e '.[test]'
+    echo "$stamp" > .venv/.installed
+fi
