@@ -85,3 +85,24 @@ providers:
     east, west = len(mock.requests_for("spread-east")), len(mock.requests_for("spread-west"))
     assert east + west >= 60
     assert min(east, west) >= 12, (east, west)
+
+
+def test_upstream_4xx_about_the_request_passes_through(
+    platform: Platform, server: Server, user_key: str, unique
+) -> None:
+    request_id = unique("upstream-400")
+    response = chat(
+        server, user_key, "mock/chat", mock={"status": 422}, headers={"x-request-id": request_id}
+    )
+    assert response.status_code == 422
+    assert response.json()["error"]["message"] == "mock failure 422"
+    row = platform.usage_row(request_id)
+    assert row["status_code"] == 422 and row["error"] == "mock failure 422"
+
+
+def test_upstream_429_is_a_429_when_no_other_deployment_exists(
+    server: Server, user_key: str
+) -> None:
+    response = chat(server, user_key, "mock/chat", mock={"status": 429})
+    assert response.status_code == 429
+    assert response.json()["error"]["type"] == "rate_limit_error"

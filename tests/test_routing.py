@@ -30,3 +30,13 @@ def test_each_deployment_once_heavier_first_more_often() -> None:
 def test_single_deployment_is_tried_once() -> None:
     only = deployment("only", 1)
     assert attempt_order([only], random.Random()) == [only]
+
+
+def test_deployment_repr_never_shows_the_provider_key() -> None:
+    secret = Deployment(
+        provider="p",
+        base_url="http://x",
+        upstream_model="m",
+        headers={"authorization": "Bearer provider-secret"},
+    )
+    assert "provider-secret" not in repr(secret) and "provider-secret" not in str(secret)

@@ -25,7 +25,8 @@ class Deployment:
     provider: str
     base_url: str
     upstream_model: str
-    headers: dict[str, str] = field(hash=False)
+    #: Includes the provider's key: kept out of repr so it can never reach a log line.
+    headers: dict[str, str] = field(hash=False, repr=False)
     weight: float = 1.0
 
     @property

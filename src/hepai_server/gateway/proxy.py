@@ -186,11 +186,11 @@ class Proxy:
         self, call: Call, response: aiohttp.ClientResponse, outcome: Outcome, send: Send
     ) -> None:
         raw = await response.read()
-        if response.status != 200:
-            raise_for_upstream(response.status, raw, outcome)
-            outcome.status = response.status
-        else:
+        if 200 <= response.status < 300:
             raw, outcome.usage = finish_json(call, raw)
+        else:
+            raise_for_upstream(response.status, raw, outcome)
+            outcome.status, outcome.error = response.status, upstream_message(raw)
         content_type = response.headers.get("content-type", "application/json").encode("latin-1")
         await send_bytes(
             send,
@@ -296,7 +296,7 @@ def raise_for_upstream(status: int, raw: bytes, outcome: Outcome) -> None:
         raise UpstreamError(f"{provider} rejected the gateway's credentials ({status})")
     if status == 429:
         raise RateLimited(f"{provider} is rate limiting: {upstream_message(raw)}")
-    if status >= 500 or status < 400:
+    if not 400 <= status < 500:
         raise UpstreamError(f"{provider} answered {status}: {upstream_message(raw)}")
 
 
