@@ -13,3 +13,11 @@ def test_every_setting_is_documented() -> None:
     text = (DOCS / "configuration.md").read_text()
     for name in Settings.model_fields:
         assert f"`HEPAI_SERVER_{name.upper()}`" in text, name
+
+
+def test_public_names_are_sorted_and_importable() -> None:
+    import hepai_server
+
+    assert hepai_server.__all__ == sorted(hepai_server.__all__)
+    for name in hepai_server.__all__:
+        assert hasattr(hepai_server, name), name
