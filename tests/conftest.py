@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import os
 import secrets
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -90,8 +91,14 @@ def postgres_url() -> Iterator[str]:
         connection.execute(f'CREATE DATABASE "{name}"')
     base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0]
     yield f"{base}/{name}"
-    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as connection:
-        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    for attempt in range(10):
+        try:
+            with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as connection:
+                connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            return
+        except psycopg.errors.ObjectInUse:
+            # A server process of this session may still be closing its pool.
+            time.sleep(0.5 * (attempt + 1))
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgres"])
@@ -119,7 +126,8 @@ def unique() -> Callable[[str], str]:
     return lambda stem: f"{stem}-{next(_names)}-{secrets.token_hex(2)}"
 
 
-@pytest.fixture
-def user_key(platform: Platform, unique: Callable[[str], str]) -> str:
-    """An API key of a fresh ordinary user."""
-    return platform.create_user(unique("user"))
+@pytest.fixture(scope="session")
+def user_key(platform: Platform) -> str:
+    """An API key of an ordinary user, shared by the tests that only need to be let in;
+    tests that change a key or an account make their own."""
+    return platform.create_user(f"user-{secrets.token_hex(3)}")

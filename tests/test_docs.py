@@ -21,3 +21,14 @@ def test_public_names_are_sorted_and_importable() -> None:
     assert hepai_server.__all__ == sorted(hepai_server.__all__)
     for name in hepai_server.__all__:
         assert hasattr(hepai_server, name), name
+
+
+def test_migrate_head_names_the_newest_revision() -> None:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    from hepai_server.db import migrate
+
+    config = Config()
+    config.set_main_option("script_location", str(migrate.MIGRATIONS))
+    assert ScriptDirectory.from_config(config).get_current_head() == migrate.HEAD

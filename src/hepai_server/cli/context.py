@@ -23,7 +23,7 @@ def database(*, changes_callers: bool = False) -> Iterator[Session]:
     disables a user), so every server process on this machine must forget its cache.
     """
     settings = Settings()
-    migrate.upgrade(settings.sqlalchemy_url)
+    migrate.ensure_current(settings.sqlalchemy_url)
     engine = make_engine(settings.sqlalchemy_url)
     try:
         with Session(engine, expire_on_commit=False) as session:

@@ -110,7 +110,12 @@ async def on_http_exception(request: Request, exc: Exception) -> Response:
         error = MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}")
     else:
         error = NotFound(f"no route {request.url.path}")
-    return Response(error.to_json(), status_code=error.status, media_type="application/json")
+    return Response(
+        error.to_json(),
+        status_code=error.status,
+        headers=exc.headers,
+        media_type="application/json",
+    )
 
 
 async def on_unexpected_error(request: Request, exc: Exception) -> Response:

@@ -83,20 +83,21 @@ async def send_bytes(
     *,
     request_id: str,
     content_type: bytes = b"application/json",
+    close: bool = False,
 ) -> None:
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", content_type),
-                (b"content-length", str(len(body)).encode()),
-                (b"x-request-id", request_id.encode()),
-            ],
-        }
-    )
+    headers = [
+        (b"content-type", content_type),
+        (b"content-length", str(len(body)).encode()),
+        (b"x-request-id", request_id.encode()),
+    ]
+    if close:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
 async def send_error(send: Send, error: HepAIError, *, request_id: str) -> None:
-    await send_bytes(send, error.status, error.to_json(), request_id=request_id)
+    # After a 413 the rest of the body is still on its way: closing the connection spares
+    # reading and discarding it.
+    close = isinstance(error, PayloadTooLarge)
+    await send_bytes(send, error.status, error.to_json(), request_id=request_id, close=close)

@@ -21,7 +21,13 @@ import aiohttp
 import orjson
 
 from hepai_server.accounts import Caller
-from hepai_server.errors import HepAIError, RateLimited, UpstreamError, UpstreamTimeout
+from hepai_server.errors import (
+    HepAIError,
+    InvalidRequest,
+    RateLimited,
+    UpstreamError,
+    UpstreamTimeout,
+)
 from hepai_server.gateway.asgi import Receive, Send, send_bytes
 from hepai_server.gateway.catalog import Deployment, Model
 from hepai_server.gateway.routing import attempt_order
@@ -132,6 +138,9 @@ class Proxy:
         except HepAIError as error:
             outcome.status, outcome.error = error.status, error.message
             raise
+        except Exception:
+            outcome.status, outcome.error = 500, "internal error"
+            raise
         finally:
             self._record(call, outcome)
 
@@ -180,7 +189,11 @@ class Proxy:
             body["stream_options"] = {**options, "include_usage": True}
         if call.wants_base64:
             body["encoding_format"] = "float"
-        return orjson.dumps(body)
+        try:
+            return orjson.dumps(body)
+        except orjson.JSONEncodeError:
+            # orjson reads 1023 levels of nesting but writes only 254.
+            raise InvalidRequest("the request body is nested too deeply") from None
 
     async def _relay_whole(
         self, call: Call, response: aiohttp.ClientResponse, outcome: Outcome, send: Send
