@@ -207,3 +207,31 @@ class Server:
 
     def logs(self) -> str:
         return self.log.read_text(errors="replace")
+
+
+@contextmanager
+def hepai_worker(
+    server: Server,
+    key: str,
+    name: str,
+    permissions: str = "",
+    *,
+    worker_id: str | None = None,
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A worker of the hepai SDK (tests/workers/hepai_calculator.py) registered with ``server``
+    under ``key``'s owner; stopped with SIGTERM, which makes it deregister."""
+    port = free_port()
+    args = [str(port), server.url, name, permissions] + ([worker_id] if worker_id else [])
+    env = {**os.environ, "HEPAI_API_KEY": key}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tests.workers.hepai_calculator", *args],
+        env=env,
+        cwd=Path(__file__).parent.parent,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_until_up(f"http://127.0.0.1:{port}/apiv2/worker/get_status", process)
+        yield process
+    finally:
+        stop(process)

@@ -77,6 +77,15 @@ class Settings(BaseSettings):
         default=0.5, description="Usage rows are written in batches at most this often."
     )
     usage_batch_size: int = Field(default=500, description="Usage rows per write.")
+    worker_expiry_seconds: float = Field(
+        default=200.0,
+        description="A worker that has not sent a heartbeat for this long (workers send one "
+        "every 60 s) leaves /models and routing until its next heartbeat.",
+    )
+    gate_max_body_bytes: int = Field(
+        default=512 * 1024 * 1024,
+        description="Largest body of a unified-gate call (base64 documents); spooled to disk.",
+    )
     log_level: str = Field(default="info", description="Python logging level name.")
 
     @field_validator("data_dir")

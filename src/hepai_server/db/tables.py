@@ -138,3 +138,55 @@ class UsageRecord(Base):
     latency_ms: Mapped[float] = mapped_column(Float)
     ttft_ms: Mapped[float | None] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Worker(Base):
+    """A DDF worker: a process that registered with its owner's key and heartbeats."""
+
+    __tablename__ = "workers"
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    address: Mapped[str] = mapped_column(String(512))
+    #: The registration as the SDK reads it back: declared keys only, never the secret.
+    info: Mapped[dict[str, Any]] = mapped_column(JSON)
+    #: SHA-256 of the secret the worker sent, so a restarted worker can be recognised.
+    secret_hash: Mapped[str | None] = mapped_column(String(64))
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    weight: Mapped[float] = mapped_column(Float, default=1.0)
+    speed: Mapped[float] = mapped_column(Float, default=1.0)
+    queue_length: Mapped[int] = mapped_column(Integer, default=0)
+    status: Mapped[str] = mapped_column(String(16), default="ready")
+    #: Epoch seconds of the last register/heartbeat POST.
+    last_heartbeat: Mapped[float] = mapped_column(Float)
+    stopped: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    owner: Mapped[User] = relationship(lazy="joined")
+    models: Mapped[list[WorkerModel]] = relationship(
+        lazy="selectin", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+
+class WorkerModel(Base):
+    """One model a worker serves, with who may call it."""
+
+    __tablename__ = "worker_models"
+
+    worker_id: Mapped[str] = mapped_column(
+        ForeignKey("workers.id", ondelete="CASCADE"), primary_key=True
+    )
+    model_name: Mapped[str] = mapped_column(String(256), primary_key=True, index=True)
+    groups: Mapped[list[str]] = mapped_column(JSON)
+    users: Mapped[list[str]] = mapped_column(JSON)
+    functions: Mapped[list[str]] = mapped_column(JSON)
+
+
+class ModelName(Base):
+    """Who a worker model name belongs to: the first owner to publish it, for good."""
+
+    __tablename__ = "model_names"
+
+    name: Mapped[str] = mapped_column(String(256), primary_key=True)
+    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -19,7 +19,8 @@ from hepai_server.config import Settings, load_providers
 from hepai_server.errors import HepAIError, MethodNotAllowed, NotFound
 from hepai_server.gateway.asgi import Receive, Scope, Send
 from hepai_server.gateway.catalog import Catalog
-from hepai_server.gateway.routes import openai
+from hepai_server.gateway.gate import UnifiedGate
+from hepai_server.gateway.routes import ddf, openai
 from hepai_server.gateway.runtime import Gateway
 from hepai_server.protocol.openai import CHAT, COMPLETIONS, EMBEDDINGS, RERANK
 
@@ -76,9 +77,25 @@ def api_routes() -> list[BaseRoute]:
             Route(prefix + "/models", openai.list_models, methods=["GET"]),
             Route(prefix + "/models/{model_id:path}", openai.retrieve_model, methods=["GET"]),
         ]
+    routes += ddf_routes("/apiv2")
     routes += [Route(prefix, probe, methods=["GET"]) for prefix in PREFIXES]
     routes.append(Route("/healthz", probe, methods=["GET"]))
     return routes
+
+
+def ddf_routes(prefix: str) -> list[BaseRoute]:
+    gate = UnifiedGate()
+    return [
+        Route(prefix + "/worker/unified_gate", gate, methods=["POST"]),
+        Route(prefix + "/worker_unified_gate", gate, methods=["POST"]),
+        Route(prefix + "/worker/register_worker", ddf.register_worker, methods=["POST"]),
+        Route(prefix + "/worker/stop_worker", ddf.stop_worker, methods=["POST"]),
+        Route(prefix + "/worker/list_workers", ddf.list_workers, methods=["GET"]),
+        Route(prefix + "/worker/get_worker_info", ddf.get_worker_info, methods=["POST"]),
+        Route(prefix + "/worker/get_worker_status", ddf.get_worker_status, methods=["POST"]),
+        Route(prefix + "/worker/refresh_all_workers", ddf.refresh_all_workers, methods=["GET"]),
+        Route(prefix + "/agents/list_agents", ddf.list_agents, methods=["GET"]),
+    ]
 
 
 class TrailingSlash:

@@ -6,8 +6,10 @@ would have cost, without the allocation.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections.abc import Awaitable, Callable, MutableMapping
+from types import TracebackType
 from typing import Any
 
 import orjson
@@ -101,3 +103,51 @@ async def send_error(send: Send, error: HepAIError, *, request_id: str) -> None:
     # reading and discarding it.
     close = isinstance(error, PayloadTooLarge)
     await send_bytes(send, error.status, error.to_json(), request_id=request_id, close=close)
+
+
+class DisconnectWatch:
+    """Cancels the current task the moment the client disconnects.
+
+    Use it around work that should stop with the client (an upstream stream):
+
+        async with DisconnectWatch(receive) as watch:
+            try:
+                ...
+            except asyncio.CancelledError:
+                if not watch.fired:
+                    raise
+                ...  # the client left: clean up, record it
+
+    When it fired, the cancellation is withdrawn (``uncancel``) so the task carries on normally.
+    """
+
+    def __init__(self, receive: Receive) -> None:
+        self._receive = receive
+        self._task = asyncio.current_task()
+        self._watcher: asyncio.Task[None] | None = None
+        self.fired = False
+
+    async def __aenter__(self) -> DisconnectWatch:
+        self._watcher = asyncio.create_task(self._watch())
+        return self
+
+    async def __aexit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        assert self._watcher is not None
+        self._watcher.cancel()
+
+    async def _watch(self) -> None:
+        while (await self._receive())["type"] != "http.disconnect":
+            pass
+        self.fired = True
+        assert self._task is not None
+        self._task.cancel()
+
+    def withdraw(self) -> None:
+        """Take back the cancellation this watch caused, once it has been handled."""
+        assert self._task is not None
+        self._task.uncancel()

@@ -119,6 +119,9 @@ class Catalog:
                 )
         return cls(merged.values())
 
+    def ids(self) -> frozenset[str]:
+        return frozenset(self._models)
+
     def visible_to(self, caller: Caller) -> list[Model]:
         return [model for model in self._models.values() if model.is_callable_by(caller)]
 

@@ -28,7 +28,7 @@ from hepai_server.errors import (
     UpstreamError,
     UpstreamTimeout,
 )
-from hepai_server.gateway.asgi import Receive, Send, send_bytes
+from hepai_server.gateway.asgi import DisconnectWatch, Receive, Send, send_bytes
 from hepai_server.gateway.catalog import Deployment, Model
 from hepai_server.gateway.routing import attempt_order
 from hepai_server.gateway.usage import UsageRecorder
@@ -217,31 +217,24 @@ class Proxy:
         self, call: Call, outcome: Outcome, receive: Receive, send: Send
     ) -> None:
         """Relay SSE as it arrives; a client that goes away cancels the upstream at once."""
-        task = asyncio.current_task()
-        assert task is not None
-        watcher = asyncio.create_task(_disconnected(receive))
-        watcher.add_done_callback(lambda w: None if w.cancelled() else task.cancel())
         response: aiohttp.ClientResponse | None = None
         finished = False
-        try:
-            response = await self._open(call, outcome)
-            if response.status != 200 or "event-stream" not in response.content_type:
-                await self._relay_whole(call, response, outcome, send)
-            else:
-                await self._pump(call, response, outcome, send)
-            finished = True
-        except asyncio.CancelledError:
-            if not watcher.done() or watcher.cancelled():
-                raise
-            task.uncancel()
-            outcome.status, outcome.error = (
-                CLIENT_CLOSED,
-                "client closed the connection",
-            )
-        finally:
-            watcher.cancel()
-            if response is not None:
-                response.release() if finished else response.close()
+        async with DisconnectWatch(receive) as watch:
+            try:
+                response = await self._open(call, outcome)
+                if response.status != 200 or "event-stream" not in response.content_type:
+                    await self._relay_whole(call, response, outcome, send)
+                else:
+                    await self._pump(call, response, outcome, send)
+                finished = True
+            except asyncio.CancelledError:
+                if not watch.fired:
+                    raise
+                watch.withdraw()
+                outcome.status, outcome.error = CLIENT_CLOSED, "client closed the connection"
+            finally:
+                if response is not None:
+                    response.release() if finished else response.close()
 
     async def _pump(
         self, call: Call, response: aiohttp.ClientResponse, outcome: Outcome, send: Send
@@ -295,11 +288,6 @@ class Proxy:
             ttft_ms=(ttft - call.started) * 1000 if ttft is not None else None,
             error=outcome.error,
         )
-
-
-async def _disconnected(receive: Receive) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
 
 
 def raise_for_upstream(status: int, raw: bytes, outcome: Outcome) -> None:

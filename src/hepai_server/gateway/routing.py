@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from hepai_server.gateway.catalog import Deployment
+from hepai_server.gateway.registry import WorkerRoute
 
 
 def attempt_order(deployments: Sequence[Deployment], rng: random.Random) -> list[Deployment]:
@@ -17,3 +18,21 @@ def attempt_order(deployments: Sequence[Deployment], rng: random.Random) -> list
     if len(deployments) == 1:
         return list(deployments)
     return sorted(deployments, key=lambda d: rng.random() ** (1.0 / d.weight), reverse=True)
+
+
+def worker_order(
+    routes: Sequence[WorkerRoute], rng: random.Random, inflight: Mapping[str, int]
+) -> list[WorkerRoute]:
+    """Workers of one model in the order to try them.
+
+    Lowest ``priority`` first (0 is the most preferred); within a priority, a weighted draw
+    (as above) scaled down by each worker's queue per unit of speed, counting the calls this
+    process has in flight there, so short queues win more often.
+    """
+
+    def key(route: WorkerRoute) -> tuple[int, float]:
+        queue = route.queue_length + inflight.get(route.worker_id, 0)
+        draw = rng.random() ** (1.0 / max(route.weight, 1e-6))
+        return (route.priority, -draw / (1.0 + queue / route.speed))
+
+    return sorted(routes, key=key)

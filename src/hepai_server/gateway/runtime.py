@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import aiohttp
 from sqlalchemy import Engine
@@ -18,6 +21,8 @@ from hepai_server.gateway.catalog import Catalog
 from hepai_server.gateway.proxy import Proxy
 from hepai_server.gateway.usage import UsageRecorder
 from hepai_server.invalidation import Generation
+
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -65,6 +70,17 @@ class Gateway:
             session=session,
             proxy=Proxy(session, recorder, random.Random()),
         )
+
+    async def transact(self, work: Callable[[Session], T]) -> T:
+        """Run ``work`` in a thread with a session that commits when it returns."""
+
+        def run() -> T:
+            with Session(self.engine, expire_on_commit=False) as session:
+                result = work(session)
+                session.commit()
+                return result
+
+        return await asyncio.to_thread(run)
 
     async def close(self) -> None:
         """Stop in dependency order: no new upstream calls, then drain usage, then the database."""

@@ -5,14 +5,17 @@ The POST routes are raw ASGI endpoints: they are the hot path, and each step is 
 
 from __future__ import annotations
 
+import time
 from time import perf_counter
+from typing import Any
 
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
 from hepai_server.accounts import Caller
-from hepai_server.errors import HepAIError, InvalidRequest
+from hepai_server.errors import HepAIError, InvalidRequest, ModelNotFound
+from hepai_server.gateway import registry
 from hepai_server.gateway.asgi import (
     ClientDisconnected,
     Receive,
@@ -117,11 +120,26 @@ def json_response(body: object) -> Response:
 
 
 async def list_models(request: Request) -> Response:
+    """The models this key may call: the providers' and the live workers'."""
     gateway, caller = await authenticate(request)
     cards = [model.card() for model in gateway.catalog.visible_to(caller)]
+    cards += await worker_cards(gateway, caller)
     return json_response({"object": "list", "data": cards})
 
 
 async def retrieve_model(request: Request) -> Response:
     gateway, caller = await authenticate(request)
-    return json_response(gateway.catalog.resolve(request.path_params["model_id"], caller).card())
+    model_id = request.path_params["model_id"]
+    if model_id in gateway.catalog.ids():
+        return json_response(gateway.catalog.resolve(model_id, caller).card())
+    for card in await worker_cards(gateway, caller):
+        if card["id"] == model_id:
+            return json_response(card)
+    raise ModelNotFound(model_id)
+
+
+async def worker_cards(gateway: Gateway, caller: Caller) -> list[dict[str, Any]]:
+    expiry = gateway.settings.worker_expiry_seconds
+    return await gateway.transact(
+        lambda s: registry.model_cards(s, caller=caller, now=time.time(), expiry=expiry)
+    )

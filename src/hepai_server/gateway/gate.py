@@ -1,0 +1,245 @@
+"""The unified gate: call a method of a worker-hosted model, as the hepai SDK does.
+
+``POST /worker/unified_gate/?model=M&function=F`` with ``{"args": [...], "kwargs": {...}}``
+goes to a live worker of M that the caller may use, with the caller's identity in the headers.
+The body is spooled (to disk past a few megabytes), so a 200 MB base64 PDF neither sits in
+memory nor blocks a retry on the next worker. The worker's answer comes back as it is: status,
+JSON body and content type; a streamed answer is relayed chunk by chunk as text/event-stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from time import perf_counter
+from typing import IO
+from urllib.parse import parse_qs, urlencode
+
+import aiohttp
+from sqlalchemy.orm import Session
+
+from hepai_server.accounts import Caller
+from hepai_server.errors import (
+    HepAIError,
+    InvalidRequest,
+    ModelNotFound,
+    PayloadTooLarge,
+    ServiceUnavailable,
+    UpstreamError,
+    UpstreamTimeout,
+)
+from hepai_server.gateway import registry
+from hepai_server.gateway.asgi import (
+    ClientDisconnected,
+    DisconnectWatch,
+    Receive,
+    Scope,
+    Send,
+    client_request_id,
+    parse_content_length,
+    send_bytes,
+    send_error,
+)
+from hepai_server.gateway.auth import token_from_headers
+from hepai_server.gateway.routing import worker_order
+from hepai_server.gateway.runtime import Gateway
+from hepai_server.protocol.openai import Usage
+from hepai_server.protocol.sse import error_event
+
+#: Bodies up to this size stay in memory while they are forwarded; larger ones go to disk.
+SPOOL_IN_MEMORY = 4 * 1024 * 1024
+READ_CHUNK = 1024 * 1024
+STREAM_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
+
+
+class UnifiedGate:
+    """The raw ASGI endpoint behind /worker/unified_gate and /worker_unified_gate."""
+
+    def __init__(self) -> None:
+        self._rng = random.Random()
+        self._inflight: dict[str, int] = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = perf_counter()
+        gateway: Gateway = scope["state"]["gateway"]
+        headers = dict(scope["headers"])
+        request_id = client_request_id(headers.get(b"x-request-id"))
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        model = (query.get("model") or [""])[0]
+        function = (query.get("function") or ["__call__"])[0]
+        caller: Caller | None = None
+        status, error_text, worker_id = 200, None, None
+        try:
+            token = token_from_headers(headers.get(b"authorization"), headers.get(b"x-api-key"))
+            caller = await gateway.auth.authenticate(token)
+            if not model:
+                raise InvalidRequest("the 'model' query parameter is required", param="model")
+            if b"multipart/form-data" in headers.get(b"content-type", b""):
+                raise InvalidRequest(
+                    "multipart calls are not accepted yet; pass files as base64 strings in "
+                    "kwargs (e.g. file_base64=...)",
+                    param="file",
+                )
+            routes = await self._routes(gateway, caller, model)
+            with tempfile.SpooledTemporaryFile(SPOOL_IN_MEMORY) as body:
+                declared = parse_content_length(headers.get(b"content-length"))
+                await spool(
+                    receive, body, declared=declared, limit=gateway.settings.gate_max_body_bytes
+                )
+                status, worker_id = await self._forward(
+                    gateway, caller, routes, model, function, body, request_id, receive, send
+                )
+        except ClientDisconnected:
+            status, error_text = 499, "client closed the connection"
+        except HepAIError as error:
+            status, error_text = error.status, error.message
+            await send_error(send, error, request_id=request_id)
+        finally:
+            if caller is not None:
+                gateway.recorder.record(
+                    request_id=request_id,
+                    user_id=caller.user_id,
+                    api_key_id=caller.key_id,
+                    endpoint=f"worker.{function}"[:32],
+                    model=model[:256],
+                    deployment=worker_id,
+                    stream=False,
+                    status_code=status,
+                    usage=Usage(),
+                    latency_ms=(perf_counter() - started) * 1000,
+                    error=error_text,
+                )
+
+    async def _routes(
+        self, gateway: Gateway, caller: Caller, model: str
+    ) -> list[registry.WorkerRoute]:
+        expiry = gateway.settings.worker_expiry_seconds
+
+        def lookup() -> list[registry.WorkerRoute] | None:
+            with Session(gateway.engine) as session:
+                return registry.routes_for(
+                    session, caller=caller, model_name=model, now=time.time(), expiry=expiry
+                )
+
+        routes = await asyncio.to_thread(lookup)
+        if routes is None:
+            raise ModelNotFound(model)
+        if not routes:
+            raise ServiceUnavailable(f"no worker of {model} is alive right now")
+        return routes
+
+    async def _forward(
+        self,
+        gateway: Gateway,
+        caller: Caller,
+        routes: list[registry.WorkerRoute],
+        model: str,
+        function: str,
+        body: IO[bytes],
+        request_id: str,
+        receive: Receive,
+        send: Send,
+    ) -> tuple[int, str | None]:
+        """Send the call to the best worker, the next on a connection failure; relay the answer."""
+        size = body.tell()
+        headers = identity_headers(caller, request_id)
+        headers["content-type"] = "application/json"
+        headers["content-length"] = str(size)
+        query = urlencode({"model": model, "function": function})
+        failure: HepAIError = ServiceUnavailable(f"no worker of {model} answered")
+        for route in worker_order(routes, self._rng, self._inflight):
+            body.seek(0)
+            url = f"{route.address}/worker_unified_gate/?{query}"
+            self._inflight[route.worker_id] = self._inflight.get(route.worker_id, 0) + 1
+            try:
+                response = await gateway.session.post(url, data=read_chunks(body), headers=headers)
+            except aiohttp.ClientConnectionError as exc:
+                if isinstance(exc, aiohttp.ServerTimeoutError):
+                    raise UpstreamTimeout(f"worker of {model} did not answer in time") from None
+                failure = ServiceUnavailable(f"no worker of {model} could be reached")
+                continue
+            except TimeoutError:
+                raise UpstreamTimeout(f"worker of {model} did not answer in time") from None
+            finally:
+                self._inflight[route.worker_id] -= 1
+            try:
+                await relay_answer(response, request_id, receive, send)
+            finally:
+                response.release()
+            return response.status, route.worker_id
+        raise failure
+
+
+def identity_headers(caller: Caller, request_id: str) -> dict[str, str]:
+    """Who is calling, in the headers the hepai worker middleware reads (wire spec §2.7)."""
+    headers = {
+        "x-hepai-user-id": str(caller.user_id),
+        "x-hepai-api-key-owner-id": str(caller.user_id),
+        "x-hepai-api-key-id": str(caller.key_id),
+        "x-hepai-username": caller.username,
+        "x-request-id": request_id,
+    }
+    if caller.email:
+        headers["x-hepai-user-email"] = caller.email
+    return headers
+
+
+async def spool(receive: Receive, sink: IO[bytes], *, declared: int | None, limit: int) -> None:
+    if declared is not None and declared > limit:
+        raise PayloadTooLarge(f"request body of {declared} bytes exceeds the {limit}-byte limit")
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnected
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"request body exceeds the {limit}-byte limit")
+        sink.write(chunk)
+        if not message.get("more_body", False):
+            return
+
+
+async def read_chunks(body: IO[bytes]) -> AsyncIterator[bytes]:
+    while chunk := body.read(READ_CHUNK):
+        yield chunk
+
+
+async def relay_answer(
+    response: aiohttp.ClientResponse, request_id: str, receive: Receive, send: Send
+) -> None:
+    """JSON and errors whole with their status and type; anything else streamed as SSE."""
+    content_type = response.headers.get("content-type", "application/json")
+    if response.status != 200 or content_type.startswith("application/json"):
+        raw = await response.read()
+        await send_bytes(
+            send, response.status, raw, request_id=request_id, content_type=content_type.encode()
+        )
+        return
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [*STREAM_HEADERS, (b"x-request-id", request_id.encode())],
+        }
+    )
+    async with DisconnectWatch(receive) as watch:
+        try:
+            async for chunk in response.content.iter_any():
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        except asyncio.CancelledError:
+            if not watch.fired:
+                raise
+            watch.withdraw()
+            response.close()
+            return
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            error = UpstreamError(f"the worker's stream broke: {type(exc).__name__}")
+            await send(
+                {"type": "http.response.body", "body": error_event(error), "more_body": True}
+            )
+    await send({"type": "http.response.body", "body": b"", "more_body": False})

@@ -1,0 +1,233 @@
+"""The worker registry: register and heartbeat, stop, look up, and who may see what.
+
+Durable in the database, so a restarted server and every gateway process know the same workers.
+A worker is live while its last heartbeat is younger than ``worker_expiry_seconds`` (about
+three missed 60-second heartbeats) and it has not been stopped; the next heartbeat of an
+expired worker brings it back.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from hepai_server.accounts import Caller
+from hepai_server.credentials import hash_api_key
+from hepai_server.db.tables import ModelName, User, Worker, WorkerModel
+from hepai_server.errors import Conflict, NotFound, PermissionDenied
+from hepai_server.protocol.ddf import Registration, permissions_of
+
+EVERYONE = "all"
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerRoute:
+    """A live worker of one model, as dispatch needs it."""
+
+    worker_id: str
+    address: str
+    priority: int
+    weight: float
+    speed: float
+    queue_length: int
+
+
+def may_call(caller: Caller, model: WorkerModel, owner_id: int) -> bool:
+    """Admins, the owner, listed users, listed groups, or everyone when the groups say ``all``;
+    and only models the caller's key is not barred from."""
+    if caller.allowed_models is not None and model.model_name not in caller.allowed_models:
+        return False
+    groups = set(model.groups)
+    return (
+        caller.is_admin
+        or caller.user_id == owner_id
+        or EVERYONE in groups
+        or caller.username in model.users
+        or (caller.email is not None and caller.email in model.users)
+        or not groups.isdisjoint(caller.groups)
+    )
+
+
+def register(
+    session: Session,
+    *,
+    caller: Caller,
+    registration: Registration,
+    secret: str | None,
+    now: float,
+    reserved: Collection[str],
+) -> Worker:
+    """Upsert a worker: the first registration and every heartbeat are the same call."""
+    worker = session.get(Worker, registration.worker_id)
+    if worker is not None and worker.owner_id != caller.user_id and not caller.is_admin:
+        raise PermissionDenied(f"worker id {registration.worker_id!r} belongs to another user")
+    owner_id = worker.owner_id if worker is not None else caller.user_id
+    for name in registration.models:
+        claim_model_name(session, name=name, owner_id=owner_id, caller=caller, reserved=reserved)
+    owner = session.get(User, owner_id)
+    assert owner is not None
+    payload = stamp_owner(registration.payload, owner.username)
+    if worker is None:
+        worker = Worker(id=registration.worker_id, owner_id=owner_id)
+        session.add(worker)
+    worker.address = registration.address
+    worker.info = payload
+    worker.secret_hash = hash_api_key(secret) if secret else None
+    worker.priority = registration.priority
+    worker.weight = registration.weight
+    worker.speed = registration.speed
+    worker.queue_length = registration.queue_length
+    worker.status = registration.status
+    worker.last_heartbeat = now
+    worker.stopped = False
+    session.flush()
+    session.execute(delete(WorkerModel).where(WorkerModel.worker_id == worker.id))
+    for resource in payload["resource_info"]:
+        groups, users = permissions_of(resource)
+        session.add(
+            WorkerModel(
+                worker_id=worker.id,
+                model_name=resource["model_name"],
+                groups=sorted(groups),
+                users=sorted(users),
+                functions=list(resource.get("model_functions") or []),
+            )
+        )
+    session.flush()
+    return worker
+
+
+def claim_model_name(
+    session: Session, *, name: str, owner_id: int, caller: Caller, reserved: Collection[str]
+) -> None:
+    """A model name is its first publisher's for good; nobody else may take it over."""
+    if name in reserved:
+        raise Conflict(f"model name {name!r} is served by an upstream provider", param="model_name")
+    claim = session.get(ModelName, name)
+    if claim is None:
+        session.add(ModelName(name=name, owner_id=owner_id))
+    elif claim.owner_id != owner_id and not caller.is_admin:
+        raise PermissionDenied(f"model name {name!r} belongs to another user")
+
+
+def stamp_owner(payload: dict[str, Any], username: str) -> dict[str, Any]:
+    """The payload with the owner the platform authenticated, not the one the worker claimed."""
+    payload = copy.deepcopy(payload)
+    permissions = payload["metadata"].get("permissions")
+    permissions = dict(permissions) if isinstance(permissions, dict) else {}
+    permissions["owner"] = username
+    payload["metadata"]["permissions"] = permissions
+    for resource in payload["resource_info"]:
+        resource["model_owner"] = username
+        resource["owned_by"] = username
+    return payload
+
+
+def stop(session: Session, *, caller: Caller, worker_id: str) -> Worker:
+    worker = visible_worker(session, caller=caller, worker_id=worker_id)
+    if worker.owner_id != caller.user_id and not caller.is_admin:
+        raise PermissionDenied("only the worker's owner or an admin may stop it")
+    worker.stopped = True
+    return worker
+
+
+def is_live(worker: Worker, *, now: float, expiry: float) -> bool:
+    return not worker.stopped and now - worker.last_heartbeat < expiry
+
+
+def visible_worker(session: Session, *, caller: Caller, worker_id: str) -> Worker:
+    """A worker the caller may see (one serving a model it may call); else 404."""
+    worker = session.get(Worker, worker_id)
+    if worker is None or not can_see(caller, worker):
+        raise NotFound(f"no worker {worker_id!r}")
+    return worker
+
+
+def can_see(caller: Caller, worker: Worker) -> bool:
+    return any(may_call(caller, model, worker.owner_id) for model in worker.models)
+
+
+def live_workers(
+    session: Session, *, caller: Caller, now: float, expiry: float
+) -> Sequence[Worker]:
+    workers = session.scalars(
+        select(Worker).where(Worker.stopped.is_(False), Worker.last_heartbeat > now - expiry)
+    ).all()
+    return [worker for worker in workers if can_see(caller, worker)]
+
+
+def routes_for(
+    session: Session, *, caller: Caller, model_name: str, now: float, expiry: float
+) -> list[WorkerRoute] | None:
+    """Live workers of the model the caller may call; None when the caller may not call it
+    (or it does not exist), [] when it exists but no worker of it is live."""
+    rows = session.execute(
+        select(Worker, WorkerModel)
+        .join(WorkerModel, WorkerModel.worker_id == Worker.id)
+        .where(WorkerModel.model_name == model_name)
+    ).all()
+    permitted = [(w, m) for w, m in rows if may_call(caller, m, w.owner_id)]
+    if not permitted:
+        return None
+    return [
+        WorkerRoute(w.id, w.address, w.priority, w.weight, w.speed, w.queue_length)
+        for w, _m in permitted
+        if is_live(w, now=now, expiry=expiry)
+    ]
+
+
+def worker_for_model(
+    session: Session, *, caller: Caller, model_name: str, now: float, expiry: float
+) -> Worker:
+    """The live worker that best answers get_worker_info(model_name=…)."""
+    routes = routes_for(session, caller=caller, model_name=model_name, now=now, expiry=expiry)
+    if not routes:
+        raise NotFound(f"no live worker serves model {model_name!r}")
+    best = min(routes, key=lambda r: (r.priority, r.queue_length / r.speed))
+    worker = session.get(Worker, best.worker_id)
+    assert worker is not None
+    return worker
+
+
+def info_for(worker: Worker, *, caller: Caller, only_model: str | None = None) -> dict[str, Any]:
+    """The WorkerInfo the SDK reads: the worker's own address only for its owner and admins."""
+    info = copy.deepcopy(worker.info)
+    info["last_heartbeat"] = int(worker.last_heartbeat)
+    info.setdefault("status_info", {})["status"] = worker.status
+    if only_model is not None:
+        info["resource_info"] = [
+            r for r in info["resource_info"] if r.get("model_name") == only_model
+        ]
+    if worker.owner_id != caller.user_id and not caller.is_admin:
+        info["network_info"] = {**info.get("network_info", {}), "host": "", "worker_address": ""}
+    return info
+
+
+def model_cards(
+    session: Session, *, caller: Caller, now: float, expiry: float
+) -> list[dict[str, Any]]:
+    """/models rows for the live worker models the caller may call; owners as a list, as the
+    platform's tool rows carry them."""
+    cards: dict[str, dict[str, Any]] = {}
+    for worker in live_workers(session, caller=caller, now=now, expiry=expiry):
+        owner = worker.owner.email or worker.owner.username
+        for model in worker.models:
+            if not may_call(caller, model, worker.owner_id):
+                continue
+            card = cards.setdefault(
+                model.model_name,
+                {
+                    "id": model.model_name,
+                    "object": "model",
+                    "created": int(worker.created_at.timestamp()),
+                    "owned_by": [],
+                },
+            )
+            if owner not in card["owned_by"]:
+                card["owned_by"].append(owner)
+    return list(cards.values())

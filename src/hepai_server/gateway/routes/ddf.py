@@ -1,0 +1,185 @@
+"""The DDF controller routes the hepai SDK and its workers call: register, heartbeat, stop,
+list and look up workers. Every WorkerInfo goes out with exactly the SDK's keys."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import aiohttp
+import orjson
+from sqlalchemy.orm import Session
+from starlette.requests import Request
+from starlette.responses import Response
+
+from hepai_server.db.tables import Worker
+from hepai_server.errors import InvalidRequest
+from hepai_server.gateway import registry
+from hepai_server.gateway.routes.openai import authenticate, json_response
+from hepai_server.gateway.runtime import Gateway
+from hepai_server.protocol.ddf import STATUS_KEYS, parse_registration
+
+#: How long the controller waits for a worker's own status or shutdown route.
+WORKER_PROBE_SECONDS = 5.0
+
+
+async def json_body(request: Request) -> dict[str, Any]:
+    raw = await request.body()
+    try:
+        body = orjson.loads(raw) if raw else {}
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"the request body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise InvalidRequest("the request body must be a JSON object")
+    return body
+
+
+def _text(body: dict[str, Any], name: str) -> str | None:
+    value = body.get(name)
+    if value is not None and not isinstance(value, str):
+        raise InvalidRequest(f"'{name}' must be a string", param=name)
+    return value
+
+
+async def register_worker(request: Request) -> Response:
+    """First registration and every heartbeat: an idempotent upsert keyed by worker id."""
+    gateway, caller = await authenticate(request)
+    body = await json_body(request)
+    registration = parse_registration(body)
+    secret = body.get("secret_key") if isinstance(body.get("secret_key"), str) else None
+    reserved = gateway.catalog.ids()
+
+    def work(session: Session) -> dict[str, Any]:
+        worker = registry.register(
+            session,
+            caller=caller,
+            registration=registration,
+            secret=secret,
+            now=time.time(),
+            reserved=reserved,
+        )
+        return registry.info_for(worker, caller=caller)
+
+    return json_response(await gateway.transact(work))
+
+
+async def stop_worker(request: Request) -> Response:
+    gateway, caller = await authenticate(request)
+    body = await json_body(request)
+    worker_id = _text(body, "worker_id")
+    if not worker_id:
+        raise InvalidRequest("'worker_id' is required", param="worker_id")
+    worker = await gateway.transact(lambda s: registry.stop(s, caller=caller, worker_id=worker_id))
+    shutdown = False
+    if body.get("permanent") is True:
+        shutdown = (
+            await _call_worker(gateway, "POST", f"{worker.address}/shutdown_worker") is not None
+        )
+    return json_response(
+        {
+            "id": worker.id,
+            "stopped": True,
+            "message": f"Worker `{worker.id}` stopped",
+            "shutdown": shutdown,
+        }
+    )
+
+
+async def list_workers(request: Request) -> Response:
+    gateway, caller = await authenticate(request)
+    expiry = gateway.settings.worker_expiry_seconds
+
+    def work(session: Session) -> list[dict[str, Any]]:
+        workers = registry.live_workers(session, caller=caller, now=time.time(), expiry=expiry)
+        return [registry.info_for(worker, caller=caller) for worker in workers]
+
+    return json_response({"object": "list", "data": await gateway.transact(work)})
+
+
+async def get_worker_info(request: Request) -> Response:
+    gateway, caller = await authenticate(request)
+    body = await json_body(request)
+    worker_id, model_name = _text(body, "worker_id"), _text(body, "model_name")
+    expiry = gateway.settings.worker_expiry_seconds
+
+    def work(session: Session) -> dict[str, Any]:
+        if worker_id:
+            worker = registry.visible_worker(session, caller=caller, worker_id=worker_id)
+            return registry.info_for(worker, caller=caller)
+        if not model_name:
+            raise InvalidRequest("give 'worker_id' or 'model_name'", param="model_name")
+        worker = registry.worker_for_model(
+            session, caller=caller, model_name=model_name, now=time.time(), expiry=expiry
+        )
+        return registry.info_for(worker, caller=caller, only_model=model_name)
+
+    return json_response(await gateway.transact(work))
+
+
+async def get_worker_status(request: Request) -> Response:
+    gateway, caller = await authenticate(request)
+    body = await json_body(request)
+    worker_id = _text(body, "worker_id")
+    if not worker_id:
+        raise InvalidRequest("'worker_id' is required", param="worker_id")
+    worker = await gateway.transact(
+        lambda s: registry.visible_worker(s, caller=caller, worker_id=worker_id)
+    )
+    status: dict[str, Any] = dict(worker.info.get("status_info") or {})
+    status["status"] = worker.status
+    if body.get("refresh") is True:
+        fresh = await _call_worker(gateway, "GET", f"{worker.address}/worker/get_status")
+        if isinstance(fresh, dict):
+            status.update({k: v for k, v in fresh.items() if k in STATUS_KEYS})
+    return json_response({k: v for k, v in status.items() if k in STATUS_KEYS})
+
+
+async def refresh_all_workers(request: Request) -> Response:
+    gateway, caller = await authenticate(request)
+    expiry = gateway.settings.worker_expiry_seconds
+    live = await gateway.transact(
+        lambda s: len(registry.live_workers(s, caller=caller, now=time.time(), expiry=expiry)),
+    )
+    return json_response({"success": True, "live_workers": live})
+
+
+async def list_agents(request: Request) -> Response:
+    """Agent workers (type ``agent``) the caller may use, as AgentInfo-like rows."""
+    gateway, caller = await authenticate(request)
+    expiry = gateway.settings.worker_expiry_seconds
+
+    def work(session: Session) -> list[dict[str, Any]]:
+        rows = []
+        for worker in registry.live_workers(session, caller=caller, now=time.time(), expiry=expiry):
+            if worker.info.get("type") != "agent":
+                continue
+            for resource in worker.info.get("resource_info", []):
+                rows.append(_agent_row(worker, resource))
+        return rows
+
+    return json_response({"object": "list", "data": await gateway.transact(work)})
+
+
+def _agent_row(worker: Worker, resource: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": resource.get("model_name"),
+        "name": resource.get("model_name"),
+        "owner": worker.owner.username,
+        "available": True,
+        "description": resource.get("model_description"),
+        "author": resource.get("model_author"),
+        "version": resource.get("model_version"),
+    }
+
+
+async def _call_worker(gateway: Gateway, method: str, url: str) -> Any:
+    """A worker's own management route, or None when it does not answer."""
+    try:
+        async with gateway.session.request(
+            method, url, timeout=aiohttp.ClientTimeout(total=WORKER_PROBE_SECONDS)
+        ) as response:
+            if response.status != 200:
+                return None
+            return await response.json(content_type=None)
+    except (aiohttp.ClientError, TimeoutError, ValueError):
+        return None

@@ -1,0 +1,304 @@
+"""DDF: real hepai-SDK workers register with the server and the real hepai client calls them."""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import sqlalchemy as sa
+from hepai import HepAI
+from hepai.components.haiddf.hclient._exceptions import HAPIStatusError
+
+from tests.stack import Platform, Server, hepai_worker
+
+
+def hepai(server: Server, key: str) -> HepAI:
+    return HepAI(base_url=server.base_url, api_key=key)
+
+
+def model_ids(server: Server, key: str) -> set[str]:
+    response = httpx.get(server.base_url + "/models", headers={"x-api-key": key})
+    return {row["id"] for row in response.json()["data"]}
+
+
+def worker_info(
+    name: str,
+    worker_id: str,
+    *,
+    address: str = "http://127.0.0.1:9/apiv2",
+    groups: list[str] | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """A registration body shaped like the SDK's (plus ``extra`` top-level keys)."""
+    return {
+        "id": worker_id,
+        "type": "common",
+        "network_info": {
+            "host": "127.0.0.1",
+            "port": 9,
+            "route_prefix": "/apiv2",
+            "host_name": "test",
+            "worker_address": address,
+        },
+        "resource_info": [
+            {
+                "model_name": name,
+                "model_type": "common",
+                "model_groups": groups or [],
+                "model_users": [],
+                "model_functions": ["__call__", "add"],
+                "id": "md-x",
+                "object": "model",
+                "owned_by": "someone-else",
+            }
+        ],
+        "status_info": {"speed": 1, "queue_length": 0, "status": "ready", "start_time": 1.0},
+        "check_heartbeat": True,
+        "last_heartbeat": None,
+        "version": "2.0",
+        "metadata": {"permissions": {"groups": groups or [], "owner": "someone-else"}},
+        **extra,
+    }
+
+
+def register(server: Server, key: str, body: dict[str, Any]) -> httpx.Response:
+    return httpx.post(
+        server.base_url + "/worker/register_worker",
+        headers={"Authorization": f"Bearer {key}"},
+        json=body,
+    )
+
+
+def test_remote_calls_return_every_json_type_and_stream(
+    platform: Platform, server: Server, unique
+) -> None:
+    owner = unique("ddf-owner")
+    key = platform.create_user(owner)
+    name = f"{owner}/calculator"
+    with hepai_worker(server, key, name, "groups: all"):
+        client = hepai(server, key)
+        rows = httpx.get(server.base_url + "/models", headers={"x-api-key": key}).json()["data"]
+        row = next(r for r in rows if r["id"] == name)
+        assert row["object"] == "model" and row["owned_by"] == [owner]
+        model = client.get_remote_model(name)
+        assert model.add(1, b=5) == 6
+        half = model.half(3)
+        assert half == 1.5 and isinstance(half, float)
+        assert model.upto(4) == [0, 1, 2, 3]
+        assert model.describe() == {"name": "calculator", "nested": {"ok": True}}
+        assert model.nothing() is None
+        assert list(model.count(n=3, stream=True)) == [{"i": 0}, {"i": 1}, {"i": 2}]
+        assert list(model.acount(n=2, stream=True)) == [
+            {"i": 0, "async": True},
+            {"i": 1, "async": True},
+        ]
+        identity = model.whoami()
+        assert identity["username"] == owner and identity["request_id"].startswith("req-")
+
+
+def test_worker_errors_pass_through_with_their_status(
+    platform: Platform, server: Server, unique
+) -> None:
+    owner = unique("ddf-errors")
+    key = platform.create_user(owner)
+    name = f"{owner}/calculator"
+    with hepai_worker(server, key, name):
+        model = hepai(server, key).get_remote_model(name)
+        with pytest.raises(HAPIStatusError) as caught:
+            model.fail("boom")
+        assert caught.value.status_code == 400
+        assert caught.value.body == {"detail": "ValueError: boom\nValueError: boom"}
+        missing = httpx.post(
+            server.base_url + "/worker/unified_gate/",
+            params={"model": name, "function": "no_such_function"},
+            headers={"x-api-key": key},
+            json={},
+        )
+        assert missing.status_code == 404 and "no_such_function" in missing.json()["detail"]
+
+
+def test_permissions_owner_user_group_all_denied(platform: Platform, server: Server, unique):
+    owner = unique("perm-owner")
+    key = platform.create_user(owner)
+    listed, member = unique("listed"), unique("member")
+    listed_key = platform.create_user(listed)
+    member_key = platform.create_user(member, "--group", "ddf-physics")
+    stranger_key = platform.create_user(unique("stranger"))
+    admin_key = platform.create_user(unique("ddf-admin"), "--admin")
+    shared, private, public = (f"{owner}/shared", f"{owner}/private", f"{owner}/public")
+    with (
+        hepai_worker(server, key, shared, f"groups: ddf-physics; users: {listed}"),
+        hepai_worker(server, key, private),
+        hepai_worker(server, key, public, "groups: all"),
+    ):
+        expected = {
+            key: {shared, private, public},
+            listed_key: {shared, public},
+            member_key: {shared, public},
+            stranger_key: {public},
+            admin_key: {shared, private, public},
+        }
+        for caller, allowed in expected.items():
+            assert model_ids(server, caller) & {shared, private, public} == allowed
+            for name in (shared, private, public):
+                response = httpx.post(
+                    server.base_url + "/worker/unified_gate/",
+                    params={"model": name, "function": "add"},
+                    headers={"x-api-key": caller},
+                    json={"args": [2, 3]},
+                )
+                if name in allowed:
+                    assert response.status_code == 200 and response.json() == 5
+                else:
+                    assert response.status_code == 404
+                    assert response.json()["error"]["code"] == "model_not_found"
+        with pytest.raises(HAPIStatusError) as caught:
+            hepai(server, stranger_key).get_remote_model(private)
+        assert caught.value.status_code == 404
+
+
+def test_model_name_takeover_is_refused(platform: Platform, server: Server, unique) -> None:
+    owner, thief = unique("name-owner"), unique("thief")
+    key, thief_key = platform.create_user(owner), platform.create_user(thief)
+    admin_key = platform.create_user(unique("name-admin"), "--admin")
+    name = f"hepai/{unique('bge')}"
+    assert register(server, key, worker_info(name, unique("wk"))).status_code == 200
+    taken = register(server, thief_key, worker_info(name, unique("wk")))
+    assert taken.status_code == 403 and "belongs to another user" in taken.json()["detail"]
+    same_id = register(server, thief_key, worker_info(unique("other/name"), "wk-" + owner))
+    assert same_id.status_code == 200, "a fresh id and name are the thief's to take"
+    assert register(server, admin_key, worker_info(name, unique("wk"))).status_code == 200
+    provider = register(server, thief_key, worker_info("mock/chat", unique("wk")))
+    assert provider.status_code == 409
+
+
+def test_secret_is_never_returned_nor_stored_in_clear(
+    platform: Platform, server: Server, unique
+) -> None:
+    key = platform.create_user(unique("secretive-owner"))
+    worker_id, name = unique("wk-secret"), unique("owner/secret-model")
+    secret = "sk-" + "w" * 47
+    body = worker_info(name, worker_id, groups=["all"], secret_key=secret, unknown_extra=1)
+    answer = register(server, key, body)
+    assert answer.status_code == 200 and secret not in answer.text
+    assert "unknown_extra" not in answer.json()
+    for response in (
+        httpx.get(server.base_url + "/worker/list_workers", headers={"x-api-key": key}),
+        httpx.post(
+            server.base_url + "/worker/get_worker_info",
+            headers={"x-api-key": key},
+            json={"worker_id": worker_id, "model_name": None},
+        ),
+    ):
+        assert response.status_code == 200 and secret not in response.text
+    engine = sa.create_engine(platform.sqlalchemy_url)
+    with engine.connect() as connection:
+        dump = str(connection.execute(sa.text("SELECT * FROM workers")).all())
+    engine.dispose()
+    assert worker_id in dump and secret not in dump
+
+
+def test_registration_needs_a_valid_key(server: Server, unique) -> None:
+    response = httpx.post(
+        server.base_url + "/worker/register_worker",
+        headers={"Authorization": ""},
+        json=worker_info(unique("x/y"), unique("wk")),
+    )
+    assert response.status_code == 401
+
+
+def test_stop_removes_the_worker_until_it_registers_again(
+    platform: Platform, server: Server, unique
+) -> None:
+    key = platform.create_user(unique("stopper"))
+    worker_id, name = unique("wk-stop"), unique("stopper/model")
+    assert register(server, key, worker_info(name, worker_id)).status_code == 200
+    client = hepai(server, key)
+    assert name in model_ids(server, key)
+    stopped = client.stop_worker(worker_id)
+    assert stopped.stopped is True and stopped.id == worker_id
+    assert name not in model_ids(server, key)
+    assert register(server, key, worker_info(name, worker_id)).status_code == 200
+    assert name in model_ids(server, key)
+
+
+def test_missed_heartbeats_expire_a_worker_and_the_next_one_returns_it(
+    platform: Platform, unique
+) -> None:
+    key = platform.create_user(unique("heartbeat"))
+    worker_id, name = unique("wk-beat"), unique("beat/model")
+    with platform.serve(env={"HEPAI_SERVER_WORKER_EXPIRY_SECONDS": "1.5"}) as server:
+        assert register(server, key, worker_info(name, worker_id)).status_code == 200
+        assert name in model_ids(server, key)
+        time.sleep(2)
+        assert name not in model_ids(server, key)
+        gate = httpx.post(
+            server.base_url + "/worker/unified_gate/",
+            params={"model": name, "function": "add"},
+            headers={"x-api-key": key},
+            json={},
+        )
+        assert gate.status_code == 503
+        assert register(server, key, worker_info(name, worker_id)).status_code == 200
+        assert name in model_ids(server, key)
+
+
+def test_restarted_server_still_knows_its_workers(platform: Platform, unique) -> None:
+    key = platform.create_user(unique("durable"))
+    worker_id, name = unique("wk-durable"), unique("durable/model")
+    with platform.serve() as first:
+        assert register(first, key, worker_info(name, worker_id)).status_code == 200
+    with platform.serve() as second:
+        assert name in model_ids(second, key)
+
+
+def test_two_workers_share_load_and_one_dying_fails_no_call(
+    platform: Platform, server: Server, unique
+) -> None:
+    owner = unique("pair")
+    key = platform.create_user(owner)
+    name = f"{owner}/pair"
+    with (
+        hepai_worker(server, key, name, worker_id=unique("wk-a")) as first,
+        hepai_worker(server, key, name, worker_id=unique("wk-b")),
+    ):
+        model = hepai(server, key).get_remote_model(name)
+        pids = {model.pid() for _ in range(30)}
+        assert len(pids) == 2, "both workers take calls"
+        first.send_signal(signal.SIGKILL)  # dies without deregistering
+        first.wait()
+        survivors = {model.pid() for _ in range(20)}
+        assert len(survivors) == 1 and survivors < pids
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    raise LookupError("VmHWM")
+
+
+def test_200_mb_gate_body_passes_with_bounded_server_memory(platform: Platform, unique) -> None:
+    owner = unique("bulk")
+    key = platform.create_user(owner)
+    name = f"{owner}/bulk"
+    size = 200 * 1024 * 1024
+    with platform.serve() as server, hepai_worker(server, key, name):
+        assert hepai(server, key).get_remote_model(name).length("warm") == 4
+        before = peak_rss_mb(server.process.pid)
+        body = b'{"args": ["' + b"a" * size + b'"]}'
+        response = httpx.post(
+            server.base_url + "/worker/unified_gate/",
+            params={"model": name, "function": "length"},
+            headers={"x-api-key": key, "content-type": "application/json"},
+            content=body,
+            timeout=300,
+        )
+        del body
+        assert response.status_code == 200 and response.json() == size
+        grown = peak_rss_mb(server.process.pid) - before
+        assert grown < 64, f"the server's peak memory grew by {grown:.0f} MB"
