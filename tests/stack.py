@@ -10,13 +10,15 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
+import openai
 import sqlalchemy as sa
+from hepai import HepAI
 
 BIN = Path(sys.executable).parent
 UPSTREAM_KEY = "upstream-secret-key-0123456789"
@@ -165,6 +167,7 @@ class Platform:
             wait_until_up(server.url + "/healthz", process)
             yield server
         finally:
+            server.clients.close()
             stop(process)
 
     def usage_rows(self, request_id: str, *, timeout: float = 10) -> list[dict[str, Any]]:
@@ -196,6 +199,17 @@ class Server:
     port: int
     process: subprocess.Popen[bytes]
     log: Path
+    #: Clients the tests made for this server, closed when it stops (no socket is left to GC).
+    clients: ExitStack = field(default_factory=ExitStack)
+
+    def openai(self, key: str, *, prefix: str = "/apiv2", **options: Any) -> openai.OpenAI:
+        client = openai.OpenAI(base_url=self.url + prefix, api_key=key, max_retries=0, **options)
+        return self.clients.enter_context(client)
+
+    def hepai(self, key: str | None = None) -> HepAI:
+        """The hepai client; without ``key`` it reads HEPAI_API_KEY as users' scripts do."""
+        options = {"api_key": key} if key is not None else {}
+        return self.clients.enter_context(HepAI(base_url=self.base_url, **options))
 
     @property
     def url(self) -> str:

@@ -17,7 +17,7 @@ from tests.stack import Platform, Server, hepai_worker
 
 
 def hepai(server: Server, key: str) -> HepAI:
-    return HepAI(base_url=server.base_url, api_key=key)
+    return server.hepai(key)
 
 
 def model_ids(server: Server, key: str) -> set[str]:
@@ -302,3 +302,39 @@ def test_200_mb_gate_body_passes_with_bounded_server_memory(platform: Platform, 
         assert response.status_code == 200 and response.json() == size
         grown = peak_rss_mb(server.process.pid) - before
         assert grown < 64, f"the server's peak memory grew by {grown:.0f} MB"
+
+
+def test_openai_routes_reach_worker_methods_with_usage(
+    platform: Platform, server: Server, unique
+) -> None:
+    owner = unique("llm-owner")
+    key = platform.create_user(owner)
+    name = f"{owner}/llm"
+    with hepai_worker(server, key, name):
+        client = server.openai(key)
+        plain_id, stream_id = unique("wk-chat"), unique("wk-stream")
+        reply = client.chat.completions.create(
+            model=name,
+            messages=[{"role": "user", "content": "hi"}],
+            extra_headers={"x-request-id": plain_id},
+        )
+        assert reply.choices[0].message.content == "".join(f"{name}-says-{i} " for i in range(3))
+        assert reply.model == name
+        stream = client.chat.completions.create(
+            model=name,
+            messages=[{"role": "user", "content": "hi"}],
+            stream=True,
+            extra_headers={"x-request-id": stream_id},
+        )
+        chunks = list(stream)
+        assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == (
+            "".join(f"{name}-says-{i} " for i in range(3))
+        )
+        assert all(c.choices for c in chunks), "the usage chunk the gateway asked for is dropped"
+        vectors = client.embeddings.create(model=name, input=["abc", "de"], encoding_format="float")
+        assert [d.embedding for d in vectors.data] == [[3.0, 0.5], [2.0, 0.5]]
+        for request_id in (plain_id, stream_id):
+            row = platform.usage_row(request_id)
+            assert row["status_code"] == 200 and row["total_tokens"] == 7, (request_id, row)
+            assert row["deployment"].startswith("worker:") and row["model"] == name
+        assert platform.usage_row(stream_id)["usage_estimated"] in (False, 0)

@@ -163,7 +163,7 @@ def test_docs_describe_the_in_stream_error_event() -> None:
 
 
 def openai_client(server: Server, key: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=server.base_url, api_key=key, max_retries=0, timeout=60)
+    return server.openai(key, timeout=60)
 
 
 def chat(model: str = "mock/chat", content: str = "hi", **extra: Any) -> Callable[..., Any]:

@@ -11,7 +11,7 @@ from tests.stack import Server
 @pytest.fixture
 def hepai(server: Server, user_key: str, monkeypatch: pytest.MonkeyPatch) -> HepAI:
     monkeypatch.setenv("HEPAI_API_KEY", user_key)  # the way the user guide passes the key
-    return HepAI(base_url=server.base_url)
+    return server.hepai()
 
 
 def test_user_guide_workflow(hepai: HepAI) -> None:
@@ -40,5 +40,5 @@ def test_hepai_client_without_key_is_refused(
 
     monkeypatch.delenv("HEPAI_API_KEY", raising=False)
     with pytest.raises(openai.APIStatusError) as caught:
-        HepAI(base_url=server.base_url).models.list()
+        server.hepai().models.list()
     assert caught.value.status_code == 401

@@ -44,7 +44,7 @@ def test_missing_or_unknown_keys_get_401(server: Server, headers: dict[str, str]
 
 
 def test_hepai_style_client_without_key_gets_401(server: Server) -> None:
-    api = openai.OpenAI(base_url=server.base_url, api_key="NOT_GIVEN", max_retries=0)
+    api = server.openai("NOT_GIVEN")
     with pytest.raises(openai.AuthenticationError):
         api.models.list()
 
@@ -79,7 +79,7 @@ def test_key_limited_to_models(platform: Platform, server: Server, unique) -> No
     user = unique("limited")
     platform.cli("user", "create", user, input="pw\n")
     key = platform.create_key(user, "--models", "mock/chat,mock/embed")
-    api = openai.OpenAI(base_url=server.base_url, api_key=key, max_retries=0)
+    api = server.openai(key)
     assert {m.id for m in api.models.list()} == {"mock/chat", "mock/embed"}
     with pytest.raises(openai.NotFoundError):
         api.chat.completions.create(

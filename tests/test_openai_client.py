@@ -13,7 +13,7 @@ from tests.stack import MockProcess, Server
 
 
 def client(server: Server, key: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=server.base_url, api_key=key, max_retries=0)
+    return server.openai(key)
 
 
 def test_lists_models_with_slashes_and_colons(server: Server, user_key: str) -> None:
@@ -32,7 +32,7 @@ def test_retrieves_one_model_by_path_id(server: Server, user_key: str) -> None:
 
 @pytest.mark.parametrize("prefix", ["/apiv2", "/v1", "/apiv2/v1"])
 def test_every_prefix_serves_the_api(server: Server, user_key: str, prefix: str) -> None:
-    api = openai.OpenAI(base_url=server.url + prefix, api_key=user_key, max_retries=0)
+    api = server.openai(user_key, prefix=prefix)
     reply = api.chat.completions.create(
         model="mock/chat", messages=[{"role": "user", "content": "hello"}]
     )

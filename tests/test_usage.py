@@ -13,7 +13,7 @@ from tests.stack import MockProcess, Platform, Server
 
 
 def api(server: Server, key: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=server.base_url, api_key=key, max_retries=0)
+    return server.openai(key)
 
 
 def test_non_stream_row(platform: Platform, server: Server, user_key: str, unique) -> None:

@@ -62,6 +62,39 @@ class Calculator(HRModel):
         return len(data)
 
     @HRModel.remote_callable
+    def chat_completions(self, **request: Any) -> Any:
+        """An OpenAI-style LLM method: the platform passes the request body as kwargs."""
+        words = [f"{self.name}-says-{i} " for i in range(3)]
+        usage = {"prompt_tokens": 4, "completion_tokens": 3, "total_tokens": 7}
+        base = {"id": "chatcmpl-w", "created": 1, "model": request["model"]}
+        if not request.get("stream"):
+            message = {"role": "assistant", "content": "".join(words)}
+            choice = {"index": 0, "message": message, "finish_reason": "stop"}
+            return {**base, "object": "chat.completion", "choices": [choice], "usage": usage}
+
+        def chunks() -> Iterator[bytes]:
+            for word in words:
+                delta = {"index": 0, "delta": {"content": word}, "finish_reason": None}
+                chunk = {**base, "object": "chat.completion.chunk", "choices": [delta]}
+                yield b"data: " + json.dumps(chunk).encode() + b"\n\n"
+            if (request.get("stream_options") or {}).get("include_usage"):
+                chunk = {**base, "object": "chat.completion.chunk", "choices": [], "usage": usage}
+                yield b"data: " + json.dumps(chunk).encode() + b"\n\n"
+            yield b"data: [DONE]\n\n"
+
+        return chunks()
+
+    @HRModel.remote_callable
+    def embeddings(self, **request: Any) -> dict[str, Any]:
+        inputs = request["input"] if isinstance(request["input"], list) else [request["input"]]
+        data = [
+            {"object": "embedding", "index": i, "embedding": [float(len(text)), 0.5]}
+            for i, text in enumerate(inputs)
+        ]
+        usage = {"prompt_tokens": len(inputs), "total_tokens": len(inputs)}
+        return {"object": "list", "data": data, "model": request["model"], "usage": usage}
+
+    @HRModel.remote_callable
     def pid(self) -> int:
         return os.getpid()
 

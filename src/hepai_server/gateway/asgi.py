@@ -119,13 +119,24 @@ class DisconnectWatch:
                 ...  # the client left: clean up, record it
 
     When it fired, the cancellation is withdrawn (``uncancel``) so the task carries on normally.
+    Send through ``watch.guard(send)``: once the response is complete the server reports a
+    "disconnect" too, and that one must not count.
     """
 
     def __init__(self, receive: Receive) -> None:
         self._receive = receive
         self._task = asyncio.current_task()
         self._watcher: asyncio.Task[None] | None = None
+        self._complete = False
         self.fired = False
+
+    def guard(self, send: Send) -> Send:
+        async def guarded(message: Message) -> None:
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                self._complete = True
+            await send(message)
+
+        return guarded
 
     async def __aenter__(self) -> DisconnectWatch:
         self._watcher = asyncio.create_task(self._watch())
@@ -143,6 +154,8 @@ class DisconnectWatch:
     async def _watch(self) -> None:
         while (await self._receive())["type"] != "http.disconnect":
             pass
+        if self._complete:
+            return
         self.fired = True
         assert self._task is not None
         self._task.cancel()

@@ -6,10 +6,12 @@ import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from urllib.parse import urlencode
 
 from hepai_server.accounts import Caller
 from hepai_server.config import ModelType, ProviderConfig
 from hepai_server.errors import ModelNotFound
+from hepai_server.protocol.openai import Endpoint
 
 log = logging.getLogger(__name__)
 
@@ -28,11 +30,21 @@ class Deployment:
     #: Includes the provider's key: kept out of repr so it can never reach a log line.
     headers: dict[str, str] = field(hash=False, repr=False)
     weight: float = 1.0
+    #: Lower is tried first; weights spread calls within one priority.
+    priority: int = 0
+    #: Set when this is a DDF worker: calls go through its unified gate.
+    worker_id: str | None = None
 
     @property
     def name(self) -> str:
         """How usage rows and logs name this deployment (never with its key)."""
         return f"{self.provider}/{self.upstream_model}"
+
+    def url(self, endpoint: Endpoint) -> str:
+        if self.worker_id is None:
+            return self.base_url + endpoint.path
+        query = urlencode({"model": self.upstream_model, "function": endpoint.worker_function})
+        return f"{self.base_url}/worker_unified_gate/?{query}"
 
 
 @dataclass(frozen=True, slots=True)

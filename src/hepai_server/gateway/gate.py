@@ -15,13 +15,13 @@ import tempfile
 import time
 from collections.abc import AsyncIterator
 from time import perf_counter
-from typing import IO
+from typing import IO, cast
 from urllib.parse import parse_qs, urlencode
 
 import aiohttp
-from sqlalchemy.orm import Session
 
 from hepai_server.accounts import Caller
+from hepai_server.config import ModelType
 from hepai_server.errors import (
     HepAIError,
     InvalidRequest,
@@ -44,9 +44,10 @@ from hepai_server.gateway.asgi import (
     send_error,
 )
 from hepai_server.gateway.auth import token_from_headers
+from hepai_server.gateway.catalog import Deployment, Model
 from hepai_server.gateway.routing import worker_order
 from hepai_server.gateway.runtime import Gateway
-from hepai_server.protocol.openai import Usage
+from hepai_server.protocol.openai import Endpoint, Usage
 from hepai_server.protocol.sse import error_event
 
 #: Bodies up to this size stay in memory while they are forwarded; larger ones go to disk.
@@ -83,7 +84,7 @@ class UnifiedGate:
                     "kwargs (e.g. file_base64=...)",
                     param="file",
                 )
-            routes = await self._routes(gateway, caller, model)
+            routes = await live_routes(gateway, caller, model)
             with tempfile.SpooledTemporaryFile(SPOOL_IN_MEMORY) as body:
                 declared = parse_content_length(headers.get(b"content-length"))
                 await spool(
@@ -112,24 +113,6 @@ class UnifiedGate:
                     latency_ms=(perf_counter() - started) * 1000,
                     error=error_text,
                 )
-
-    async def _routes(
-        self, gateway: Gateway, caller: Caller, model: str
-    ) -> list[registry.WorkerRoute]:
-        expiry = gateway.settings.worker_expiry_seconds
-
-        def lookup() -> list[registry.WorkerRoute] | None:
-            with Session(gateway.engine) as session:
-                return registry.routes_for(
-                    session, caller=caller, model_name=model, now=time.time(), expiry=expiry
-                )
-
-        routes = await asyncio.to_thread(lookup)
-        if routes is None:
-            raise ModelNotFound(model)
-        if not routes:
-            raise ServiceUnavailable(f"no worker of {model} is alive right now")
-        return routes
 
     async def _forward(
         self,
@@ -173,6 +156,37 @@ class UnifiedGate:
         raise failure
 
 
+async def worker_model(
+    gateway: Gateway, caller: Caller, model_id: str, endpoint: Endpoint
+) -> Model:
+    """A worker-hosted model as the OpenAI relay sees it: one deployment per live worker, each
+    called through its unified gate with the endpoint's method (wire spec §2.10)."""
+    routes = await live_routes(gateway, caller, model_id)
+    headers = {"content-type": "application/json"}
+    deployments = tuple(
+        Deployment(
+            provider=f"worker:{route.worker_id}",
+            base_url=route.address,
+            upstream_model=model_id,
+            headers=headers,
+            weight=route.weight,
+            priority=route.priority,
+            worker_id=route.worker_id,
+        )
+        for route in routes
+    )
+    return Model(
+        id=model_id,
+        # A worker serves whatever its methods serve: the endpoint asked for decides.
+        type=cast(ModelType, next(iter(endpoint.model_types))),
+        owned_by="",
+        created=0,
+        groups=frozenset(),
+        users=frozenset(),
+        deployments=deployments,
+    )
+
+
 def identity_headers(caller: Caller, request_id: str) -> dict[str, str]:
     """Who is calling, in the headers the hepai worker middleware reads (wire spec §2.7)."""
     headers = {
@@ -185,6 +199,22 @@ def identity_headers(caller: Caller, request_id: str) -> dict[str, str]:
     if caller.email:
         headers["x-hepai-user-email"] = caller.email
     return headers
+
+
+async def live_routes(gateway: Gateway, caller: Caller, model: str) -> list[registry.WorkerRoute]:
+    """Live workers of a model the caller may call: 404 if it may not (or none exists), 503 if
+    none is alive."""
+    expiry = gateway.settings.worker_expiry_seconds
+    routes = await gateway.transact(
+        lambda s: registry.routes_for(
+            s, caller=caller, model_name=model, now=time.time(), expiry=expiry
+        )
+    )
+    if routes is None:
+        raise ModelNotFound(model)
+    if not routes:
+        raise ServiceUnavailable(f"no worker of {model} is alive right now")
+    return routes
 
 
 async def spool(receive: Receive, sink: IO[bytes], *, declared: int | None, limit: int) -> None:
@@ -228,6 +258,7 @@ async def relay_answer(
         }
     )
     async with DisconnectWatch(receive) as watch:
+        send = watch.guard(send)
         try:
             async for chunk in response.content.iter_any():
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})

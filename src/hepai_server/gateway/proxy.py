@@ -34,6 +34,7 @@ from hepai_server.gateway.routing import attempt_order
 from hepai_server.gateway.usage import UsageRecorder
 from hepai_server.protocol.openai import EMBEDDINGS, Endpoint, Usage
 from hepai_server.protocol.sse import (
+    DONE,
     EventSplitter,
     error_event,
     event_data,
@@ -154,7 +155,7 @@ class Proxy:
         failure: HepAIError = UpstreamError(f"no deployment of {call.model.id} answered")
         for number, deployment in enumerate(attempts, 1):
             outcome.deployment = deployment
-            url = deployment.base_url + call.endpoint.path
+            url = deployment.url(call.endpoint)
             payload = self._payload(call, deployment)
             try:
                 response = await self._post(url, payload, deployment.headers)
@@ -190,7 +191,8 @@ class Proxy:
         if call.wants_base64:
             body["encoding_format"] = "float"
         try:
-            return orjson.dumps(body)
+            # A worker takes the request as the keyword arguments of its method.
+            return orjson.dumps({"kwargs": body} if deployment.worker_id else body)
         except orjson.JSONEncodeError:
             # orjson reads 1023 levels of nesting but writes only 254.
             raise InvalidRequest("the request body is nested too deeply") from None
@@ -220,9 +222,10 @@ class Proxy:
         response: aiohttp.ClientResponse | None = None
         finished = False
         async with DisconnectWatch(receive) as watch:
+            send = watch.guard(send)
             try:
                 response = await self._open(call, outcome)
-                if response.status != 200 or "event-stream" not in response.content_type:
+                if response.status != 200 or not is_event_stream(response, outcome.deployment):
                     await self._relay_whole(call, response, outcome, send)
                 else:
                     await self._pump(call, response, outcome, send)
@@ -260,6 +263,10 @@ class Proxy:
                 if outcome.first_byte_at is None:
                     outcome.first_byte_at = perf_counter()
                 await send({"type": "http.response.body", "body": events, "more_body": True})
+                if events.endswith(DONE):
+                    # The client has it all and may hang up now; whatever the upstream still
+                    # sends (a worker's closing bytes) is not worth waiting for.
+                    break
             tail = splitter.rest()
         except (TimeoutError, aiohttp.ClientError) as exc:
             error: HepAIError = (
@@ -288,6 +295,17 @@ class Proxy:
             ttft_ms=(ttft - call.started) * 1000 if ttft is not None else None,
             error=outcome.error,
         )
+
+
+def is_event_stream(response: aiohttp.ClientResponse, deployment: Deployment | None) -> bool:
+    """Upstreams label SSE; DDF workers stream generators as application/octet-stream."""
+    if "event-stream" in response.content_type:
+        return True
+    return (
+        deployment is not None
+        and deployment.worker_id is not None
+        and (response.content_type != "application/json")
+    )
 
 
 def raise_for_upstream(status: int, raw: bytes, outcome: Outcome) -> None:

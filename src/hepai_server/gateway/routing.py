@@ -10,14 +10,18 @@ from hepai_server.gateway.registry import WorkerRoute
 
 
 def attempt_order(deployments: Sequence[Deployment], rng: random.Random) -> list[Deployment]:
-    """Every deployment once, earlier ones more likely the heavier they weigh.
+    """Every deployment once, lowest priority first; within a priority, earlier ones more likely
+    the heavier they weigh.
 
     Efraimidis-Spirakis: sorting by u**(1/w) draws a weighted permutation in one pass, so load
     spreads by weight and each failover goes to a deployment not tried yet.
     """
     if len(deployments) == 1:
         return list(deployments)
-    return sorted(deployments, key=lambda d: rng.random() ** (1.0 / d.weight), reverse=True)
+    return sorted(
+        deployments,
+        key=lambda d: (d.priority, -(rng.random() ** (1.0 / max(d.weight, 1e-6)))),
+    )
 
 
 def worker_order(

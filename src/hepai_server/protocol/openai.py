@@ -24,12 +24,18 @@ class Endpoint:
     path: str
     model_types: frozenset[str]
     can_stream: bool
+    #: The method a DDF worker serves this endpoint with (wire spec §2.10).
+    worker_function: str
 
 
-CHAT = Endpoint("chat.completions", "/chat/completions", frozenset({"chat"}), True)
-COMPLETIONS = Endpoint("completions", "/completions", frozenset({"completion", "chat"}), True)
-EMBEDDINGS = Endpoint("embeddings", "/embeddings", frozenset({"embedding"}), False)
-RERANK = Endpoint("rerank", "/rerank", frozenset({"rerank"}), False)
+CHAT = Endpoint(
+    "chat.completions", "/chat/completions", frozenset({"chat"}), True, "chat_completions"
+)
+COMPLETIONS = Endpoint(
+    "completions", "/completions", frozenset({"completion", "chat"}), True, "completions"
+)
+EMBEDDINGS = Endpoint("embeddings", "/embeddings", frozenset({"embedding"}), False, "embeddings")
+RERANK = Endpoint("rerank", "/rerank", frozenset({"rerank"}), False, "rerank")
 
 
 def check_model_id(value: Any) -> str:

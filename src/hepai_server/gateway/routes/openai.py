@@ -28,6 +28,7 @@ from hepai_server.gateway.asgi import (
     send_error,
 )
 from hepai_server.gateway.auth import token_from_headers
+from hepai_server.gateway.gate import worker_model
 from hepai_server.gateway.proxy import Call
 from hepai_server.gateway.runtime import Gateway
 from hepai_server.protocol.openai import Endpoint, Usage, check_request
@@ -56,7 +57,10 @@ class RelayEndpoint:
             )
             body = parse_json_object(raw)
             model_id = check_request(self.endpoint, body)
-            model = gateway.catalog.resolve(model_id, caller)
+            if model_id in gateway.catalog.ids():
+                model = gateway.catalog.resolve(model_id, caller)
+            else:
+                model = await worker_model(gateway, caller, model_id, self.endpoint)
             if model.type not in self.endpoint.model_types:
                 raise InvalidRequest(
                     f"'{model.id}' is a {model.type} model; it cannot serve {self.endpoint.path}",
