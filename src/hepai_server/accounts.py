@@ -20,6 +20,7 @@ from hepai_server.db.tables import ApiKey, Group, User
 from hepai_server.errors import Conflict, InvalidRequest, NotFound
 
 LEVELS = ("user", "admin")
+_DUMMY_HASH = credentials.hash_password("not-a-password")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@+-]{0,127}$")
 
 
@@ -84,6 +85,38 @@ def get_user(session: Session, username: str) -> User:
     user = session.scalar(select(User).where(User.username == username))
     if user is None:
         raise NotFound(f"no user {username!r}", param="username")
+    return user
+
+
+def get_user_by_id(session: Session, user_id: int) -> User:
+    user = session.get(User, user_id)
+    if user is None:
+        raise NotFound(f"no user with id {user_id}", param="user_id")
+    return user
+
+
+def find_user_by_email(session: Session, email: str) -> User:
+    user = session.scalar(select(User).where(User.email == email))
+    if user is None:
+        user = session.scalar(select(User).where(User.username == email))
+    if user is None:
+        raise NotFound(f"no user {email!r}", param="username")
+    return user
+
+
+def check_password(session: Session, *, username: str, password: str) -> User | None:
+    """The active user with this username and password, or None (same answer for either
+    mistake, so a caller cannot tell which one was wrong)."""
+    user = session.scalar(select(User).where(User.username == username))
+    if user is None or user.disabled or user.password_hash is None:
+        credentials.verify_password(_DUMMY_HASH, password)  # spend the same time either way
+        return None
+    return user if credentials.verify_password(user.password_hash, password) else None
+
+
+def disable_user(session: Session, *, user: User) -> User:
+    """Disable an account: its keys stop working (bump the generation after committing)."""
+    user.disabled = True
     return user
 
 

@@ -20,7 +20,7 @@ from hepai_server.errors import HepAIError, MethodNotAllowed, NotFound
 from hepai_server.gateway.asgi import Receive, Scope, Send
 from hepai_server.gateway.catalog import Catalog
 from hepai_server.gateway.gate import UnifiedGate
-from hepai_server.gateway.routes import ddf, openai
+from hepai_server.gateway.routes import accounts, ddf, openai
 from hepai_server.gateway.runtime import Gateway
 from hepai_server.protocol.openai import CHAT, COMPLETIONS, EMBEDDINGS, RERANK
 
@@ -78,6 +78,7 @@ def api_routes() -> list[BaseRoute]:
             Route(prefix + "/models/{model_id:path}", openai.retrieve_model, methods=["GET"]),
         ]
     routes += ddf_routes("/apiv2")
+    routes += account_routes("/apiv2")
     routes += [Route(prefix, probe, methods=["GET"]) for prefix in PREFIXES]
     routes.append(Route("/healthz", probe, methods=["GET"]))
     return routes
@@ -95,6 +96,21 @@ def ddf_routes(prefix: str) -> list[BaseRoute]:
         Route(prefix + "/worker/get_worker_status", ddf.get_worker_status, methods=["POST"]),
         Route(prefix + "/worker/refresh_all_workers", ddf.refresh_all_workers, methods=["GET"]),
         Route(prefix + "/agents/list_agents", ddf.list_agents, methods=["GET"]),
+    ]
+
+
+def account_routes(prefix: str) -> list[BaseRoute]:
+    return [
+        Route(prefix + "/key/create_api_key", accounts.create_api_key, methods=["POST"]),
+        Route(prefix + "/key/list_api_keys", accounts.list_api_keys, methods=["GET"]),
+        Route(prefix + "/key/delete_api_key", accounts.delete_api_key, methods=["POST"]),
+        Route(prefix + "/key/verify_api_key", accounts.verify_api_key, methods=["POST"]),
+        Route(prefix + "/verify_api_key", accounts.verify_api_key, methods=["POST"]),
+        Route(prefix + "/key/fetch_api_key", accounts.fetch_api_key, methods=["POST"]),
+        Route(prefix + "/user/list_users", accounts.list_users, methods=["GET"]),
+        Route(prefix + "/user/create_user", accounts.create_user, methods=["POST"]),
+        Route(prefix + "/user/delete_user", accounts.delete_user, methods=["POST"]),
+        Route(prefix + "/user/auth_user", accounts.auth_user, methods=["POST"]),
     ]
 
 

@@ -1,0 +1,211 @@
+"""The account routes of the hepai client: /key/* and /user/* (wire spec §5).
+
+Everyone manages their own keys; admins manage everyone's keys and all users. A change that
+affects callers (a deleted key, a deleted user) bumps the shared generation, so every process
+on this machine refuses the key from its next request.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy.orm import Session
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+
+from hepai_server import accounts
+from hepai_server.accounts import Caller
+from hepai_server.credentials import looks_like_api_key
+from hepai_server.db.tables import ApiKey
+from hepai_server.errors import (
+    AuthenticationFailed,
+    InvalidRequest,
+    NotFound,
+    PermissionDenied,
+)
+from hepai_server.gateway.routes.ddf import json_body
+from hepai_server.gateway.routes.openai import authenticate, json_response
+from hepai_server.protocol import accounts as wire
+
+MAX_VALID_DAYS = 3650
+
+
+def require_admin(caller: Caller) -> None:
+    if not caller.is_admin:
+        raise PermissionDenied("only an admin may do this")
+
+
+def _id(body: dict[str, Any], name: str) -> int | None:
+    value = body.get(name)
+    if value is None or value == "":
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise InvalidRequest(f"'{name}' must be an id", param=name) from None
+
+
+async def create_api_key(request: Request) -> Response:
+    gateway, caller = await authenticate(request)
+    body = await json_body(request)
+    user_id = _id(body, "user_id")
+    if body.get("umt_id") is not None:
+        raise InvalidRequest("umt_id is not known to this platform; use user_id", param="umt_id")
+    if user_id is not None and user_id != caller.user_id:
+        require_admin(caller)
+    days = body.get("valid_time", 30)
+    if days is not None and (
+        isinstance(days, bool)
+        or not isinstance(days, int | float)
+        or not 0 < days <= MAX_VALID_DAYS
+    ):
+        raise InvalidRequest(
+            f"'valid_time' is days, from 1 to {MAX_VALID_DAYS}", param="valid_time"
+        )
+    name = body.get("key_name") or "default"
+    if not isinstance(name, str) or len(name) > 128:
+        raise InvalidRequest(
+            "'key_name' must be a string of at most 128 characters", param="key_name"
+        )
+    allowed = wire.allowed_models(body.get("allowed_models"))
+
+    def work(session: Session) -> dict[str, Any]:
+        owner = accounts.get_user_by_id(session, user_id or caller.user_id)
+        key, secret = accounts.create_api_key(
+            session,
+            user=owner,
+            name=name,
+            expires_in=timedelta(days=days) if days is not None else None,
+            allowed_models=allowed,
+        )
+        return wire.api_key_info(key, secret=secret)
+
+    return json_response(await gateway.transact(work))
+
+
+async def list_api_keys(request: Request) -> Response:
+    gateway, caller = await authenticate(request)
+
+    def work(session: Session) -> list[dict[str, Any]]:
+        owner = None if caller.is_admin else accounts.get_user_by_id(session, caller.user_id)
+        return [wire.api_key_info(key) for key in accounts.list_api_keys(session, user=owner)]
+
+    return json_response(wire.page(await gateway.transact(work)))
+
+
+async def delete_api_key(request: Request) -> Response:
+    gateway, caller = await authenticate(request)
+    key_id = _id(await json_body(request), "api_key_id")
+    if key_id is None:
+        raise InvalidRequest("'api_key_id' is required", param="api_key_id")
+
+    def work(session: Session) -> dict[str, Any]:
+        key = session.get(ApiKey, key_id)
+        if key is None or (key.user_id != caller.user_id and not caller.is_admin):
+            raise NotFound(f"no API key with id {key_id}", param="api_key_id")
+        return wire.api_key_deleted(accounts.revoke_api_key(session, key_id=key_id))
+
+    deleted = await gateway.transact(work)
+    gateway.generation.bump()
+    return json_response(deleted)
+
+
+async def verify_api_key(request: Request) -> Response:
+    """Whether a key works, as plain text: the SDK fails to parse any JSON object here."""
+    gateway, _caller = await authenticate(request)
+    key = (await json_body(request)).get("api_key")
+    if not isinstance(key, str) or not looks_like_api_key(key):
+        raise AuthenticationFailed("the API key is not valid")
+    await gateway.auth.authenticate(key)
+    return PlainTextResponse("valid")
+
+
+async def fetch_api_key(request: Request) -> Response:
+    """A new key for a user, by e-mail or username (admins only). Keys are stored hashed, so
+    an existing secret can never be fetched; the user gets a fresh one instead."""
+    gateway, caller = await authenticate(request)
+    require_admin(caller)
+    username = (await json_body(request)).get("username")
+    if not isinstance(username, str) or not username:
+        raise InvalidRequest("'username' is required", param="username")
+
+    def work(session: Session) -> dict[str, Any]:
+        user = accounts.find_user_by_email(session, username)
+        key, secret = accounts.create_api_key(
+            session, user=user, name=f"fetched-by-{caller.username}"[:128]
+        )
+        return wire.api_key_info(key, secret=secret)
+
+    return json_response(await gateway.transact(work))
+
+
+async def list_users(request: Request) -> Response:
+    gateway, caller = await authenticate(request)
+    require_admin(caller)
+    users = await gateway.transact(
+        lambda s: [wire.user_info(user) for user in accounts.list_users(s)]
+    )
+    return json_response(wire.page(users))
+
+
+async def create_user(request: Request) -> Response:
+    gateway, caller = await authenticate(request)
+    require_admin(caller)
+    body = await json_body(request)
+    username, password, email = body.get("username"), body.get("password"), body.get("email")
+    if not isinstance(username, str):
+        raise InvalidRequest("'username' is required", param="username")
+    if password is not None and not isinstance(password, str):
+        raise InvalidRequest("'password' must be a string", param="password")
+    groups = [g["name"] if isinstance(g, dict) else g for g in body.get("user_groups") or []]
+    if not all(isinstance(g, str) for g in groups):
+        raise InvalidRequest("'user_groups' must be group names", param="user_groups")
+
+    def work(session: Session) -> dict[str, Any]:
+        user = accounts.create_user(
+            session,
+            username=username,
+            password=password,
+            level=wire.level(body.get("user_level")),
+            groups=groups,
+            email=email if isinstance(email, str) else None,
+        )
+        return wire.user_info(user)
+
+    return json_response(await gateway.transact(work))
+
+
+async def delete_user(request: Request) -> Response:
+    gateway, caller = await authenticate(request)
+    require_admin(caller)
+    user_id = _id(await json_body(request), "user_id")
+    if user_id is None:
+        raise InvalidRequest("'user_id' is required", param="user_id")
+    if user_id == caller.user_id:
+        raise InvalidRequest("an admin cannot delete their own account", param="user_id")
+
+    def work(session: Session) -> dict[str, Any]:
+        user = accounts.get_user_by_id(session, user_id)
+        return wire.user_deleted(accounts.disable_user(session, user=user))
+
+    deleted = await gateway.transact(work)
+    gateway.generation.bump()
+    return json_response(deleted)
+
+
+async def auth_user(request: Request) -> Response:
+    """Check a username and password: admins for anyone, others for themselves."""
+    gateway, caller = await authenticate(request)
+    body = await json_body(request)
+    username, password = body.get("username"), body.get("password")
+    if not isinstance(username, str) or not isinstance(password, str):
+        raise InvalidRequest("'username' and 'password' are required")
+    if username != caller.username:
+        require_admin(caller)
+    user = await gateway.transact(
+        lambda s: accounts.check_password(s, username=username, password=password)
+    )
+    if user is None:
+        raise AuthenticationFailed("wrong username or password")
+    return json_response(wire.user_info(user))
