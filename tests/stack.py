@@ -249,3 +249,38 @@ def hepai_worker(
         yield process
     finally:
         stop(process)
+
+
+@contextmanager
+def our_worker(
+    server: Server, key: str, name: str, permission: str = "", *, heartbeat: float = 60
+) -> Iterator[subprocess.Popen[bytes]]:
+    """tests/workers/ours.py served by `hepai-server worker run`, registered with ``server``."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "HEPAI_API_KEY": key,
+        "TEST_WORKER_NAME": name,
+        "TEST_WORKER_PERMISSION": permission,
+    }
+    process = subprocess.Popen(
+        [
+            str(BIN / "hepai-server"),
+            "worker",
+            "run",
+            "tests/workers/ours.py:Calculator",
+            "--controller",
+            server.url,
+            "--port",
+            str(port),
+            "--heartbeat",
+            str(heartbeat),
+        ],
+        env=env,
+        cwd=Path(__file__).parent.parent,
+    )
+    try:
+        wait_until_up(f"http://127.0.0.1:{port}/apiv2/worker/get_status", process)
+        yield process
+    finally:
+        stop(process)

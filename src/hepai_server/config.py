@@ -156,6 +156,11 @@ class ProvidersFile(BaseModel):
     providers: list[ProviderConfig] = Field(default_factory=list)
 
 
+def hepai_api_key() -> str | None:
+    """The key workers register with: HEPAI_API_KEY, as the hepai SDK reads it."""
+    return os.environ.get("HEPAI_API_KEY") or None
+
+
 def load_providers(path: Path | None) -> list[ProviderConfig]:
     """Read the providers file and resolve each provider's key from its environment variable.
 

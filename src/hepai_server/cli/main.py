@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from hepai_server import __version__
-from hepai_server.cli import db, keys, serve, users
+from hepai_server.cli import db, keys, serve, users, worker
 
 
 @click.group()
@@ -18,3 +18,4 @@ cli.add_command(serve.serve)
 cli.add_command(db.db)
 cli.add_command(users.user)
 cli.add_command(keys.key)
+cli.add_command(worker.worker)

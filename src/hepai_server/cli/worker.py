@@ -1,0 +1,80 @@
+"""`hepai-server worker run`: serve a Worker class as a DDF worker."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from hepai_server.config import hepai_api_key
+from hepai_server.worker import Worker
+from hepai_server.worker.server import WorkerOptions, serve
+
+
+@click.group()
+def worker() -> None:
+    """Run workers."""
+
+
+@worker.command("run")
+@click.argument("spec")
+@click.option("--controller", required=True, help="The platform, e.g. http://127.0.0.1:4260.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=42601, show_default=True, type=int, help="Port to listen on.")
+@click.option("--worker-id", default=None, help="A stable id (default: derived from the name).")
+@click.option(
+    "--heartbeat", default=60.0, show_default=True, type=float, help="Seconds between heartbeats."
+)
+@click.option("--priority", default=0, show_default=True, type=int, help="0 is tried first.")
+@click.option("--weight", default=1.0, show_default=True, type=float, help="Share among equals.")
+def run(
+    spec: str,
+    controller: str,
+    host: str,
+    port: int,
+    worker_id: str | None,
+    heartbeat: float,
+    priority: int,
+    weight: float,
+) -> None:
+    """Serve SPEC (module:Class or path/to/file.py:Class), registered with the owner's key
+    from HEPAI_API_KEY."""
+    api_key = hepai_api_key()
+    if not api_key:
+        raise click.ClickException("set HEPAI_API_KEY to the owner's API key")
+    logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    options = WorkerOptions(
+        controller=controller,
+        api_key=api_key,
+        host=host,
+        port=port,
+        worker_id=worker_id,
+        heartbeat_seconds=heartbeat,
+        priority=priority,
+        weight=weight,
+    )
+    serve(load_worker(spec)(), options)
+
+
+def load_worker(spec: str) -> type[Worker]:
+    location, _, class_name = spec.rpartition(":")
+    if not location or not class_name:
+        raise click.BadParameter("use module:Class or path/to/file.py:Class", param_hint="SPEC")
+    if location.endswith(".py"):
+        path = Path(location).resolve()
+        module_spec = importlib.util.spec_from_file_location(path.stem, path)
+        if module_spec is None or module_spec.loader is None:
+            raise click.BadParameter(f"cannot load {location}", param_hint="SPEC")
+        module = importlib.util.module_from_spec(module_spec)
+        sys.modules[path.stem] = module
+        module_spec.loader.exec_module(module)
+    else:
+        module = importlib.import_module(location)
+    found = getattr(module, class_name, None)
+    if not (isinstance(found, type) and issubclass(found, Worker)):
+        raise click.BadParameter(f"{spec} is not a hepai_server.worker.Worker", param_hint="SPEC")
+    return found

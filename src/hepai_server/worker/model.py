@@ -1,0 +1,124 @@
+"""The worker base class, the @remote decorator, and what a remote call knows about its caller."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any, ClassVar, TypeVar
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: Methods every worker answers, as the hepai SDK's workers do.
+BUILTINS = ("__call__", "get_register_functions", "hello_world")
+
+
+def remote(function: F) -> F:
+    """Mark a method as callable through the platform. It may return a value, or be a
+    (sync or async) generator to stream: each item goes out as one chunk."""
+    function.__hepai_remote__ = True  # type: ignore[attr-defined]
+    return function
+
+
+@dataclass(frozen=True, slots=True)
+class CallContext:
+    """Who is calling, as the platform vouches for it in the request headers."""
+
+    user_id: str | None
+    username: str | None
+    email: str | None
+    api_key_id: str | None
+    request_id: str | None
+
+
+_current: ContextVar[CallContext | None] = ContextVar("hepai_worker_call", default=None)
+
+
+def current_call() -> CallContext | None:
+    """The caller of the remote method running now (None outside a remote call)."""
+    return _current.get()
+
+
+def set_current_call(context: CallContext) -> Any:
+    return _current.set(context)
+
+
+class Worker:
+    """Subclass, name it, and decorate the methods others may call with @remote.
+
+    ``name`` is the model id others call (``owner/model``); ``permission`` says who may call
+    it besides its owner, in the hepai form ``"groups: physics, all; users: alice"``.
+    """
+
+    name: ClassVar[str] = ""
+    permission: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    #: Calls running at once; more wait their turn.
+    concurrency: ClassVar[int] = 16
+
+    def remote_functions(self) -> dict[str, Callable[..., Any]]:
+        functions = {
+            name: getattr(self, name)
+            for name, member in inspect.getmembers(type(self))
+            if getattr(member, "__hepai_remote__", False)
+        }
+        functions["__call__"] = self.__call__
+        functions["hello_world"] = self.hello_world
+        functions["get_register_functions"] = self.get_register_functions
+        return dict(sorted(functions.items()))
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return f"{self.name} is a worker; call one of its methods"
+
+    def hello_world(self) -> str:
+        return f"Hello world from {self.name}"
+
+    def get_register_functions(self) -> list[dict[str, Any]]:
+        """The remote methods as agent frameworks read them: name, doc, signature, return."""
+        rows = []
+        for name, function in self.remote_functions().items():
+            if name in BUILTINS:
+                continue
+            signature = inspect.signature(function)
+            rows.append(
+                {
+                    "__name__": name,
+                    "__doc__": inspect.getdoc(function),
+                    "__signature__": [
+                        {
+                            "name": parameter.name,
+                            "type": _type_name(parameter.annotation),
+                            "default": None
+                            if parameter.default is inspect.Parameter.empty
+                            else parameter.default,
+                        }
+                        for parameter in signature.parameters.values()
+                        if parameter.kind
+                        not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+                    ],
+                    "__return__": _type_name(signature.return_annotation),
+                }
+            )
+        return rows
+
+
+def _type_name(annotation: Any) -> str:
+    if annotation is inspect.Parameter.empty:
+        return "Any"
+    if isinstance(annotation, str):
+        return annotation
+    return getattr(annotation, "__name__", str(annotation).replace("typing.", ""))
+
+
+def parse_permission(text: str) -> dict[str, Any]:
+    """``"groups: a, b; users: c"`` → ``{"groups": ["a", "b"], "users": ["c"]}``."""
+    parsed: dict[str, Any] = {}
+    for part in filter(None, (p.strip() for p in text.split(";"))):
+        key, _, names = part.partition(":")
+        key = key.strip()
+        if key not in ("groups", "users", "owner"):
+            raise ValueError(f"unknown permission key {key!r} (groups, users or owner)")
+        values = [name.strip() for name in names.split(",") if name.strip()]
+        parsed[key] = values[0] if key == "owner" and values else values
+    return parsed

@@ -1,0 +1,66 @@
+"""A worker built with hepai_server.worker, served by `hepai-server worker run`."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+from hepai_server.worker import Worker, current_call, remote
+
+
+class Calculator(Worker):
+    """Adds numbers and streams counts."""
+
+    name = os.environ.get("TEST_WORKER_NAME", "tests/calculator")
+    permission = os.environ.get("TEST_WORKER_PERMISSION", "")
+
+    @remote
+    def add(self, a: int, b: int = 2) -> int:
+        """Add two numbers."""
+        return a + b
+
+    @remote
+    async def half(self, x: float) -> float:
+        return x / 2
+
+    @remote
+    def upto(self, n: int) -> list[int]:
+        return list(range(n))
+
+    @remote
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "nested": {"ok": True}}
+
+    @remote
+    def nothing(self) -> None:
+        return None
+
+    @remote
+    def count(self, n: int = 3) -> Iterator[dict[str, int]]:
+        for i in range(n):
+            yield {"i": i}
+
+    @remote
+    async def acount(self, n: int = 3) -> AsyncIterator[dict[str, Any]]:
+        for i in range(n):
+            await asyncio.sleep(0.01)
+            yield {"i": i, "async": True}
+
+    @remote
+    def fail(self, message: str) -> None:
+        raise ValueError(message)
+
+    @remote
+    def later(self) -> None:
+        raise NotImplementedError("not yet")
+
+    @remote
+    def whoami(self) -> dict[str, Any]:
+        call = current_call()
+        assert call is not None
+        return {"username": call.username, "request_id": call.request_id}
+
+    def private(self) -> str:
+        return "not remote"
