@@ -338,3 +338,22 @@ def test_openai_routes_reach_worker_methods_with_usage(
             assert row["status_code"] == 200 and row["total_tokens"] == 7, (request_id, row)
             assert row["deployment"].startswith("worker:") and row["model"] == name
         assert platform.usage_row(stream_id)["usage_estimated"] in (False, 0)
+
+
+def test_multipart_file_calls_reach_the_worker_as_json(
+    platform: Platform, server: Server, unique, tmp_path: Path
+) -> None:
+    owner = unique("multipart")
+    key = platform.create_user(owner)
+    name = f"{owner}/files"
+    document = tmp_path / "notes.txt"
+    document.write_text("high energy physics " * 1000)
+    with hepai_worker(server, key, name):
+        model = hepai(server, key).get_remote_model(name)
+        with document.open("rb") as handle:
+            answer = model.file_info(file=handle, title="notes", pages=3, flags=[True, False])
+    assert answer["version"] == 1
+    assert answer["kwargs"] == {"title": "notes", "pages": "3", "flags": ["true", "false"]}
+    (sent,) = answer["files"]
+    assert sent["field"] == "file" and sent["filename"] == "notes.txt"
+    assert sent["size"] == document.stat().st_size and sent["text"] == document.read_text()

@@ -7,6 +7,7 @@ with HEPAI_API_KEY set to the owner's key; it registers, heartbeats and serves u
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import sys
@@ -93,6 +94,19 @@ class Calculator(HRModel):
         ]
         usage = {"prompt_tokens": len(inputs), "total_tokens": len(inputs)}
         return {"object": "list", "data": data, "model": request["model"], "usage": usage}
+
+    @HRModel.remote_callable
+    def file_info(self, **kwargs: Any) -> dict[str, Any]:
+        """What a multipart call delivered: the other kwargs and the decoded files."""
+        envelope = kwargs.pop("_hepai_multipart")
+        files = [
+            {
+                **{k: v for k, v in f.items() if k != "content_base64"},
+                "text": base64.b64decode(f["content_base64"]).decode(),
+            }
+            for f in envelope["files"]
+        ]
+        return {"kwargs": kwargs, "version": envelope["version"], "files": files}
 
     @HRModel.remote_callable
     def pid(self) -> int:

@@ -45,6 +45,7 @@ from hepai_server.gateway.asgi import (
 )
 from hepai_server.gateway.auth import token_from_headers
 from hepai_server.gateway.catalog import Deployment, Model
+from hepai_server.gateway.multipart import is_multipart, multipart_to_json
 from hepai_server.gateway.routing import worker_order
 from hepai_server.gateway.runtime import Gateway
 from hepai_server.protocol.openai import Endpoint, Usage
@@ -78,18 +79,18 @@ class UnifiedGate:
             caller = await gateway.auth.authenticate(token)
             if not model:
                 raise InvalidRequest("the 'model' query parameter is required", param="model")
-            if b"multipart/form-data" in headers.get(b"content-type", b""):
-                raise InvalidRequest(
-                    "multipart calls are not accepted yet; pass files as base64 strings in "
-                    "kwargs (e.g. file_base64=...)",
-                    param="file",
-                )
             routes = await live_routes(gateway, caller, model)
-            with tempfile.SpooledTemporaryFile(SPOOL_IN_MEMORY) as body:
-                declared = parse_content_length(headers.get(b"content-length"))
-                await spool(
-                    receive, body, declared=declared, limit=gateway.settings.gate_max_body_bytes
+            limit = gateway.settings.gate_max_body_bytes
+            declared = parse_content_length(headers.get(b"content-length"))
+            if declared is not None and declared > limit:
+                raise PayloadTooLarge(
+                    f"request body of {declared} bytes exceeds the {limit}-byte limit"
                 )
+            with tempfile.SpooledTemporaryFile(SPOOL_IN_MEMORY) as body:
+                if is_multipart(headers.get(b"content-type", b"")):
+                    await multipart_to_json(scope, receive, body, limit=limit)
+                else:
+                    await spool(receive, body, limit=limit)
                 status, worker_id = await self._forward(
                     gateway, caller, routes, model, function, body, request_id, receive, send
                 )
@@ -217,9 +218,7 @@ async def live_routes(gateway: Gateway, caller: Caller, model: str) -> list[regi
     return routes
 
 
-async def spool(receive: Receive, sink: IO[bytes], *, declared: int | None, limit: int) -> None:
-    if declared is not None and declared > limit:
-        raise PayloadTooLarge(f"request body of {declared} bytes exceeds the {limit}-byte limit")
+async def spool(receive: Receive, sink: IO[bytes], *, limit: int) -> None:
     size = 0
     while True:
         message = await receive()
