@@ -318,7 +318,8 @@ def test_openai_routes_reach_worker_methods_with_usage(
             messages=[{"role": "user", "content": "hi"}],
             extra_headers={"x-request-id": plain_id},
         )
-        assert reply.choices[0].message.content == "".join(f"{name}-says-{i} " for i in range(3))
+        expected = "".join(f"{name}-says-{i} " for i in range(2)) + f"to-{owner} "
+        assert reply.choices[0].message.content == expected, "with the caller's identity"
         assert reply.model == name
         stream = client.chat.completions.create(
             model=name,
@@ -327,9 +328,7 @@ def test_openai_routes_reach_worker_methods_with_usage(
             extra_headers={"x-request-id": stream_id},
         )
         chunks = list(stream)
-        assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == (
-            "".join(f"{name}-says-{i} " for i in range(3))
-        )
+        assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == expected
         assert all(c.choices for c in chunks), "the usage chunk the gateway asked for is dropped"
         vectors = client.embeddings.create(model=name, input=["abc", "de"], encoding_format="float")
         assert [d.embedding for d in vectors.data] == [[3.0, 0.5], [2.0, 0.5]]

@@ -65,7 +65,10 @@ class Calculator(HRModel):
     @HRModel.remote_callable
     def chat_completions(self, **request: Any) -> Any:
         """An OpenAI-style LLM method: the platform passes the request body as kwargs."""
-        words = [f"{self.name}-says-{i} " for i in range(3)]
+        from hepai import get_remote_call_context
+
+        caller = get_remote_call_context().username
+        words = [f"{self.name}-says-{i} " for i in range(2)] + [f"to-{caller} "]
         usage = {"prompt_tokens": 4, "completion_tokens": 3, "total_tokens": 7}
         base = {"id": "chatcmpl-w", "created": 1, "model": request["model"]}
         if not request.get("stream"):

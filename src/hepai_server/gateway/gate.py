@@ -158,12 +158,13 @@ class UnifiedGate:
 
 
 async def worker_model(
-    gateway: Gateway, caller: Caller, model_id: str, endpoint: Endpoint
+    gateway: Gateway, caller: Caller, model_id: str, endpoint: Endpoint, request_id: str
 ) -> Model:
     """A worker-hosted model as the OpenAI relay sees it: one deployment per live worker, each
-    called through its unified gate with the endpoint's method (wire spec §2.10)."""
+    called through its unified gate with the endpoint's method (wire spec §2.10) and the
+    caller's identity."""
     routes = await live_routes(gateway, caller, model_id)
-    headers = {"content-type": "application/json"}
+    headers = {**identity_headers(caller, request_id), "content-type": "application/json"}
     deployments = tuple(
         Deployment(
             provider=f"worker:{route.worker_id}",

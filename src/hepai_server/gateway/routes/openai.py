@@ -60,7 +60,7 @@ class RelayEndpoint:
             if model_id in gateway.catalog.ids():
                 model = gateway.catalog.resolve(model_id, caller)
             else:
-                model = await worker_model(gateway, caller, model_id, self.endpoint)
+                model = await worker_model(gateway, caller, model_id, self.endpoint, request_id)
             if model.type not in self.endpoint.model_types:
                 raise InvalidRequest(
                     f"'{model.id}' is a {model.type} model; it cannot serve {self.endpoint.path}",
