@@ -356,3 +356,16 @@ def test_multipart_file_calls_reach_the_worker_as_json(
     (sent,) = answer["files"]
     assert sent["field"] == "file" and sent["filename"] == "notes.txt"
     assert sent["size"] == document.stat().st_size and sent["text"] == document.read_text()
+
+
+def test_permanent_stop_shuts_the_worker_down(platform: Platform, server: Server, unique) -> None:
+    owner = unique("shutdown")
+    key = platform.create_user(owner)
+    name = f"{owner}/calculator"
+    with hepai_worker(server, key, name) as process:
+        client = hepai(server, key)
+        worker_id = client.get_worker_info(model_name=name).id
+        stopped = client.stop_worker(worker_id, permanent=True)
+        assert stopped.stopped is True and stopped.shutdown is True
+        assert process.wait(20) is not None, "the worker process exits"
+        assert name not in model_ids(server, key)
