@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from types import TracebackType
 from typing import Any
 
@@ -39,11 +39,14 @@ def client_request_id(value: bytes | None) -> str:
     return new_request_id()
 
 
-async def read_body(receive: Receive, *, declared: int | None, limit: int) -> bytes:
-    """The whole body, refusing more than ``limit`` bytes (unread, when the size is declared)."""
+def refuse_declared(declared: int | None, limit: int) -> None:
+    """413 before reading a body whose declared size is already too large."""
     if declared is not None and declared > limit:
         raise PayloadTooLarge(f"request body of {declared} bytes exceeds the {limit}-byte limit")
-    chunks: list[bytes] = []
+
+
+async def body_chunks(receive: Receive, *, limit: int) -> AsyncIterator[bytes]:
+    """The request body as it arrives, refusing more than ``limit`` bytes in all."""
     size = 0
     while True:
         message = await receive()
@@ -53,9 +56,16 @@ async def read_body(receive: Receive, *, declared: int | None, limit: int) -> by
         size += len(chunk)
         if size > limit:
             raise PayloadTooLarge(f"request body exceeds the {limit}-byte limit")
-        chunks.append(chunk)
+        yield chunk
         if not message.get("more_body", False):
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            return
+
+
+async def read_body(receive: Receive, *, declared: int | None, limit: int) -> bytes:
+    """The whole body, refusing more than ``limit`` bytes (unread, when the size is declared)."""
+    refuse_declared(declared, limit)
+    chunks = [chunk async for chunk in body_chunks(receive, limit=limit)]
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def parse_json_object(body: bytes) -> dict[str, Any]:

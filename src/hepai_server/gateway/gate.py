@@ -26,7 +26,6 @@ from hepai_server.errors import (
     HepAIError,
     InvalidRequest,
     ModelNotFound,
-    PayloadTooLarge,
     ServiceUnavailable,
     UpstreamError,
     UpstreamTimeout,
@@ -38,8 +37,10 @@ from hepai_server.gateway.asgi import (
     Receive,
     Scope,
     Send,
+    body_chunks,
     client_request_id,
     parse_content_length,
+    refuse_declared,
     send_bytes,
     send_error,
 )
@@ -81,16 +82,13 @@ class UnifiedGate:
                 raise InvalidRequest("the 'model' query parameter is required", param="model")
             routes = await live_routes(gateway, caller, model)
             limit = gateway.settings.gate_max_body_bytes
-            declared = parse_content_length(headers.get(b"content-length"))
-            if declared is not None and declared > limit:
-                raise PayloadTooLarge(
-                    f"request body of {declared} bytes exceeds the {limit}-byte limit"
-                )
+            refuse_declared(parse_content_length(headers.get(b"content-length")), limit)
             with tempfile.SpooledTemporaryFile(SPOOL_IN_MEMORY) as body:
                 if is_multipart(headers.get(b"content-type", b"")):
                     await multipart_to_json(scope, receive, body, limit=limit)
                 else:
-                    await spool(receive, body, limit=limit)
+                    async for chunk in body_chunks(receive, limit=limit):
+                        body.write(chunk)
                 status, worker_id = await self._forward(
                     gateway, caller, routes, model, function, body, request_id, receive, send
                 )
@@ -217,21 +215,6 @@ async def live_routes(gateway: Gateway, caller: Caller, model: str) -> list[regi
     if not routes:
         raise ServiceUnavailable(f"no worker of {model} is alive right now")
     return routes
-
-
-async def spool(receive: Receive, sink: IO[bytes], *, limit: int) -> None:
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ClientDisconnected
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"request body exceeds the {limit}-byte limit")
-        sink.write(chunk)
-        if not message.get("more_body", False):
-            return
 
 
 async def read_chunks(body: IO[bytes]) -> AsyncIterator[bytes]:
