@@ -77,6 +77,10 @@ def api_routes() -> list[BaseRoute]:
             Route(prefix + "/models", openai.list_models, methods=["GET"]),
             Route(prefix + "/models/{model_id:path}", openai.retrieve_model, methods=["GET"]),
         ]
+    anthropic = openai.RelayEndpoint(CHAT, anthropic=True)
+    for path in ("/apiv2/anthropic/v1/messages", "/apiv2/anthropic/messages", "/apiv2/v1/messages"):
+        routes.append(Route(path, anthropic, methods=["POST"]))
+        routes.append(Route(path + "/count_tokens", openai.count_tokens, methods=["POST"]))
     routes += ddf_routes("/apiv2")
     routes += account_routes("/apiv2")
     routes += [Route(prefix, probe, methods=["GET"]) for prefix in PREFIXES]

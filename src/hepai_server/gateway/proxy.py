@@ -32,6 +32,8 @@ from hepai_server.gateway.asgi import DisconnectWatch, Receive, Send, send_bytes
 from hepai_server.gateway.catalog import Deployment, Model
 from hepai_server.gateway.routing import attempt_order
 from hepai_server.gateway.usage import UsageRecorder
+from hepai_server.protocol.anthropic import StreamTranslator, chat_to_message
+from hepai_server.protocol.anthropic import event as anthropic_event
 from hepai_server.protocol.openai import EMBEDDINGS, Endpoint, Usage
 from hepai_server.protocol.sse import (
     DONE,
@@ -66,6 +68,8 @@ class Call:
     wants_usage: bool
     #: The client asked for base64 embeddings (the gateway asks the upstream for floats).
     wants_base64: bool
+    #: The client speaks Anthropic Messages: answers are translated back from chat completions.
+    anthropic: bool = False
 
     @classmethod
     def create(
@@ -77,6 +81,7 @@ class Call:
         model: Model,
         body: dict[str, Any],
         started: float,
+        anthropic: bool = False,
     ) -> Call:
         options = body.get("stream_options")
         return cls(
@@ -89,6 +94,7 @@ class Call:
             stream=endpoint.can_stream and body.get("stream") is True,
             wants_usage=isinstance(options, dict) and options.get("include_usage") is True,
             wants_base64=endpoint is EMBEDDINGS and body.get("encoding_format") == "base64",
+            anthropic=anthropic,
         )
 
 
@@ -251,6 +257,7 @@ class Proxy:
         )
         public_id = orjson.dumps(call.model.id)
         splitter = EventSplitter()
+        translator = StreamTranslator(call.model.id) if call.anthropic else None
         try:
             async for chunk in response.content.iter_any():
                 events = splitter.feed(chunk)
@@ -258,12 +265,16 @@ class Proxy:
                     continue
                 events = rewrite_model(events, public_id)
                 if b'"usage"' in events:
-                    events = take_usage(events, outcome, keep=call.wants_usage)
+                    keep = call.wants_usage or translator is not None
+                    events = take_usage(events, outcome, keep=keep)
                 outcome.delivered += events.count(b'"delta"')
+                done = events.endswith(DONE)
+                if translator is not None:
+                    events = translate_events(events, translator)
                 if outcome.first_byte_at is None:
                     outcome.first_byte_at = perf_counter()
                 await send({"type": "http.response.body", "body": events, "more_body": True})
-                if events.endswith(DONE):
+                if done:
                     # The client has it all and may hang up now; whatever the upstream still
                     # sends (a worker's closing bytes) is not worth waiting for.
                     break
@@ -275,7 +286,7 @@ class Proxy:
                 else UpstreamError(f"the upstream stream broke: {exc.__class__.__name__}")
             )
             outcome.status, outcome.error = error.status, error.message
-            tail = error_event(error)
+            tail = anthropic_error_event(error) if translator is not None else error_event(error)
         await send({"type": "http.response.body", "body": tail, "more_body": False})
 
     def _record(self, call: Call, outcome: Outcome) -> None:
@@ -339,6 +350,8 @@ def finish_json(call: Call, raw: bytes) -> tuple[bytes, Usage]:
     if not isinstance(body, dict):
         return raw, Usage()
     usage = Usage.from_block(body.get("usage"))
+    if call.anthropic:
+        return orjson.dumps(chat_to_message(body, call.model.id)), usage
     if call.wants_base64:
         body["model"] = call.model.id
         encode_embeddings(body)
@@ -361,6 +374,29 @@ def take_usage(events: bytes, outcome: Outcome, *, keep: bool) -> bytes:
                     continue
         kept.append(event)
     return b"".join(kept)
+
+
+def translate_events(events: bytes, translator: StreamTranslator) -> bytes:
+    """Chat completion events as Anthropic's; [DONE] closes the message."""
+    out = b""
+    for event in split_events(events):
+        data = event_data(event)
+        if data == b"[DONE]":
+            out += translator.close()
+            continue
+        try:
+            chunk = orjson.loads(data or b"")
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(chunk, dict):
+            out += translator.feed(chunk)
+    return out
+
+
+def anthropic_error_event(error: HepAIError) -> bytes:
+    return anthropic_event(
+        "error", {"type": "error", "error": {"type": error.type, "message": error.message}}
+    )
 
 
 def encode_embeddings(body: dict[str, Any]) -> None:

@@ -31,14 +31,20 @@ from hepai_server.gateway.auth import token_from_headers
 from hepai_server.gateway.gate import worker_model
 from hepai_server.gateway.proxy import Call
 from hepai_server.gateway.runtime import Gateway
-from hepai_server.protocol.openai import Endpoint, Usage, check_request
+from hepai_server.protocol.anthropic import estimate_tokens, messages_to_chat
+from hepai_server.protocol.openai import Endpoint, Usage, check_model_id, check_request
 
 
 class RelayEndpoint:
-    """POST one OpenAI endpoint: authenticate, read and check the body, relay to an upstream."""
+    """POST one OpenAI endpoint: authenticate, read and check the body, relay to an upstream.
 
-    def __init__(self, endpoint: Endpoint) -> None:
+    With ``anthropic`` it serves Anthropic Messages instead: the request is translated into a
+    chat completion on the way in and the answer back into a Message on the way out.
+    """
+
+    def __init__(self, endpoint: Endpoint, *, anthropic: bool = False) -> None:
         self.endpoint = endpoint
+        self.anthropic = anthropic
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = perf_counter()
@@ -56,6 +62,8 @@ class RelayEndpoint:
                 limit=gateway.settings.max_body_bytes,
             )
             body = parse_json_object(raw)
+            if self.anthropic:
+                body = messages_to_chat(body)
             model_id = check_request(self.endpoint, body)
             if model_id in gateway.catalog.ids():
                 model = gateway.catalog.resolve(model_id, caller)
@@ -80,6 +88,7 @@ class RelayEndpoint:
             model=model,
             body=body,
             started=started,
+            anthropic=self.anthropic,
         )
         try:
             await gateway.proxy.relay(call, receive, send)
@@ -147,3 +156,16 @@ async def worker_cards(gateway: Gateway, caller: Caller) -> list[dict[str, Any]]
     return await gateway.transact(
         lambda s: registry.model_cards(s, caller=caller, now=time.time(), expiry=expiry)
     )
+
+
+async def count_tokens(request: Request) -> Response:
+    """Anthropic's count_tokens for a model the caller may call: an estimate, since no
+    tokenizer of the upstream's is at hand."""
+    gateway, caller = await authenticate(request)
+    body = parse_json_object(await request.body())
+    model_id = check_model_id(body.get("model"))
+    if model_id in gateway.catalog.ids():
+        gateway.catalog.resolve(model_id, caller)
+    elif not any(card["id"] == model_id for card in await worker_cards(gateway, caller)):
+        raise ModelNotFound(model_id)
+    return json_response({"input_tokens": estimate_tokens(body)})

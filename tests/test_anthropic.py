@@ -1,0 +1,144 @@
+"""Anthropic Messages through the real anthropic client, translated to chat completions."""
+
+from __future__ import annotations
+
+import anthropic
+import httpx
+import pytest
+
+from tests.stack import MockProcess, Platform, Server
+
+
+@pytest.fixture
+def claude(server: Server, user_key: str) -> anthropic.Anthropic:
+    client = anthropic.Anthropic(
+        base_url=server.base_url + "/anthropic", api_key=user_key, max_retries=0
+    )
+    server.clients.enter_context(client)
+    return client
+
+
+def test_message_round_trip(claude: anthropic.Anthropic, mock: MockProcess, unique) -> None:
+    marker = unique("claude")
+    message = claude.messages.create(
+        model="mock/chat",
+        max_tokens=64,
+        system="be brief",
+        messages=[{"role": "user", "content": [{"type": "text", "text": marker}]}],
+    )
+    assert message.type == "message" and message.role == "assistant"
+    assert message.content[0].type == "text"
+    assert message.content[0].text == "word0 word1 word2 word3 word4"
+    assert message.stop_reason == "end_turn" and message.model == "mock/chat"
+    assert message.usage.output_tokens == 5 and message.usage.input_tokens > 0
+    sent = next(r["body"] for r in mock.requests() if marker in str(r["body"]))
+    assert sent["messages"] == [
+        {"role": "system", "content": "be brief"},
+        {"role": "user", "content": marker},
+    ]
+    assert sent["max_tokens"] == 64 and sent["model"] == "chat-upstream"
+
+
+def test_stream_events_with_thinking(claude: anthropic.Anthropic) -> None:
+    with claude.messages.stream(
+        model="deepseek-ai/deepseek-r1:671b",
+        max_tokens=64,
+        messages=[{"role": "user", "content": "think"}],
+        extra_body={"mock": {"reasoning": True}},
+    ) as stream:
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    assert text == "word0 word1 word2 word3 word4 "
+    kinds = [block.type for block in final.content]
+    assert kinds == ["thinking", "text"]
+    assert final.content[0].thinking == "thinking it over"
+    assert final.stop_reason == "end_turn" and final.usage.output_tokens == 5
+
+
+def test_tools_round_trip(claude: anthropic.Anthropic, mock: MockProcess, unique) -> None:
+    marker = unique("tools")
+    tools = [
+        {
+            "name": "get_weather",
+            "description": "weather",
+            "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}},
+        }
+    ]
+    message = claude.messages.create(
+        model="mock/chat",
+        max_tokens=64,
+        tools=tools,
+        tool_choice={"type": "any"},
+        messages=[{"role": "user", "content": marker}],
+        extra_body={"mock": {"tool_call": True}},
+    )
+    (call,) = [block for block in message.content if block.type == "tool_use"]
+    assert call.name == "get_weather" and call.input == {"city": "Beijing"}
+    sent = next(r["body"] for r in mock.requests() if marker in str(r["body"]))
+    assert sent["tools"][0]["function"]["name"] == "get_weather"
+    assert sent["tool_choice"] == "required"
+    with claude.messages.stream(
+        model="mock/chat",
+        max_tokens=64,
+        tools=tools,
+        messages=[
+            {"role": "user", "content": "weather?"},
+            {
+                "role": "assistant",
+                "content": [
+                    {"type": "tool_use", "id": call.id, "name": call.name, "input": call.input}
+                ],
+            },
+            {
+                "role": "user",
+                "content": [{"type": "tool_result", "tool_use_id": call.id, "content": "sunny"}],
+            },
+        ],
+        extra_body={"mock": {"tool_call": True}},
+    ) as stream:
+        final = stream.get_final_message()
+    assert [b.type for b in final.content] == ["tool_use", "text"]
+    assert final.content[0].input == {"city": "Beijing"}
+
+
+def test_every_messages_path_and_count_tokens(server: Server, user_key: str) -> None:
+    body = {"model": "mock/chat", "max_tokens": 8, "messages": [{"role": "user", "content": "x"}]}
+    for path in ("/anthropic/v1/messages", "/anthropic/messages", "/v1/messages"):
+        response = httpx.post(server.base_url + path, headers={"x-api-key": user_key}, json=body)
+        assert response.status_code == 200 and response.json()["type"] == "message", path
+    counted = httpx.post(
+        server.base_url + "/anthropic/v1/messages/count_tokens",
+        headers={"x-api-key": user_key},
+        json={"model": "mock/chat", "messages": [{"role": "user", "content": "hello " * 40}]},
+    )
+    assert counted.status_code == 200 and 40 <= counted.json()["input_tokens"] <= 200
+    hidden = httpx.post(
+        server.base_url + "/anthropic/v1/messages/count_tokens",
+        headers={"x-api-key": user_key},
+        json={"model": "team/physics-only", "messages": []},
+    )
+    assert hidden.status_code == 404
+
+
+def test_bad_messages_requests_are_400(claude: anthropic.Anthropic) -> None:
+    with pytest.raises(anthropic.BadRequestError):
+        claude.messages.create(
+            model="mock/chat", max_tokens=0, messages=[{"role": "user", "content": "x"}]
+        )
+    with pytest.raises(anthropic.BadRequestError):
+        claude.messages.create(model="mock/chat", max_tokens=5, messages=[])
+
+
+def test_worker_models_speak_messages_too(platform: Platform, server: Server, unique) -> None:
+    from tests.stack import hepai_worker
+
+    owner = unique("claude-worker")
+    key = platform.create_user(owner)
+    name = f"{owner}/llm"
+    with hepai_worker(server, key, name):
+        client = anthropic.Anthropic(base_url=server.base_url, api_key=key, max_retries=0)
+        server.clients.enter_context(client)
+        message = client.messages.create(
+            model=name, max_tokens=16, messages=[{"role": "user", "content": "hi"}]
+        )
+        assert message.content[0].text.endswith(f"to-{owner} ")
