@@ -7,6 +7,7 @@ a key's revocation, a user's level, groups or status.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -20,7 +21,6 @@ from hepai_server.db.tables import ApiKey, Group, User
 from hepai_server.errors import Conflict, InvalidRequest, NotFound
 
 LEVELS = ("user", "admin")
-_DUMMY_HASH = credentials.hash_password("not-a-password")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@+-]{0,127}$")
 
 
@@ -104,12 +104,19 @@ def find_user_by_email(session: Session, email: str) -> User:
     return user
 
 
+@functools.cache
+def dummy_hash() -> str:
+    """A hash to verify against when there is no user, made on first use: Argon2 takes 64 MiB
+    and a tenth of a second, which no process should pay at import."""
+    return credentials.hash_password("not-a-password")
+
+
 def check_password(session: Session, *, username: str, password: str) -> User | None:
     """The active user with this username and password, or None (same answer for either
     mistake, so a caller cannot tell which one was wrong)."""
     user = session.scalar(select(User).where(User.username == username))
     if user is None or user.disabled or user.password_hash is None:
-        credentials.verify_password(_DUMMY_HASH, password)  # spend the same time either way
+        credentials.verify_password(dummy_hash(), password)  # spend the same time either way
         return None
     return user if credentials.verify_password(user.password_hash, password) else None
 

@@ -160,6 +160,10 @@ class DisconnectWatch:
     ) -> None:
         assert self._watcher is not None
         self._watcher.cancel()
+        # The cancelled watcher's frame refers back here; cutting the links now spares the
+        # cycle collector a dozen objects per stream.
+        self._watcher = None
+        self._task = None
 
     async def _watch(self) -> None:
         while (await self._receive())["type"] != "http.disconnect":
@@ -172,5 +176,6 @@ class DisconnectWatch:
 
     def withdraw(self) -> None:
         """Take back the cancellation this watch caused, once it has been handled."""
-        assert self._task is not None
-        self._task.uncancel()
+        task = asyncio.current_task()
+        assert task is not None
+        task.uncancel()
