@@ -58,6 +58,12 @@ providers:
       - {{id: team/bob-only, groups: [], users: [bob]}}
       - {{id: failover/dead-first}}
       - {{id: failover/failing-first}}
+  - name: claude-native
+    base_url: {mock.url}/v1
+    anthropic_base_url: {mock.url}
+    api_key_env: MOCK_KEY
+    models:
+      - {{id: native/claude, upstream: claude-upstream}}
   - name: dead
     base_url: {dead}
     models:

@@ -130,15 +130,69 @@ def test_bad_messages_requests_are_400(claude: anthropic.Anthropic) -> None:
 
 
 def test_worker_models_speak_messages_too(platform: Platform, server: Server, unique) -> None:
-    from tests.stack import hepai_worker
+    from tests.stack import our_worker
 
     owner = unique("claude-worker")
     key = platform.create_user(owner)
     name = f"{owner}/llm"
+    with our_worker(server, key, name):
+        client = anthropic.Anthropic(base_url=server.base_url, api_key=key, max_retries=0)
+        server.clients.enter_context(client)
+        message = client.messages.create(
+            model=name, max_tokens=16, messages=[{"role": "user", "content": "hi"}]
+        )
+        assert message.content[0].text == f"{name} chats"
+        assert message.usage.output_tokens == 2
+
+
+def test_native_providers_get_messages_as_sent(
+    platform: Platform,
+    server: Server,
+    user_key: str,
+    claude: anthropic.Anthropic,
+    mock: MockProcess,
+    unique,
+) -> None:
+    request_id = unique("native")
+    message = claude.messages.create(
+        model="native/claude",
+        max_tokens=32,
+        messages=[{"role": "user", "content": [{"type": "text", "text": request_id}]}],
+        extra_headers={"x-request-id": request_id},
+    )
+    assert message.content[0].text == "native anthropic reply"
+    assert message.model == "native/claude"
+    sent = next(r for r in mock.requests() if request_id in str(r["body"]))
+    assert sent["path"] == "/v1/messages" and sent["body"]["model"] == "claude-upstream"
+    assert sent["body"]["messages"][0]["content"] == [{"type": "text", "text": request_id}]
+    assert sent["headers"]["x-api-key"].startswith("upstream-secret")
+    row = platform.usage_row(request_id)
+    assert (row["prompt_tokens"], row["completion_tokens"]) == (11, 3)
+    stream_id = unique("native-stream")
+    with claude.messages.stream(
+        model="native/claude",
+        max_tokens=32,
+        messages=[{"role": "user", "content": "hi"}],
+        extra_headers={"x-request-id": stream_id},
+    ) as stream:
+        assert "".join(stream.text_stream) == "native anthropic reply"
+    row = platform.usage_row(stream_id)
+    assert (row["prompt_tokens"], row["completion_tokens"], row["total_tokens"]) == (11, 3, 14)
+
+
+def test_worker_with_anthropic_messages_gets_them_as_sent(
+    platform: Platform, server: Server, unique
+) -> None:
+    from tests.stack import hepai_worker
+
+    owner = unique("claude-native-worker")
+    key = platform.create_user(owner)
+    name = f"{owner}/native"
     with hepai_worker(server, key, name):
         client = anthropic.Anthropic(base_url=server.base_url, api_key=key, max_retries=0)
         server.clients.enter_context(client)
         message = client.messages.create(
             model=name, max_tokens=16, messages=[{"role": "user", "content": "hi"}]
         )
-        assert message.content[0].text.endswith(f"to-{owner} ")
+        assert message.content[0].text == f"{name} speaks messages"
+        assert message.usage.output_tokens == 4

@@ -130,6 +130,9 @@ class ProviderConfig(BaseModel):
     name: str = Field(min_length=1)
     preset: str | None = None
     base_url: str | None = None
+    #: Where the provider speaks Anthropic Messages natively (its /v1/messages is below it);
+    #: Messages requests for its models then pass through instead of being translated.
+    anthropic_base_url: str | None = None
     api_key_env: str | None = None
     headers: dict[str, str] = Field(default_factory=dict)
     enabled: bool = True

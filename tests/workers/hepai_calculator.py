@@ -89,6 +89,20 @@ class Calculator(HRModel):
         return chunks()
 
     @HRModel.remote_callable
+    def anthropic_messages(self, **request: Any) -> dict[str, Any]:
+        """A worker that speaks Anthropic Messages itself."""
+        return {
+            "id": "msg_w",
+            "type": "message",
+            "role": "assistant",
+            "model": request["model"],
+            "content": [{"type": "text", "text": f"{self.name} speaks messages"}],
+            "stop_reason": "end_turn",
+            "stop_sequence": None,
+            "usage": {"input_tokens": 2, "output_tokens": 4},
+        }
+
+    @HRModel.remote_callable
     def embeddings(self, **request: Any) -> dict[str, Any]:
         inputs = request["input"] if isinstance(request["input"], list) else [request["input"]]
         data = [

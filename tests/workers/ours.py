@@ -62,5 +62,18 @@ class Calculator(Worker):
         assert call is not None
         return {"username": call.username, "request_id": call.request_id}
 
+    @remote
+    def chat_completions(self, **request: Any) -> dict[str, Any]:
+        """OpenAI chat only (no anthropic_messages): Anthropic clients get a translation."""
+        message = {"role": "assistant", "content": f"{self.name} chats"}
+        return {
+            "id": "chatcmpl-ours",
+            "object": "chat.completion",
+            "created": 1,
+            "model": request["model"],
+            "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 1, "completion_tokens": 2, "total_tokens": 3},
+        }
+
     def private(self) -> str:
         return "not remote"

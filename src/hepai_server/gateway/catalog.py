@@ -34,6 +34,11 @@ class Deployment:
     priority: int = 0
     #: Set when this is a DDF worker: calls go through its unified gate.
     worker_id: str | None = None
+    #: Where Anthropic Messages go natively: a provider's /v1/messages URL, or for a worker
+    #: the gate URL of its ``anthropic_messages`` method. None: translate to chat completions.
+    messages_url: str | None = None
+    #: The headers for ``messages_url`` (Anthropic's x-api-key form for providers).
+    messages_headers: dict[str, str] = field(default_factory=dict, hash=False, repr=False)
 
     @property
     def name(self) -> str:
@@ -43,8 +48,12 @@ class Deployment:
     def url(self, endpoint: Endpoint) -> str:
         if self.worker_id is None:
             return self.base_url + endpoint.path
-        query = urlencode({"model": self.upstream_model, "function": endpoint.worker_function})
-        return f"{self.base_url}/worker_unified_gate/?{query}"
+        return gate_url(self.base_url, self.upstream_model, endpoint.worker_function)
+
+
+def gate_url(address: str, model: str, function: str) -> str:
+    query = urlencode({"model": model, "function": function})
+    return f"{address}/worker_unified_gate/?{query}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,8 +99,16 @@ class Catalog:
         merged: dict[str, Model] = {}
         for provider in providers:
             headers = {"content-type": "application/json", **provider.headers}
+            messages_headers = {
+                "content-type": "application/json",
+                "anthropic-version": "2023-06-01",
+            }
             if provider.api_key is not None:
                 headers["authorization"] = f"Bearer {provider.api_key.get_secret_value()}"
+                messages_headers["x-api-key"] = provider.api_key.get_secret_value()
+            messages_url = None
+            if provider.anthropic_base_url:
+                messages_url = provider.anthropic_base_url.rstrip("/") + "/v1/messages"
             assert provider.base_url is not None  # set by ProviderConfig's validator
             for entry in provider.models:
                 deployment = Deployment(
@@ -100,6 +117,8 @@ class Catalog:
                     upstream_model=entry.upstream or entry.id,
                     headers=headers,
                     weight=entry.weight,
+                    messages_url=messages_url,
+                    messages_headers=messages_headers,
                 )
                 known = merged.get(entry.id)
                 if known is None:

@@ -45,7 +45,7 @@ from hepai_server.gateway.asgi import (
     send_error,
 )
 from hepai_server.gateway.auth import token_from_headers
-from hepai_server.gateway.catalog import Deployment, Model
+from hepai_server.gateway.catalog import Deployment, Model, gate_url
 from hepai_server.gateway.multipart import is_multipart, multipart_to_json
 from hepai_server.gateway.routing import worker_order
 from hepai_server.gateway.runtime import Gateway
@@ -172,6 +172,10 @@ async def worker_model(
             weight=route.weight,
             priority=route.priority,
             worker_id=route.worker_id,
+            messages_url=gate_url(route.address, model_id, "anthropic_messages")
+            if "anthropic_messages" in route.functions
+            else None,
+            messages_headers=headers,
         )
         for route in routes
     )

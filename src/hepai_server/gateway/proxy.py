@@ -68,8 +68,14 @@ class Call:
     wants_usage: bool
     #: The client asked for base64 embeddings (the gateway asks the upstream for floats).
     wants_base64: bool
-    #: The client speaks Anthropic Messages: answers are translated back from chat completions.
-    anthropic: bool = False
+    #: The client speaks Anthropic Messages: its request as sent. Deployments that speak
+    #: Messages get it as it is; others get ``body``, its translation, and answers are translated
+    #: back.
+    messages_body: dict[str, Any] | None = None
+
+    @property
+    def anthropic(self) -> bool:
+        return self.messages_body is not None
 
     @classmethod
     def create(
@@ -81,7 +87,7 @@ class Call:
         model: Model,
         body: dict[str, Any],
         started: float,
-        anthropic: bool = False,
+        messages_body: dict[str, Any] | None = None,
     ) -> Call:
         options = body.get("stream_options")
         return cls(
@@ -94,7 +100,7 @@ class Call:
             stream=endpoint.can_stream and body.get("stream") is True,
             wants_usage=isinstance(options, dict) and options.get("include_usage") is True,
             wants_base64=endpoint is EMBEDDINGS and body.get("encoding_format") == "base64",
-            anthropic=anthropic,
+            messages_body=messages_body,
         )
 
 
@@ -110,6 +116,8 @@ class Outcome:
     #: Stream chunks with a delta relayed to the client: the estimate of completion tokens
     #: when the upstream reported no usage (a client that left early, a broken stream).
     delivered: int = 0
+    #: The deployment answers an Anthropic client in Anthropic's own format.
+    native: bool = False
 
     def final_usage(self) -> Usage:
         if self.usage is not None:
@@ -161,10 +169,15 @@ class Proxy:
         failure: HepAIError = UpstreamError(f"no deployment of {call.model.id} answered")
         for number, deployment in enumerate(attempts, 1):
             outcome.deployment = deployment
-            url = deployment.url(call.endpoint)
-            payload = self._payload(call, deployment)
+            outcome.native = call.anthropic and deployment.messages_url is not None
+            if outcome.native:
+                assert deployment.messages_url is not None
+                url, headers = deployment.messages_url, deployment.messages_headers
+            else:
+                url, headers = deployment.url(call.endpoint), deployment.headers
+            payload = self._payload(call, deployment, native=outcome.native)
             try:
-                response = await self._post(url, payload, deployment.headers)
+                response = await self._post(url, payload, headers)
             except TimeoutError:
                 failure = UpstreamTimeout(f"{deployment.provider} did not answer in time")
                 continue
@@ -188,14 +201,20 @@ class Proxy:
             # The upstream closed a pooled keep-alive connection: one fresh try is safe.
             return await self._session.post(url, data=payload, headers=headers)
 
-    def _payload(self, call: Call, deployment: Deployment) -> bytes:
-        body = call.body
+    def _payload(self, call: Call, deployment: Deployment, *, native: bool) -> bytes:
+        body = call.messages_body if native and call.messages_body is not None else call.body
         body["model"] = deployment.upstream_model
+        if native:
+            return self._encode(body, deployment)
         if call.stream:
             options = body.get("stream_options") or {}
             body["stream_options"] = {**options, "include_usage": True}
         if call.wants_base64:
             body["encoding_format"] = "float"
+        return self._encode(body, deployment)
+
+    @staticmethod
+    def _encode(body: dict[str, Any], deployment: Deployment) -> bytes:
         try:
             # A worker takes the request as the keyword arguments of its method.
             return orjson.dumps({"kwargs": body} if deployment.worker_id else body)
@@ -208,7 +227,7 @@ class Proxy:
     ) -> None:
         raw = await response.read()
         if 200 <= response.status < 300:
-            raw, outcome.usage = finish_json(call, raw)
+            raw, outcome.usage = finish_json(call, raw, native=outcome.native)
         else:
             raise_for_upstream(response.status, raw, outcome)
             outcome.status, outcome.error = response.status, upstream_message(raw)
@@ -257,7 +276,9 @@ class Proxy:
         )
         public_id = orjson.dumps(call.model.id)
         splitter = EventSplitter()
-        translator = StreamTranslator(call.model.id) if call.anthropic else None
+        translator = (
+            StreamTranslator(call.model.id) if call.anthropic and not outcome.native else None
+        )
         try:
             async for chunk in response.content.iter_any():
                 events = splitter.feed(chunk)
@@ -265,8 +286,11 @@ class Proxy:
                     continue
                 events = rewrite_model(events, public_id)
                 if b'"usage"' in events:
-                    keep = call.wants_usage or translator is not None
-                    events = take_usage(events, outcome, keep=keep)
+                    if outcome.native:
+                        take_messages_usage(events, outcome)
+                    else:
+                        keep = call.wants_usage or translator is not None
+                        events = take_usage(events, outcome, keep=keep)
                 outcome.delivered += events.count(b'"delta"')
                 done = events.endswith(DONE)
                 if translator is not None:
@@ -341,7 +365,7 @@ def upstream_message(raw: bytes) -> str:
     return raw[:200].decode("utf-8", "replace")
 
 
-def finish_json(call: Call, raw: bytes) -> tuple[bytes, Usage]:
+def finish_json(call: Call, raw: bytes, *, native: bool = False) -> tuple[bytes, Usage]:
     """The upstream's JSON answer with our model id, and the usage it reports."""
     try:
         body = orjson.loads(raw)
@@ -350,7 +374,7 @@ def finish_json(call: Call, raw: bytes) -> tuple[bytes, Usage]:
     if not isinstance(body, dict):
         return raw, Usage()
     usage = Usage.from_block(body.get("usage"))
-    if call.anthropic:
+    if call.anthropic and not native:
         return orjson.dumps(chat_to_message(body, call.model.id)), usage
     if call.wants_base64:
         body["model"] = call.model.id
@@ -374,6 +398,29 @@ def take_usage(events: bytes, outcome: Outcome, *, keep: bool) -> bytes:
                     continue
         kept.append(event)
     return b"".join(kept)
+
+
+def take_messages_usage(events: bytes, outcome: Outcome) -> None:
+    """Usage from Anthropic's own stream: input tokens in message_start, output in
+    message_delta (a running total, so the last one counts)."""
+    usage = outcome.usage or Usage()
+    for event in split_events(events):
+        if b'"usage"' not in event:
+            continue
+        try:
+            data = orjson.loads(event_data(event) or b"")
+        except orjson.JSONDecodeError:
+            continue
+        if not isinstance(data, dict):
+            continue
+        block = data.get("usage") or (data.get("message") or {}).get("usage")
+        found = Usage.from_block(block)
+        usage.prompt_tokens = found.prompt_tokens or usage.prompt_tokens
+        usage.completion_tokens = found.completion_tokens or usage.completion_tokens
+        usage.cached_tokens = found.cached_tokens or usage.cached_tokens
+    if usage.prompt_tokens is not None or usage.completion_tokens is not None:
+        usage.total_tokens = (usage.prompt_tokens or 0) + (usage.completion_tokens or 0)
+    outcome.usage = usage
 
 
 def translate_events(events: bytes, translator: StreamTranslator) -> bytes:

@@ -35,6 +35,7 @@ class WorkerRoute:
     weight: float
     speed: float
     queue_length: int
+    functions: tuple[str, ...] = ()
 
 
 def may_call(caller: Caller, model: WorkerModel, owner_id: int) -> bool:
@@ -175,8 +176,10 @@ def routes_for(
     if not permitted:
         return None
     return [
-        WorkerRoute(w.id, w.address, w.priority, w.weight, w.speed, w.queue_length)
-        for w, _m in permitted
+        WorkerRoute(
+            w.id, w.address, w.priority, w.weight, w.speed, w.queue_length, tuple(m.functions)
+        )
+        for w, m in permitted
         if is_live(w, now=now, expiry=expiry)
     ]
 

@@ -120,16 +120,18 @@ class Usage:
 
     @classmethod
     def from_block(cls, block: Any) -> Usage:
-        """Read OpenAI's usage block (and DeepSeek's, and Jina's rerank usage)."""
+        """Read OpenAI's usage block (and DeepSeek's, Jina's rerank and Anthropic's usage)."""
         if not isinstance(block, dict):
             return cls()
-        prompt = _count(block.get("prompt_tokens"))
-        completion = _count(block.get("completion_tokens"))
+        prompt = _count(block.get("prompt_tokens", block.get("input_tokens")))
+        completion = _count(block.get("completion_tokens", block.get("output_tokens")))
         total = _count(block.get("total_tokens"))
         details = block.get("prompt_tokens_details")
         cached = _count(details.get("cached_tokens")) if isinstance(details, dict) else None
         if cached is None:
-            cached = _count(block.get("prompt_cache_hit_tokens"))
+            cached = _count(
+                block.get("prompt_cache_hit_tokens", block.get("cache_read_input_tokens"))
+            )
         details = block.get("completion_tokens_details")
         reasoning = _count(details.get("reasoning_tokens")) if isinstance(details, dict) else None
         if total is None and (prompt is not None or completion is not None):

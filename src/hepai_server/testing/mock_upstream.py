@@ -48,6 +48,7 @@ class MockUpstream:
         app.router.add_post("/v1/completions", self.completions)
         app.router.add_post("/v1/embeddings", self.embeddings)
         app.router.add_post("/v1/rerank", self.rerank)
+        app.router.add_post("/v1/messages", self.messages)
         app.router.add_get("/v1/models", self.models)
         app.router.add_get("/_mock/requests", self.recorded)
         app.router.add_get("/_mock/events", self.recorded_events)
@@ -215,6 +216,75 @@ class MockUpstream:
                 "usage": {"total_tokens": tokens},
             }
         )
+
+    async def messages(self, request: web.Request) -> web.StreamResponse:
+        """Anthropic Messages, natively: the reply names itself so a test can tell it apart
+        from a translated one."""
+        body = orjson.loads(await request.read())
+        self.requests.append(
+            {
+                "path": request.path,
+                "headers": {k.lower(): v for k, v in request.headers.items()},
+                "body": body,
+            }
+        )
+        if self.api_key is not None and request.headers.get("x-api-key") != self.api_key:
+            raise _Failure(401, "invalid x-api-key", "authentication_error")
+        text = "native anthropic reply"
+        usage = {"input_tokens": 11, "output_tokens": 3}
+        message = {
+            "id": "msg_mock",
+            "type": "message",
+            "role": "assistant",
+            "model": body["model"],
+            "content": [{"type": "text", "text": text}],
+            "stop_reason": "end_turn",
+            "stop_sequence": None,
+            "usage": usage,
+        }
+        if not body.get("stream"):
+            return _json(message)
+        response = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await response.prepare(request)
+        start = {
+            **message,
+            "content": [],
+            "stop_reason": None,
+            "usage": {"input_tokens": 11, "output_tokens": 0},
+        }
+        events = [
+            ("message_start", {"type": "message_start", "message": start}),
+            (
+                "content_block_start",
+                {
+                    "type": "content_block_start",
+                    "index": 0,
+                    "content_block": {"type": "text", "text": ""},
+                },
+            ),
+            (
+                "content_block_delta",
+                {
+                    "type": "content_block_delta",
+                    "index": 0,
+                    "delta": {"type": "text_delta", "text": text},
+                },
+            ),
+            ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+            (
+                "message_delta",
+                {
+                    "type": "message_delta",
+                    "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                    "usage": {"output_tokens": 3},
+                },
+            ),
+            ("message_stop", {"type": "message_stop"}),
+        ]
+        for name, data in events:
+            await response.write(f"event: {name}\ndata: ".encode() + orjson.dumps(data) + b"\n\n")
+        await response.write_eof()
+        return response
 
     async def models(self, _request: web.Request) -> web.StreamResponse:
         return _json({"object": "list", "data": []})

@@ -62,8 +62,9 @@ class RelayEndpoint:
                 limit=gateway.settings.max_body_bytes,
             )
             body = parse_json_object(raw)
-            if self.anthropic:
-                body = messages_to_chat(body)
+            messages_body = body if self.anthropic else None
+            if messages_body is not None:
+                body = messages_to_chat(messages_body)
             model_id = check_request(self.endpoint, body)
             if model_id in gateway.catalog.ids():
                 model = gateway.catalog.resolve(model_id, caller)
@@ -88,7 +89,7 @@ class RelayEndpoint:
             model=model,
             body=body,
             started=started,
-            anthropic=self.anthropic,
+            messages_body=messages_body,
         )
         try:
             await gateway.proxy.relay(call, receive, send)
