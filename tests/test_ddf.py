@@ -369,3 +369,21 @@ def test_permanent_stop_shuts_the_worker_down(platform: Platform, server: Server
         assert stopped.stopped is True and stopped.shutdown is True
         assert process.wait(20) is not None, "the worker process exits"
         assert name not in model_ids(server, key)
+
+
+def test_every_gateway_process_dispatches_from_the_shared_registry(
+    platform: Platform, unique
+) -> None:
+    owner = unique("multi-gateway")
+    key = platform.create_user(owner)
+    name = f"{owner}/calculator"
+    with platform.serve("--workers", "2") as server, hepai_worker(server, key, name):
+        # Fresh connections land on either gateway process; each must find the worker.
+        for n in range(20):
+            response = httpx.post(
+                server.base_url + "/worker/unified_gate/",
+                params={"model": name, "function": "add"},
+                headers={"x-api-key": key, "connection": "close"},
+                json={"args": [n, 1]},
+            )
+            assert response.status_code == 200 and response.json() == n + 1
