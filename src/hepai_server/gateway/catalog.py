@@ -92,6 +92,8 @@ class Catalog:
 
     def __init__(self, models: Iterable[Model]) -> None:
         self._models = {model.id: model for model in models}
+        #: The catalog never changes after start, so its ids are computed once.
+        self._ids = frozenset(self._models)
 
     @classmethod
     def from_providers(cls, providers: Iterable[ProviderConfig]) -> Catalog:
@@ -151,7 +153,7 @@ class Catalog:
         return cls(merged.values())
 
     def ids(self) -> frozenset[str]:
-        return frozenset(self._models)
+        return self._ids
 
     def visible_to(self, caller: Caller) -> list[Model]:
         return [model for model in self._models.values() if model.is_callable_by(caller)]
