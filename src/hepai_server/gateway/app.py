@@ -22,6 +22,7 @@ from hepai_server.gateway.asgi import Receive, Scope, Send
 from hepai_server.gateway.catalog import Catalog
 from hepai_server.gateway.gate import UnifiedGate
 from hepai_server.gateway.routes import accounts, ddf, openai
+from hepai_server.gateway.routes.http import json_response
 from hepai_server.gateway.runtime import Gateway
 from hepai_server.protocol.openai import CHAT, COMPLETIONS, EMBEDDINGS, RERANK
 
@@ -145,7 +146,7 @@ class TrailingSlash:
 
 
 async def probe(_request: Request) -> Response:
-    return openai.json_response({"status": "ok", "version": __version__})
+    return json_response({"status": "ok", "version": __version__})
 
 
 async def on_hepai_error(_request: Request, exc: Exception) -> Response:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from hepai_server.accounts import Caller
 from hepai_server.credentials import hash_api_key, looks_like_api_key
@@ -27,7 +27,9 @@ MAX_CACHED = 100_000
 Lookup = Callable[[str], Caller | None]
 
 
-def token_from_headers(authorization: bytes | None, x_api_key: bytes | None) -> str | None:
+def token_from_headers(headers: Mapping[bytes, bytes]) -> str | None:
+    """The key from ``Authorization: Bearer …``, else from ``x-api-key`` (Anthropic's SDK)."""
+    authorization, x_api_key = headers.get(b"authorization"), headers.get(b"x-api-key")
     if authorization:
         scheme, _, token = authorization.partition(b" ")
         if scheme.lower() == b"bearer" and token.strip():

@@ -76,7 +76,7 @@ class UnifiedGate:
         caller: Caller | None = None
         status, error_text, worker_id = 200, None, None
         try:
-            token = token_from_headers(headers.get(b"authorization"), headers.get(b"x-api-key"))
+            token = token_from_headers(headers)
             caller = await gateway.auth.authenticate(token)
             if not model:
                 raise InvalidRequest("the 'model' query parameter is required", param="model")

@@ -24,8 +24,7 @@ from hepai_server.errors import (
     NotFound,
     PermissionDenied,
 )
-from hepai_server.gateway.routes.ddf import json_body
-from hepai_server.gateway.routes.openai import authenticate, json_response
+from hepai_server.gateway.routes.http import authenticate, json_body, json_response
 from hepai_server.protocol import accounts as wire
 
 MAX_VALID_DAYS = 3650

@@ -7,7 +7,6 @@ import time
 from typing import Any
 
 import aiohttp
-import orjson
 from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import Response
@@ -15,23 +14,12 @@ from starlette.responses import Response
 from hepai_server.db.tables import Worker
 from hepai_server.errors import InvalidRequest
 from hepai_server.gateway import registry
-from hepai_server.gateway.routes.openai import authenticate, json_response
+from hepai_server.gateway.routes.http import authenticate, json_body, json_response
 from hepai_server.gateway.runtime import Gateway
 from hepai_server.protocol.ddf import STATUS_KEYS, parse_registration
 
 #: How long the controller waits for a worker's own status or shutdown route.
 WORKER_PROBE_SECONDS = 5.0
-
-
-async def json_body(request: Request) -> dict[str, Any]:
-    raw = await request.body()
-    try:
-        body = orjson.loads(raw) if raw else {}
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRequest(f"the request body is not valid JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise InvalidRequest("the request body must be a JSON object")
-    return body
 
 
 def _text(body: dict[str, Any], name: str) -> str | None:

@@ -9,7 +9,6 @@ import time
 from time import perf_counter
 from typing import Any
 
-import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -30,6 +29,7 @@ from hepai_server.gateway.asgi import (
 from hepai_server.gateway.auth import token_from_headers
 from hepai_server.gateway.gate import worker_model
 from hepai_server.gateway.proxy import Call
+from hepai_server.gateway.routes.http import authenticate, json_response
 from hepai_server.gateway.runtime import Gateway
 from hepai_server.protocol.anthropic import estimate_tokens, messages_to_chat
 from hepai_server.protocol.openai import Endpoint, Usage, check_model_id, check_request
@@ -54,7 +54,7 @@ class RelayEndpoint:
         caller: Caller | None = None
         model_id = ""
         try:
-            token = token_from_headers(headers.get(b"authorization"), headers.get(b"x-api-key"))
+            token = token_from_headers(headers)
             caller = await gateway.auth.authenticate(token)
             raw = await read_body(
                 receive,
@@ -120,17 +120,6 @@ def record_refusal(
         latency_ms=(perf_counter() - started) * 1000,
         error=error.message,
     )
-
-
-async def authenticate(request: Request) -> tuple[Gateway, Caller]:
-    gateway: Gateway = request.state.gateway
-    headers = dict(request.scope["headers"])
-    token = token_from_headers(headers.get(b"authorization"), headers.get(b"x-api-key"))
-    return gateway, await gateway.auth.authenticate(token)
-
-
-def json_response(body: object) -> Response:
-    return Response(orjson.dumps(body), media_type="application/json")
 
 
 async def list_models(request: Request) -> Response:
