@@ -55,15 +55,15 @@ class MockUpstream:
         app.router.add_post("/_mock/reset", self.reset)
         return app
 
+    async def _record(self, request: web.Request) -> dict[str, Any]:
+        """Read the JSON body and keep the request for /_mock/requests."""
+        body: dict[str, Any] = orjson.loads(await request.read())
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        self.requests.append({"path": request.path, "headers": headers, "body": body})
+        return body
+
     async def _accept(self, request: web.Request) -> tuple[dict[str, Any], dict[str, Any]]:
-        body = orjson.loads(await request.read())
-        self.requests.append(
-            {
-                "path": request.path,
-                "headers": {k.lower(): v for k, v in request.headers.items()},
-                "body": body,
-            }
-        )
+        body = await self._record(request)
         if self.api_key is not None and request.headers.get("authorization") != (
             f"Bearer {self.api_key}"
         ):
@@ -220,14 +220,7 @@ class MockUpstream:
     async def messages(self, request: web.Request) -> web.StreamResponse:
         """Anthropic Messages, natively: the reply names itself so a test can tell it apart
         from a translated one."""
-        body = orjson.loads(await request.read())
-        self.requests.append(
-            {
-                "path": request.path,
-                "headers": {k.lower(): v for k, v in request.headers.items()},
-                "body": body,
-            }
-        )
+        body = await self._record(request)
         if self.api_key is not None and request.headers.get("x-api-key") != self.api_key:
             raise _Failure(401, "invalid x-api-key", "authentication_error")
         text = "native anthropic reply"
