@@ -86,6 +86,51 @@ class Settings(BaseSettings):
         default=512 * 1024 * 1024,
         description="Largest body of a unified-gate call (base64 documents); spooled to disk.",
     )
+    public_url: str | None = Field(
+        default=None,
+        description="The URL users reach the platform at (https://ai.example.org), for the "
+        "links it hands out; unset means the URL of each request.",
+    )
+    file_storage: Literal["local", "s3"] = Field(
+        default="local",
+        description="Where uploaded files live: a local directory, or an S3-compatible store "
+        "for several nodes.",
+    )
+    files_dir: Path | None = Field(
+        default=None, description="The local file store; unset means data_dir/files."
+    )
+    s3_endpoint_url: str | None = Field(
+        default=None, description="The S3 API endpoint (unset: AWS itself)."
+    )
+    s3_bucket: str = Field(default="hepai-files", description="The bucket files go to.")
+    s3_prefix: str = Field(default="", description="A key prefix inside the bucket.")
+    s3_region: str = Field(default="us-east-1", description="The S3 region.")
+    s3_access_key_id: str | None = Field(default=None, description="The S3 access key id.")
+    s3_secret_access_key: SecretStr | None = Field(
+        default=None, description="The S3 secret access key."
+    )
+    file_max_bytes: int = Field(
+        default=512 * 1024 * 1024,
+        description="Largest single file, uploaded at once or in parts; larger gets 413.",
+    )
+    user_storage_quota_bytes: int = Field(
+        default=10 * 1024 * 1024 * 1024,
+        description="Bytes of files (and parts of unfinished uploads) one user may keep.",
+    )
+    file_retention_days: float | None = Field(
+        default=None,
+        description="Files are deleted this many days after upload; unset keeps them until "
+        "their owner deletes them.",
+    )
+    upload_expiry_seconds: float = Field(
+        default=3600.0,
+        description="An unfinished resumable upload expires this long after it began; its "
+        "parts are then deleted.",
+    )
+    file_sweep_seconds: float = Field(
+        default=600.0,
+        description="How often each server process deletes expired files and uploads.",
+    )
     log_level: str = Field(default="info", description="Python logging level name.")
 
     @field_validator("data_dir")
@@ -98,6 +143,10 @@ class Settings(BaseSettings):
             level=self.log_level.upper(),
             format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s",
         )
+
+    @property
+    def file_root(self) -> Path:
+        return self.files_dir.expanduser() if self.files_dir else self.data_dir / "files"
 
     @property
     def sqlalchemy_url(self) -> str:

@@ -5,6 +5,8 @@
     │   ├── ModelNotFound (404, code model_not_found)
     │   ├── MethodNotAllowed (405)
     │   ├── PayloadTooLarge (413, code payload_too_large)
+    │   │   └── QuotaExceeded (413, code storage_quota_exceeded)
+    │   ├── RangeNotSatisfiable (416, code range_not_satisfiable)
     │   └── UnprocessableEntity (422)
     ├── AuthenticationFailed (401 authentication_error, code invalid_api_key)
     ├── PermissionDenied (403 permission_error)
@@ -35,6 +37,8 @@ __all__ = [
     "NotFound",
     "PayloadTooLarge",
     "PermissionDenied",
+    "QuotaExceeded",
+    "RangeNotSatisfiable",
     "RateLimited",
     "ServiceUnavailable",
     "UnprocessableEntity",
@@ -89,6 +93,18 @@ class MethodNotAllowed(InvalidRequest):
 
 class PayloadTooLarge(InvalidRequest):
     status, code = 413, "payload_too_large"
+
+
+class QuotaExceeded(PayloadTooLarge):
+    code = "storage_quota_exceeded"
+
+
+class RangeNotSatisfiable(InvalidRequest):
+    status, code = 416, "range_not_satisfiable"
+
+    def __init__(self, size: int) -> None:
+        super().__init__(f"the requested range is outside the file's {size} bytes")
+        self.size = size
 
 
 class UnprocessableEntity(InvalidRequest):

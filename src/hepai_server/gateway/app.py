@@ -17,11 +17,11 @@ from starlette.routing import BaseRoute, Route
 
 from hepai_server import __version__
 from hepai_server.config import Settings, load_providers
-from hepai_server.errors import HepAIError, MethodNotAllowed, NotFound
+from hepai_server.errors import HepAIError, MethodNotAllowed, NotFound, PayloadTooLarge
 from hepai_server.gateway.asgi import Receive, Scope, Send
 from hepai_server.gateway.catalog import Catalog
 from hepai_server.gateway.gate import UnifiedGate
-from hepai_server.gateway.routes import accounts, ddf, openai
+from hepai_server.gateway.routes import accounts, ddf, files, openai
 from hepai_server.gateway.routes.http import json_response
 from hepai_server.gateway.runtime import Gateway
 from hepai_server.protocol.openai import CHAT, COMPLETIONS, EMBEDDINGS, RERANK
@@ -95,11 +95,29 @@ def api_routes() -> list[BaseRoute]:
     for path in ("/apiv2/anthropic/v1/messages", "/apiv2/anthropic/messages", "/apiv2/v1/messages"):
         routes.append(Route(path, anthropic, methods=["POST"]))
         routes.append(Route(path + "/count_tokens", openai.count_tokens, methods=["POST"]))
+    for prefix in PREFIXES:
+        routes += file_routes(prefix)
     routes += ddf_routes("/apiv2")
     routes += account_routes("/apiv2")
     routes += [Route(prefix, probe, methods=["GET"]) for prefix in PREFIXES]
     routes.append(Route("/healthz", probe, methods=["GET"]))
     return routes
+
+
+def file_routes(prefix: str) -> list[BaseRoute]:
+    file, upload = prefix + "/files/{file_id}", prefix + "/uploads/{upload_id}"
+    return [
+        Route(prefix + "/files", files.create_file, methods=["POST"]),
+        Route(prefix + "/files", files.list_files, methods=["GET"]),
+        Route(file, files.retrieve_file, methods=["GET"]),
+        Route(file, files.delete_file, methods=["DELETE"]),
+        Route(file + "/content", files.file_content, methods=["GET"]),
+        Route(file + "/preview", files.file_preview, methods=["GET"]),
+        Route(prefix + "/uploads", files.create_upload, methods=["POST"]),
+        Route(upload + "/parts", files.add_upload_part, methods=["POST"]),
+        Route(upload + "/complete", files.complete_upload, methods=["POST"]),
+        Route(upload + "/cancel", files.cancel_upload, methods=["POST"]),
+    ]
 
 
 def ddf_routes(prefix: str) -> list[BaseRoute]:
@@ -151,7 +169,12 @@ async def probe(_request: Request) -> Response:
 
 async def on_hepai_error(_request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HepAIError)
-    return Response(exc.to_json(), status_code=exc.status, media_type="application/json")
+    # After a 413 the rest of the refused body may still be on its way: closing the
+    # connection spares reading it.
+    headers = {"connection": "close"} if isinstance(exc, PayloadTooLarge) else None
+    return Response(
+        exc.to_json(), status_code=exc.status, headers=headers, media_type="application/json"
+    )
 
 
 async def on_http_exception(request: Request, exc: Exception) -> Response:

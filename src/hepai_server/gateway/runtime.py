@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -15,7 +16,10 @@ from sqlalchemy.orm import Session
 from hepai_server import __version__
 from hepai_server.accounts import Caller, find_caller
 from hepai_server.config import Settings
-from hepai_server.db.engine import make_engine
+from hepai_server.db.engine import make_engine, transact
+from hepai_server.files.service import FileService
+from hepai_server.files.storage import open_storage
+from hepai_server.files.uploads import UploadService
 from hepai_server.gateway.auth import Authenticator
 from hepai_server.gateway.catalog import Catalog
 from hepai_server.gateway.proxy import Proxy
@@ -23,6 +27,7 @@ from hepai_server.gateway.usage import UsageRecorder
 from hepai_server.invalidation import Generation
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -35,6 +40,9 @@ class Gateway:
     recorder: UsageRecorder
     session: aiohttp.ClientSession
     proxy: Proxy
+    files: FileService
+    uploads: UploadService
+    sweeper: asyncio.Task[None]
 
     @classmethod
     async def start(cls, settings: Settings, catalog: Catalog) -> Gateway:
@@ -60,6 +68,7 @@ class Gateway:
             ),
             headers={"user-agent": f"hepai-server/{__version__}"},
         )
+        files = FileService(settings, engine, open_storage(settings))
         return cls(
             settings=settings,
             catalog=catalog,
@@ -69,22 +78,32 @@ class Gateway:
             recorder=recorder,
             session=session,
             proxy=Proxy(session, recorder, random.Random()),
+            files=files,
+            uploads=UploadService(files),
+            sweeper=asyncio.create_task(sweep(files, settings.file_sweep_seconds)),
         )
 
     async def transact(self, work: Callable[[Session], T]) -> T:
         """Run ``work`` in a thread with a session that commits when it returns."""
-
-        def run() -> T:
-            with Session(self.engine, expire_on_commit=False) as session:
-                result = work(session)
-                session.commit()
-                return result
-
-        return await asyncio.to_thread(run)
+        return await transact(self.engine, work)
 
     async def close(self) -> None:
         """Stop in dependency order: no new upstream calls, then drain usage, then the database."""
+        self.sweeper.cancel()
         await self.session.close()
         await self.recorder.close()
+        await self.files.storage.close()
         self.engine.dispose()
         self.generation.close()
+
+
+async def sweep(files: FileService, every: float) -> None:
+    """Delete expired files and abandoned uploads, now and then, for as long as the server runs."""
+    while True:
+        try:
+            removed, expired = await files.purge_expired()
+            if removed or expired:
+                log.info("removed %d expired files and %d abandoned uploads", removed, expired)
+        except Exception:
+            log.warning("sweeping expired files failed; trying again later", exc_info=True)
+        await asyncio.sleep(every)

@@ -1,0 +1,1 @@
+"""The file service: uploaded files, resumable uploads, and where their bytes live."""
