@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Make .venv with hepai-server and its test tools, at the versions in constraints.txt.
-# Needs only Python 3.11; safe to run again (it only installs what is missing).
+# Make .venv with hepai-server and its test tools, at the versions in constraints.txt, and
+# install the Debian packages the tests drive (Chromium for pages; browsers are never
+# downloaded at run time). Safe to run again: it only installs what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,4 +18,16 @@ if [ "$(cat .venv/.installed 2>/dev/null)" != "$stamp" ]; then
     .venv/bin/python -m pip install --quiet --disable-pip-version-check \
         -c constraints.txt -e '.[test]'
     echo "$stamp" > .venv/.installed
+fi
+
+# Debian packages, by the command each provides.
+declare -A packages=([chromium]=chromium)
+missing=()
+for command in "${!packages[@]}"; do
+    command -v "$command" >/dev/null || missing+=("${packages[$command]}")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    sudo=$([ "$(id -u)" = 0 ] || echo sudo)
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi

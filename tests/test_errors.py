@@ -26,6 +26,13 @@ EXPECTED: dict[str, tuple[int, str, str | None, str | None]] = {
     "ModelNotFound": (404, "invalid_request_error", "model_not_found", "InvalidRequest"),
     "MethodNotAllowed": (405, "invalid_request_error", None, "InvalidRequest"),
     "PayloadTooLarge": (413, "invalid_request_error", "payload_too_large", "InvalidRequest"),
+    "QuotaExceeded": (413, "invalid_request_error", "storage_quota_exceeded", "PayloadTooLarge"),
+    "RangeNotSatisfiable": (
+        416,
+        "invalid_request_error",
+        "range_not_satisfiable",
+        "InvalidRequest",
+    ),
     "UnprocessableEntity": (422, "invalid_request_error", None, "InvalidRequest"),
     "AuthenticationFailed": (401, "authentication_error", "invalid_api_key", "HepAIError"),
     "PermissionDenied": (403, "permission_error", None, "HepAIError"),
@@ -34,6 +41,7 @@ EXPECTED: dict[str, tuple[int, str, str | None, str | None]] = {
     "RateLimited": (429, "rate_limit_error", "rate_limit_exceeded", "HepAIError"),
     "UpstreamError": (502, "upstream_error", None, "HepAIError"),
     "ServiceUnavailable": (503, "service_unavailable", "no_deployment_available", "HepAIError"),
+    "StorageUnavailable": (503, "service_unavailable", "storage_unavailable", "ServiceUnavailable"),
     "UpstreamTimeout": (504, "timeout", None, "HepAIError"),
 }
 

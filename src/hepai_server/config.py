@@ -131,6 +131,16 @@ class Settings(BaseSettings):
         default=600.0,
         description="How often each server process deletes expired files and uploads.",
     )
+    secret_key: SecretStr | None = Field(
+        default=None,
+        description="Signs the short-lived tokens the platform issues (file grants to "
+        "workers). Unset: a random key made once and kept in data_dir/secret.key. Give every "
+        "node of a multi-node deployment the same value.",
+    )
+    file_grant_seconds: float = Field(
+        default=3600.0,
+        description="How long a worker may read the files a call passed to it.",
+    )
     log_level: str = Field(default="info", description="Python logging level name.")
 
     @field_validator("data_dir")
@@ -143,6 +153,13 @@ class Settings(BaseSettings):
             level=self.log_level.upper(),
             format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s",
         )
+
+    def signing_secret(self) -> bytes:
+        if self.secret_key is not None:
+            return self.secret_key.get_secret_value().encode()
+        from hepai_server.credentials import load_or_create_secret
+
+        return load_or_create_secret(self.data_dir / "secret.key")
 
     @property
     def file_root(self) -> Path:

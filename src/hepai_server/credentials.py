@@ -1,9 +1,11 @@
-"""Secrets at rest: API key generation and hashing, password hashing."""
+"""Secrets at rest: API key generation and hashing, password hashing, the signing secret."""
 
 from __future__ import annotations
 
 import hashlib
+import os
 import secrets
+from pathlib import Path
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -47,3 +49,23 @@ def verify_password(password_hash: str, password: str) -> bool:
         return _hasher.verify(password_hash, password)
     except (VerificationError, InvalidHashError):
         return False
+
+
+def load_or_create_secret(path: Path) -> bytes:
+    """The random signing secret kept at ``path``, made (readable by its owner only) on first
+    use. Several processes may race to make it; exactly one file wins and all read it."""
+    try:
+        return bytes.fromhex(path.read_text().strip())
+    except FileNotFoundError:
+        pass
+    path.parent.mkdir(parents=True, exist_ok=True)
+    candidate = path.with_name(f"{path.name}.{secrets.token_hex(4)}")
+    candidate.write_text(secrets.token_hex(32))
+    candidate.chmod(0o600)
+    try:
+        os.link(candidate, path)  # fails if another process made it first
+    except FileExistsError:
+        pass
+    finally:
+        candidate.unlink()
+    return bytes.fromhex(path.read_text().strip())

@@ -15,6 +15,7 @@
     ├── RateLimited (429 rate_limit_error)
     ├── UpstreamError (502 upstream_error)
     ├── ServiceUnavailable (503 service_unavailable)
+    │   └── StorageUnavailable (503, code storage_unavailable)
     └── UpstreamTimeout (504 timeout)
 
 The status lives on the class. The body is OpenAI's ``{"error": {message, type, param, code}}``
@@ -41,6 +42,7 @@ __all__ = [
     "RangeNotSatisfiable",
     "RateLimited",
     "ServiceUnavailable",
+    "StorageUnavailable",
     "UnprocessableEntity",
     "UpstreamError",
     "UpstreamTimeout",
@@ -102,10 +104,6 @@ class QuotaExceeded(PayloadTooLarge):
 class RangeNotSatisfiable(InvalidRequest):
     status, code = 416, "range_not_satisfiable"
 
-    def __init__(self, size: int) -> None:
-        super().__init__(f"the requested range is outside the file's {size} bytes")
-        self.size = size
-
 
 class UnprocessableEntity(InvalidRequest):
     status = 422
@@ -137,6 +135,10 @@ class UpstreamError(HepAIError):
 
 class ServiceUnavailable(HepAIError):
     status, type, code = 503, "service_unavailable", "no_deployment_available"
+
+
+class StorageUnavailable(ServiceUnavailable):
+    code = "storage_unavailable"
 
 
 class UpstreamTimeout(HepAIError):

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
+import urllib.error
+import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -77,3 +80,28 @@ class Calculator(Worker):
 
     def private(self) -> str:
         return "not remote"
+
+    @remote
+    def checksum(self, file_id: str) -> dict[str, Any]:
+        """Read a platform file the caller passed, as the caller, and describe it."""
+        call = current_call()
+        assert call is not None
+        content = call.read_file(file_id)
+        return {"bytes": len(content), "sha256": hashlib.sha256(content).hexdigest()}
+
+    @remote
+    def peek_other(self, file_id: str, other_reversed: str) -> int:
+        """Try to read another file, whose id the call hides (reversed) so that the call does
+        not name it, with the call's grant; the status the platform answers."""
+        other = other_reversed[::-1]
+        call = current_call()
+        assert call is not None and call.file_grant is not None
+        request = urllib.request.Request(
+            f"{call.platform_url}/files/{other}/content",
+            headers={"authorization": f"Bearer {call.file_grant}"},
+        )
+        try:
+            urllib.request.urlopen(request, timeout=10).close()
+        except urllib.error.HTTPError as exc:
+            return exc.code
+        return 200

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from hepai_server import __version__
-from hepai_server.cli import db, keys, serve, users, worker
+from hepai_server.cli import db, files, keys, serve, users, worker
 
 
 @click.group()
@@ -19,3 +19,4 @@ cli.add_command(db.db)
 cli.add_command(users.user)
 cli.add_command(keys.key)
 cli.add_command(worker.worker)
+cli.add_command(files.files)

@@ -95,6 +95,10 @@ class ByteRange:
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
+def _outside(size: int) -> RangeNotSatisfiable:
+    return RangeNotSatisfiable(f"the requested range is outside the file's {size} bytes")
+
+
 def parse_range(header: str | None, size: int) -> ByteRange | None:
     """The single byte range a ``Range`` header asks for, or None for the whole file.
 
@@ -110,12 +114,12 @@ def parse_range(header: str | None, size: int) -> ByteRange | None:
     if first == "":  # bytes=-N: the last N bytes
         suffix = int(last)
         if suffix == 0:
-            raise RangeNotSatisfiable(size)
+            raise _outside(size)
         return ByteRange(max(0, size - suffix), size, size)
     start = int(first)
     if last != "" and int(last) < start:
         return None  # not a valid range: ignored, like any header this does not understand
     end = size if last == "" else min(int(last) + 1, size)
     if start >= size or end <= start:
-        raise RangeNotSatisfiable(size)
+        raise _outside(size)
     return ByteRange(start, end, size)

@@ -2,7 +2,7 @@
 
 Ownership is the one rule of this module: every lookup is by (owner, id), and a file of
 someone else answers exactly like a missing one, so ids cannot be probed. The public preview
-is the single exception, and it is by design: the file id is the capability (§ docs/files.md).
+is the single exception, and it is by design: the file id is the capability (docs/files.md).
 
 A file's bytes go to the storage backend before its row is written, so a row never points at
 missing bytes; if the row cannot be written (a quota reached meanwhile), the bytes are removed.
@@ -29,7 +29,10 @@ from hepai_server.files.storage import Storage
 
 log = logging.getLogger(__name__)
 
+#: Rows one sweep of expired files and uploads handles; the next sweep takes the rest.
 MAX_LIST = 10_000
+#: Room for the multipart framing and text fields around a file part.
+FORM_OVERHEAD = 64 * 1024
 
 
 def new_id(prefix: str) -> str:
@@ -176,10 +179,10 @@ class FileService:
             raise missing(file_id)
         return file
 
-    def read(
+    async def open(
         self, file: StoredFile, start: int = 0, end: int | None = None
     ) -> AsyncIterator[bytes]:
-        return self.storage.read(file.storage_key, start, end)
+        return await self.storage.open(file.storage_key, start, end)
 
     async def delete(self, *, user_id: int, file_id: str) -> None:
         def work(session: Session) -> str | None:
@@ -261,10 +264,6 @@ class FileService:
             return [StorageUse(row[0], row[1], int(row[2]), int(row[3])) for row in rows]
 
         return await transact(self.engine, work)
-
-
-#: Room for the multipart framing and text fields around a file part.
-FORM_OVERHEAD = 64 * 1024
 
 
 def missing(file_id: str) -> NotFound:

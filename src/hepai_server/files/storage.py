@@ -15,13 +15,15 @@ import asyncio
 import logging
 import os
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol, TypeVar
 
 from hepai_server.config import Settings
+from hepai_server.errors import StorageUnavailable
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 CHUNK = 1024 * 1024
 _KEY = re.compile(r"^[0-9a-f]{32}$")
@@ -46,8 +48,16 @@ class Storage(Protocol):
         """Store the spooled file under ``key``; the spool file is consumed."""
         ...
 
-    def read(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
-        """The bytes from ``start`` up to and excluding ``end`` (the end of the object if None)."""
+    async def open(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+        """The bytes from ``start`` up to and excluding ``end`` (the end of the object if None).
+
+        The object is opened before this returns, so a failure is raised here, before a
+        response has begun, rather than in the middle of sending it.
+        """
+        ...
+
+    async def prepare(self) -> None:
+        """Make the store ready at startup (the directory, the bucket)."""
         ...
 
     async def delete(self, key: str) -> None:
@@ -87,10 +97,21 @@ class LocalStorage:
             # The spool is under the root, so this is an atomic rename, not a copy.
             os.replace(spooled, target)
 
-        await asyncio.to_thread(move)
+        try:
+            await asyncio.to_thread(move)
+        except OSError as exc:
+            log.error("cannot store object %s: %s", key, exc)
+            raise StorageUnavailable("the file store cannot take files right now") from None
 
-    async def read(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
-        handle = await asyncio.to_thread(self.path(key).open, "rb")
+    async def open(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+        try:
+            handle = await asyncio.to_thread(self.path(key).open, "rb")
+        except OSError as exc:
+            log.error("stored object %s cannot be opened: %s", key, exc)
+            raise StorageUnavailable("the file's content cannot be read right now") from None
+        return self._chunks(handle, start, end)
+
+    async def _chunks(self, handle: BinaryIO, start: int, end: int | None) -> AsyncIterator[bytes]:
         try:
             await asyncio.to_thread(handle.seek, start)
             remaining = None if end is None else end - start
@@ -107,6 +128,9 @@ class LocalStorage:
 
     async def delete(self, key: str) -> None:
         await asyncio.to_thread(self.path(key).unlink, missing_ok=True)
+
+    async def prepare(self) -> None:
+        await asyncio.to_thread(self._spool.mkdir, parents=True, exist_ok=True)
 
     async def close(self) -> None:
         return None
@@ -151,34 +175,49 @@ class S3Storage:
     def _name(self, key: str) -> str:
         return self._prefix + check_key(key)
 
-    async def put(self, key: str, spooled: Path) -> None:
+    async def _call(self, what: str, call: Callable[[], T]) -> T:
+        """A blocking boto3 call in a thread; the store's failures become StorageUnavailable."""
+        from boto3.exceptions import Boto3Error
+        from botocore.exceptions import BotoCoreError, ClientError
+
         try:
-            await asyncio.to_thread(
-                self._client.upload_file, str(spooled), self._bucket, self._name(key)
+            return await asyncio.to_thread(call)
+        except (Boto3Error, BotoCoreError, ClientError) as exc:
+            log.error("the S3 store could not %s: %s", what, exc)
+            raise StorageUnavailable(f"the file store could not {what} right now") from None
+
+    async def put(self, key: str, spooled: Path) -> None:
+        name = self._name(key)
+        try:
+            await self._call(
+                "store the file",
+                lambda: self._client.upload_file(str(spooled), self._bucket, name),
             )
         finally:
             spooled.unlink(missing_ok=True)
 
-    async def read(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+    async def open(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
         request: dict[str, Any] = {"Bucket": self._bucket, "Key": self._name(key)}
         if start or end is not None:
             request["Range"] = f"bytes={start}-{'' if end is None else end - 1}"
-        answer = await asyncio.to_thread(lambda: self._client.get_object(**request))
-        body = answer["Body"]
+        answer = await self._call("read the file", lambda: self._client.get_object(**request))
+        return self._chunks(answer["Body"])
+
+    async def _chunks(self, body: Any) -> AsyncIterator[bytes]:
         try:
-            while chunk := await asyncio.to_thread(body.read, CHUNK):
+            while chunk := await self._call("read the file", lambda: body.read(CHUNK)):
                 yield chunk
         finally:
             body.close()
 
     async def delete(self, key: str) -> None:
-        await asyncio.to_thread(
-            self._client.delete_object, Bucket=self._bucket, Key=self._name(key)
+        name = self._name(key)
+        await self._call(
+            "delete the file", lambda: self._client.delete_object(Bucket=self._bucket, Key=name)
         )
 
-    async def ensure_bucket(self) -> None:
-        """Create the bucket when it does not exist (for a store dedicated to the platform)."""
-
+    async def prepare(self) -> None:
+        """Create the bucket if it does not exist yet (a store dedicated to the platform)."""
         from botocore.exceptions import ClientError
 
         def ensure() -> None:
@@ -189,7 +228,7 @@ class S3Storage:
                     raise
                 self._client.create_bucket(Bucket=self._bucket)
 
-        await asyncio.to_thread(ensure)
+        await self._call("be prepared", ensure)
 
     async def close(self) -> None:
         await asyncio.to_thread(self._client.close)

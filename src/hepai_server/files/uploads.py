@@ -192,7 +192,7 @@ class UploadService:
         )
         async with spool:
             for part in parts:
-                async for chunk in self.files.storage.read(part.storage_key):
+                async for chunk in await self.files.storage.open(part.storage_key):
                     await spool.write(chunk)
             return await spool.finish()
 

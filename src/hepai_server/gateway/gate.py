@@ -30,6 +30,7 @@ from hepai_server.errors import (
     UpstreamError,
     UpstreamTimeout,
 )
+from hepai_server.files import grant
 from hepai_server.gateway import registry
 from hepai_server.gateway.asgi import (
     ClientDisconnected,
@@ -130,6 +131,10 @@ class UnifiedGate:
         headers = identity_headers(caller, request_id)
         headers["content-type"] = "application/json"
         headers["content-length"] = str(size)
+        if size <= grant.SCAN_LIMIT:
+            body.seek(0)
+            if file_ids := grant.file_ids_in(body.read()):
+                headers[grant.HEADER] = gateway.grants.mint(caller.user_id, file_ids)
         query = urlencode({"model": model, "function": function})
         failure: HepAIError = ServiceUnavailable(f"no worker of {model} answered")
         for route in worker_order(routes, self._rng, self._inflight):

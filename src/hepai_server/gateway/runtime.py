@@ -17,6 +17,8 @@ from hepai_server import __version__
 from hepai_server.accounts import Caller, find_caller
 from hepai_server.config import Settings
 from hepai_server.db.engine import make_engine, transact
+from hepai_server.errors import StorageUnavailable
+from hepai_server.files.grant import FileGrants
 from hepai_server.files.service import FileService
 from hepai_server.files.storage import open_storage
 from hepai_server.files.uploads import UploadService
@@ -42,6 +44,7 @@ class Gateway:
     proxy: Proxy
     files: FileService
     uploads: UploadService
+    grants: FileGrants
     sweeper: asyncio.Task[None]
 
     @classmethod
@@ -69,6 +72,12 @@ class Gateway:
             headers={"user-agent": f"hepai-server/{__version__}"},
         )
         files = FileService(settings, engine, open_storage(settings))
+        try:
+            await files.storage.prepare()
+        except StorageUnavailable:
+            # The models must not go down with the file store: file calls answer 503 until
+            # it is back, and the cause is in the log above.
+            log.error("the file store is not ready; file uploads and downloads will fail")
         return cls(
             settings=settings,
             catalog=catalog,
@@ -80,6 +89,7 @@ class Gateway:
             proxy=Proxy(session, recorder, random.Random()),
             files=files,
             uploads=UploadService(files),
+            grants=FileGrants(settings.signing_secret(), ttl=settings.file_grant_seconds),
             sweeper=asyncio.create_task(sweep(files, settings.file_sweep_seconds)),
         )
 

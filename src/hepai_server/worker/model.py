@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import inspect
+import re
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
 F = TypeVar("F", bound=Callable[..., Any])
+FILE_ID = re.compile(r"^file-[0-9a-f]{32}$")
 
 #: Methods every worker answers, as the hepai SDK's workers do.
 BUILTINS = ("__call__", "get_register_functions", "hello_world")
@@ -30,6 +34,34 @@ class CallContext:
     email: str | None
     api_key_id: str | None
     request_id: str | None
+    #: The platform's grant to read the files this call names (X-HepAI-File-Grant).
+    file_grant: str | None = None
+    #: The platform's API base URL (…/apiv2), where those files are read from.
+    platform_url: str | None = None
+
+    def read_file(self, file_id: str, *, timeout: float = 300) -> bytes:
+        """The bytes of a platform file the caller passed to this call, read as the caller.
+
+        FileNotFoundError if the file does not exist or is not the caller's; PermissionError
+        if the call did not name it (or its grant expired).
+        """
+        if not self.file_grant or not self.platform_url:
+            raise PermissionError(f"this call carries no grant to read {file_id}")
+        if not FILE_ID.match(file_id):
+            raise FileNotFoundError(f"not a file id: {file_id!r}")
+        request = urllib.request.Request(
+            f"{self.platform_url}/files/{file_id}/content",
+            headers={"authorization": f"Bearer {self.file_grant}"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                return bytes(response.read())
+        except urllib.error.HTTPError as exc:
+            if exc.code == 404:
+                raise FileNotFoundError(f"no file {file_id} of the caller") from None
+            if exc.code in (401, 403):
+                raise PermissionError(f"the platform refused to read {file_id}") from None
+            raise
 
 
 _current: ContextVar[CallContext | None] = ContextVar("hepai_worker_call", default=None)

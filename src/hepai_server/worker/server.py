@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 STATUS_OF: tuple[tuple[type[BaseException], int], ...] = (
     (NotImplementedError, 501),
     (ModuleNotFoundError, 404),
+    (FileNotFoundError, 404),
+    (PermissionError, 403),
     (TimeoutError, 504),
     (TypeError, 500),
 )
@@ -144,7 +146,7 @@ class WorkerService:
             raise HTTPException(status, f"function `{function_name}` is not remote callable")
         args, kwargs = await call_arguments(request)
         kwargs = fit_kwargs(function, kwargs)
-        set_current_call(caller_of(request))
+        set_current_call(caller_of(request, self.platform_url))
         self.active += 1
         try:
             async with self.limit:
@@ -159,10 +161,14 @@ class WorkerService:
             return StreamingResponse(frames(result), media_type="application/octet-stream")
         return Response(orjson.dumps(result), media_type="application/json")
 
+    @property
+    def platform_url(self) -> str:
+        return self.options.controller.rstrip("/") + "/apiv2"
+
     # --- membership ---------------------------------------------------------------------
     @asynccontextmanager
     async def membership(self, _app: Starlette) -> AsyncIterator[None]:
-        base = self.options.controller.rstrip("/") + "/apiv2"
+        base = self.platform_url
         headers = {"authorization": f"Bearer {self.options.api_key}"}
         async with aiohttp.ClientSession(headers=headers) as http:
             await self._register(http, base)
@@ -283,7 +289,7 @@ async def http_error(_request: Request, exc: Exception) -> Response:
     )
 
 
-def caller_of(request: Request) -> CallContext:
+def caller_of(request: Request, platform_url: str) -> CallContext:
     headers = request.headers
     return CallContext(
         user_id=headers.get("x-hepai-user-id"),
@@ -291,6 +297,8 @@ def caller_of(request: Request) -> CallContext:
         email=headers.get("x-hepai-user-email"),
         api_key_id=headers.get("x-hepai-api-key-id"),
         request_id=headers.get("x-request-id"),
+        file_grant=headers.get("x-hepai-file-grant"),
+        platform_url=platform_url,
     )
 
 

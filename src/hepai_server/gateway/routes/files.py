@@ -12,9 +12,10 @@ from starlette.responses import Response, StreamingResponse
 
 from hepai_server.db.tables import StoredFile
 from hepai_server.errors import InvalidRequest, RangeNotSatisfiable
-from hepai_server.files import delivery
+from hepai_server.files import delivery, grant
 from hepai_server.files.intake import read_form
 from hepai_server.files.service import FileService
+from hepai_server.gateway.auth import token_from_headers
 from hepai_server.gateway.routes.http import authenticate, json_body, json_response
 from hepai_server.gateway.runtime import Gateway
 from hepai_server.protocol import files as wire
@@ -107,9 +108,21 @@ async def list_files(request: Request) -> Response:
     return json_response(wire.file_list(objects, has_more=has_more))
 
 
-async def retrieve_file(request: Request) -> Response:
+async def reader_of(request: Request, file_id: str) -> tuple[Gateway, int]:
+    """The user a file is read as: the caller's key, or a worker's grant for this file."""
+    token = token_from_headers(dict(request.scope["headers"]))
+    if grant.is_grant(token):
+        gateway: Gateway = request.state.gateway
+        assert token is not None
+        return gateway, gateway.grants.check(token, file_id)
     gateway, caller = await authenticate(request)
-    file = await gateway.files.get(user_id=caller.user_id, file_id=request.path_params["file_id"])
+    return gateway, caller.user_id
+
+
+async def retrieve_file(request: Request) -> Response:
+    file_id = request.path_params["file_id"]
+    gateway, user_id = await reader_of(request, file_id)
+    file = await gateway.files.get(user_id=user_id, file_id=file_id)
     return json_response(_file(gateway, request, file))
 
 
@@ -121,10 +134,12 @@ async def delete_file(request: Request) -> Response:
 
 
 async def file_content(request: Request) -> Response:
-    """The bytes, for their owner; ``Range`` resumes a download (206)."""
-    gateway, caller = await authenticate(request)
-    file = await gateway.files.get(user_id=caller.user_id, file_id=request.path_params["file_id"])
-    return send_file(gateway.files, request, file, cache="private, no-store")
+    """The bytes, for their owner or a worker holding a grant for them; ``Range`` resumes a
+    download (206)."""
+    file_id = request.path_params["file_id"]
+    gateway, user_id = await reader_of(request, file_id)
+    file = await gateway.files.get(user_id=user_id, file_id=file_id)
+    return await send_file(gateway.files, request, file, cache="private, no-store")
 
 
 async def file_preview(request: Request) -> Response:
@@ -135,12 +150,14 @@ async def file_preview(request: Request) -> Response:
     etag = f'"{file.sha256[:32]}"'
     if etag in request.headers.get("if-none-match", ""):
         return Response(status_code=304, headers={"etag": etag, **delivery.SECURITY_HEADERS})
-    response = send_file(gateway.files, request, file, cache="no-cache")
+    response = await send_file(gateway.files, request, file, cache="no-cache")
     response.headers["etag"] = etag
     return response
 
 
-def send_file(files: FileService, request: Request, file: StoredFile, *, cache: str) -> Response:
+async def send_file(
+    files: FileService, request: Request, file: StoredFile, *, cache: str
+) -> Response:
     inline = delivery.is_inline(file.content_type)
     headers = {
         **delivery.SECURITY_HEADERS,
@@ -151,22 +168,19 @@ def send_file(files: FileService, request: Request, file: StoredFile, *, cache: 
     try:
         byte_range = delivery.parse_range(request.headers.get("range"), file.bytes)
     except RangeNotSatisfiable as exc:
-        error = exc.to_json()
         headers["content-range"] = f"bytes */{file.bytes}"
         return Response(
-            error, status_code=exc.status, headers=headers, media_type="application/json"
+            exc.to_json(), status_code=exc.status, headers=headers, media_type="application/json"
         )
-    if byte_range is None:
-        headers["content-length"] = str(file.bytes)
-        body = files.read(file)
-        status = 200
-    else:
+    status, start, end = 200, 0, None
+    headers["content-length"] = str(file.bytes)
+    if byte_range is not None:
+        status, start, end = 206, byte_range.start, byte_range.end
         headers["content-length"] = str(byte_range.length)
         headers["content-range"] = byte_range.content_range
-        body = files.read(file, byte_range.start, byte_range.end)
-        status = 206
     if request.method == "HEAD":
         return Response(status_code=status, headers=headers, media_type=file.content_type)
+    body = await files.open(file, start, end)
     return StreamingResponse(
         body, status_code=status, headers=headers, media_type=file.content_type
     )
