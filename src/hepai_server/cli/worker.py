@@ -12,6 +12,7 @@ import click
 
 from hepai_server.config import hepai_api_key
 from hepai_server.worker import Worker
+from hepai_server.worker.builtin import BUILTINS
 from hepai_server.worker.server import WorkerOptions, serve
 
 
@@ -41,8 +42,8 @@ def run(
     priority: int,
     weight: float,
 ) -> None:
-    """Serve SPEC (module:Class or path/to/file.py:Class), registered with the owner's key
-    from HEPAI_API_KEY."""
+    """Serve SPEC (module:Class, path/to/file.py:Class, or builtin:NAME for the platform's own
+    embeddings and rerank workers), registered with the owner's key from HEPAI_API_KEY."""
     api_key = hepai_api_key()
     if not api_key:
         raise click.ClickException("set HEPAI_API_KEY to the owner's API key")
@@ -61,6 +62,12 @@ def run(
 
 
 def load_worker(spec: str) -> type[Worker]:
+    if spec.startswith("builtin:"):
+        name = spec.removeprefix("builtin:")
+        if name not in BUILTINS:
+            known = ", ".join(sorted(BUILTINS))
+            raise click.BadParameter(f"no built-in worker {name!r}; known: {known}")
+        spec = BUILTINS[name]
     location, _, class_name = spec.rpartition(":")
     if not location or not class_name:
         raise click.BadParameter("use module:Class or path/to/file.py:Class", param_hint="SPEC")

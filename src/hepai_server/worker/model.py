@@ -83,8 +83,10 @@ class Worker:
     it besides its owner, in the hepai form ``"groups: physics, all; users: alice"``.
     """
 
-    name: ClassVar[str] = ""
-    permission: ClassVar[str] = ""
+    # Plain attributes, not ClassVars: a configurable worker (the built-in ones) sets them
+    # per instance from its settings.
+    name: str = ""
+    permission: str = ""
     description: ClassVar[str] = ""
     #: Calls running at once; more wait their turn.
     concurrency: ClassVar[int] = 16
