@@ -20,11 +20,19 @@ if [ "$(cat .venv/.installed 2>/dev/null)" != "$stamp" ]; then
     echo "$stamp" > .venv/.installed
 fi
 
-# Debian packages, by the command each provides.
-declare -A packages=([chromium]=chromium)
+# Debian packages, each with a file that shows it is installed: Chromium for the page tests,
+# Tesseract with its Chinese and English data for OCR, fonts to draw test documents with.
+declare -A packages=(
+    [chromium]=/usr/bin/chromium
+    [tesseract-ocr]=/usr/bin/tesseract
+    [tesseract-ocr-eng]=/usr/share/tesseract-ocr/5/tessdata/eng.traineddata
+    [tesseract-ocr-chi-sim]=/usr/share/tesseract-ocr/5/tessdata/chi_sim.traineddata
+    [fonts-dejavu-core]=/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf
+    [fonts-wqy-microhei]=/usr/share/fonts/truetype/wqy/wqy-microhei.ttc
+)
 missing=()
-for command in "${!packages[@]}"; do
-    command -v "$command" >/dev/null || missing+=("${packages[$command]}")
+for package in "${!packages[@]}"; do
+    [ -e "${packages[$package]}" ] || missing+=("$package")
 done
 if [ ${#missing[@]} -gt 0 ]; then
     sudo=$([ "$(id -u)" = 0 ] || echo sudo)

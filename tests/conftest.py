@@ -137,3 +137,9 @@ def user_key(platform: Platform) -> str:
     """An API key of an ordinary user, shared by the tests that only need to be let in;
     tests that change a key or an account make their own."""
     return platform.create_user(f"user-{secrets.token_hex(3)}")
+
+
+@pytest.fixture(scope="session")
+def operator(platform: Platform) -> str:
+    """An admin's key, which the built-in workers run with (their model names belong to it)."""
+    return platform.create_user("builtin-operator", "--admin")

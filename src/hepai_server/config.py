@@ -167,6 +167,25 @@ class Settings(BaseSettings):
         description="A sentence-transformers CrossEncoder directory (bge-reranker-v2-m3 in "
         "production); unset means cosine similarity of the embedding model, a bi-encoder.",
     )
+    markitdown_model_name: str = Field(
+        default="hepai/markitdown",
+        description="The model id the built-in document-to-markdown worker serves.",
+    )
+    tool_max_bytes: int = Field(
+        default=100 * 1024 * 1024,
+        description="Largest document the built-in tools convert; larger gets 413.",
+    )
+    tool_max_pages: int = Field(
+        default=2000, description="Most pages of a PDF the built-in tools convert."
+    )
+    tool_timeout_seconds: float = Field(
+        default=300.0,
+        description="A conversion running longer is stopped and the call answers 504.",
+    )
+    tool_memory_bytes: int = Field(
+        default=2 * 1024 * 1024 * 1024,
+        description="Memory one conversion may take beyond the worker's own.",
+    )
     log_level: str = Field(default="info", description="Python logging level name.")
 
     @field_validator("data_dir")

@@ -133,6 +133,9 @@ class UsageRecord(Base):
     total_tokens: Mapped[int | None] = mapped_column(Integer)
     cached_tokens: Mapped[int | None] = mapped_column(Integer)
     reasoning_tokens: Mapped[int | None] = mapped_column(Integer)
+    #: What a tool worker processed, as it reported it (X-HepAI-Usage).
+    pages: Mapped[int | None] = mapped_column(Integer)
+    bytes: Mapped[int | None] = mapped_column(BigInteger)
     #: True when the upstream reported no usage and the counts were estimated from the stream.
     usage_estimated: Mapped[bool] = mapped_column(Boolean, default=False)
     latency_ms: Mapped[float] = mapped_column(Float)

@@ -75,7 +75,7 @@ class UnifiedGate:
         model = (query.get("model") or [""])[0]
         function = (query.get("function") or ["__call__"])[0]
         caller: Caller | None = None
-        status, error_text, worker_id = 200, None, None
+        status, error_text, worker_id, usage = 200, None, None, Usage()
         try:
             token = token_from_headers(headers)
             caller = await gateway.auth.authenticate(token)
@@ -90,7 +90,7 @@ class UnifiedGate:
                 else:
                     async for chunk in body_chunks(receive, limit=limit):
                         body.write(chunk)
-                status, worker_id = await self._forward(
+                status, worker_id, usage = await self._forward(
                     gateway, caller, routes, model, function, body, request_id, receive, send
                 )
         except ClientDisconnected:
@@ -109,7 +109,7 @@ class UnifiedGate:
                     deployment=worker_id,
                     stream=False,
                     status_code=status,
-                    usage=Usage(),
+                    usage=usage,
                     latency_ms=(perf_counter() - started) * 1000,
                     error=error_text,
                 )
@@ -125,8 +125,10 @@ class UnifiedGate:
         request_id: str,
         receive: Receive,
         send: Send,
-    ) -> tuple[int, str | None]:
-        """Send the call to the best worker, the next on a connection failure; relay the answer."""
+    ) -> tuple[int, str | None, Usage]:
+        """Send the call to the best worker, the next on a connection failure; relay the answer.
+
+        Returns the status, the worker, and what the worker reported it consumed."""
         size = body.tell()
         headers = identity_headers(caller, request_id)
         headers["content-type"] = "application/json"
@@ -156,7 +158,8 @@ class UnifiedGate:
                 await relay_answer(response, request_id, receive, send)
             finally:
                 response.release()
-            return response.status, route.worker_id
+            usage = Usage.from_tool_header(response.headers.get("x-hepai-usage"))
+            return response.status, route.worker_id, usage
         raise failure
 
 

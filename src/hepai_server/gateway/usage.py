@@ -65,6 +65,8 @@ class UsageRecorder:
                 "total_tokens": usage.total_tokens,
                 "cached_tokens": usage.cached_tokens,
                 "reasoning_tokens": usage.reasoning_tokens,
+                "pages": usage.pages,
+                "bytes": usage.bytes,
                 "usage_estimated": usage.estimated,
                 "latency_ms": latency_ms,
                 "ttft_ms": ttft_ms,

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from hepai_server.errors import InvalidRequest
 
 #: Larger than any model's output window, small enough to catch 10**12 and friends.
@@ -109,7 +111,8 @@ def _optional_number(body: dict[str, Any], name: str) -> None:
 
 @dataclass(slots=True)
 class Usage:
-    """Token counts of one request, as far as the upstream reported them."""
+    """What one request consumed: tokens, as far as the upstream reported them, or the pages
+    and bytes a tool processed."""
 
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
@@ -117,6 +120,27 @@ class Usage:
     cached_tokens: int | None = None
     reasoning_tokens: int | None = None
     estimated: bool = False
+    pages: int | None = None
+    bytes: int | None = None
+
+    @classmethod
+    def from_tool_header(cls, value: str | None) -> Usage:
+        """A worker's ``X-HepAI-Usage`` header: ``{"pages": n, "bytes": n, "tokens": n}``."""
+        if not value or len(value) > 1024:
+            return cls()
+        try:
+            block = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            return cls()
+        if not isinstance(block, dict):
+            return cls()
+        tokens = _count(block.get("tokens"))
+        return cls(
+            prompt_tokens=tokens,
+            total_tokens=tokens,
+            pages=_count(block.get("pages")),
+            bytes=_count(block.get("bytes")),
+        )
 
     @classmethod
     def from_block(cls, block: Any) -> Usage:

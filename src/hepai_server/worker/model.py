@@ -8,7 +8,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from contextvars import ContextVar
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -25,6 +25,10 @@ def remote(function: F) -> F:
     return function
 
 
+class TooLarge(ValueError):
+    """Raise it from a remote method for input over a size limit: the caller gets 413."""
+
+
 @dataclass(frozen=True, slots=True)
 class CallContext:
     """Who is calling, as the platform vouches for it in the request headers."""
@@ -38,6 +42,16 @@ class CallContext:
     file_grant: str | None = None
     #: The platform's API base URL (…/apiv2), where those files are read from.
     platform_url: str | None = None
+    #: What the call consumed, as the method reports it (see report_usage).
+    usage: dict[str, int] = field(default_factory=dict)
+
+    def report_usage(
+        self, *, pages: int | None = None, bytes: int | None = None, tokens: int | None = None
+    ) -> None:
+        """Tell the platform what this call consumed; it lands in the caller's usage records."""
+        for name, value in (("pages", pages), ("bytes", bytes), ("tokens", tokens)):
+            if value is not None:
+                self.usage[name] = self.usage.get(name, 0) + value
 
     def read_file(self, file_id: str, *, timeout: float = 300) -> bytes:
         """The bytes of a platform file the caller passed to this call, read as the caller.

@@ -30,12 +30,19 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from hepai_server.worker.model import CallContext, Worker, parse_permission, set_current_call
+from hepai_server.worker.model import (
+    CallContext,
+    TooLarge,
+    Worker,
+    parse_permission,
+    set_current_call,
+)
 
 log = logging.getLogger(__name__)
 
 #: How exceptions from a remote method map to statuses (as the hepai SDK's workers map them).
 STATUS_OF: tuple[tuple[type[BaseException], int], ...] = (
+    (TooLarge, 413),
     (NotImplementedError, 501),
     (ModuleNotFoundError, 404),
     (FileNotFoundError, 404),
@@ -146,7 +153,8 @@ class WorkerService:
             raise HTTPException(status, f"function `{function_name}` is not remote callable")
         args, kwargs = await call_arguments(request)
         kwargs = fit_kwargs(function, kwargs)
-        set_current_call(caller_of(request, self.platform_url))
+        call = caller_of(request, self.platform_url)
+        set_current_call(call)
         self.active += 1
         try:
             async with self.limit:
@@ -159,7 +167,8 @@ class WorkerService:
             self.active -= 1
         if inspect.isasyncgen(result) or inspect.isgenerator(result):
             return StreamingResponse(frames(result), media_type="application/octet-stream")
-        return Response(orjson.dumps(result), media_type="application/json")
+        headers = {"x-hepai-usage": orjson.dumps(call.usage).decode()} if call.usage else None
+        return Response(orjson.dumps(result), headers=headers, media_type="application/json")
 
     @property
     def platform_url(self) -> str:

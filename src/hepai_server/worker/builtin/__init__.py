@@ -6,4 +6,5 @@ from __future__ import annotations
 BUILTINS = {
     "embeddings": "hepai_server.worker.builtin.embeddings:Embeddings",
     "rerank": "hepai_server.worker.builtin.rerank:Rerank",
+    "markitdown": "hepai_server.worker.builtin.markitdown:MarkItDownWorker",
 }

@@ -28,10 +28,14 @@ def packaged_minilm() -> Path:
 
 
 def offline() -> None:
-    """Forbid the Hugging Face libraries any download, before they are imported."""
+    """Before torch and the Hugging Face libraries load: forbid any download, and keep
+    OpenMP's idle threads from spinning (on a busy 2-core machine spinning threads cut
+    throughput from ~300 to a few texts a second)."""
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["TRANSFORMERS_OFFLINE"] = "1"
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
 @dataclass(slots=True)
