@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import zipfile
 from pathlib import Path
+from typing import Any
 
 FONT = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf"
 CJK_FONT = "/usr/share/fonts/truetype/wqy/wqy-microhei.ttc"
@@ -133,3 +134,87 @@ def zip_bomb_docx(path: Path, unpacked: int = 300 * 1024 * 1024) -> bytes:
         for _ in range(unpacked // len(block)):
             member.write(block)
     return path.read_bytes()
+
+
+def _styles() -> tuple[Any, Any, Any]:
+    from reportlab.lib.styles import ParagraphStyle, getSampleStyleSheet
+    from reportlab.pdfbase import pdfmetrics
+    from reportlab.pdfbase.ttfonts import TTFont
+
+    pdfmetrics.registerFont(TTFont("DejaVu", FONT))
+    pdfmetrics.registerFont(TTFont("DejaVu-Bold", FONT.replace("Sans.ttf", "Sans-Bold.ttf")))
+    sheet = getSampleStyleSheet()
+    body = ParagraphStyle("body", parent=sheet["BodyText"], fontName="DejaVu", fontSize=10)
+    h1 = ParagraphStyle("h1", parent=sheet["Heading1"], fontName="DejaVu-Bold", fontSize=20)
+    h2 = ParagraphStyle("h2", parent=sheet["Heading2"], fontName="DejaVu-Bold", fontSize=14)
+    return body, h1, h2
+
+
+def two_column_pdf() -> bytes:
+    """A paper-like page: a title across, then a left column that must be read before the
+    right one, though their lines sit side by side."""
+    from reportlab.lib.pagesizes import A4
+    from reportlab.platypus import BaseDocTemplate, Frame, FrameBreak, PageTemplate, Paragraph
+
+    body, h1, h2 = _styles()
+    width, height = A4
+    margin, gap, title = 50, 20, 60
+    column = (width - 2 * margin - gap) / 2
+    frames = [
+        Frame(margin, height - margin - title, width - 2 * margin, title, id="title"),
+        Frame(margin, margin, column, height - 2 * margin - title, id="left"),
+        Frame(margin + column + gap, margin, column, height - 2 * margin - title, id="right"),
+    ]
+    out = io.BytesIO()
+    doc = BaseDocTemplate(out, pagesize=A4, pageTemplates=[PageTemplate("paper", frames)])
+    story: list[Any] = [Paragraph("Muon Lifetime Measurement", h1), FrameBreak()]
+    story.append(Paragraph("Method Section", h2))
+    story += [
+        Paragraph(f"LEFTPARA{i} the apparatus records muon decays. " * 6, body) for i in (1, 2, 3)
+    ]
+    story.append(FrameBreak())
+    story.append(Paragraph("Results Section", h2))
+    story += [Paragraph(f"RIGHTPARA{i} the fitted lifetime agrees. " * 6, body) for i in (1, 2, 3)]
+    doc.build(story)
+    return out.getvalue()
+
+
+def table_formula_pdf() -> bytes:
+    """A ruled table and a display formula of symbols."""
+    from reportlab.lib import colors
+    from reportlab.lib.pagesizes import A4
+    from reportlab.lib.styles import ParagraphStyle
+    from reportlab.platypus import Paragraph, SimpleDocTemplate, Spacer, Table, TableStyle
+
+    body, h1, _ = _styles()
+    rows = [
+        ["Detector", "Channels", "Rate"],
+        ["Pixel", "1200", "40 MHz"],
+        ["Strip", "9600", "20 MHz"],
+        ["Calorimeter", "4800", "10 MHz"],
+        ["Muon", "2400", "5 MHz"],
+    ]
+    table = Table(rows, colWidths=[120, 80, 80])
+    table.setStyle(
+        TableStyle(
+            [
+                ("GRID", (0, 0), (-1, -1), 0.8, colors.black),
+                ("FONTNAME", (0, 0), (-1, -1), "DejaVu"),
+            ]
+        )
+    )
+    display = ParagraphStyle("display", parent=body, fontSize=14, leading=20, alignment=1)
+    formula = "∑<sub>i=1</sub><super>n</super> \u03b1<sub>i</sub> x<sub>i</sub> = ∫ f(x) dx"
+    out = io.BytesIO()
+    SimpleDocTemplate(out, pagesize=A4).build(
+        [
+            Paragraph("Readout Summary", h1),
+            Paragraph("The table lists the readout of each subdetector.", body),
+            Spacer(1, 12),
+            table,
+            Spacer(1, 12),
+            Paragraph("The energy follows E = mc<super>2</super> as expected.", body),
+            Paragraph(formula, display),
+        ]
+    )
+    return out.getvalue()

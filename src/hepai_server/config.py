@@ -171,6 +171,10 @@ class Settings(BaseSettings):
         default="hepai/markitdown",
         description="The model id the built-in document-to-markdown worker serves.",
     )
+    mineru_model_name: str = Field(
+        default="hepai/mineru",
+        description="The model id the built-in layout-aware PDF worker serves.",
+    )
     tool_max_bytes: int = Field(
         default=100 * 1024 * 1024,
         description="Largest document the built-in tools convert; larger gets 413.",

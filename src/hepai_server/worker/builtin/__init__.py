@@ -7,4 +7,5 @@ BUILTINS = {
     "embeddings": "hepai_server.worker.builtin.embeddings:Embeddings",
     "rerank": "hepai_server.worker.builtin.rerank:Rerank",
     "markitdown": "hepai_server.worker.builtin.markitdown:MarkItDownWorker",
+    "mineru": "hepai_server.worker.builtin.mineru:MinerUWorker",
 }

@@ -1,0 +1,91 @@
+"""Layout-aware PDF to markdown with docvortex (MinerU's model-free engine) on the CPU.
+
+Headings, tables as markdown tables, the reading order of multi-column pages. Pages without a
+text layer (scans) are read by Tesseract instead. docvortex leaves display formulas as empty
+image blocks (MinerU fills them with a model), so their text is put back from the PDF's own
+text layer: the symbols survive, as Unicode rather than LaTeX.
+
+Runs inside the isolated child (isolation.py): one call converts one window of pages.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from hepai_server.worker.builtin.ocr import DPI, read_image, scanned_pages
+
+#: Pages converted together: context for paragraphs and headers within, progress between.
+WINDOW = 8
+
+
+def quiet() -> None:
+    """docvortex logs every step at DEBUG through loguru."""
+    from loguru import logger
+
+    logger.remove()
+    logger.add(sys.stderr, level="WARNING")
+
+
+def classify(data: bytes) -> list[bool]:
+    """For each page, whether it is a scan."""
+    import pypdfium2 as pdfium
+
+    pdf = pdfium.PdfDocument(data)
+    try:
+        scans = set(scanned_pages(pdf))
+        return [index in scans for index in range(len(pdf))]
+    finally:
+        pdf.close()
+
+
+def convert_window(data: bytes, pages: list[int], scans: list[bool]) -> list[str]:
+    """Markdown for each of ``pages`` (0-based), in order."""
+    import docvortex
+    import pypdfium2 as pdfium
+    from docvortex.api import render
+
+    quiet()
+    pdf = pdfium.PdfDocument(data)
+    try:
+        rendered: dict[int, str] = {}
+        text_pages = [index for index in pages if not scans[index]]
+        if text_pages:
+            result = docvortex.parse(
+                data,
+                file_suffix="pdf",
+                page_range=",".join(str(index + 1) for index in text_pages),
+                parse_mode="txt",
+            )
+            fill_equations(result, pdf)
+            for page in result.middle_json.pages:
+                one = result.middle_json.model_copy(update={"pages": [page]})
+                content = render(one, "markdown", assets=result.assets).content
+                rendered[page.page_idx] = content.decode("utf-8")
+        for index in pages:
+            if scans[index]:
+                bitmap = pdf[index].render(scale=DPI / 72, grayscale=True)
+                rendered[index] = read_image(bitmap.to_pil())
+        return [rendered.get(index, "").strip() for index in pages]
+    finally:
+        pdf.close()
+
+
+def fill_equations(result: Any, pdf: Any) -> None:
+    """Put the PDF's text back into the equation blocks docvortex leaves empty, as $$…$$."""
+    for page in result.middle_json.pages:
+        pdf_page = pdf[page.page_idx]
+        width, height = pdf_page.get_size()
+        text_page = pdf_page.get_textpage()
+        for block in page.blocks:
+            if getattr(block, "type", None) != "equation" or (block.content or "").strip():
+                continue
+            x0, y0, x1, y1 = block.bbox  # 0..1, from the top left
+            text = text_page.get_text_bounded(
+                left=x0 * width - 1,
+                bottom=(1 - y1) * height - 1,
+                right=x1 * width + 1,
+                top=(1 - y0) * height + 1,
+            )
+            if text := " ".join(text.split()):
+                block.content = text

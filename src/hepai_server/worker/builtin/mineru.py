@@ -1,0 +1,216 @@
+"""MinerU: the built-in layout-aware PDF tool (``hepai-server worker run builtin:mineru``).
+
+Two ways to call it, both public HepAI shapes:
+
+    tool.interface(file_base64=..., file_name="paper.pdf")     # -> markdown, synchronously
+    HepAI().parse("paper.pdf", model="hepai/mineru")           # the task protocol (§4.3):
+        submit(file_id=…) -> task; status(task_id); result(task_id); cancel(task_id)
+
+The engine is docvortex on the CPU (layout.py). A task converts a window of pages at a time, each
+in an isolated child, and reports its progress per window. Tasks live in the worker's memory:
+a restarted worker has forgotten them, and finished ones are kept for an hour.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from hepai_server.config import Settings
+from hepai_server.worker.builtin.documents import Document, check_document
+from hepai_server.worker.builtin.isolation import run_isolated
+from hepai_server.worker.builtin.layout import WINDOW, classify, convert_window
+from hepai_server.worker.builtin.markitdown import decode_base64
+from hepai_server.worker.model import CallContext, Worker, current_call, remote
+
+KEEP_FINISHED_SECONDS = 3600
+FINISHED = ("succeeded", "failed", "cancelled")
+
+
+@dataclass
+class Task:
+    id: str
+    owner: str | None
+    model: str
+    idempotency_key: str | None
+    status: str = "queued"
+    stage: str = "queued"
+    done_pages: int = 0
+    total_pages: int = 0
+    created_at: float = field(default_factory=time.time)
+    started_at: float | None = None
+    finished_at: float | None = None
+    error: str | None = None
+    markdown: str | None = None
+    runner: asyncio.Task[None] | None = None
+
+    def public(self) -> dict[str, Any]:
+        progress = self.done_pages / self.total_pages if self.total_pages else 0.0
+        return {
+            "id": self.id,
+            "task_id": self.id,
+            "object": "task",
+            "model": self.model,
+            "status": self.status,
+            "stage": self.stage,
+            "progress": round(progress, 4),
+            "pages": {"done": self.done_pages, "total": self.total_pages},
+            "created_at": self.created_at,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "error": {"message": self.error} if self.error else None,
+        }
+
+
+class MinerUWorker(Worker):
+    """Layout-aware PDF to markdown: headings, tables, multi-column reading order, formulas."""
+
+    description = "Layout-aware PDF to markdown (docvortex on CPU), with OCR for scans"
+    concurrency = 8
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        settings = settings or Settings()
+        self.name = settings.mineru_model_name
+        self.permission = settings.builtin_permission
+        self.settings = settings
+        self._slots = asyncio.Semaphore(2)
+        self._tasks: dict[str, Task] = {}
+
+    # -- input ---------------------------------------------------------------------------------
+
+    async def _pdf(self, kwargs: dict[str, Any]) -> Document:
+        name = kwargs.get("file_name") or kwargs.get("filename")
+        if kwargs.get("file_id"):
+            call = current_call()
+            if call is None:
+                raise PermissionError("file_id needs a call through the platform")
+            data = await asyncio.to_thread(call.read_file, str(kwargs["file_id"]))
+        else:
+            field_name = "pdf_base64" if kwargs.get("pdf_base64") is not None else "file_base64"
+            if kwargs.get(field_name) is None:
+                raise ValueError("send the PDF as file_base64 (or pdf_base64), or a file_id")
+            data = decode_base64(kwargs[field_name], field_name)
+        document = check_document(
+            data,
+            name=name if isinstance(name, str) else None,
+            suffix=kwargs.get("suffix") or "pdf",
+            max_bytes=self.settings.tool_max_bytes,
+            max_pages=self.settings.tool_max_pages,
+        )
+        if document.suffix != "pdf":
+            raise ValueError(f"{document.name} is not a PDF; hepai/markitdown converts other files")
+        return document
+
+    async def _isolated(self, function: Any, *args: Any) -> Any:
+        async with self._slots:
+            return await asyncio.to_thread(
+                run_isolated,
+                function,
+                *args,
+                timeout=self.settings.tool_timeout_seconds,
+                memory_bytes=self.settings.tool_memory_bytes,
+            )
+
+    async def _convert(self, document: Document, task: Task | None = None) -> str:
+        scans: list[bool] = await self._isolated(classify, document.data)
+        total = len(scans)
+        parts: list[str] = []
+        for start in range(0, total, WINDOW):
+            pages = list(range(start, min(start + WINDOW, total)))
+            if task is not None:
+                task.total_pages = total
+                task.stage = f"converting pages {pages[0] + 1}-{pages[-1] + 1} of {total}"
+            parts += await self._isolated(convert_window, document.data, pages, scans)
+            if task is not None:
+                task.done_pages = pages[-1] + 1
+        if (call := current_call()) is not None:
+            call.report_usage(pages=total, bytes=len(document.data))
+        return "\n\n".join(part for part in parts if part) + "\n"
+
+    # -- the direct call -------------------------------------------------------------------------
+
+    @remote
+    async def interface(self, **kwargs: Any) -> str:
+        """The PDF as markdown: file_base64 (or pdf_base64) with file_name, or file_id."""
+        return await self._convert(await self._pdf(kwargs))
+
+    # -- the task protocol -----------------------------------------------------------------------
+
+    @remote
+    async def submit(
+        self,
+        file_id: str,
+        options: dict[str, Any] | None = None,
+        idempotency_key: str | None = None,
+    ) -> dict[str, Any]:
+        """Start converting a platform file; answers the task at once."""
+        call = current_call()
+        owner = call.user_id if call else None
+        self._forget_old()
+        if idempotency_key:
+            for known in self._tasks.values():
+                if known.owner == owner and known.idempotency_key == idempotency_key:
+                    return known.public()
+        document = await self._pdf({"file_id": file_id, "file_name": f"{file_id}.pdf"})
+        task = Task(
+            id=f"task-{secrets.token_hex(12)}",
+            owner=owner,
+            model=self.name,
+            idempotency_key=idempotency_key,
+        )
+        self._tasks[task.id] = task
+        task.runner = asyncio.create_task(self._run(task, document, call))
+        return task.public()
+
+    async def _run(self, task: Task, document: Document, call: CallContext | None) -> None:
+        task.status, task.started_at = "running", time.time()
+        try:
+            task.markdown = await self._convert(document, task)
+            task.status, task.stage = "succeeded", "done"
+        except asyncio.CancelledError:
+            task.status, task.stage = "cancelled", "cancelled"
+        except Exception as exc:
+            task.status, task.stage, task.error = "failed", "failed", f"{type(exc).__name__}: {exc}"
+        finally:
+            task.finished_at = time.time()
+
+    def _owned(self, task_id: str) -> Task:
+        call = current_call()
+        task = self._tasks.get(task_id)
+        if task is None or task.owner != (call.user_id if call else None):
+            raise FileNotFoundError(f"no task {task_id}")
+        return task
+
+    @remote
+    async def status(self, task_id: str) -> dict[str, Any]:
+        return self._owned(task_id).public()
+
+    @remote
+    async def result(self, task_id: str) -> dict[str, Any]:
+        task = self._owned(task_id)
+        if task.status != "succeeded":
+            raise ValueError(f"task {task_id} is {task.status}, not succeeded")
+        return {
+            "task_id": task.id,
+            "markdown": task.markdown,
+            "artifacts": [],
+            "metadata": {"pages": task.total_pages, "markdown_filename": "result.md"},
+        }
+
+    @remote
+    async def cancel(self, task_id: str) -> dict[str, Any]:
+        task = self._owned(task_id)
+        if task.status not in FINISHED and task.runner is not None:
+            task.runner.cancel()
+            task.status, task.stage, task.finished_at = "cancelled", "cancelled", time.time()
+        return task.public()
+
+    def _forget_old(self) -> None:
+        horizon = time.time() - KEEP_FINISHED_SECONDS
+        for task_id in [
+            t.id for t in self._tasks.values() if t.finished_at and t.finished_at < horizon
+        ]:
+            del self._tasks[task_id]
