@@ -27,6 +27,16 @@ def quiet() -> None:
     logger.add(sys.stderr, level="WARNING")
 
 
+def warm_up() -> None:
+    """Import the engine once, in the worker, so every forked conversion starts with it."""
+    import docvortex
+    import docvortex.api  # noqa: F401
+    import pypdfium2  # noqa: F401
+    import tesserocr  # noqa: F401
+
+    quiet()
+
+
 def classify(data: bytes) -> list[bool]:
     """For each page, whether it is a scan."""
     import pypdfium2 as pdfium

@@ -22,7 +22,7 @@ from typing import Any
 from hepai_server.config import Settings
 from hepai_server.worker.builtin.documents import Document, check_document
 from hepai_server.worker.builtin.isolation import run_isolated
-from hepai_server.worker.builtin.layout import WINDOW, classify, convert_window
+from hepai_server.worker.builtin.layout import WINDOW, classify, convert_window, warm_up
 from hepai_server.worker.builtin.markitdown import decode_base64
 from hepai_server.worker.model import CallContext, Worker, current_call, remote
 
@@ -78,6 +78,7 @@ class MinerUWorker(Worker):
         self.settings = settings
         self._slots = asyncio.Semaphore(2)
         self._tasks: dict[str, Task] = {}
+        warm_up()
 
     # -- input ---------------------------------------------------------------------------------
 
