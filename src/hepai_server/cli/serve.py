@@ -1,12 +1,15 @@
-"""`hepai-server serve`: migrate the database, then run the gateway on uvicorn."""
+"""`hepai-server serve`: migrate the database, then run the gateway on uvicorn (and, if asked,
+the built-in workers beside it)."""
 
 from __future__ import annotations
 
 import click
 import uvicorn
 
+from hepai_server.cli.builtins import builtin_workers
 from hepai_server.config import Settings
 from hepai_server.db import migrate
+from hepai_server.worker.builtin import BUILTINS
 
 
 @click.command()
@@ -19,21 +22,29 @@ from hepai_server.db import migrate
     type=click.IntRange(1, 64),
     help="Processes sharing the port.",
 )
-def serve(host: str, port: int, workers: int) -> None:
+@click.option(
+    "--builtin",
+    "builtins",
+    multiple=True,
+    type=click.Choice(sorted(BUILTINS)),
+    help="Also run this built-in worker beside the gateway (repeat for several).",
+)
+def serve(host: str, port: int, workers: int, builtins: tuple[str, ...]) -> None:
     """Serve the API (and migrate the database first)."""
     settings = Settings()
     settings.configure_logging()
     migrate.upgrade(settings.sqlalchemy_url)
     click.echo(f"hepai-server listening on http://{host}:{port}/apiv2", err=True)
-    uvicorn.run(
-        "hepai_server.gateway.app:create_app_from_env",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        loop="uvloop",
-        http="httptools",
-        access_log=False,
-        log_level=settings.log_level,
-        timeout_graceful_shutdown=30,
-    )
+    with builtin_workers(list(builtins), gateway_port=port):
+        uvicorn.run(
+            "hepai_server.gateway.app:create_app_from_env",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            loop="uvloop",
+            http="httptools",
+            access_log=False,
+            log_level=settings.log_level,
+            timeout_graceful_shutdown=30,
+        )

@@ -1,0 +1,47 @@
+"""`hepai-server serve --builtin NAME`: the embedded default runs the platform's own workers
+beside the gateway, as a service account, and stops them with it."""
+
+from __future__ import annotations
+
+import base64
+import subprocess
+import time
+
+import httpx
+
+from tests import documents
+from tests.stack import Platform
+
+
+def worker_processes(port: int) -> list[str]:
+    pattern = f"builtin:markitdown --controller http://127.0.0.1:{port}"
+    found = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True)
+    return found.stdout.split()
+
+
+def test_serve_starts_and_stops_builtin_workers(platform: Platform, user_key: str) -> None:
+    name = "hepai/markitdown-embedded"
+    env = {"HEPAI_SERVER_MARKITDOWN_MODEL_NAME": name}
+    with platform.serve("--builtin", "markitdown", env=env) as server:
+        deadline = time.monotonic() + 120
+        listed: set[str] = set()
+        while name not in listed and time.monotonic() < deadline:
+            time.sleep(0.5)
+            models = httpx.get(
+                f"{server.base_url}/models", headers={"authorization": f"Bearer {user_key}"}
+            ).json()["data"]
+            listed = {row["id"] for row in models}
+        assert name in listed, "the built-in worker did not register"
+        tool = server.hepai(user_key).get_remote_model(name)
+        markdown = tool.interface(
+            file_base64=base64.b64encode(documents.docx()).decode(), file_name="r.docx"
+        )
+        assert "# Quarterly Detector Report" in markdown
+        port = server.port
+        assert worker_processes(port)
+        owner = platform.cli("key", "list", "--user", "hepai-builtin").stdout
+        assert "builtin-workers" in owner and "active" in owner
+    deadline = time.monotonic() + 30  # it deregisters and shuts down gracefully first
+    while worker_processes(port) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert worker_processes(port) == [], "the built-in worker outlived the server"
