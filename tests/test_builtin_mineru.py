@@ -70,8 +70,13 @@ def test_parse_runs_the_task_protocol(
     task = client.tasks.get(result.task_id, model=mineru)
     assert task.status == "succeeded" and task.progress == 1.0
     assert task.metadata["pages"] == {"done": 1, "total": 1}
+    # The markdown is also stored as a file of the caller: the task's artifact.
+    artifact = result.artifacts[0]
+    assert artifact.filename == "paper.md" and artifact.file_id
+    stored = server.openai(user_key).files.content(artifact.file_id).content.decode()
+    assert stored == result.markdown
     written = result.download_to(tmp_path / "out")
-    assert "Muon Lifetime Measurement" in (written / "result.md").read_text()
+    assert (written / "paper.md").read_text() == result.markdown
 
 
 def test_tasks_belong_to_their_submitter(

@@ -52,12 +52,14 @@ def test_worker_reads_only_the_files_its_caller_passed(
 
 def test_a_grant_opens_nothing_else(platform: Platform, server: Server) -> None:
     for token in ("hfg-forged.token", "hfg-"):
+        headers = {"authorization": f"Bearer {token}"}
         for url in (
             f"{server.base_url}/files/file-{'0' * 32}/content",
             f"{server.base_url}/models",
         ):
-            response = httpx.get(url, headers={"authorization": f"Bearer {token}"})
-            assert response.status_code == 401, url
+            assert httpx.get(url, headers=headers).status_code == 401, url
+        stored = httpx.post(f"{server.base_url}/files", headers=headers, files={"file": b"x"})
+        assert stored.status_code == 401
 
 
 def test_grants_expire_and_name_their_files() -> None:

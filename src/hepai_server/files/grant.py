@@ -3,9 +3,10 @@
 When a call through the unified gate names file ids (``interface(file_id=…)``, ``submit``
 with ``{"file_id": …}``), the gate signs a grant for exactly those ids, on behalf of the
 caller, and hands it to the worker in ``X-HepAI-File-Grant``. The worker reads the files with
-it from ``GET /files/{id}/content``, as the caller, and nothing else: not other files of the
-caller, not other routes, not after the grant expires. No worker ever holds a credential that
-reads everyone's files, and no user's API key leaves the platform.
+it from ``GET /files/{id}/content``, as the caller, and may store its results for the caller
+with ``POST /files`` (within the caller's quota); nothing else: not other files of the caller,
+not other routes, not after the grant expires. No worker ever holds a credential that reads
+everyone's files, and no user's API key leaves the platform.
 """
 
 from __future__ import annotations
@@ -37,15 +38,25 @@ class FileGrants:
 
     def check(self, token: str, file_id: str) -> int:
         """The user the grant acts for, if it is genuine, current, and names ``file_id``."""
+        grant = self._open(token)
+        if file_id not in grant["f"]:
+            raise AuthenticationFailed("this file grant does not cover that file")
+        return int(grant["u"])
+
+    def holder(self, token: str) -> int:
+        """The user a genuine, current grant acts for: a worker stores its results as them."""
+        return int(self._open(token)["u"])
+
+    def _open(self, token: str) -> dict[str, Any]:
         try:
-            grant = self._signer.loads(token.removeprefix(PREFIX), max_age=self._ttl)
+            grant: dict[str, Any] = self._signer.loads(
+                token.removeprefix(PREFIX), max_age=self._ttl
+            )
         except SignatureExpired:
             raise AuthenticationFailed("this file grant has expired") from None
         except BadSignature:
             raise AuthenticationFailed("this file grant is not valid") from None
-        if file_id not in grant["f"]:
-            raise AuthenticationFailed("this file grant does not cover that file")
-        return int(grant["u"])
+        return grant
 
 
 def is_grant(token: str | None) -> bool:

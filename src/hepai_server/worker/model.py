@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import inspect
+import json
 import re
+import secrets
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -45,6 +47,38 @@ class CallContext:
     #: What the call consumed, as the method reports it (see report_usage).
     usage: dict[str, int] = field(default_factory=dict)
 
+    def store_file(
+        self, content: bytes, filename: str, *, purpose: str = "user_data", timeout: float = 300
+    ) -> dict[str, Any]:
+        """Store a result as a platform file of the caller (within their quota); the
+        FileObject, whose ``id`` the caller can download. Needs the call's file grant."""
+        if not self.file_grant or not self.platform_url:
+            raise PermissionError("this call carries no grant to store files for its caller")
+        boundary = secrets.token_hex(16)
+        quoted = filename.replace('"', "%22").replace("\r", "").replace("\n", "")
+        body = b"".join(
+            [
+                f'--{boundary}\r\nContent-Disposition: form-data; name="purpose"\r\n\r\n'
+                f"{purpose}\r\n".encode(),
+                f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
+                f'filename="{quoted}"\r\nContent-Type: application/octet-stream\r\n\r\n'.encode(),
+                content,
+                f"\r\n--{boundary}--\r\n".encode(),
+            ]
+        )
+        request = urllib.request.Request(
+            f"{self.platform_url}/files",
+            data=body,
+            method="POST",
+            headers={
+                "authorization": f"Bearer {self.file_grant}",
+                "content-type": f"multipart/form-data; boundary={boundary}",
+            },
+        )
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            stored: dict[str, Any] = json.loads(response.read())
+        return stored
+
     def report_usage(
         self, *, pages: int | None = None, bytes: int | None = None, tokens: int | None = None
     ) -> None:
@@ -53,18 +87,26 @@ class CallContext:
             if value is not None:
                 self.usage[name] = self.usage.get(name, 0) + value
 
+    def file_info(self, file_id: str, *, timeout: float = 30) -> dict[str, Any]:
+        """The FileObject (name, size…) of a platform file the caller passed to this call."""
+        info: dict[str, Any] = json.loads(self._get(f"/files/{file_id}", file_id, timeout))
+        return info
+
     def read_file(self, file_id: str, *, timeout: float = 300) -> bytes:
         """The bytes of a platform file the caller passed to this call, read as the caller.
 
         FileNotFoundError if the file does not exist or is not the caller's; PermissionError
         if the call did not name it (or its grant expired).
         """
+        return self._get(f"/files/{file_id}/content", file_id, timeout)
+
+    def _get(self, path: str, file_id: str, timeout: float) -> bytes:
         if not self.file_grant or not self.platform_url:
             raise PermissionError(f"this call carries no grant to read {file_id}")
         if not FILE_ID.match(file_id):
             raise FileNotFoundError(f"not a file id: {file_id!r}")
         request = urllib.request.Request(
-            f"{self.platform_url}/files/{file_id}/content",
+            f"{self.platform_url}{path}",
             headers={"authorization": f"Bearer {self.file_grant}"},
         )
         try:

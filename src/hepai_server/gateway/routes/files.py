@@ -62,9 +62,17 @@ def _file(gateway: Gateway, request: Request, file: StoredFile) -> dict[str, Any
 
 
 async def create_file(request: Request) -> Response:
-    gateway, caller = await authenticate(request)
+    """A new file of the caller, or of the user a worker's grant acts for (its results)."""
+    token = token_from_headers(dict(request.scope["headers"]))
+    if grant.is_grant(token):
+        assert token is not None
+        gateway: Gateway = request.state.gateway
+        user_id = gateway.grants.holder(token)
+    else:
+        gateway, caller = await authenticate(request)
+        user_id = caller.user_id
     files = gateway.files
-    spool = await files.spool_for(caller.user_id, declared=_declared(request))
+    spool = await files.spool_for(user_id, declared=_declared(request))
     async with spool:
         form = await read_form(
             _stream(request),
@@ -75,7 +83,7 @@ async def create_file(request: Request) -> Response:
         purpose = _purpose(form.fields.get("purpose"))
         spooled = await spool.finish()
     file = await files.add(
-        user_id=caller.user_id,
+        user_id=user_id,
         spooled=spooled,
         filename=delivery.display_name(form.filename),
         purpose=purpose,

@@ -14,6 +14,7 @@ a restarted worker has forgotten them, and finished ones are kept for an hour.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -45,6 +46,7 @@ class Task:
     finished_at: float | None = None
     error: str | None = None
     markdown: str | None = None
+    artifacts: list[dict[str, Any]] = field(default_factory=list)
     runner: asyncio.Task[None] | None = None
 
     def public(self) -> dict[str, Any]:
@@ -155,7 +157,9 @@ class MinerUWorker(Worker):
             for known in self._tasks.values():
                 if known.owner == owner and known.idempotency_key == idempotency_key:
                     return known.public()
-        document = await self._pdf({"file_id": file_id, "file_name": f"{file_id}.pdf"})
+        info = await asyncio.to_thread(call.file_info, file_id) if call else {}
+        name = info.get("filename") or f"{file_id}.pdf"
+        document = await self._pdf({"file_id": file_id, "file_name": name})
         task = Task(
             id=f"task-{secrets.token_hex(12)}",
             owner=owner,
@@ -170,6 +174,9 @@ class MinerUWorker(Worker):
         task.status, task.started_at = "running", time.time()
         try:
             task.markdown = await self._convert(document, task)
+            if call is not None:
+                task.stage = "storing the result"
+                task.artifacts = [await self._store(call, task.markdown, document)]
             task.status, task.stage = "succeeded", "done"
         except asyncio.CancelledError:
             task.status, task.stage = "cancelled", "cancelled"
@@ -177,6 +184,22 @@ class MinerUWorker(Worker):
             task.status, task.stage, task.error = "failed", "failed", f"{type(exc).__name__}: {exc}"
         finally:
             task.finished_at = time.time()
+
+    async def _store(self, call: CallContext, markdown: str, document: Document) -> dict[str, Any]:
+        """The markdown as a platform file of the caller: the task's artifact."""
+        content = markdown.encode()
+        name = document.name.rsplit(".", 1)[0] + ".md"
+        stored = await asyncio.to_thread(call.store_file, content, name)
+        return {
+            "type": "markdown",
+            "file_id": stored["id"],
+            "filename": name,
+            "metadata": {
+                "bytes": len(content),
+                "sha256": hashlib.sha256(content).hexdigest(),
+                "format": "md",
+            },
+        }
 
     def _owned(self, task_id: str) -> Task:
         call = current_call()
@@ -197,7 +220,7 @@ class MinerUWorker(Worker):
         return {
             "task_id": task.id,
             "markdown": task.markdown,
-            "artifacts": [],
+            "artifacts": task.artifacts,
             "metadata": {"pages": task.total_pages, "markdown_filename": "result.md"},
         }
 
