@@ -61,16 +61,21 @@ def _file(gateway: Gateway, request: Request, file: StoredFile) -> dict[str, Any
     return wire.file_object(file, preview_url=preview_url(gateway, request, file.id))
 
 
+async def acting_user(request: Request, *, file_id: str | None) -> tuple[Gateway, int]:
+    """Whose files a request works on: the API key's user, or the user a worker's grant acts
+    for (reading ``file_id``, which the grant must name, or storing a new file)."""
+    token = token_from_headers(dict(request.scope["headers"]))
+    if token is None or not grant.is_grant(token):
+        gateway, caller = await authenticate(request)
+        return gateway, caller.user_id
+    gateway = request.state.gateway
+    grants = gateway.grants
+    return gateway, grants.holder(token) if file_id is None else grants.check(token, file_id)
+
+
 async def create_file(request: Request) -> Response:
     """A new file of the caller, or of the user a worker's grant acts for (its results)."""
-    token = token_from_headers(dict(request.scope["headers"]))
-    if grant.is_grant(token):
-        assert token is not None
-        gateway: Gateway = request.state.gateway
-        user_id = gateway.grants.holder(token)
-    else:
-        gateway, caller = await authenticate(request)
-        user_id = caller.user_id
+    gateway, user_id = await acting_user(request, file_id=None)
     files = gateway.files
     spool = await files.spool_for(user_id, declared=_declared(request))
     async with spool:
@@ -116,20 +121,9 @@ async def list_files(request: Request) -> Response:
     return json_response(wire.file_list(objects, has_more=has_more))
 
 
-async def reader_of(request: Request, file_id: str) -> tuple[Gateway, int]:
-    """The user a file is read as: the caller's key, or a worker's grant for this file."""
-    token = token_from_headers(dict(request.scope["headers"]))
-    if grant.is_grant(token):
-        gateway: Gateway = request.state.gateway
-        assert token is not None
-        return gateway, gateway.grants.check(token, file_id)
-    gateway, caller = await authenticate(request)
-    return gateway, caller.user_id
-
-
 async def retrieve_file(request: Request) -> Response:
     file_id = request.path_params["file_id"]
-    gateway, user_id = await reader_of(request, file_id)
+    gateway, user_id = await acting_user(request, file_id=file_id)
     file = await gateway.files.get(user_id=user_id, file_id=file_id)
     return json_response(_file(gateway, request, file))
 
@@ -145,7 +139,7 @@ async def file_content(request: Request) -> Response:
     """The bytes, for their owner or a worker holding a grant for them; ``Range`` resumes a
     download (206)."""
     file_id = request.path_params["file_id"]
-    gateway, user_id = await reader_of(request, file_id)
+    gateway, user_id = await acting_user(request, file_id=file_id)
     file = await gateway.files.get(user_id=user_id, file_id=file_id)
     return await send_file(gateway.files, request, file, cache="private, no-store")
 
