@@ -76,7 +76,10 @@ async def rate(
     async def client(session: aiohttp.ClientSession) -> None:
         nonlocal done
         while time.monotonic() < deadline:
-            done += await work(session)
+            # Not `done += await ...`: that reads `done` before awaiting, and the clients'
+            # increments would overwrite one another.
+            units = await work(session)
+            done += units
 
     started = time.monotonic()
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=600)) as session:
