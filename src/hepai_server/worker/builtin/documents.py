@@ -9,11 +9,16 @@ have a bounded number of pages.
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import binascii
 import io
 import zipfile
 from dataclasses import dataclass
+from typing import Any
 
-from hepai_server.worker.model import TooLarge
+from hepai_server.config import Settings
+from hepai_server.worker.model import TooLarge, current_call
 
 #: Office formats are zips that must hold this part.
 ZIP_FORMATS = {
@@ -144,3 +149,48 @@ def check_pdf(data: bytes, shown: str, *, max_pages: int) -> None:
             raise BadDocument(f"{shown} has no pages")
     finally:
         pdf.close()
+
+
+def decode_base64(value: Any, name: str) -> bytes:
+    if not isinstance(value, str):
+        raise BadDocument(f"'{name}' must be a base64 string")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise BadDocument(f"'{name}' is not valid base64") from None
+
+
+async def document_from_call(kwargs: dict[str, Any], settings: Settings) -> Document:
+    """The document a tool call sends, in any of the public call shapes, checked.
+
+    ``file_id`` (a platform file, read as the caller), ``file_base64`` with ``file_name`` or
+    ``suffix``, the older ``pdf_base64``, or the hepai client's multipart ``file`` upload.
+    """
+    name = kwargs.get("file_name") or kwargs.get("filename")
+    suffix = kwargs.get("suffix")
+    envelope = kwargs.get("_hepai_multipart")
+    if kwargs.get("file_id"):
+        call = current_call()
+        if call is None:
+            raise PermissionError("file_id needs a call through the platform")
+        file_id = str(kwargs["file_id"])
+        data = await asyncio.to_thread(call.read_file, file_id)
+        if not name and not suffix:
+            name = (await asyncio.to_thread(call.file_info, file_id)).get("filename")
+    elif kwargs.get("file_base64") is not None:
+        data = decode_base64(kwargs["file_base64"], "file_base64")
+    elif kwargs.get("pdf_base64") is not None:
+        data, suffix = decode_base64(kwargs["pdf_base64"], "pdf_base64"), suffix or "pdf"
+    elif isinstance(envelope, dict) and envelope.get("files"):
+        sent = envelope["files"][0]
+        data = decode_base64(sent.get("content_base64"), "file")
+        name = name or sent.get("filename")
+    else:
+        raise BadDocument("send the document as file_base64 (with file_name), or a file_id")
+    return check_document(
+        data,
+        name=name if isinstance(name, str) else None,
+        suffix=suffix if isinstance(suffix, str) else None,
+        max_bytes=settings.tool_max_bytes,
+        max_pages=settings.tool_max_pages,
+    )

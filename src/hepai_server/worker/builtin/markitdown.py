@@ -16,14 +16,12 @@ process with a memory cap and a deadline (isolation.py).
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import io
 import time
 from typing import Any
 
 from hepai_server.config import Settings
-from hepai_server.worker.builtin.documents import Document, check_document
+from hepai_server.worker.builtin.documents import Document, document_from_call
 from hepai_server.worker.builtin.isolation import run_isolated
 from hepai_server.worker.model import Worker, current_call, remote
 
@@ -106,15 +104,6 @@ def page_count(document: Document) -> int:
     return 1
 
 
-def decode_base64(value: Any, name: str) -> bytes:
-    if not isinstance(value, str):
-        raise ValueError(f"'{name}' must be a base64 string")
-    try:
-        return base64.b64decode(value, validate=True)
-    except (binascii.Error, ValueError):
-        raise ValueError(f"'{name}' is not valid base64") from None
-
-
 class MarkItDownWorker(Worker):
     """Documents and images to markdown."""
 
@@ -130,36 +119,8 @@ class MarkItDownWorker(Worker):
         self._slots = asyncio.Semaphore(self.concurrency)
         warm_up()
 
-    async def _document(self, kwargs: dict[str, Any]) -> Document:
-        file_id = kwargs.get("file_id")
-        envelope = kwargs.get("_hepai_multipart")
-        name = kwargs.get("file_name") or kwargs.get("filename")
-        if file_id:
-            call = current_call()
-            if call is None:
-                raise PermissionError("file_id needs a call through the platform")
-            data = await asyncio.to_thread(call.read_file, str(file_id))
-        elif kwargs.get("file_base64") is not None or kwargs.get("pdf_base64") is not None:
-            field = "file_base64" if kwargs.get("file_base64") is not None else "pdf_base64"
-            data = decode_base64(kwargs[field], field)
-            if field == "pdf_base64":
-                kwargs.setdefault("suffix", "pdf")
-        elif isinstance(envelope, dict) and envelope.get("files"):
-            sent = envelope["files"][0]
-            data = decode_base64(sent.get("content_base64"), "file")
-            name = name or sent.get("filename")
-        else:
-            raise ValueError("send the document as file_base64 (with file_name), or a file_id")
-        return check_document(
-            data,
-            name=name if isinstance(name, str) else None,
-            suffix=kwargs.get("suffix"),
-            max_bytes=self.settings.tool_max_bytes,
-            max_pages=self.settings.tool_max_pages,
-        )
-
     async def _convert(self, kwargs: dict[str, Any]) -> dict[str, Any]:
-        document = await self._document(kwargs)
+        document = await document_from_call(kwargs, self.settings)
         async with self._slots:
             result: dict[str, Any] = await asyncio.to_thread(
                 run_isolated,

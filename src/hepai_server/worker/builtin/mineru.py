@@ -21,10 +21,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hepai_server.config import Settings
-from hepai_server.worker.builtin.documents import Document, check_document
+from hepai_server.worker.builtin.documents import Document, document_from_call
 from hepai_server.worker.builtin.isolation import run_isolated
 from hepai_server.worker.builtin.layout import WINDOW, classify, convert_window, warm_up
-from hepai_server.worker.builtin.markitdown import decode_base64
 from hepai_server.worker.model import CallContext, Worker, current_call, remote
 
 KEEP_FINISHED_SECONDS = 3600
@@ -85,23 +84,10 @@ class MinerUWorker(Worker):
     # -- input ---------------------------------------------------------------------------------
 
     async def _pdf(self, kwargs: dict[str, Any]) -> Document:
-        name = kwargs.get("file_name") or kwargs.get("filename")
-        if kwargs.get("file_id"):
-            call = current_call()
-            if call is None:
-                raise PermissionError("file_id needs a call through the platform")
-            data = await asyncio.to_thread(call.read_file, str(kwargs["file_id"]))
-        else:
-            field_name = "pdf_base64" if kwargs.get("pdf_base64") is not None else "file_base64"
-            if kwargs.get(field_name) is None:
-                raise ValueError("send the PDF as file_base64 (or pdf_base64), or a file_id")
-            data = decode_base64(kwargs[field_name], field_name)
-        document = check_document(
-            data,
-            name=name if isinstance(name, str) else None,
-            suffix=kwargs.get("suffix") or "pdf",
-            max_bytes=self.settings.tool_max_bytes,
-            max_pages=self.settings.tool_max_pages,
+        """The PDF of a call; without a name or suffix (the older pdf_base64 calls) it is one."""
+        named = any(kwargs.get(k) for k in ("suffix", "file_name", "filename", "file_id"))
+        document = await document_from_call(
+            kwargs if named else {**kwargs, "suffix": "pdf"}, self.settings
         )
         if document.suffix != "pdf":
             raise ValueError(f"{document.name} is not a PDF; hepai/markitdown converts other files")
@@ -157,9 +143,7 @@ class MinerUWorker(Worker):
             for known in self._tasks.values():
                 if known.owner == owner and known.idempotency_key == idempotency_key:
                     return known.public()
-        info = await asyncio.to_thread(call.file_info, file_id) if call else {}
-        name = info.get("filename") or f"{file_id}.pdf"
-        document = await self._pdf({"file_id": file_id, "file_name": name})
+        document = await self._pdf({"file_id": file_id})
         task = Task(
             id=f"task-{secrets.token_hex(12)}",
             owner=owner,
