@@ -125,7 +125,7 @@ class FileService:
         try:
             return await transact(self.engine, insert)
         except BaseException:
-            await self.storage.delete(key)
+            await self.discard(key)
             raise
 
     async def page(
@@ -195,9 +195,9 @@ class FileService:
         key = await transact(self.engine, work)
         if key is None:
             raise missing(file_id)
-        await self._discard(key)
+        await self.discard(key)
 
-    async def _discard(self, key: str) -> None:
+    async def discard(self, key: str) -> None:
         """Remove bytes whose row is gone; a failure leaves an orphan for the log, not an error."""
         try:
             await self.storage.delete(key)
@@ -243,7 +243,7 @@ class FileService:
 
         keys, uploads, files = await transact(self.engine, work)
         for key in keys:
-            await self._discard(key)
+            await self.discard(key)
         return files, len(uploads)
 
     async def storage_use(self) -> list[StorageUse]:

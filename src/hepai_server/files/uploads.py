@@ -133,7 +133,7 @@ class UploadService:
         try:
             return await transact(self.engine, insert)
         except BaseException:
-            await self.files.storage.delete(key)
+            await self.files.discard(key)
             raise
 
     async def complete(
@@ -179,8 +179,8 @@ class UploadService:
             await self._transition(upload.id, "completing", "pending")
             raise
         done = await self._finish(upload.id, file.id)
-        for part in ordered + [p for p in upload.parts if p.id not in part_ids]:
-            await self.files.storage.delete(part.storage_key)
+        for part in upload.parts:  # the listed ones, and any a lost answer left behind
+            await self.files.discard(part.storage_key)
         return done, file
 
     async def _join(self, parts: list[UploadPart], *, size: int) -> Spooled:
@@ -238,5 +238,5 @@ class UploadService:
 
         upload, keys = await transact(self.engine, work)
         for key in keys:
-            await self.files.storage.delete(key)
+            await self.files.discard(key)
         return upload
