@@ -126,6 +126,16 @@ def server(platform: Platform) -> Iterator[Server]:
         yield running
 
 
+@pytest.fixture(scope="session")
+def artifacts() -> Path:
+    """Where tests leave what a person may want to look at afterwards (page screenshots)."""
+    root = Path(
+        os.environ.get("HEPAI_TEST_ARTIFACTS", Path(__file__).parent.parent / "test-artifacts")
+    )
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
 @pytest.fixture
 def unique() -> Callable[[str], str]:
     """Names no other test in the session uses (one database serves them all)."""

@@ -127,6 +127,38 @@ def disable_user(session: Session, *, user: User) -> User:
     return user
 
 
+def enable_user(session: Session, *, user: User) -> User:
+    user.disabled = False
+    return user
+
+
+MIN_PASSWORD = 8
+
+
+def set_password(session: Session, *, user: User, password: str) -> User:
+    """Replace the password; the caller ends the user's other web sessions."""
+    if len(password) < MIN_PASSWORD:
+        raise InvalidRequest(f"a password has at least {MIN_PASSWORD} characters", param="password")
+    user.password_hash = credentials.hash_password(password)
+    return user
+
+
+def set_level(session: Session, *, user: User, level: str) -> User:
+    if level not in LEVELS:
+        raise InvalidRequest(f"level must be one of {', '.join(LEVELS)}", param="level")
+    user.level = level
+    return user
+
+
+def set_groups(session: Session, *, user: User, groups: Iterable[str]) -> User:
+    user.groups = [ensure_group(session, name) for name in dict.fromkeys(groups)]
+    return user
+
+
+def list_groups(session: Session) -> Sequence[Group]:
+    return session.scalars(select(Group).order_by(Group.name)).all()
+
+
 def list_users(session: Session) -> Sequence[User]:
     return session.scalars(select(User).order_by(User.id)).all()
 

@@ -190,6 +190,24 @@ class Settings(BaseSettings):
         default=2 * 1024 * 1024 * 1024,
         description="Memory one conversion may take beyond the worker's own.",
     )
+    portal_session_idle_hours: float = Field(
+        default=12.0, gt=0, description="A portal session unused this long ends."
+    )
+    portal_session_days: float = Field(
+        default=7.0, gt=0, description="A portal session ends this long after sign-in."
+    )
+    login_max_failures: int = Field(
+        default=5,
+        ge=1,
+        description="Failed portal sign-ins for one username within the window before further "
+        "attempts are refused until the window passes.",
+    )
+    login_max_failures_per_ip: int = Field(
+        default=50, ge=1, description="Failed portal sign-ins from one address within the window."
+    )
+    login_failure_window_seconds: float = Field(
+        default=900.0, gt=0, description="The window failed sign-ins are counted over."
+    )
     log_level: str = Field(default="info", description="Python logging level name.")
 
     @field_validator("data_dir")

@@ -24,6 +24,8 @@ from hepai_server.gateway.gate import UnifiedGate
 from hepai_server.gateway.routes import accounts, ddf, files, openai
 from hepai_server.gateway.routes.http import json_response
 from hepai_server.gateway.runtime import Gateway
+from hepai_server.portal.routes import portal_routes
+from hepai_server.portal.web import Portal
 from hepai_server.protocol.openai import CHAT, COMPLETIONS, EMBEDDINGS, RERANK
 
 log = logging.getLogger(__name__)
@@ -43,12 +45,12 @@ def create_app(settings: Settings, *, catalog: Catalog | None = None) -> Starlet
         gateway = await Gateway.start(settings, catalog)
         settle_garbage_collector()
         try:
-            yield {"gateway": gateway}
+            yield {"gateway": gateway, "portal": Portal(settings)}
         finally:
             await gateway.close()
 
     return Starlette(
-        routes=api_routes(),
+        routes=api_routes() + portal_routes(),
         middleware=[Middleware(TrailingSlash)],
         lifespan=lifespan,
         exception_handlers={

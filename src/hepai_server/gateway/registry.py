@@ -234,3 +234,44 @@ def model_cards(
             if owner not in card["owned_by"]:
                 card["owned_by"].append(owner)
     return list(cards.values())
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerModelStatus:
+    """One worker model a caller may call, with how its workers are doing."""
+
+    name: str
+    functions: tuple[str, ...]
+    owners: tuple[str, ...]
+    live_workers: int
+    queue_length: int
+    last_heartbeat: float
+
+
+def worker_model_statuses(
+    session: Session, *, caller: Caller, now: float, expiry: float
+) -> list[WorkerModelStatus]:
+    """Every worker model the caller may call, live or not (the portal shows both)."""
+    rows = session.execute(
+        select(Worker, WorkerModel)
+        .join(WorkerModel, WorkerModel.worker_id == Worker.id)
+        .where(Worker.stopped.is_(False))
+    ).all()
+    found: dict[str, list[tuple[Worker, WorkerModel]]] = {}
+    for worker, model in rows:
+        if may_call(caller, model, worker.owner_id):
+            found.setdefault(model.model_name, []).append((worker, model))
+    statuses = []
+    for name, pairs in sorted(found.items()):
+        live = [w for w, _ in pairs if is_live(w, now=now, expiry=expiry)]
+        statuses.append(
+            WorkerModelStatus(
+                name=name,
+                functions=tuple(sorted({f for _, m in pairs for f in m.functions})),
+                owners=tuple(sorted({w.owner.email or w.owner.username for w, _ in pairs})),
+                live_workers=len(live),
+                queue_length=sum(w.queue_length for w in live),
+                last_heartbeat=max(w.last_heartbeat for w, _ in pairs),
+            )
+        )
+    return statuses

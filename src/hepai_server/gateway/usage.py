@@ -3,6 +3,9 @@
 A request appends one row and returns; a background task commits whatever has gathered every
 ``usage_flush_seconds`` (sooner once a batch is full), one transaction per batch. On shutdown the
 server drains what is left before it exits, so a clean stop (SIGTERM) loses nothing.
+
+The same transaction adds the batch to the daily totals (``usage_daily``, what the usage pages
+read) and stamps each key's last use, so neither costs the request path anything.
 """
 
 from __future__ import annotations
@@ -13,9 +16,10 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Engine, insert
+from sqlalchemy import Connection, Engine, insert, update
+from sqlalchemy.dialects import postgresql, sqlite
 
-from hepai_server.db.tables import UsageRecord
+from hepai_server.db.tables import ApiKey, UsageDaily, UsageRecord
 from hepai_server.protocol.openai import Usage
 
 log = logging.getLogger(__name__)
@@ -115,3 +119,51 @@ class UsageRecorder:
     def _write(self, rows: list[dict[str, Any]]) -> None:
         with self._engine.begin() as connection:
             connection.execute(insert(UsageRecord), rows)
+            add_to_daily_totals(connection, rows)
+            stamp_last_use(connection, rows)
+
+
+#: The counters of usage_daily, each summed from the usage row field of the same name.
+DAILY_SUMS = ("prompt_tokens", "completion_tokens", "total_tokens", "pages", "bytes")
+
+
+def add_to_daily_totals(connection: Connection, rows: list[dict[str, Any]]) -> None:
+    """Add the rows to usage_daily with one upsert per (day, user, model) they touch."""
+    totals: dict[tuple[Any, int, str], dict[str, Any]] = {}
+    for row in rows:
+        key = (row["created_at"].date(), row["user_id"] or 0, row["model"])
+        total = totals.get(key)
+        if total is None:
+            total = totals[key] = {
+                "day": key[0],
+                "user_id": key[1],
+                "model": key[2],
+                "requests": 0,
+                "errors": 0,
+                **dict.fromkeys(DAILY_SUMS, 0),
+            }
+        total["requests"] += 1
+        total["errors"] += row["status_code"] >= 400
+        for name in DAILY_SUMS:
+            total[name] += row[name] or 0
+    dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
+    statement = dialect.insert(UsageDaily)
+    counters = ("requests", "errors", *DAILY_SUMS)
+    statement = statement.on_conflict_do_update(
+        index_elements=["day", "user_id", "model"],
+        set_={name: getattr(UsageDaily, name) + statement.excluded[name] for name in counters},
+    )
+    # A fixed order keeps concurrent writers (several processes) from deadlocking.
+    connection.execute(statement, [totals[key] for key in sorted(totals)])
+
+
+def stamp_last_use(connection: Connection, rows: list[dict[str, Any]]) -> None:
+    last_use: dict[int, datetime] = {}
+    for row in rows:
+        key_id = row["api_key_id"]
+        if key_id:
+            last_use[key_id] = max(row["created_at"], last_use.get(key_id, row["created_at"]))
+    for key_id in sorted(last_use):
+        connection.execute(
+            update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=last_use[key_id])
+        )

@@ -1,0 +1,41 @@
+"""The portal's URL table."""
+
+from __future__ import annotations
+
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from hepai_server.portal.views import admin, auth, keys, models, usage
+from hepai_server.portal.web import Handler, page
+
+
+def get(path: str, handler: Handler) -> Route:
+    return Route(path, page(handler), methods=["GET"])
+
+
+def post(path: str, handler: Handler) -> Route:
+    return Route(path, page(handler), methods=["POST"])
+
+
+def portal_routes() -> list[BaseRoute]:
+    return [
+        get("/", models.home),
+        get("/login", auth.login_form),
+        post("/login", auth.login),
+        post("/logout", auth.logout),
+        get("/lang/{language}", auth.switch_language),
+        get("/models", models.models_page),
+        get("/settings/keys", keys.keys_page),
+        post("/settings/keys", keys.create_key),
+        post("/settings/keys/{key_id}/revoke", keys.revoke_key),
+        get("/settings/password", auth.password_form),
+        post("/settings/password", auth.change_password),
+        get("/usage", usage.usage_page),
+        get("/usage.csv", usage.usage_csv),
+        get("/admin", admin.admin_home),
+        get("/admin/users", admin.users_page),
+        post("/admin/users", admin.create_user),
+        post("/admin/users/{user_id}", admin.update_user),
+        get("/admin/audit", admin.audit_page),
+        Mount("/static", StaticFiles(packages=[("hepai_server.portal", "static")]), name="static"),
+    ]

@@ -1,0 +1,178 @@
+"""Signing in and out, the language switch, and changing one's password."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import UTC, datetime
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from hepai_server import accounts
+from hepai_server.errors import InvalidRequest, RateLimited
+from hepai_server.portal import sessions
+from hepai_server.portal.i18n import LANGUAGES
+from hepai_server.portal.web import (
+    LANGUAGE_COOKIE,
+    SESSION_COOKIE,
+    SIGN_IN_COOKIE,
+    Portal,
+    gateway,
+    local_path,
+    redirect,
+)
+
+#: What a failed sign-in says, whichever of the two was wrong.
+WRONG = "auth.wrong_credentials"
+
+
+async def login_form(request: Request, portal: Portal) -> Response:
+    if await portal.optional_viewer(request) is not None:
+        return redirect(local_path(request.query_params.get("next"), "/models"))
+    return sign_in_page(request, portal)
+
+
+def sign_in_page(
+    request: Request, portal: Portal, *, error: str | None = None, status: int = 200
+) -> Response:
+    """The form, with a fresh token in both the form and the cookie (double submit)."""
+    token = secrets.token_urlsafe(32)
+    response = portal.render(
+        request,
+        "login.html",
+        viewer=None,
+        status=status,
+        csrf_token=token,
+        error=error,
+        username=request.scope.get("hepai.username", ""),
+        next=local_path(request.query_params.get("next"), "/models"),
+    )
+    portal.set_cookie(request, response, SIGN_IN_COOKIE, token, max_age=3600)
+    return response
+
+
+async def login(request: Request, portal: Portal) -> Response:
+    form = await portal.form(request, None)
+    username = str(form.get("username") or "").strip()[:128]
+    password = str(form.get("password") or "")
+    ip = request.client.host if request.client else "unknown"
+    now = datetime.now(UTC)
+    request.scope["hepai.username"] = username
+    if not username or not password:
+        return sign_in_page(request, portal, error=WRONG, status=400)
+
+    def work(session: Any) -> str | None:
+        if portal.throttle.is_blocked(session, username=username, ip=ip, now=now):
+            raise RateLimited("too many failed sign-ins; wait a few minutes and try again")
+        user = accounts.check_password(session, username=username, password=password)
+        if user is None:
+            portal.throttle.record_failure(session, username=username, ip=ip, now=now)
+            return None
+        portal.throttle.forgive(session, username=username)
+        sessions.purge_expired(session, now=now, window=portal.throttle.window)
+        token, _web = sessions.start(
+            session,
+            user=user,
+            now=now,
+            lifetime=portal.lifetime,
+            ip=ip,
+            user_agent=request.headers.get("user-agent"),
+        )
+        return token
+
+    try:
+        token = await gateway(request).transact(work)
+    except RateLimited:
+        return sign_in_page(request, portal, error="auth.throttled", status=429)
+    if token is None:
+        return sign_in_page(request, portal, error=WRONG, status=401)
+    response = redirect(local_path(str(form.get("next") or ""), "/models"))
+    max_age = int(portal.lifetime.absolute.total_seconds())
+    portal.set_cookie(request, response, SESSION_COOKIE, token, max_age=max_age)
+    response.delete_cookie(SIGN_IN_COOKIE, path="/")
+    return response
+
+
+async def logout(request: Request, portal: Portal) -> Response:
+    viewer = await portal.viewer(request)
+    await portal.form(request, viewer)
+    token = request.cookies.get(SESSION_COOKIE, "")
+    await gateway(request).transact(lambda s: sessions.end(s, token=token))
+    response = redirect("/login")
+    response.delete_cookie(SESSION_COOKIE, path="/")
+    return response
+
+
+async def switch_language(request: Request, portal: Portal) -> Response:
+    """Remember the chosen language and go back to the page the switch was on."""
+    language = request.path_params["language"]
+    response = redirect(local_path(request.query_params.get("next"), "/models"))
+    if language in LANGUAGES:
+        portal.set_cookie(request, response, LANGUAGE_COOKIE, language, max_age=365 * 86400)
+    return response
+
+
+async def password_form(request: Request, portal: Portal) -> Response:
+    viewer = await portal.viewer(request)
+    done = request.query_params.get("changed") == "1"
+    return portal.render(request, "password.html", viewer=viewer, error=None, done=done)
+
+
+async def change_password(request: Request, portal: Portal) -> Response:
+    """A new password ends every session of the user, this one included, then signs this
+    browser in again: a stolen session dies with the old password."""
+    viewer = await portal.viewer(request)
+    form = await portal.form(request, viewer)
+    current, new = str(form.get("current") or ""), str(form.get("new") or "")
+    if new != str(form.get("repeat") or ""):
+        return portal.render(
+            request,
+            "password.html",
+            viewer=viewer,
+            error="password.mismatch",
+            done=False,
+            status=400,
+        )
+    now = datetime.now(UTC)
+
+    def work(session: Any) -> str | None:
+        user = accounts.check_password(session, username=viewer.username, password=current)
+        if user is None:
+            return None
+        accounts.set_password(session, user=user, password=new)
+        sessions.end_all(session, user_id=user.id)
+        token, _web = sessions.start(
+            session,
+            user=user,
+            now=now,
+            lifetime=portal.lifetime,
+            ip=request.client.host if request.client else None,
+            user_agent=request.headers.get("user-agent"),
+        )
+        return token
+
+    try:
+        token = await gateway(request).transact(work)
+    except InvalidRequest:
+        return portal.render(
+            request,
+            "password.html",
+            viewer=viewer,
+            error="password.too_short",
+            done=False,
+            status=400,
+        )
+    if token is None:
+        return portal.render(
+            request,
+            "password.html",
+            viewer=viewer,
+            error="password.wrong_current",
+            done=False,
+            status=400,
+        )
+    response = redirect("/settings/password?changed=1")
+    max_age = int(portal.lifetime.absolute.total_seconds())
+    portal.set_cookie(request, response, SESSION_COOKIE, token, max_age=max_age)
+    return response

@@ -1,0 +1,269 @@
+"""What every portal page shares: who is looking, the CSRF check, rendering, safe headers.
+
+A page handler is ``async def handler(request, portal) -> Response`` wrapped by ``page``, which
+turns "not signed in" into a redirect to the sign-in page and any platform error into an error
+page with the error's status. Handlers ask ``portal.viewer(request)`` for the signed-in user and
+``portal.form(request, viewer)`` for a POSTed form, which refuses a form without its session's
+CSRF token or from another origin.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import jinja2
+from starlette.datastructures import FormData
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+
+from hepai_server.accounts import Caller
+from hepai_server.config import Settings
+from hepai_server.errors import HepAIError, PermissionDenied
+from hepai_server.gateway.runtime import Gateway
+from hepai_server.portal import sessions
+from hepai_server.portal.i18n import choose_language, load_catalogs, translator
+
+SESSION_COOKIE = "hepai_session"
+LANGUAGE_COOKIE = "hepai_lang"
+#: The sign-in form's CSRF token, before there is a session to hold one (double submit).
+SIGN_IN_COOKIE = "hepai_signin"
+
+#: Pages load only the portal's own scripts and styles; nothing may frame them.
+SECURITY_HEADERS = {
+    "content-security-policy": "default-src 'self'; script-src 'self'; style-src 'self'; "
+    "img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; form-action 'self'; "
+    "base-uri 'none'; object-src 'none'",
+    "x-frame-options": "DENY",
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "same-origin",
+    "cache-control": "no-store",
+}
+
+
+class SignInRequired(Exception):
+    """The page needs a signed-in user and the request has no live session."""
+
+
+@dataclass(frozen=True, slots=True)
+class Viewer:
+    """The signed-in user looking at a page, as of this request."""
+
+    session_id: str
+    csrf_token: str
+    user_id: int
+    username: str
+    email: str | None
+    is_admin: bool
+    groups: frozenset[str]
+
+    def caller(self) -> Caller:
+        """The user as the model catalog judges callers: with every model the user may use."""
+        return Caller(
+            key_id=0,
+            user_id=self.user_id,
+            username=self.username,
+            email=self.email,
+            is_admin=self.is_admin,
+            groups=self.groups,
+            allowed_models=None,
+            expires_at=None,
+        )
+
+
+class Portal:
+    """The portal's templates, catalogs and session rules, built once per process."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.templates = jinja2.Environment(
+            loader=jinja2.PackageLoader("hepai_server.portal", "templates"),
+            autoescape=True,
+            undefined=jinja2.StrictUndefined,
+        )
+        self.catalogs = load_catalogs()
+        self.lifetime = sessions.Lifetime(
+            idle=timedelta(hours=settings.portal_session_idle_hours),
+            absolute=timedelta(days=settings.portal_session_days),
+        )
+        self.throttle = sessions.Throttle(
+            per_username=settings.login_max_failures,
+            per_ip=settings.login_max_failures_per_ip,
+            window=timedelta(seconds=settings.login_failure_window_seconds),
+        )
+
+    async def viewer(self, request: Request, *, admin: bool = False) -> Viewer:
+        """The signed-in user; with ``admin``, only an administrator (else 403)."""
+        cached = request.scope.get("hepai.viewer")
+        viewer = cached if isinstance(cached, Viewer) else await self._resolve(request)
+        if viewer is None:
+            raise SignInRequired
+        request.scope["hepai.viewer"] = viewer
+        if admin and not viewer.is_admin:
+            raise PermissionDenied("this page is for administrators")
+        return viewer
+
+    async def optional_viewer(self, request: Request) -> Viewer | None:
+        try:
+            return await self.viewer(request)
+        except SignInRequired:
+            return None
+
+    async def _resolve(self, request: Request) -> Viewer | None:
+        token = request.cookies.get(SESSION_COOKIE)
+        if not token or len(token) > 128:
+            return None
+        now = datetime.now(UTC)
+
+        def work(session: Any) -> Viewer | None:
+            web = sessions.resolve(session, token=token, now=now, lifetime=self.lifetime)
+            if web is None:
+                return None
+            user = web.user
+            return Viewer(
+                session_id=web.id,
+                csrf_token=web.csrf_token,
+                user_id=user.id,
+                username=user.username,
+                email=user.email,
+                is_admin=user.is_admin,
+                groups=frozenset(group.name for group in user.groups),
+            )
+
+        return await gateway(request).transact(work)
+
+    async def form(self, request: Request, viewer: Viewer | None) -> FormData:
+        """A POSTed form that carries its CSRF token and comes from this origin; else 403.
+
+        Signed in, the token is the session's; before sign-in, the one in the sign-in cookie.
+        """
+        check_origin(request)
+        form = await request.form(max_files=0, max_fields=200)
+        sent = form.get("csrf_token")
+        expected = viewer.csrf_token if viewer else request.cookies.get(SIGN_IN_COOKIE)
+        if (
+            not isinstance(sent, str)
+            or not expected
+            or not secrets.compare_digest(sent.encode(), expected.encode())
+        ):
+            raise PermissionDenied(
+                "the form has expired or did not come from this site; reload the page and try again"
+            )
+        return form
+
+    def language(self, request: Request) -> str:
+        return choose_language(
+            request.cookies.get(LANGUAGE_COOKIE), request.headers.get("accept-language")
+        )
+
+    def render(
+        self,
+        request: Request,
+        template: str,
+        *,
+        viewer: Viewer | None,
+        status: int = 200,
+        csrf_token: str = "",
+        **context: Any,
+    ) -> HTMLResponse:
+        """The page; forms carry the session's CSRF token, or ``csrf_token`` before sign-in."""
+        language = self.language(request)
+        html = self.templates.get_template(template).render(
+            t=translator(self.catalogs[language]),
+            lang=language,
+            viewer=viewer,
+            csrf_token=viewer.csrf_token if viewer else csrf_token,
+            path=request.url.path,
+            base_url=self.base_url(request),
+            **context,
+        )
+        return HTMLResponse(html, status_code=status)
+
+    def base_url(self, request: Request) -> str:
+        """Where users reach the platform, for the snippets pages show."""
+        if self.settings.public_url:
+            return self.settings.public_url.rstrip("/")
+        return str(request.base_url).rstrip("/")
+
+    def is_secure(self, request: Request) -> bool:
+        return request.url.scheme == "https" or (self.settings.public_url or "").startswith(
+            "https:"
+        )
+
+    def set_cookie(
+        self, request: Request, response: Response, name: str, value: str, **options: Any
+    ) -> None:
+        response.set_cookie(
+            name,
+            value,
+            httponly=True,
+            samesite="lax",
+            secure=self.is_secure(request),
+            path="/",
+            **options,
+        )
+
+
+def gateway(request: Request) -> Gateway:
+    found: Gateway = request.state.gateway
+    return found
+
+
+def portal(request: Request) -> Portal:
+    found: Portal = request.state.portal
+    return found
+
+
+def check_origin(request: Request) -> None:
+    """Browsers name the page a POST comes from; one from another site is refused outright."""
+    origin = request.headers.get("origin") or request.headers.get("referer")
+    if origin is None or origin == "null":
+        return  # old browsers and privacy settings send neither; the CSRF token still decides
+    if urlsplit(origin).netloc != request.url.netloc:
+        raise PermissionDenied("the form did not come from this site")
+
+
+def local_path(target: str | None, default: str = "/") -> str:
+    """A redirect target on this site only (never ``//evil.example`` or a full URL)."""
+    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return default
+    return target
+
+
+def redirect(target: str) -> RedirectResponse:
+    return RedirectResponse(target, status_code=303)
+
+
+Handler = Callable[[Request, Portal], Awaitable[Response]]
+
+
+def page(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+    """A portal route: sign-in redirect, error pages and the security headers around a handler."""
+
+    async def endpoint(request: Request) -> Response:
+        current = portal(request)
+        try:
+            response = await handler(request, current)
+        except SignInRequired:
+            target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+            response = redirect("/login?next=" + quote(target, safe=""))
+        except HepAIError as error:
+            viewer = await current.optional_viewer(request)
+            response = current.render(
+                request,
+                "error.html",
+                viewer=viewer,
+                status=error.status,
+                status_code=error.status,
+                message=error.message,
+            )
+        response.headers.update(SECURITY_HEADERS)
+        return response
+
+    endpoint.__name__ = handler.__name__
+    endpoint.__doc__ = handler.__doc__
+    return endpoint

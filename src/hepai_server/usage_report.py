@@ -1,0 +1,122 @@
+"""Usage reports: requests and tokens per day and per model, read from the daily totals.
+
+Every report reads ``usage_daily`` (one row per day, user and model, kept by the usage writer),
+never the per-request rows, so a page costs the same with a hundred rows or a hundred million.
+Days are UTC days.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import date, timedelta
+from typing import Any, TypeVarTuple
+
+from sqlalchemy import Select, func, select
+from sqlalchemy.orm import Session
+
+from hepai_server.db.tables import Group, UsageDaily, User, user_groups
+
+Row = TypeVarTuple("Row")
+
+COUNTERS = (
+    "requests",
+    "errors",
+    "prompt_tokens",
+    "completion_tokens",
+    "total_tokens",
+    "pages",
+    "bytes",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class UsageFilter:
+    """Which usage a report covers: a span of days, and optionally one user, group or model."""
+
+    first_day: date
+    last_day: date
+    #: None: every account (admins only; the portal decides who may ask).
+    user_id: int | None = None
+    group: str | None = None
+    model: str | None = None
+
+    def apply(self, query: Select[*Row]) -> Select[*Row]:
+        query = query.where(UsageDaily.day >= self.first_day, UsageDaily.day <= self.last_day)
+        if self.user_id is not None:
+            query = query.where(UsageDaily.user_id == self.user_id)
+        if self.model:
+            query = query.where(UsageDaily.model == self.model)
+        if self.group:
+            members = (
+                select(user_groups.c.user_id)
+                .join(Group, Group.id == user_groups.c.group_id)
+                .where(Group.name == self.group)
+            )
+            query = query.where(UsageDaily.user_id.in_(members))
+        return query
+
+    def days(self) -> Iterator[date]:
+        day = self.first_day
+        while day <= self.last_day:
+            yield day
+            day += timedelta(days=1)
+
+
+@dataclass(frozen=True, slots=True)
+class Totals:
+    requests: int = 0
+    errors: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+    pages: int = 0
+    bytes: int = 0
+
+
+def _sums() -> list[Any]:
+    return [func.coalesce(func.sum(getattr(UsageDaily, name)), 0) for name in COUNTERS]
+
+
+def _totals(values: Any) -> Totals:
+    return Totals(*(int(value) for value in values))
+
+
+def per_day(session: Session, usage: UsageFilter) -> list[tuple[date, Totals]]:
+    """One entry for every day of the span, days without usage included."""
+    query = usage.apply(select(UsageDaily.day, *_sums()).group_by(UsageDaily.day))
+    found = {row[0]: _totals(row[1:]) for row in session.execute(query)}
+    return [(day, found.get(day, Totals())) for day in usage.days()]
+
+
+def per_model(session: Session, usage: UsageFilter) -> list[tuple[str, Totals]]:
+    """Models by total tokens, then requests, most used first."""
+    query = usage.apply(select(UsageDaily.model, *_sums()).group_by(UsageDaily.model))
+    rows = [(row[0], _totals(row[1:])) for row in session.execute(query)]
+    return sorted(rows, key=lambda row: (-row[1].total_tokens, -row[1].requests, row[0]))
+
+
+def overall(session: Session, usage: UsageFilter) -> Totals:
+    row = session.execute(usage.apply(select(*_sums()))).one()
+    return _totals(row)
+
+
+def detail_rows(session: Session, usage: UsageFilter) -> Iterator[dict[str, Any]]:
+    """Day, user and model rows, for the CSV export."""
+    query = usage.apply(
+        select(UsageDaily, User.username)
+        .outerjoin(User, User.id == UsageDaily.user_id)
+        .order_by(UsageDaily.day, User.username, UsageDaily.model)
+    )
+    for daily, username in session.execute(query):
+        yield {
+            "day": daily.day.isoformat(),
+            "user": username or "",
+            "model": daily.model,
+            **{name: getattr(daily, name) for name in COUNTERS},
+        }
+
+
+def models_used(session: Session, usage: UsageFilter) -> list[str]:
+    query = usage.apply(select(UsageDaily.model).distinct()).order_by(UsageDaily.model)
+    return list(session.scalars(query))
