@@ -8,11 +8,13 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import openai
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from tests.stack import Platform, Server
+from tests.test_files import png
 
 CHROMIUM = "/usr/bin/chromium"
 
@@ -162,3 +164,51 @@ def test_admin_pages_and_chinese_pages_render(
         expect(page.get_by_role("heading", name="Models", exact=True)).to_be_visible()
     finally:
         chinese.close()
+
+
+def test_files_upload_with_progress_share_a_preview_and_delete(
+    browser: Browser,
+    server: Server,
+    platform: Platform,
+    unique: Callable[[str], str],
+    shots: Callable[[Page, str], None],
+    tmp_path: Path,
+) -> None:
+    username = unique("portal-files")
+    platform.create_user(username)
+    picture = tmp_path / "beam profile.png"
+    picture.write_bytes(png(64, 48))
+    context = browser.new_context(
+        locale="en-US", permissions=["clipboard-read", "clipboard-write"], base_url=server.url
+    )
+    page = context.new_page()
+    page.on("dialog", lambda dialog: dialog.accept())
+    try:
+        sign_in(page, server, username)
+        page.get_by_role("link", name="Files").click()
+        expect(page.get_by_text("You have no files yet.")).to_be_visible()
+        page.get_by_label("File to upload").set_input_files(picture)
+        page.get_by_role("button", name="Upload", exact=True).click()
+        row = page.locator("tr", has_text="beam profile.png")
+        expect(row).to_be_visible()
+        thumbnail = row.locator("img.thumb")
+        expect(thumbnail).to_have_js_property("complete", True)
+        assert thumbnail.evaluate("img => img.naturalWidth") == 64
+        row.get_by_role("button", name="Copy").click()
+        url = page.evaluate("navigator.clipboard.readText()")
+        assert re.fullmatch(re.escape(server.url) + r"/apiv2/files/file-[0-9a-f]{32}/preview", url)
+        shots(page, "files")
+
+        # The preview URL works for anyone who has it, with no session or key.
+        answer = httpx.get(url)
+        assert answer.status_code == 200 and answer.headers["content-type"] == "image/png"
+        download = row.get_by_role("link", name="beam profile.png")
+        with page.expect_download() as started:
+            download.click()
+        assert Path(started.value.path()).read_bytes() == picture.read_bytes()
+
+        row.get_by_role("button", name=re.compile("Delete")).click()
+        expect(page.get_by_text("You have no files yet.")).to_be_visible()
+        assert httpx.get(url).status_code == 404
+    finally:
+        context.close()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from hepai_server.portal.views import admin, auth, keys, models, usage
+from hepai_server.portal.views import admin, auth, files, keys, models, usage
 from hepai_server.portal.web import Handler, page
 
 
@@ -32,6 +32,10 @@ def portal_routes() -> list[BaseRoute]:
         post("/settings/password", auth.change_password),
         get("/usage", usage.usage_page),
         get("/usage.csv", usage.usage_csv),
+        get("/files", files.files_page),
+        post("/files", files.upload_file),
+        get("/files/{file_id}/download", files.download_file),
+        post("/files/{file_id}/delete", files.delete_file),
         get("/admin", admin.admin_home),
         get("/admin/users", admin.users_page),
         post("/admin/users", admin.create_user),

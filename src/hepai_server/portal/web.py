@@ -261,7 +261,9 @@ def page(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
                 status_code=error.status,
                 message=error.message,
             )
-        response.headers.update(SECURITY_HEADERS)
+        for name, value in SECURITY_HEADERS.items():
+            # A file download keeps the stricter headers it was given (a sandboxing CSP).
+            response.headers.setdefault(name, value)
         return response
 
     endpoint.__name__ = handler.__name__
