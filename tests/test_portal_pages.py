@@ -22,7 +22,7 @@ VIEWS = Path(__file__).parent.parent / "src/hepai_server/portal/views"
 def keys_in_use() -> set[str]:
     """Every message key the templates and views name, the computed ones spelled out."""
     quoted = re.compile(
-        r"""['"]((?:nav|common|error|auth|password|keys|models|usage|admin|files)\.[a-z_0-9]+)['"]"""
+        r"""['"]((?:nav|common|error|auth|password|keys|models|usage|admin|files|play)\.[a-z_0-9]+)['"]"""
     )
     keys: set[str] = set()
     for source in [*TEMPLATES.glob("*.html"), *VIEWS.glob("*.py")]:

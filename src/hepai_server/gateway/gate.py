@@ -77,8 +77,7 @@ class UnifiedGate:
         caller: Caller | None = None
         status, error_text, worker_id, usage = 200, None, None, Usage()
         try:
-            token = token_from_headers(headers)
-            caller = await gateway.auth.authenticate(token)
+            caller = await self.authenticate(scope, headers)
             if not model:
                 raise InvalidRequest("the 'model' query parameter is required", param="model")
             routes = await live_routes(gateway, caller, model)
@@ -113,6 +112,11 @@ class UnifiedGate:
                     latency_ms=(perf_counter() - started) * 1000,
                     error=error_text,
                 )
+
+    async def authenticate(self, scope: Scope, headers: dict[bytes, bytes]) -> Caller:
+        """Who calls: the API key's owner (the portal's playground asks the session instead)."""
+        gateway: Gateway = scope["state"]["gateway"]
+        return await gateway.auth.authenticate(token_from_headers(headers))
 
     async def _forward(
         self,

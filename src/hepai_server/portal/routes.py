@@ -5,8 +5,9 @@ from __future__ import annotations
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from hepai_server.portal.views import admin, auth, files, keys, models, usage
+from hepai_server.portal.views import admin, auth, files, keys, models, playground, usage
 from hepai_server.portal.web import Handler, page
+from hepai_server.protocol.openai import CHAT, EMBEDDINGS, RERANK
 
 
 def get(path: str, handler: Handler) -> Route:
@@ -36,6 +37,8 @@ def portal_routes() -> list[BaseRoute]:
         post("/files", files.upload_file),
         get("/files/{file_id}/download", files.download_file),
         post("/files/{file_id}/delete", files.delete_file),
+        get("/playground", playground.playground_page),
+        *playground_calls("/playground/v1"),
         get("/admin", admin.admin_home),
         get("/admin/users", admin.users_page),
         post("/admin/users", admin.create_user),
@@ -43,3 +46,16 @@ def portal_routes() -> list[BaseRoute]:
         get("/admin/audit", admin.audit_page),
         Mount("/static", StaticFiles(packages=[("hepai_server.portal", "static")]), name="static"),
     ]
+
+
+def playground_calls(prefix: str) -> list[BaseRoute]:
+    """The API calls the playground page makes, authenticated by its session."""
+    relays = [("/chat/completions", CHAT), ("/embeddings", EMBEDDINGS), ("/rerank", RERANK)]
+    routes: list[BaseRoute] = [
+        Route(prefix + path, playground.PlaygroundRelay(endpoint), methods=["POST"])
+        for path, endpoint in relays
+    ]
+    routes.append(
+        Route(prefix + "/worker/unified_gate", playground.PlaygroundGate(), methods=["POST"])
+    )
+    return routes
