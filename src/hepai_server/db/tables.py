@@ -238,6 +238,9 @@ class Worker(Base):
     #: Epoch seconds of the last register/heartbeat POST.
     last_heartbeat: Mapped[float] = mapped_column(Float)
     stopped: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: Set when an admin stopped the worker: its heartbeats are refused until an admin lets
+    #: it back, so a stop holds even for a worker that does not shut down when asked.
+    held: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     owner: Mapped[User] = relationship(lazy="joined")

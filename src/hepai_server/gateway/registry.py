@@ -67,6 +67,10 @@ def register(
     worker = session.get(Worker, registration.worker_id)
     if worker is not None and worker.owner_id != caller.user_id and not caller.is_admin:
         raise PermissionDenied(f"worker id {registration.worker_id!r} belongs to another user")
+    if worker is not None and worker.held:
+        raise PermissionDenied(
+            f"an administrator stopped worker {worker.id!r}; ask them to let it back"
+        )
     owner_id = worker.owner_id if worker is not None else caller.user_id
     for name in registration.models:
         claim_model_name(session, name=name, owner_id=owner_id, caller=caller, reserved=reserved)
@@ -134,6 +138,18 @@ def stop(session: Session, *, caller: Caller, worker_id: str) -> Worker:
     if worker.owner_id != caller.user_id and not caller.is_admin:
         raise PermissionDenied("only the worker's owner or an admin may stop it")
     worker.stopped = True
+    return worker
+
+
+def hold(session: Session, *, caller: Caller, worker_id: str, held: bool) -> Worker:
+    """An admin's stop that sticks (``held``), or letting such a worker back."""
+    if not caller.is_admin:
+        raise PermissionDenied("only an admin may hold a worker")
+    worker = session.get(Worker, worker_id)
+    if worker is None:
+        raise NotFound(f"no worker {worker_id!r}")
+    worker.held = held
+    worker.stopped = worker.stopped or held
     return worker
 
 
@@ -275,3 +291,10 @@ def worker_model_statuses(
             )
         )
     return statuses
+
+
+def all_workers(session: Session) -> Sequence[Worker]:
+    """Every worker, the ones serving now first (the admin's view)."""
+    return session.scalars(
+        select(Worker).order_by(Worker.stopped, Worker.last_heartbeat.desc())
+    ).all()

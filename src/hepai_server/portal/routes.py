@@ -5,7 +5,16 @@ from __future__ import annotations
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from hepai_server.portal.views import admin, auth, files, keys, models, playground, usage
+from hepai_server.portal.views import (
+    admin,
+    auth,
+    files,
+    keys,
+    models,
+    playground,
+    usage,
+    workers,
+)
 from hepai_server.portal.web import Handler, page
 from hepai_server.protocol.openai import CHAT, EMBEDDINGS, RERANK
 
@@ -43,6 +52,9 @@ def portal_routes() -> list[BaseRoute]:
         get("/admin/users", admin.users_page),
         post("/admin/users", admin.create_user),
         post("/admin/users/{user_id}", admin.update_user),
+        get("/admin/workers", workers.workers_page),
+        post("/admin/workers/{worker_id}/stop", workers.stop_worker),
+        post("/admin/workers/{worker_id}/release", workers.release_worker),
         get("/admin/audit", admin.audit_page),
         Mount("/static", StaticFiles(packages=[("hepai_server.portal", "static")]), name="static"),
     ]

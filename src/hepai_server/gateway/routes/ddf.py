@@ -61,7 +61,7 @@ async def stop_worker(request: Request) -> Response:
     shutdown = False
     if body.get("permanent") is True:
         shutdown = (
-            await _call_worker(gateway, "POST", f"{worker.address}/shutdown_worker") is not None
+            await call_worker(gateway, "POST", f"{worker.address}/shutdown_worker") is not None
         )
     return json_response(
         {
@@ -116,7 +116,7 @@ async def get_worker_status(request: Request) -> Response:
     status: dict[str, Any] = dict(worker.info.get("status_info") or {})
     status["status"] = worker.status
     if body.get("refresh") is True:
-        fresh = await _call_worker(gateway, "GET", f"{worker.address}/worker/get_status")
+        fresh = await call_worker(gateway, "GET", f"{worker.address}/worker/get_status")
         if isinstance(fresh, dict):
             status.update({k: v for k, v in fresh.items() if k in STATUS_KEYS})
     return json_response({k: v for k, v in status.items() if k in STATUS_KEYS})
@@ -160,7 +160,7 @@ def _agent_row(worker: Worker, resource: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-async def _call_worker(gateway: Gateway, method: str, url: str) -> Any:
+async def call_worker(gateway: Gateway, method: str, url: str) -> Any:
     """A worker's own management route, or None when it does not answer."""
     try:
         async with gateway.session.request(

@@ -1,4 +1,5 @@
-"""The portal: web sessions, login failures, daily usage totals, the audit log, keys' last use.
+"""The portal: web sessions, login failures, daily usage totals, the audit log, keys' last use,
+and workers an admin holds stopped.
 
 usage_daily is filled from the usage rows already recorded, so the usage pages show history
 from the first day.
@@ -22,6 +23,11 @@ depends_on = None
 def upgrade() -> None:
     with op.batch_alter_table("api_keys", schema=None) as batch_op:
         batch_op.add_column(sa.Column("last_used_at", sa.DateTime(timezone=True), nullable=True))
+
+    with op.batch_alter_table("workers", schema=None) as batch_op:
+        batch_op.add_column(
+            sa.Column("held", sa.Boolean(), nullable=False, server_default=sa.false())
+        )
 
     op.create_table(
         "web_sessions",
@@ -118,5 +124,7 @@ def downgrade() -> None:
     op.drop_table("usage_daily")
     op.drop_table("login_failures")
     op.drop_table("web_sessions")
+    with op.batch_alter_table("workers", schema=None) as batch_op:
+        batch_op.drop_column("held")
     with op.batch_alter_table("api_keys", schema=None) as batch_op:
         batch_op.drop_column("last_used_at")

@@ -1,0 +1,86 @@
+"""Admin → workers: the live list, and a stop that holds even for a worker that keeps sending
+heartbeats, until an admin lets it back."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+
+from tests.portal import Visitor
+from tests.stack import Platform, Server, hepai_worker, our_worker
+from tests.test_ddf import model_ids
+
+
+def worker_row(visitor: Visitor, model: str) -> tuple[str, str]:
+    """The id and state of the worker serving ``model`` on the workers page."""
+    page = visitor.get("/admin/workers").text
+    for row in re.findall(r"<tr data-worker=.*?</tr>", page, flags=re.S):
+        if model in row:
+            found = re.search(r'data-worker="([^"]+)" data-state="([^"]+)"', row)
+            assert found
+            return found.group(1), found.group(2)
+    raise AssertionError(f"{model} is not on the workers page")
+
+
+def wait_for_state(visitor: Visitor, model: str, state: str, timeout: float = 20) -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        worker_id, found = worker_row(visitor, model)
+        if found == state:
+            return worker_id
+        assert time.monotonic() < deadline, f"{model} stayed {found}, not {state}"
+        time.sleep(0.2)
+
+
+def test_a_stopped_worker_stays_stopped_until_an_admin_lets_it_back(
+    platform: Platform, server: Server, unique: Callable[[str], str]
+) -> None:
+    owner, admin = unique("worker-owner"), unique("worker-admin")
+    key = platform.create_user(owner)
+    platform.create_user(admin, "--admin")
+    name = f"{owner}/calculator"
+    with our_worker(server, key, name, heartbeat=0.5), Visitor(server.url) as visitor:
+        visitor.sign_in(admin)
+        worker_id = wait_for_state(visitor, name, "live")
+        page = visitor.get("/admin/workers").text
+        assert owner in page and "s ago" in page
+
+        stopped = visitor.submit("/admin/workers", f"/admin/workers/{worker_id}/stop", {})
+        assert stopped.status_code == 303
+        time.sleep(2)  # four heartbeats, each refused
+        assert worker_row(visitor, name) == (worker_id, "held")
+        assert name not in model_ids(server, key)
+        audit = visitor.get("/admin/audit").text
+        assert re.search(rf'data-action="worker.stop">.*?{worker_id}', audit, flags=re.S)
+
+        visitor.submit("/admin/workers", f"/admin/workers/{worker_id}/release", {})
+        wait_for_state(visitor, name, "live")
+        assert name in model_ids(server, key)
+
+
+def test_stopping_a_hepai_worker_shuts_its_process_down(
+    platform: Platform, server: Server, unique: Callable[[str], str]
+) -> None:
+    owner, admin = unique("sdk-owner"), unique("sdk-admin")
+    key = platform.create_user(owner)
+    platform.create_user(admin, "--admin")
+    name = f"{owner}/calculator"
+    with hepai_worker(server, key, name) as process, Visitor(server.url) as visitor:
+        visitor.sign_in(admin)
+        worker_id = wait_for_state(visitor, name, "live")
+        visitor.submit("/admin/workers", f"/admin/workers/{worker_id}/stop", {})
+        assert process.wait(20) is not None, "the worker process exits"
+        assert worker_row(visitor, name) == (worker_id, "held")
+
+
+def test_only_admins_see_and_stop_workers(
+    platform: Platform, server: Server, unique: Callable[[str], str]
+) -> None:
+    member = unique("worker-member")
+    platform.create_user(member)
+    with Visitor(server.url) as visitor:
+        visitor.sign_in(member)
+        assert visitor.get("/admin/workers").status_code == 403
+        refused = visitor.submit("/settings/keys", "/admin/workers/wk-anything/stop", {})
+        assert refused.status_code == 403
