@@ -155,6 +155,55 @@ def set_groups(session: Session, *, user: User, groups: Iterable[str]) -> User:
     return user
 
 
+def account_for_identity(
+    session: Session,
+    *,
+    subject: str,
+    username: str,
+    email: str | None,
+    groups: Iterable[str],
+    admin_groups: Iterable[str],
+) -> User | None:
+    """The account of a single sign-on identity, made on its first sign-in; None if disabled.
+
+    Accounts are matched by the provider's subject only, never by a username or e-mail an
+    existing local account happens to share (that would hand the local account over). On every
+    sign-in the account's groups become the provider's; with ``admin_groups`` set, membership
+    of one of them also decides the admin level.
+    """
+    wanted = [name for name in dict.fromkeys(groups) if _NAME.match(name)]
+    admin_groups = set(admin_groups)
+    user = session.scalar(select(User).where(User.oidc_subject == subject))
+    if user is None:
+        user = User(
+            username=free_username(session, username or email or subject),
+            email=email,
+            level="user",
+            password_hash=None,
+            oidc_subject=subject,
+        )
+        session.add(user)
+    elif user.disabled:
+        return None
+    if email:
+        user.email = email
+    user.groups = [ensure_group(session, name) for name in wanted]
+    if admin_groups:
+        user.level = "admin" if admin_groups.intersection(wanted) else "user"
+    session.flush()
+    return user
+
+
+def free_username(session: Session, wanted: str) -> str:
+    """``wanted`` made a valid username no account has yet (alice, alice-2, …)."""
+    base = re.sub(r"[^A-Za-z0-9_.@+-]", "", wanted).lstrip("_.@+-")[:120] or "user"
+    candidate, n = base, 1
+    while session.scalar(select(User.id).where(User.username == candidate)) is not None:
+        n += 1
+        candidate = f"{base}-{n}"
+    return candidate
+
+
 def list_groups(session: Session) -> Sequence[Group]:
     return session.scalars(select(Group).order_by(Group.name)).all()
 

@@ -208,6 +208,34 @@ class Settings(BaseSettings):
     login_failure_window_seconds: float = Field(
         default=900.0, gt=0, description="The window failed sign-ins are counted over."
     )
+    oidc_issuer: str | None = Field(
+        default=None,
+        description="The OpenID Connect issuer of the institute's single sign-on "
+        "(https://login.example.org/realms/staff); unset hides the SSO button.",
+    )
+    oidc_client_id: str | None = Field(default=None, description="The portal's OIDC client id.")
+    oidc_client_secret: SecretStr | None = Field(
+        default=None, description="The portal's OIDC client secret."
+    )
+    oidc_display_name: str = Field(
+        default="Single sign-on", description="What the sign-in button calls the SSO."
+    )
+    oidc_scopes: str = Field(
+        default="openid profile email", description="Scopes asked of the identity provider."
+    )
+    oidc_username_claim: str = Field(
+        default="preferred_username",
+        description="The claim new accounts take their username from.",
+    )
+    oidc_groups_claim: str = Field(
+        default="groups",
+        description="The claim listing the user's groups; on every sign-in the account's "
+        "groups are set to these.",
+    )
+    oidc_admin_groups: list[str] = Field(
+        default_factory=list,
+        description="Members of these identity-provider groups become admins (a JSON list).",
+    )
     log_level: str = Field(default="info", description="Python logging level name.")
 
     @field_validator("data_dir")
@@ -227,6 +255,10 @@ class Settings(BaseSettings):
         from hepai_server.credentials import load_or_create_secret
 
         return load_or_create_secret(self.data_dir / "secret.key")
+
+    @property
+    def oidc_enabled(self) -> bool:
+        return bool(self.oidc_issuer and self.oidc_client_id)
 
     @property
     def file_root(self) -> Path:

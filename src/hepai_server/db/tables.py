@@ -68,6 +68,8 @@ class User(Base):
     password_hash: Mapped[str | None] = mapped_column(String(256))
     level: Mapped[str] = mapped_column(String(16), default="user")
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: The identity provider's subject, for accounts made by single sign-on.
+    oidc_subject: Mapped[str | None] = mapped_column(String(255), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     groups: Mapped[list[Group]] = relationship(secondary=user_groups, lazy="selectin")

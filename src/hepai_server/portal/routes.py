@@ -33,6 +33,8 @@ def portal_routes() -> list[BaseRoute]:
         get("/login", auth.login_form),
         post("/login", auth.login),
         post("/logout", auth.logout),
+        get("/login/sso", auth.sso_begin),
+        get("/login/sso/callback", auth.sso_callback),
         get("/lang/{language}", auth.switch_language),
         get("/models", models.models_page),
         get("/settings/keys", keys.keys_page),

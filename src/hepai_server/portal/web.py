@@ -27,6 +27,7 @@ from hepai_server.errors import HepAIError, PermissionDenied
 from hepai_server.gateway.runtime import Gateway
 from hepai_server.portal import sessions
 from hepai_server.portal.i18n import choose_language, load_catalogs, translator
+from hepai_server.portal.oidc import SingleSignOn
 
 SESSION_COOKIE = "hepai_session"
 LANGUAGE_COOKIE = "hepai_lang"
@@ -89,6 +90,9 @@ class Portal:
         self.lifetime = sessions.Lifetime(
             idle=timedelta(hours=settings.portal_session_idle_hours),
             absolute=timedelta(days=settings.portal_session_days),
+        )
+        self.sso = (
+            SingleSignOn(settings, settings.signing_secret()) if settings.oidc_enabled else None
         )
         self.throttle = sessions.Throttle(
             per_username=settings.login_max_failures,

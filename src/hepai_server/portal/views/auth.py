@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import secrets
 from datetime import UTC, datetime
 from typing import Any
@@ -10,9 +11,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from hepai_server import accounts
-from hepai_server.errors import InvalidRequest, RateLimited
+from hepai_server.db.tables import User
+from hepai_server.errors import InvalidRequest, NotFound, RateLimited
 from hepai_server.portal import sessions
 from hepai_server.portal.i18n import LANGUAGES
+from hepai_server.portal.oidc import SignOnFailed
 from hepai_server.portal.web import (
     LANGUAGE_COOKIE,
     SESSION_COOKIE,
@@ -23,6 +26,10 @@ from hepai_server.portal.web import (
     redirect,
 )
 
+log = logging.getLogger(__name__)
+
+#: The cookie that carries a single sign-on attempt from its start to the provider's answer.
+SSO_COOKIE = "hepai_sso"
 #: What a failed sign-in says, whichever of the two was wrong.
 WRONG = "auth.wrong_credentials"
 
@@ -34,7 +41,12 @@ async def login_form(request: Request, portal: Portal) -> Response:
 
 
 def sign_in_page(
-    request: Request, portal: Portal, *, error: str | None = None, status: int = 200
+    request: Request,
+    portal: Portal,
+    *,
+    error: str | None = None,
+    status: int = 200,
+    next_path: str | None = None,
 ) -> Response:
     """The form, with a fresh token in both the form and the cookie (double submit)."""
     token = secrets.token_urlsafe(32)
@@ -45,8 +57,9 @@ def sign_in_page(
         status=status,
         csrf_token=token,
         error=error,
+        sso=portal.settings.oidc_display_name if portal.sso else None,
         username=request.scope.get("hepai.username", ""),
-        next=local_path(request.query_params.get("next"), "/models"),
+        next=local_path(next_path or request.query_params.get("next"), "/models"),
     )
     portal.set_cookie(request, response, SIGN_IN_COOKIE, token, max_age=3600)
     return response
@@ -59,10 +72,11 @@ async def login(request: Request, portal: Portal) -> Response:
     ip = request.client.host if request.client else "unknown"
     now = datetime.now(UTC)
     request.scope["hepai.username"] = username
+    target = str(form.get("next") or "")
     if not username or not password:
-        return sign_in_page(request, portal, error=WRONG, status=400)
+        return sign_in_page(request, portal, error=WRONG, status=400, next_path=target)
 
-    def work(session: Any) -> str | None:
+    def work(session: Any) -> User | None:
         if portal.throttle.is_blocked(session, username=username, ip=ip, now=now):
             raise RateLimited("too many failed sign-ins; wait a few minutes and try again")
         user = accounts.check_password(session, username=username, password=password)
@@ -70,27 +84,99 @@ async def login(request: Request, portal: Portal) -> Response:
             portal.throttle.record_failure(session, username=username, ip=ip, now=now)
             return None
         portal.throttle.forgive(session, username=username)
+        return user
+
+    try:
+        user = await gateway(request).transact(work)
+    except RateLimited:
+        return sign_in_page(request, portal, error="auth.throttled", status=429, next_path=target)
+    if user is None:
+        return sign_in_page(request, portal, error=WRONG, status=401, next_path=target)
+    response = await start_session(request, portal, user, target)
+    response.delete_cookie(SIGN_IN_COOKIE, path="/")
+    return response
+
+
+async def start_session(request: Request, portal: Portal, user: User, target: str) -> Response:
+    """Sign ``user`` in on this browser and go to ``target``."""
+    now = datetime.now(UTC)
+
+    def work(session: Any) -> str:
         sessions.purge_expired(session, now=now, window=portal.throttle.window)
         token, _web = sessions.start(
             session,
             user=user,
             now=now,
             lifetime=portal.lifetime,
-            ip=ip,
+            ip=request.client.host if request.client else None,
             user_agent=request.headers.get("user-agent"),
         )
         return token
 
-    try:
-        token = await gateway(request).transact(work)
-    except RateLimited:
-        return sign_in_page(request, portal, error="auth.throttled", status=429)
-    if token is None:
-        return sign_in_page(request, portal, error=WRONG, status=401)
-    response = redirect(local_path(str(form.get("next") or ""), "/models"))
+    token = await gateway(request).transact(work)
+    response = redirect(local_path(target, "/models"))
     max_age = int(portal.lifetime.absolute.total_seconds())
     portal.set_cookie(request, response, SESSION_COOKIE, token, max_age=max_age)
-    response.delete_cookie(SIGN_IN_COOKIE, path="/")
+    return response
+
+
+async def sso_begin(request: Request, portal: Portal) -> Response:
+    """Off to the institute's sign-in page, remembering this attempt in a signed cookie."""
+    if portal.sso is None:
+        raise NotFound("single sign-on is not configured")
+    try:
+        url, cookie = await portal.sso.begin(
+            gateway(request).session,
+            redirect_uri=portal.base_url(request) + "/login/sso/callback",
+            next_path=local_path(request.query_params.get("next"), "/models"),
+        )
+    except SignOnFailed as exc:
+        log.warning("single sign-on could not start: %s", exc)
+        return sign_in_page(request, portal, error="auth.sso_failed", status=502)
+    response = redirect(url)
+    portal.set_cookie(request, response, SSO_COOKIE, cookie, max_age=600)
+    return response
+
+
+async def sso_callback(request: Request, portal: Portal) -> Response:
+    """Back from the provider: check the attempt and the ID token, then sign the account in
+    (made on its first visit, its groups set from the token)."""
+    if portal.sso is None:
+        raise NotFound("single sign-on is not configured")
+    query = request.query_params
+    settings = portal.settings
+    try:
+        if "error" in query:
+            raise SignOnFailed(f"the provider refused: {query.get('error')}")
+        flow = portal.sso.flow(request.cookies.get(SSO_COOKIE), query.get("state", ""))
+        identity = await portal.sso.finish(
+            gateway(request).session,
+            code=query.get("code", ""),
+            flow=flow,
+            redirect_uri=portal.base_url(request) + "/login/sso/callback",
+        )
+    except SignOnFailed as exc:
+        log.warning("single sign-on failed: %s", exc)
+        response = sign_in_page(request, portal, error="auth.sso_failed", status=401)
+        response.delete_cookie(SSO_COOKIE, path="/")
+        return response
+
+    def work(session: Any) -> User | None:
+        return accounts.account_for_identity(
+            session,
+            subject=identity.subject,
+            username=identity.username,
+            email=identity.email,
+            groups=identity.groups,
+            admin_groups=settings.oidc_admin_groups,
+        )
+
+    user = await gateway(request).transact(work)
+    gateway(request).generation.bump()  # groups or level may have changed
+    if user is None:
+        return sign_in_page(request, portal, error="auth.disabled", status=403)
+    response = await start_session(request, portal, user, flow["next"])
+    response.delete_cookie(SSO_COOKIE, path="/")
     return response
 
 

@@ -1,5 +1,5 @@
 """The portal: web sessions, login failures, daily usage totals, the audit log, keys' last use,
-and workers an admin holds stopped.
+workers an admin holds stopped, and accounts made by single sign-on.
 
 usage_daily is filled from the usage rows already recorded, so the usage pages show history
 from the first day.
@@ -23,6 +23,10 @@ depends_on = None
 def upgrade() -> None:
     with op.batch_alter_table("api_keys", schema=None) as batch_op:
         batch_op.add_column(sa.Column("last_used_at", sa.DateTime(timezone=True), nullable=True))
+
+    with op.batch_alter_table("users", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("oidc_subject", sa.String(length=255), nullable=True))
+        batch_op.create_unique_constraint("uq_users_oidc_subject", ["oidc_subject"])
 
     with op.batch_alter_table("workers", schema=None) as batch_op:
         batch_op.add_column(
@@ -126,5 +130,8 @@ def downgrade() -> None:
     op.drop_table("web_sessions")
     with op.batch_alter_table("workers", schema=None) as batch_op:
         batch_op.drop_column("held")
+    with op.batch_alter_table("users", schema=None) as batch_op:
+        batch_op.drop_constraint("uq_users_oidc_subject", type_="unique")
+        batch_op.drop_column("oidc_subject")
     with op.batch_alter_table("api_keys", schema=None) as batch_op:
         batch_op.drop_column("last_used_at")
