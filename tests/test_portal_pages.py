@@ -22,7 +22,7 @@ VIEWS = Path(__file__).parent.parent / "src/hepai_server/portal/views"
 def keys_in_use() -> set[str]:
     """Every message key the templates and views name, the computed ones spelled out."""
     quoted = re.compile(
-        r"""['"]((?:nav|common|error|auth|password|keys|models|usage|admin|files|play|workers)\.[a-z_0-9]+)['"]"""
+        r"""['"]((?:nav|common|error|auth|password|keys|models|usage|admin|files|play|workers|providers|permissions)\.[a-z_0-9]+)['"]"""
     )
     keys: set[str] = set()
     for source in [*TEMPLATES.glob("*.html"), *VIEWS.glob("*.py")]:
@@ -32,6 +32,7 @@ def keys_in_use() -> set[str]:
     keys |= {f"models.status_{status}" for status in ("ready", "live", "offline")}
     keys |= {f"admin.level_{level}" for level in ("user", "admin")}
     keys |= {f"error.title_{status}" for status in (401, 403, 404, 429)}
+    keys |= {f"providers.{action}" for action in ("test", "enable", "disable")}
     keys |= {f"workers.state_{state}" for state in ("live", "expired", "stopped", "held")}
     return keys
 

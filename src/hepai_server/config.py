@@ -82,6 +82,12 @@ class Settings(BaseSettings):
         description="A worker that has not sent a heartbeat for this long (workers send one "
         "every 60 s) leaves /models and routing until its next heartbeat.",
     )
+    catalog_refresh_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="How often each process rereads the providers and model permissions "
+        "admins manage in the portal; on one machine changes apply within half a second.",
+    )
     gate_max_body_bytes: int = Field(
         default=512 * 1024 * 1024,
         description="Largest body of a unified-gate call (base64 documents); spooled to disk.",

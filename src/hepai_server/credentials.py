@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 import secrets
@@ -9,6 +10,7 @@ from pathlib import Path
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
+from cryptography.fernet import Fernet, InvalidToken
 
 KEY_PREFIX = "sk-"
 #: 32 random bytes (256 bits), base64url: 43 characters after the prefix.
@@ -69,3 +71,22 @@ def load_or_create_secret(path: Path) -> bytes:
     finally:
         candidate.unlink()
     return bytes.fromhex(path.read_text().strip())
+
+
+class Sealer:
+    """Encrypts secrets the platform must use again (providers' API keys), with a key derived
+    from the platform's signing secret: a copied database alone does not reveal them."""
+
+    def __init__(self, secret: bytes) -> None:
+        derived = hashlib.sha256(b"hepai-server sealed secrets\0" + secret).digest()
+        self._fernet = Fernet(base64.urlsafe_b64encode(derived))
+
+    def seal(self, plaintext: str) -> str:
+        return self._fernet.encrypt(plaintext.encode()).decode("ascii")
+
+    def unseal(self, sealed: str) -> str | None:
+        """The secret, or None when it was sealed under another platform secret."""
+        try:
+            return self._fernet.decrypt(sealed.encode("ascii")).decode()
+        except InvalidToken:
+            return None

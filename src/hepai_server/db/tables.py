@@ -19,6 +19,7 @@ from sqlalchemy import (
     Integer,
     String,
     Table,
+    Text,
     TypeDecorator,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
@@ -137,6 +138,54 @@ class LoginFailure(Base):
     username: Mapped[str] = mapped_column(String(128), index=True)
     ip: Mapped[str] = mapped_column(String(64), index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+
+
+class Provider(Base):
+    """An upstream provider an admin added in the portal (the config file holds the others)."""
+
+    __tablename__ = "providers"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    preset: Mapped[str | None] = mapped_column(String(32))
+    base_url: Mapped[str] = mapped_column(String(512))
+    #: The provider's API key, encrypted with a key derived from the platform's secret.
+    api_key_sealed: Mapped[str | None] = mapped_column(Text)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    models: Mapped[list[ProviderModel]] = relationship(
+        lazy="selectin",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+        order_by="ProviderModel.model_id",
+    )
+
+
+class ProviderModel(Base):
+    """A public model id an added provider serves."""
+
+    __tablename__ = "provider_models"
+
+    provider_id: Mapped[int] = mapped_column(
+        ForeignKey("providers.id", ondelete="CASCADE"), primary_key=True
+    )
+    model_id: Mapped[str] = mapped_column(String(256), primary_key=True)
+    upstream: Mapped[str | None] = mapped_column(String(256))
+    type: Mapped[str] = mapped_column(String(16), default="chat")
+
+
+class ModelPermission(Base):
+    """Who may use a provider model, set by an admin; it replaces the config file's groups
+    and users for that model."""
+
+    __tablename__ = "model_permissions"
+
+    model_id: Mapped[str] = mapped_column(String(256), primary_key=True)
+    groups: Mapped[list[str]] = mapped_column(JSON)
+    users: Mapped[list[str]] = mapped_column(JSON)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class UsageRecord(Base):

@@ -19,7 +19,6 @@ from hepai_server import __version__
 from hepai_server.config import Settings, load_providers
 from hepai_server.errors import HepAIError, MethodNotAllowed, NotFound, PayloadTooLarge
 from hepai_server.gateway.asgi import Receive, Scope, Send
-from hepai_server.gateway.catalog import Catalog
 from hepai_server.gateway.gate import UnifiedGate
 from hepai_server.gateway.routes import accounts, ddf, files, openai
 from hepai_server.gateway.routes.http import json_response
@@ -35,14 +34,14 @@ log = logging.getLogger(__name__)
 PREFIXES = ("/apiv2", "/v1", "/apiv2/v1")
 
 
-def create_app(settings: Settings, *, catalog: Catalog | None = None) -> Starlette:
-    """The application; the catalog defaults to the providers file named by the settings."""
-    if catalog is None:
-        catalog = Catalog.from_providers(load_providers(settings.config))
+def create_app(settings: Settings) -> Starlette:
+    """The application, serving the providers of the file the settings name and the ones
+    admins add in the portal."""
+    config_providers = load_providers(settings.config)
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[dict[str, Any]]:
-        gateway = await Gateway.start(settings, catalog)
+        gateway = await Gateway.start(settings, config_providers)
         settle_garbage_collector()
         try:
             yield {"gateway": gateway, "portal": Portal(settings)}

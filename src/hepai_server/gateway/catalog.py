@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from urllib.parse import urlencode
 
 from hepai_server.accounts import Caller
@@ -96,7 +96,29 @@ class Catalog:
         self._ids = frozenset(self._models)
 
     @classmethod
-    def from_providers(cls, providers: Iterable[ProviderConfig]) -> Catalog:
+    def from_providers(
+        cls,
+        providers: Iterable[ProviderConfig],
+        *,
+        access: Mapping[str, tuple[frozenset[str], frozenset[str]]] | None = None,
+    ) -> Catalog:
+        """The models of ``providers``; ``access`` (model id → groups, users) replaces the
+        groups and users the providers give a model, as an admin set them."""
+        catalog = cls._merged(providers)
+        if not access:
+            return catalog
+        return cls(
+            replace(model, groups=access[model.id][0], users=access[model.id][1])
+            if model.id in access
+            else model
+            for model in catalog._models.values()
+        )
+
+    def models(self) -> list[Model]:
+        return list(self._models.values())
+
+    @classmethod
+    def _merged(cls, providers: Iterable[ProviderConfig]) -> Catalog:
         created = int(time.time())
         merged: dict[str, Model] = {}
         for provider in providers:

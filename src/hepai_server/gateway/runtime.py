@@ -13,9 +13,10 @@ import aiohttp
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from hepai_server import __version__
+from hepai_server import __version__, providers
 from hepai_server.accounts import Caller, find_caller
-from hepai_server.config import Settings
+from hepai_server.config import ProviderConfig, Settings
+from hepai_server.credentials import Sealer
 from hepai_server.db.engine import make_engine, transact
 from hepai_server.errors import StorageUnavailable
 from hepai_server.files.grant import FileGrants
@@ -35,9 +36,15 @@ log = logging.getLogger(__name__)
 @dataclass(slots=True)
 class Gateway:
     settings: Settings
+    #: The providers' models: rebuilt when an admin changes providers or permissions.
     catalog: Catalog
+    #: The config file's providers, the part of the catalog no admin action changes.
+    config_providers: list[ProviderConfig]
     engine: Engine
     generation: Generation
+    #: Bumped when stored providers or model permissions change (``reload_catalog``).
+    catalog_generation: Generation
+    sealer: Sealer
     auth: Authenticator
     recorder: UsageRecorder
     session: aiohttp.ClientSession
@@ -46,10 +53,12 @@ class Gateway:
     uploads: UploadService
     grants: FileGrants
     sweeper: asyncio.Task[None]
+    refresher: asyncio.Task[None] | None = None
 
     @classmethod
-    async def start(cls, settings: Settings, catalog: Catalog) -> Gateway:
+    async def start(cls, settings: Settings, config_providers: list[ProviderConfig]) -> Gateway:
         engine = make_engine(settings.sqlalchemy_url)
+        sealer = Sealer(settings.signing_secret())
 
         def lookup(key_hash: str) -> Caller | None:
             with Session(engine) as session:
@@ -78,11 +87,14 @@ class Gateway:
             # The models must not go down with the file store: file calls answer 503 until
             # it is back, and the cause is in the log above.
             log.error("the file store is not ready; file uploads and downloads will fail")
-        return cls(
+        gateway = cls(
             settings=settings,
-            catalog=catalog,
+            catalog=Catalog.from_providers(config_providers),
+            config_providers=config_providers,
             engine=engine,
             generation=generation,
+            catalog_generation=Generation(settings.data_dir / "catalog.generation"),
+            sealer=sealer,
             auth=Authenticator(lookup, generation, ttl=settings.auth_cache_seconds),
             recorder=recorder,
             session=session,
@@ -92,6 +104,26 @@ class Gateway:
             grants=FileGrants(settings.signing_secret(), ttl=settings.file_grant_seconds),
             sweeper=asyncio.create_task(sweep(files, settings.file_sweep_seconds)),
         )
+        # Read before loading: a change made while this process loads is then seen as one.
+        seen = gateway.catalog_generation.read()
+        await gateway.reload_catalog()
+        gateway.refresher = asyncio.create_task(
+            refresh(gateway, settings.catalog_refresh_seconds, seen)
+        )
+        return gateway
+
+    async def reload_catalog(self) -> None:
+        """Rebuild the catalog from the config file's providers and the stored ones."""
+
+        def work(session: Session) -> tuple[list[ProviderConfig], dict[str, providers.Access]]:
+            return providers.stored_providers(session, self.sealer), providers.permissions(session)
+
+        stored, access = await self.transact(work)
+        self.catalog = Catalog.from_providers([*self.config_providers, *stored], access=access)
+
+    def catalog_changed(self) -> None:
+        """Tell every process on this machine to rebuild its catalog (after committing)."""
+        self.catalog_generation.bump()
 
     async def transact(self, work: Callable[[Session], T]) -> T:
         """Run ``work`` in a thread with a session that commits when it returns."""
@@ -100,11 +132,14 @@ class Gateway:
     async def close(self) -> None:
         """Stop in dependency order: no new upstream calls, then drain usage, then the database."""
         self.sweeper.cancel()
+        if self.refresher is not None:
+            self.refresher.cancel()
         await self.session.close()
         await self.recorder.close()
         await self.files.storage.close()
         self.engine.dispose()
         self.generation.close()
+        self.catalog_generation.close()
 
 
 async def sweep(files: FileService, every: float) -> None:
@@ -117,3 +152,22 @@ async def sweep(files: FileService, every: float) -> None:
         except Exception:
             log.warning("sweeping expired files failed; trying again later", exc_info=True)
         await asyncio.sleep(every)
+
+
+async def refresh(gateway: Gateway, every: float, seen: int) -> None:
+    """Rebuild the catalog soon after this machine's generation moves past ``seen``, and every
+    ``every`` seconds regardless (changes made on other machines)."""
+    due = asyncio.get_running_loop().time() + every
+    while True:
+        await asyncio.sleep(0.5)
+        current, now = gateway.catalog_generation.read(), asyncio.get_running_loop().time()
+        if current == seen and now < due:
+            continue
+        try:
+            await gateway.reload_catalog()
+            if current != seen:
+                log.info("model catalog rebuilt: %d models", len(gateway.catalog.ids()))
+            seen, due = current, now + every
+        except Exception:
+            log.warning("rebuilding the model catalog failed; keeping the last one", exc_info=True)
+            due = now + every

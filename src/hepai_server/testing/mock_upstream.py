@@ -279,8 +279,18 @@ class MockUpstream:
         await response.write_eof()
         return response
 
-    async def models(self, _request: web.Request) -> web.StreamResponse:
-        return _json({"object": "list", "data": []})
+    async def models(self, request: web.Request) -> web.StreamResponse:
+        if self.api_key is not None and request.headers.get("authorization") != (
+            f"Bearer {self.api_key}"
+        ):
+            raise _Failure(401, "Incorrect API key provided.", "invalid_api_key")
+        names = ("chat-upstream", "embed-upstream", "deepseek-reasoner")
+        return _json(
+            {
+                "object": "list",
+                "data": [{"id": name, "object": "model", "owned_by": "mock"} for name in names],
+            }
+        )
 
     async def recorded(self, _request: web.Request) -> web.StreamResponse:
         return _json(list(self.requests))

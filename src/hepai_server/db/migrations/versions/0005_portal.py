@@ -1,5 +1,6 @@
 """The portal: web sessions, login failures, daily usage totals, the audit log, keys' last use,
-workers an admin holds stopped, and accounts made by single sign-on.
+workers an admin holds stopped, accounts made by single sign-on, providers added in the
+portal and model permissions set there.
 
 usage_daily is filled from the usage rows already recorded, so the usage pages show history
 from the first day.
@@ -99,6 +100,37 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_audit_events_actor_id"), ["actor_id"])
         batch_op.create_index(batch_op.f("ix_audit_events_created_at"), ["created_at"])
 
+    op.create_table(
+        "providers",
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("name", sa.String(length=128), nullable=False),
+        sa.Column("preset", sa.String(length=32), nullable=True),
+        sa.Column("base_url", sa.String(length=512), nullable=False),
+        sa.Column("api_key_sealed", sa.Text(), nullable=True),
+        sa.Column("enabled", sa.Boolean(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("name"),
+    )
+    op.create_table(
+        "provider_models",
+        sa.Column("provider_id", sa.Integer(), nullable=False),
+        sa.Column("model_id", sa.String(length=256), nullable=False),
+        sa.Column("upstream", sa.String(length=256), nullable=True),
+        sa.Column("type", sa.String(length=16), nullable=False),
+        sa.ForeignKeyConstraint(["provider_id"], ["providers.id"], ondelete="CASCADE"),
+        sa.PrimaryKeyConstraint("provider_id", "model_id"),
+    )
+    op.create_table(
+        "model_permissions",
+        sa.Column("model_id", sa.String(length=256), nullable=False),
+        sa.Column("groups", sa.JSON(), nullable=False),
+        sa.Column("users", sa.JSON(), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("model_id"),
+    )
+
     backfill_usage_daily()
 
 
@@ -124,6 +156,9 @@ def backfill_usage_daily() -> None:
 
 
 def downgrade() -> None:
+    op.drop_table("model_permissions")
+    op.drop_table("provider_models")
+    op.drop_table("providers")
     op.drop_table("audit_events")
     op.drop_table("usage_daily")
     op.drop_table("login_failures")
