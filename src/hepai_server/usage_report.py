@@ -78,43 +78,55 @@ def _sums() -> list[Any]:
     return [func.coalesce(func.sum(getattr(UsageDaily, name)), 0) for name in COUNTERS]
 
 
-def _totals(values: Any) -> Totals:
-    return Totals(*(int(value) for value in values))
+@dataclass(frozen=True, slots=True)
+class Report:
+    #: Every day of the span, days without usage included.
+    per_day: list[tuple[date, Totals]]
+    #: Models by total tokens, then requests, most used first.
+    per_model: list[tuple[str, Totals]]
+    overall: Totals
 
 
-def per_day(session: Session, usage: UsageFilter) -> list[tuple[date, Totals]]:
-    """One entry for every day of the span, days without usage included."""
-    query = usage.apply(select(UsageDaily.day, *_sums()).group_by(UsageDaily.day))
-    found = {row[0]: _totals(row[1:]) for row in session.execute(query)}
-    return [(day, found.get(day, Totals())) for day in usage.days()]
-
-
-def per_model(session: Session, usage: UsageFilter) -> list[tuple[str, Totals]]:
-    """Models by total tokens, then requests, most used first."""
-    query = usage.apply(select(UsageDaily.model, *_sums()).group_by(UsageDaily.model))
-    rows = [(row[0], _totals(row[1:])) for row in session.execute(query)]
-    return sorted(rows, key=lambda row: (-row[1].total_tokens, -row[1].requests, row[0]))
-
-
-def overall(session: Session, usage: UsageFilter) -> Totals:
-    row = session.execute(usage.apply(select(*_sums()))).one()
-    return _totals(row)
-
-
-def detail_rows(session: Session, usage: UsageFilter) -> Iterator[dict[str, Any]]:
-    """Day, user and model rows, for the CSV export."""
+def report(session: Session, usage: UsageFilter) -> Report:
+    """Per day, per model and overall, from one pass over the daily totals (grouped by day and
+    model, at most days x models rows, summed up here)."""
     query = usage.apply(
-        select(UsageDaily, User.username)
+        select(UsageDaily.day, UsageDaily.model, *_sums()).group_by(
+            UsageDaily.day, UsageDaily.model
+        )
+    )
+    days: dict[date, list[int]] = {}
+    models: dict[str, list[int]] = {}
+    for day, model, *values in session.execute(query):
+        for bucket in (days.setdefault(day, [0] * 7), models.setdefault(model, [0] * 7)):
+            for index, value in enumerate(values):
+                bucket[index] += int(value)
+    overall = [sum(column) for column in zip(*days.values(), strict=True)] or [0] * 7
+    ranked = sorted(
+        ((model, Totals(*values)) for model, values in models.items()),
+        key=lambda row: (-row[1].total_tokens, -row[1].requests, row[0]),
+    )
+    return Report(
+        per_day=[(day, Totals(*days[day]) if day in days else Totals()) for day in usage.days()],
+        per_model=ranked,
+        overall=Totals(*overall),
+    )
+
+
+def detail_rows(session: Session, usage: UsageFilter) -> Iterator[tuple[Any, ...]]:
+    """Day, user, model and the counters, for the CSV export: plain rows, no objects."""
+    query = usage.apply(
+        select(
+            UsageDaily.day,
+            func.coalesce(User.username, ""),
+            UsageDaily.model,
+            *(getattr(UsageDaily, name) for name in COUNTERS),
+        )
         .outerjoin(User, User.id == UsageDaily.user_id)
         .order_by(UsageDaily.day, User.username, UsageDaily.model)
     )
-    for daily, username in session.execute(query):
-        yield {
-            "day": daily.day.isoformat(),
-            "user": username or "",
-            "model": daily.model,
-            **{name: getattr(daily, name) for name in COUNTERS},
-        }
+    for row in session.execute(query):
+        yield (row[0].isoformat(), *row[1:])
 
 
 def models_used(session: Session, usage: UsageFilter) -> list[str]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -64,16 +65,21 @@ async def usage_page(request: Request, portal: Portal) -> Response:
     viewer = await portal.viewer(request)
 
     def work(session: Session) -> dict[str, Any]:
-        report, chosen = usage_filter(request, viewer, session)
-        days = usage_report.per_day(session, report)
-        everything = UsageFilter(report.first_day, report.last_day, report.user_id, report.group)
+        chosen_filter, chosen = usage_filter(request, viewer, session)
+        result = usage_report.report(session, chosen_filter)
+        if chosen_filter.model:
+            unfiltered = replace(chosen_filter, model=None)
+            choices = usage_report.models_used(session, unfiltered)
+        else:
+            choices = sorted(model for model, _totals in result.per_model)
+        days = result.per_day
         return {
             "chosen": chosen,
-            "overall": usage_report.overall(session, report),
+            "overall": result.overall,
             "requests_chart": bar_chart([(d.isoformat(), t.requests) for d, t in days]),
             "tokens_chart": bar_chart([(d.isoformat(), t.total_tokens) for d, t in days]),
-            "models": usage_report.per_model(session, report),
-            "model_choices": usage_report.models_used(session, everything),
+            "models": result.per_model,
+            "model_choices": choices,
             "groups": [g.name for g in accounts.list_groups(session)] if viewer.is_admin else [],
         }
 
@@ -95,10 +101,10 @@ async def usage_csv(request: Request, portal: Portal) -> Response:
     def work(session: Session) -> str:
         report, _chosen = usage_filter(request, viewer, session)
         out = io.StringIO()
-        writer = csv.DictWriter(out, fieldnames=["day", "user", "model", *usage_report.COUNTERS])
-        writer.writeheader()
+        writer = csv.writer(out)
+        writer.writerow(["day", "user", "model", *usage_report.COUNTERS])
         for row in usage_report.detail_rows(session, report):
-            writer.writerow({name: spreadsheet_safe(value) for name, value in row.items()})
+            writer.writerow([spreadsheet_safe(value) for value in row])
         return out.getvalue()
 
     body = await gateway(request).transact(work)

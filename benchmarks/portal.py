@@ -1,0 +1,209 @@
+"""Benchmark the portal's pages on the embedded default (SQLite) with 100,000 usage rows.
+
+    .venv/bin/python benchmarks/portal.py [--rows 100000] [--users 200] [--requests 30]
+                                          [--models-per-user 20]
+
+Seeds a throwaway workspace through the usage writer's own code (rows and daily totals, as the
+server writes them), starts the gateway on one core, signs in as an admin and times each page
+in sequence. Beside each usage page it times, in the same run, the page's aggregate read
+straight from the database and the same answer computed by scanning the usage rows, which is
+what the daily totals spare every page view. Prints markdown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import re
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from hepai_server import accounts
+from hepai_server.db.tables import UsageRecord
+from hepai_server.gateway.usage import add_to_daily_totals
+from seqlatency import percentile
+from services import _cli, free_port, prepare_workspace, start_gateway
+
+PAGES = [
+    ("/usage", "admin, every account, 30 days"),
+    ("/usage?days=365", "admin, every account, 365 days"),
+    ("/usage?user=user-7&days=90", "admin, one user, 90 days"),
+    ("/usage.csv?days=90", "CSV export, every account, 90 days"),
+    ("/models", "models"),
+    ("/settings/keys", "API keys"),
+    ("/admin/users", "users (all accounts)"),
+    ("/admin/audit", "audit log"),
+]
+
+
+def seed(url: str, *, rows: int, users: int, models_per_user: int) -> int:
+    """``users`` accounts and ``rows`` usage rows over 365 days, written as the server does."""
+    engine = sa.create_engine(url)
+    with Session(engine) as session:
+        for n in range(users):
+            accounts.create_user(session, username=f"user-{n}", password=None, groups=[f"g{n % 5}"])
+        session.commit()
+    with engine.connect() as connection:
+        ids = [row[0] for row in connection.execute(sa.text("SELECT id FROM users"))]
+    rng = random.Random(7)
+    now = datetime.now(UTC)
+    models = [f"provider-{n % 4}/model-{n}" for n in range(20)]
+    habits = {user: rng.sample(models, models_per_user) for user in ids}
+    batch: list[dict[str, Any]] = []
+    for n in range(rows):
+        prompt, completion = rng.randint(10, 4000), rng.randint(1, 1000)
+        user = rng.choice(ids)
+        batch.append(
+            {
+                "request_id": f"bench-{n}",
+                "user_id": user,
+                "api_key_id": None,
+                "endpoint": "chat.completions",
+                "model": rng.choice(habits[user]),
+                "deployment": None,
+                "stream": rng.random() < 0.5,
+                "status_code": 200 if rng.random() < 0.97 else 429,
+                "error": None,
+                "prompt_tokens": prompt,
+                "completion_tokens": completion,
+                "total_tokens": prompt + completion,
+                "cached_tokens": None,
+                "reasoning_tokens": None,
+                "pages": None,
+                "bytes": None,
+                "usage_estimated": False,
+                "latency_ms": rng.uniform(100, 5000),
+                "ttft_ms": None,
+                "created_at": now - timedelta(seconds=rng.uniform(0, 365 * 86400)),
+            }
+        )
+        if len(batch) == 5000 or n == rows - 1:
+            with engine.begin() as connection:
+                connection.execute(sa.insert(UsageRecord), batch)
+                add_to_daily_totals(connection, batch)
+            batch = []
+    with engine.connect() as connection:
+        daily = int(connection.execute(sa.text("SELECT count(*) FROM usage_daily")).scalar_one())
+    engine.dispose()
+    return daily
+
+
+def timed(call: Callable[[], Any], repeat: int) -> list[float]:
+    samples = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        call()
+        samples.append((time.perf_counter() - started) * 1000)
+    return samples
+
+
+def direct_reads(url: str, repeat: int) -> list[tuple[str, list[float]]]:
+    """The 365-day, every-account usage page's one query, from the daily totals, and the same
+    answer from a scan of the usage rows."""
+    engine = sa.create_engine(url)
+    since = (datetime.now(UTC) - timedelta(days=364)).date()
+    totals = sa.text(
+        "SELECT day, model, sum(requests), sum(total_tokens) FROM usage_daily "
+        "WHERE day >= :d GROUP BY day, model"
+    )
+    scan = sa.text(
+        "SELECT date(created_at), model, count(*), sum(total_tokens) FROM usage_records "
+        "WHERE created_at >= :t GROUP BY date(created_at), model"
+    )
+    start = datetime.combine(since, datetime.min.time())
+    with engine.connect() as connection:
+        results = [
+            (
+                "365 days, every account: the page's query on the daily totals, direct",
+                timed(lambda: connection.execute(totals, {"d": since}).all(), repeat),
+            ),
+            (
+                "the same answer from a scan of the usage rows, direct",
+                timed(lambda: connection.execute(scan, {"t": start}).all(), repeat),
+            ),
+        ]
+    engine.dispose()
+    return results
+
+
+def row(label: str, samples: list[float]) -> str:
+    return (
+        f"| {label} | {percentile(samples, 50):.1f} | {percentile(samples, 95):.1f} "
+        f"| {max(samples):.1f} |"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--users", type=int, default=200)
+    parser.add_argument("--requests", type=int, default=30)
+    parser.add_argument(
+        "--models-per-user",
+        type=int,
+        default=20,
+        help="models each user calls (20: every user every model, the worst case)",
+    )
+    options = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="hepai-portal-bench-") as tmp:
+        root = Path(tmp)
+        ws = prepare_workspace(root, database_url=None)
+        _cli(["user", "create", "bench-admin", "--admin"], ws.env, root, stdin="bench-password\n")
+        started = time.perf_counter()
+        daily = seed(
+            ws.database_url,
+            rows=options.rows,
+            users=options.users,
+            models_per_user=options.models_per_user,
+        )
+        seeded = time.perf_counter() - started
+        port = free_port()
+        gateway = start_gateway(ws, port=port, workers=1, cpus="0")
+        try:
+            base = f"http://127.0.0.1:{port}"
+            with httpx.Client(base_url=base, timeout=30) as client:
+                form = client.get("/login").text
+                token = re.search(r'name="csrf_token" value="([^"]+)"', form)
+                assert token
+                signed_in = client.post(
+                    "/login",
+                    data={
+                        "csrf_token": token.group(1),
+                        "username": "bench-admin",
+                        "password": "bench-password",
+                    },
+                )
+                assert signed_in.status_code == 303, signed_in.text[:300]
+                results = []
+                for path, label in PAGES:
+                    client.get(path).raise_for_status()  # warm
+                    results.append(
+                        (
+                            f"`{path}` ({label})",
+                            timed(lambda p=path: client.get(p), options.requests),
+                        )
+                    )
+            direct = direct_reads(ws.database_url, options.requests)
+        finally:
+            gateway.stop()
+    print(
+        f"{options.rows:,} usage rows over 365 days, {options.users} users, 20 models, "
+        f"{options.models_per_user} models per user ({daily:,} daily-total rows); seeded in "
+        f"{seeded:.0f} s. Gateway on one core (taskset 0), SQLite, one client in "
+        f"sequence, {options.requests} requests per page after one warm-up.\n"
+    )
+    print("| page | p50 ms | p95 ms | max ms |\n|---|---|---|---|")
+    for label, samples in results + direct:
+        print(row(label, samples))
+
+
+if __name__ == "__main__":
+    main()
