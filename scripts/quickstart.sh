@@ -27,6 +27,7 @@ if ! "$bin/hepai-server" user list | grep -q "^admin	"; then
     cat <<MSG
 
   hepai-server is starting at http://$host:$port/apiv2
+  web portal:    http://$host:$port/
   admin login:   admin / $password
   API key:       $key      (shown once; keep it)
 
@@ -37,6 +38,7 @@ else
     cat <<MSG
 
   hepai-server is starting at http://$host:$port/apiv2
+  web portal:    http://$host:$port/
   The admin login and first key were printed on the first run.
   A new key: $bin/hepai-server key create --user admin
 
