@@ -13,7 +13,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, text
 from sqlalchemy.orm import Session
 
 from hepai_server.db.tables import LoginFailure, User, WebSession
@@ -98,17 +98,26 @@ class Throttle:
     per_ip: int
     window: timedelta
 
-    def is_blocked(self, session: Session, *, username: str, ip: str, now: datetime) -> bool:
+    def attempt(self, session: Session, *, username: str, ip: str, now: datetime) -> bool:
+        """Count a sign-in attempt before its password is checked; whether it may go on.
+
+        The attempt is written first and counted after, with attempts at one username taken
+        in turn (SQLite's write lock; a transaction-scoped advisory lock on PostgreSQL), so
+        guesses sent at once get no more tries than the limit. A success then forgives them.
+        """
+        if session.get_bind().dialect.name == "postgresql":
+            session.execute(
+                text("SELECT pg_advisory_xact_lock(hashtext(:name))"), {"name": username}
+            )
+        session.add(LoginFailure(username=username[:128], ip=ip[:64], created_at=now))
+        session.flush()
         since = now - self.window
         recent = select(func.count()).where(LoginFailure.created_at > since)
-        by_name = session.scalar(recent.where(LoginFailure.username == username)) or 0
-        by_ip = session.scalar(recent.where(LoginFailure.ip == ip)) or 0
-        return by_name >= self.per_username or by_ip >= self.per_ip
-
-    def record_failure(self, session: Session, *, username: str, ip: str, now: datetime) -> None:
-        session.add(LoginFailure(username=username[:128], ip=ip[:64], created_at=now))
+        by_name = session.scalar(recent.where(LoginFailure.username == username[:128])) or 0
+        by_ip = session.scalar(recent.where(LoginFailure.ip == ip[:64])) or 0
+        return by_name <= self.per_username and by_ip <= self.per_ip
 
     def forgive(self, session: Session, *, username: str) -> None:
-        """A successful sign-in clears the username's failures; an address's failures at
+        """A successful sign-in clears the username's attempts; an address's attempts at
         other usernames still count."""
         session.execute(delete(LoginFailure).where(LoginFailure.username == username))

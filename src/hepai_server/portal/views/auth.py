@@ -12,7 +12,7 @@ from starlette.responses import Response
 
 from hepai_server import accounts
 from hepai_server.db.tables import User
-from hepai_server.errors import InvalidRequest, NotFound, RateLimited
+from hepai_server.errors import InvalidRequest, NotFound
 from hepai_server.portal import sessions
 from hepai_server.portal.i18n import LANGUAGES
 from hepai_server.portal.oidc import SignOnFailed
@@ -76,22 +76,17 @@ async def login(request: Request, portal: Portal) -> Response:
     if not username or not password:
         return sign_in_page(request, portal, error=WRONG, status=400, next_path=target)
 
-    def work(session: Any) -> User | None:
-        if portal.throttle.is_blocked(session, username=username, ip=ip, now=now):
-            raise RateLimited("too many failed sign-ins; wait a few minutes and try again")
-        user = accounts.check_password(session, username=username, password=password)
-        if user is None:
-            portal.throttle.record_failure(session, username=username, ip=ip, now=now)
-            return None
-        portal.throttle.forgive(session, username=username)
-        return user
-
-    try:
-        user = await gateway(request).transact(work)
-    except RateLimited:
+    gw = gateway(request)
+    throttle = portal.throttle
+    allowed = await gw.transact(lambda s: throttle.attempt(s, username=username, ip=ip, now=now))
+    if not allowed:
         return sign_in_page(request, portal, error="auth.throttled", status=429, next_path=target)
+    user = await gw.transact(
+        lambda s: accounts.check_password(s, username=username, password=password)
+    )
     if user is None:
         return sign_in_page(request, portal, error=WRONG, status=401, next_path=target)
+    await gw.transact(lambda s: throttle.forgive(s, username=username))
     response = await start_session(request, portal, user, target)
     response.delete_cookie(SIGN_IN_COOKIE, path="/")
     return response
