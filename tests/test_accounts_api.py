@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
+
 import httpx
 import pytest
 from hepai.components.haiddf.hclient._exceptions import HAPIStatusError
 
+from tests.portal import Visitor
 from tests.stack import Platform, Server
 
 
@@ -60,7 +63,8 @@ def test_ordinary_users_cannot_act_for_others(platform: Platform, server: Server
 
 
 def test_admin_manages_users_and_their_keys(platform: Platform, server: Server, unique) -> None:
-    admin = server.hepai(platform.create_user(unique("root"), "--admin"))
+    root = unique("root")
+    admin = server.hepai(platform.create_user(root, "--admin"))
     name = unique("hired")
     user = admin.create_user(
         username=name,
@@ -83,6 +87,15 @@ def test_admin_manages_users_and_their_keys(platform: Platform, server: Server, 
     deleted = admin.delete_user(user.id)
     assert deleted.deleted is True and deleted.username == name
     assert chat_status(server, fetched.api_key) == 401, "a deleted user's keys stop at once"
+
+    # What the admin did to the other account is in the portal's audit log.
+    with Visitor(server.url) as visitor:
+        visitor.sign_in(root)
+        audit = visitor.get("/admin/audit").text
+    rows = [row for row in audit.split("<tr")[1:] if f"<td>{name}</td>" in row]
+    actions = sorted(re.search(r'data-action="([a-z_.]+)"', row).group(1) for row in rows)
+    assert actions == ["key.create_for_user", "key.fetch_for_user", "user.create", "user.disable"]
+    assert all('"via": "api"' in row and f"<td>{root}</td>" in row for row in rows)
 
 
 def test_verify_api_key_answers_in_text(platform: Platform, server: Server, unique) -> None:

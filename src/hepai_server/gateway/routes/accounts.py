@@ -1,8 +1,9 @@
 """The account routes of the hepai client: /key/* and /user/* (wire spec §5).
 
-Everyone manages their own keys; admins manage everyone's keys and all users. A change that
-affects callers (a deleted key, a deleted user) bumps the shared generation, so every process
-on this machine refuses the key from its next request.
+Everyone manages their own keys; admins manage everyone's keys and all users, and what they do
+to other accounts goes to the audit log. A change that affects callers (a deleted key, a
+deleted user) bumps the shared generation, so every process on this machine refuses the key
+from its next request.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
-from hepai_server import accounts
+from hepai_server import accounts, audit
 from hepai_server.accounts import Caller
 from hepai_server.credentials import looks_like_api_key
 from hepai_server.db.tables import ApiKey
@@ -28,6 +29,21 @@ from hepai_server.gateway.routes.http import authenticate, json_body, json_respo
 from hepai_server.protocol import accounts as wire
 
 MAX_VALID_DAYS = 3650
+
+
+def record(
+    session: Session, caller: Caller, request: Request, action: str, target: str, **detail: Any
+) -> None:
+    """An admin's action through the API, in the same audit log as the portal's."""
+    audit.record(
+        session,
+        actor_id=caller.user_id,
+        actor=caller.username,
+        action=action,
+        target=target,
+        detail={**detail, "via": "api"},
+        ip=request.client.host if request.client else None,
+    )
 
 
 def require_admin(caller: Caller) -> None:
@@ -78,6 +94,8 @@ async def create_api_key(request: Request) -> Response:
             expires_in=timedelta(days=days) if days is not None else None,
             allowed_models=allowed,
         )
+        if owner.id != caller.user_id:
+            record(session, caller, request, "key.create_for_user", owner.username, name=name)
         return wire.api_key_info(key, secret=secret)
 
     return json_response(await gateway.transact(work))
@@ -103,6 +121,10 @@ async def delete_api_key(request: Request) -> Response:
         key = session.get(ApiKey, key_id)
         if key is None or (key.user_id != caller.user_id and not caller.is_admin):
             raise NotFound(f"no API key with id {key_id}", param="api_key_id")
+        if key.user_id != caller.user_id:
+            record(
+                session, caller, request, "key.revoke_for_user", key.user.username, key=key.prefix
+            )
         return wire.api_key_deleted(accounts.revoke_api_key(session, key_id=key_id))
 
     deleted = await gateway.transact(work)
@@ -134,6 +156,7 @@ async def fetch_api_key(request: Request) -> Response:
         key, secret = accounts.create_api_key(
             session, user=user, name=f"fetched-by-{caller.username}"[:128]
         )
+        record(session, caller, request, "key.fetch_for_user", user.username)
         return wire.api_key_info(key, secret=secret)
 
     return json_response(await gateway.transact(work))
@@ -170,6 +193,7 @@ async def create_user(request: Request) -> Response:
             groups=groups,
             email=email if isinstance(email, str) else None,
         )
+        record(session, caller, request, "user.create", user.username, level=user.level)
         return wire.user_info(user)
 
     return json_response(await gateway.transact(work))
@@ -186,6 +210,7 @@ async def delete_user(request: Request) -> Response:
 
     def work(session: Session) -> dict[str, Any]:
         user = accounts.get_user_by_id(session, user_id)
+        record(session, caller, request, "user.disable", user.username)
         return wire.user_deleted(accounts.disable_user(session, user=user))
 
     deleted = await gateway.transact(work)
