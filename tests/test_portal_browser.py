@@ -212,3 +212,30 @@ def test_files_upload_with_progress_share_a_preview_and_delete(
         assert httpx.get(url).status_code == 404
     finally:
         context.close()
+
+
+def test_pages_fit_a_phone_screen(
+    browser: Browser,
+    server: Server,
+    platform: Platform,
+    unique: Callable[[str], str],
+    shots: Callable[[Page, str], None],
+) -> None:
+    username = unique("portal-phone")
+    platform.create_user(username, "--admin")
+    context = browser.new_context(
+        locale="en-US", base_url=server.url, viewport={"width": 390, "height": 844}
+    )
+    page = context.new_page()
+    try:
+        sign_in(page, server, username)
+        for path in ("/models", "/usage", "/settings/keys", "/playground"):
+            page.goto(path)
+            overflow = page.evaluate(
+                "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+            )
+            assert overflow <= 0, f"{path} is {overflow}px wider than the phone's screen"
+        page.goto("/models")
+        shots(page, "models-phone")
+    finally:
+        context.close()
