@@ -112,6 +112,32 @@ def scanned_pdf(lines: list[str]) -> bytes:
     return out.getvalue()
 
 
+def figure_pdf() -> bytes:
+    """A page with a heading, a paragraph, a drawn figure and its caption."""
+    from PIL import Image, ImageDraw
+    from reportlab.lib.pagesizes import A4
+    from reportlab.lib.utils import ImageReader
+    from reportlab.pdfgen import canvas
+
+    figure = Image.new("RGB", (400, 300), "white")
+    draw = ImageDraw.Draw(figure)
+    draw.ellipse((50, 50, 350, 250), fill="blue")
+    draw.line((0, 0, 400, 300), fill="red", width=5)
+    drawn = io.BytesIO()
+    figure.save(drawn, "PNG")
+    out = io.BytesIO()
+    page = canvas.Canvas(out, pagesize=A4)
+    page.setFont("Helvetica-Bold", 18)
+    page.drawString(72, 780, "Detector Layout")
+    page.setFont("Helvetica", 11)
+    page.drawString(72, 750, "The figure below shows the beam pipe and the calorimeter.")
+    page.drawImage(ImageReader(io.BytesIO(drawn.getvalue())), 72, 400, width=400, height=300)
+    page.drawString(72, 380, "Figure 1: the detector cross-section.")
+    page.showPage()
+    page.save()
+    return out.getvalue()
+
+
 def encrypted_pdf() -> bytes:
     from pypdf import PdfReader, PdfWriter
 

@@ -4,12 +4,16 @@ task protocol of HepAI().parse(), on PDFs made in the tests."""
 from __future__ import annotations
 
 import base64
+import io
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from hepai.components.haiddf.hclient._exceptions import HAPIStatusError
+from PIL import Image
 
 from tests import documents
 from tests.stack import Platform, Server, run_worker
@@ -54,6 +58,36 @@ def test_tables_and_formulas_are_kept(tool: Any) -> None:
 def test_a_scanned_pdf_is_read_by_ocr(tool: Any) -> None:
     markdown = convert(tool, documents.scanned_pdf(["Beam current 42 mA", "Shift leader on duty"]))
     assert "Beam current 42 mA" in markdown and "Shift leader on duty" in markdown
+
+
+def test_figures_come_back_inline_from_the_direct_call(tool: Any) -> None:
+    markdown = convert(tool, documents.figure_pdf())
+    assert "Detector Layout" in markdown and "Figure 1: the detector cross-section." in markdown
+    found = re.search(r"!\[[^\]]*\]\(data:image/(\w+);base64,([A-Za-z0-9+/=]+)\)", markdown)
+    assert found, markdown[:500]
+    figure = Image.open(io.BytesIO(base64.b64decode(found.group(2))))
+    assert figure.size[0] > 100 and figure.size[1] > 100
+    assert "images/" not in markdown  # no link left pointing nowhere
+
+
+def test_a_tasks_figures_are_files_the_markdown_links_by_preview_url(
+    server: Server, mineru: str, user_key: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HEPAI_UPLOAD_STATE_PATH", str(tmp_path / "uploads.json"))
+    monkeypatch.setenv("HEPAI_TASK_STATE_PATH", str(tmp_path / "tasks.json"))
+    path = tmp_path / "layout.pdf"
+    path.write_bytes(documents.figure_pdf())
+    client = server.hepai(user_key)
+    result = client.parse(str(path), model=mineru, poll_interval=0.3, timeout=120)
+    links = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", result.markdown or "")
+    assert len(links) == 1 and links[0].endswith("/preview"), result.markdown
+    shown = httpx.get(links[0])  # a web page can show it: no key needed
+    assert shown.status_code == 200 and shown.headers["content-type"].startswith("image/")
+    (image,) = [a for a in result.artifacts if a.type == "image"]
+    assert image.file_id and image.filename.startswith("layout-")
+    assert image.metadata["bytes"] == len(shown.content)
+    written = result.download_to(tmp_path / "out")
+    assert (written / image.filename).read_bytes() == shown.content
 
 
 def test_parse_runs_the_task_protocol(

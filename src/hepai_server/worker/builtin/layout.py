@@ -5,11 +5,15 @@ text layer (scans) are read by Tesseract instead. docvortex leaves display formu
 image blocks (MinerU fills them with a model), so their text is put back from the PDF's own
 text layer: the symbols survive, as Unicode rather than LaTeX.
 
+Figures come back as images beside each page's markdown, which links them as ``images/…``;
+the worker inlines them or stores them as platform files (mineru.py).
+
 Runs inside the isolated child (isolation.py): one call converts one window of pages.
 """
 
 from __future__ import annotations
 
+import re
 import sys
 from typing import Any
 
@@ -17,6 +21,11 @@ from hepai_server.worker.builtin.ocr import DPI, read_image, scanned_pages
 
 #: Pages converted together: context for paragraphs and headers within, progress between.
 WINDOW = 8
+#: A markdown image whose target is one of the engine's extracted images.
+IMAGE_LINK = re.compile(r"(!\[[^\]]*\]\()(images/[^)\s]+)(\))")
+
+#: One page: its markdown and the images it links, by the name it links them with.
+Page = tuple[str, dict[str, bytes]]
 
 
 def quiet() -> None:
@@ -49,8 +58,8 @@ def classify(data: bytes) -> list[bool]:
         pdf.close()
 
 
-def convert_window(data: bytes, pages: list[int], scans: list[bool]) -> list[str]:
-    """Markdown for each of ``pages`` (0-based), in order."""
+def convert_window(data: bytes, pages: list[int], scans: list[bool]) -> list[Page]:
+    """Markdown and images for each of ``pages`` (0-based), in order."""
     import docvortex
     import pypdfium2 as pdfium
     from docvortex.api import render
@@ -58,7 +67,7 @@ def convert_window(data: bytes, pages: list[int], scans: list[bool]) -> list[str
     quiet()
     pdf = pdfium.PdfDocument(data)
     try:
-        rendered: dict[int, str] = {}
+        rendered: dict[int, Page] = {}
         text_pages = [index for index in pages if not scans[index]]
         if text_pages:
             result = docvortex.parse(
@@ -70,13 +79,17 @@ def convert_window(data: bytes, pages: list[int], scans: list[bool]) -> list[str
             fill_equations(result, pdf)
             for page in result.middle_json.pages:
                 one = result.middle_json.model_copy(update={"pages": [page]})
-                content = render(one, "markdown", assets=result.assets).content
-                rendered[page.page_idx] = content.decode("utf-8")
+                content = render(one, "markdown", assets=result.assets).content.decode("utf-8")
+                images: dict[str, bytes] = {}
+                for _, name, _ in IMAGE_LINK.findall(content):
+                    if (image := result.assets.get(name)) is not None:
+                        images[name] = image
+                rendered[page.page_idx] = (content.strip(), images)
         for index in pages:
             if scans[index]:
                 bitmap = pdf[index].render(scale=DPI / 72, grayscale=True)
-                rendered[index] = read_image(bitmap.to_pil())
-        return [rendered.get(index, "").strip() for index in pages]
+                rendered[index] = (read_image(bitmap.to_pil()).strip(), {})
+        return [rendered.get(index, ("", {})) for index in pages]
     finally:
         pdf.close()
 

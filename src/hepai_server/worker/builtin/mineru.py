@@ -9,11 +9,16 @@ Two ways to call it, both public HepAI shapes:
 The engine is docvortex on the CPU (layout.py). A task converts a window of pages at a time, each
 in an isolated child, and reports its progress per window. Tasks live in the worker's memory:
 a restarted worker has forgotten them, and finished ones are kept for an hour.
+
+Figures survive as images: the direct call inlines them in the markdown as data URLs (one
+self-contained string); a task stores each as a platform file of the caller, links it by its
+preview URL, and lists it among the task's artifacts beside the markdown.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import secrets
 import time
@@ -23,11 +28,39 @@ from typing import Any
 from hepai_server.config import Settings
 from hepai_server.worker.builtin.documents import Document, document_from_call
 from hepai_server.worker.builtin.isolation import run_isolated
-from hepai_server.worker.builtin.layout import WINDOW, classify, convert_window, warm_up
+from hepai_server.worker.builtin.layout import (
+    IMAGE_LINK,
+    WINDOW,
+    Page,
+    classify,
+    convert_window,
+    warm_up,
+)
 from hepai_server.worker.model import CallContext, Worker, current_call, remote
 
 KEEP_FINISHED_SECONDS = 3600
 FINISHED = ("succeeded", "failed", "cancelled")
+IMAGE_TYPES = {"jpg": "image/jpeg", "jpeg": "image/jpeg", "png": "image/png"}
+
+
+@dataclass(frozen=True, slots=True)
+class Converted:
+    """A document's markdown and the images it links (``images/…``), by that name."""
+
+    markdown: str
+    images: dict[str, bytes]
+
+
+def link_images(markdown: str, targets: dict[str, str]) -> str:
+    """Point each image link at its new target (a data URL or a file's preview URL)."""
+    return IMAGE_LINK.sub(
+        lambda m: m.group(1) + targets.get(m.group(2), m.group(2)) + m.group(3), markdown
+    )
+
+
+def data_url(name: str, image: bytes) -> str:
+    kind = IMAGE_TYPES.get(name.rsplit(".", 1)[-1].lower(), "application/octet-stream")
+    return f"data:{kind};base64,{base64.b64encode(image).decode()}"
 
 
 @dataclass
@@ -103,10 +136,10 @@ class MinerUWorker(Worker):
                 memory_bytes=self.settings.tool_memory_bytes,
             )
 
-    async def _convert(self, document: Document, task: Task | None = None) -> str:
+    async def _convert(self, document: Document, task: Task | None = None) -> Converted:
         scans: list[bool] = await self._isolated(classify, document.data)
         total = len(scans)
-        parts: list[str] = []
+        parts: list[Page] = []
         for start in range(0, total, WINDOW):
             pages = list(range(start, min(start + WINDOW, total)))
             if task is not None:
@@ -117,14 +150,20 @@ class MinerUWorker(Worker):
                 task.done_pages = pages[-1] + 1
         if (call := current_call()) is not None:
             call.report_usage(pages=total, bytes=len(document.data))
-        return "\n\n".join(part for part in parts if part) + "\n"
+        markdown = "\n\n".join(text for text, _images in parts if text) + "\n"
+        return Converted(
+            markdown, {name: image for _, images in parts for name, image in images.items()}
+        )
 
     # -- the direct call -------------------------------------------------------------------------
 
     @remote
     async def interface(self, **kwargs: Any) -> str:
-        """The PDF as markdown: file_base64 (or pdf_base64) with file_name, or file_id."""
-        return await self._convert(await self._pdf(kwargs))
+        """The PDF as markdown: file_base64 (or pdf_base64) with file_name, or file_id.
+        Figures are inlined as data URLs."""
+        converted = await self._convert(await self._pdf(kwargs))
+        inline = {name: data_url(name, image) for name, image in converted.images.items()}
+        return link_images(converted.markdown, inline)
 
     # -- the task protocol -----------------------------------------------------------------------
 
@@ -157,10 +196,18 @@ class MinerUWorker(Worker):
     async def _run(self, task: Task, document: Document, call: CallContext | None) -> None:
         task.status, task.started_at = "running", time.time()
         try:
-            task.markdown = await self._convert(document, task)
-            if call is not None:
+            converted = await self._convert(document, task)
+            if call is None:
+                inline = {name: data_url(name, image) for name, image in converted.images.items()}
+                task.markdown = link_images(converted.markdown, inline)
+            else:
                 task.stage = "storing the result"
-                task.artifacts = [await self._store(call, task.markdown, document)]
+                images = await self._store_images(call, converted.images, document)
+                task.markdown = link_images(
+                    converted.markdown, {name: art["url"] for name, art in images.items()}
+                )
+                markdown = await self._store(call, task.markdown, document)
+                task.artifacts = [markdown, *images.values()]
             task.status, task.stage = "succeeded", "done"
         except asyncio.CancelledError:
             task.status, task.stage = "cancelled", "cancelled"
@@ -184,6 +231,29 @@ class MinerUWorker(Worker):
                 "format": "md",
             },
         }
+
+    async def _store_images(
+        self, call: CallContext, images: dict[str, bytes], document: Document
+    ) -> dict[str, dict[str, Any]]:
+        """Each figure as a platform file of the caller: its artifact, with the preview URL
+        the markdown links it by."""
+        stem = document.name.rsplit(".", 1)[0]
+        stored: dict[str, dict[str, Any]] = {}
+        for name, image in images.items():
+            filename = f"{stem}-{name.rsplit('/', 1)[-1]}"
+            answer = await asyncio.to_thread(call.store_file, image, filename)
+            stored[name] = {
+                "type": "image",
+                "file_id": answer["id"],
+                "filename": filename,
+                "url": answer.get("preview_url", ""),
+                "metadata": {
+                    "bytes": len(image),
+                    "sha256": hashlib.sha256(image).hexdigest(),
+                    "format": filename.rsplit(".", 1)[-1],
+                },
+            }
+        return stored
 
     def _owned(self, task_id: str) -> Task:
         call = current_call()
