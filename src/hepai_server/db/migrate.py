@@ -24,6 +24,16 @@ def upgrade(url: str, revision: str = "head") -> None:
     command.upgrade(config, revision)
 
 
+def downgrade(url: str, revision: str) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["url"] = url
+    command.downgrade(config, revision)
+
+
 def current(url: str) -> str | None:
     """The revision the database is at, or None before the first migration."""
     engine = make_engine(url)

@@ -21,6 +21,7 @@ from sqlalchemy import (
     Table,
     Text,
     TypeDecorator,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
@@ -70,7 +71,7 @@ class User(Base):
     level: Mapped[str] = mapped_column(String(16), default="user")
     disabled: Mapped[bool] = mapped_column(Boolean, default=False)
     #: The identity provider's subject, for accounts made by single sign-on.
-    oidc_subject: Mapped[str | None] = mapped_column(String(255), unique=True)
+    oidc_subject: Mapped[str | None] = mapped_column(String(255), unique=True, index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     groups: Mapped[list[Group]] = relationship(secondary=user_groups, lazy="selectin")
@@ -291,7 +292,7 @@ class Worker(Base):
     stopped: Mapped[bool] = mapped_column(Boolean, default=False)
     #: Set when an admin stopped the worker: its heartbeats are refused until an admin lets
     #: it back, so a stop holds even for a worker that does not shut down when asked.
-    held: Mapped[bool] = mapped_column(Boolean, default=False)
+    held: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     owner: Mapped[User] = relationship(lazy="joined")

@@ -25,9 +25,9 @@ def upgrade() -> None:
     with op.batch_alter_table("api_keys", schema=None) as batch_op:
         batch_op.add_column(sa.Column("last_used_at", sa.DateTime(timezone=True), nullable=True))
 
-    with op.batch_alter_table("users", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("oidc_subject", sa.String(length=255), nullable=True))
-        batch_op.create_unique_constraint("uq_users_oidc_subject", ["oidc_subject"])
+    # A unique index rather than a constraint: SQLite adds it without rebuilding the table.
+    op.add_column("users", sa.Column("oidc_subject", sa.String(length=255), nullable=True))
+    op.create_index("ix_users_oidc_subject", "users", ["oidc_subject"], unique=True)
 
     with op.batch_alter_table("workers", schema=None) as batch_op:
         batch_op.add_column(
@@ -165,8 +165,8 @@ def downgrade() -> None:
     op.drop_table("web_sessions")
     with op.batch_alter_table("workers", schema=None) as batch_op:
         batch_op.drop_column("held")
+    op.drop_index("ix_users_oidc_subject", table_name="users")
     with op.batch_alter_table("users", schema=None) as batch_op:
-        batch_op.drop_constraint("uq_users_oidc_subject", type_="unique")
         batch_op.drop_column("oidc_subject")
     with op.batch_alter_table("api_keys", schema=None) as batch_op:
         batch_op.drop_column("last_used_at")
