@@ -61,8 +61,7 @@ def portal_routes() -> list[BaseRoute]:
         get("/admin/models", providers.permissions_page),
         post("/admin/models", providers.set_permission),
         get("/admin/workers", workers.workers_page),
-        post("/admin/workers/{worker_id}/stop", workers.stop_worker),
-        post("/admin/workers/{worker_id}/release", workers.release_worker),
+        post("/admin/workers", workers.change_worker),
         get("/admin/audit", admin.audit_page),
         Mount("/static", StaticFiles(packages=[("hepai_server.portal", "static")]), name="static"),
     ]

@@ -105,7 +105,7 @@ async def update_user(request: Request, portal: Portal) -> Response:
     viewer = await portal.viewer(request, admin=True)
     form = await portal.form(request, viewer)
     user_id = path_id(request)
-    action = str(form.get("action") or "save")
+    action = str(form.get("action") or "")
     if user_id == viewer.user_id and action != "save":
         return await render_users(request, portal, viewer, error="admin.not_self", status=400)
 
@@ -122,7 +122,9 @@ async def update_user(request: Request, portal: Portal) -> Response:
             accounts.enable_user(session, user=user)
             detail = {}
         elif action == "save":
-            level = str(form.get("level") or user.level)
+            if "groups" not in form or "level" not in form:
+                raise InvalidRequest("saving a user takes its level and groups", param="groups")
+            level = str(form.get("level"))
             if user.id == viewer.user_id and level != "admin":
                 raise InvalidRequest("an admin cannot demote their own account", param="level")
             groups = parse_groups(form.get("groups"))

@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from hepai_server import audit
+from hepai_server.errors import InvalidRequest
 from hepai_server.gateway import registry
 from hepai_server.gateway.routes.ddf import call_worker
 from hepai_server.portal.views.admin import client_ip
@@ -60,23 +61,16 @@ async def workers_page(request: Request, portal: Portal) -> Response:
     return portal.render(request, "admin_workers.html", viewer=viewer, workers=rows)
 
 
-async def stop_worker(request: Request, portal: Portal) -> Response:
-    """Hold the worker out (its heartbeats are refused) and ask its process to exit."""
-    address = await set_held(request, portal, held=True)
-    await call_worker(gateway(request), "POST", f"{address}/shutdown_worker")
-    return redirect("/admin/workers")
-
-
-async def release_worker(request: Request, portal: Portal) -> Response:
-    """Let a held worker back: its next heartbeat registers it again."""
-    await set_held(request, portal, held=False)
-    return redirect("/admin/workers")
-
-
-async def set_held(request: Request, portal: Portal, *, held: bool) -> str:
+async def change_worker(request: Request, portal: Portal) -> Response:
+    """Stop a worker (held out, its heartbeats refused, its process asked to exit) or let a
+    held one back. The id travels in the form, never in the URL: worker ids are chosen by
+    their owners and may hold any character."""
     viewer = await portal.viewer(request, admin=True)
-    await portal.form(request, viewer)
-    worker_id = request.path_params["worker_id"]
+    form = await portal.form(request, viewer)
+    worker_id, action = str(form.get("worker_id") or ""), form.get("action")
+    if action not in ("stop", "release"):
+        raise InvalidRequest("action must be stop or release", param="action")
+    held = action == "stop"
 
     def work(session: Session) -> str:
         worker = registry.hold(session, caller=viewer.caller(), worker_id=worker_id, held=held)
@@ -84,11 +78,14 @@ async def set_held(request: Request, portal: Portal, *, held: bool) -> str:
             session,
             actor_id=viewer.user_id,
             actor=viewer.username,
-            action="worker.stop" if held else "worker.release",
+            action=f"worker.{action}",
             target=worker.id,
             detail={"models": [model.model_name for model in worker.models]},
             ip=client_ip(request),
         )
         return worker.address
 
-    return await gateway(request).transact(work)
+    address = await gateway(request).transact(work)
+    if held:
+        await call_worker(gateway(request), "POST", f"{address}/shutdown_worker")
+    return redirect("/admin/workers")
