@@ -205,3 +205,31 @@ def test_only_admins_manage_providers_and_permissions(
             ("/admin/models", {"model": "mock/chat", "groups": "nobody"}),
         ):
             assert visitor.submit("/settings/keys", action, fields).status_code == 403
+
+
+def test_a_new_provider_never_widens_who_may_use_an_existing_model(
+    platform: Platform,
+    server: Server,
+    mock: MockProcess,
+    admin: Visitor,
+    unique: Callable[[str], str],
+) -> None:
+    group = unique("closed")
+    outsider_key = platform.create_user(unique("outsider"))
+    model = unique("lab/closed")
+    with admin:
+        add_provider(admin, unique("first"), mock, f"{model} chat-upstream", groups=group)
+        with pytest.raises(openai.NotFoundError):
+            chat(server, outsider_key, model)
+        # A second deployment of the same model, with the form's default "all".
+        add_provider(admin, unique("second"), mock, f"{model} chat-upstream")
+        with pytest.raises(openai.NotFoundError):
+            chat(server, outsider_key, model)
+        # Reset to no permission of its own: a stored provider's model is for admins only.
+        admin.submit("/admin/models", "/admin/models", {"model": model, "action": "reset"})
+        with pytest.raises(openai.NotFoundError):
+            chat(server, outsider_key, model)
+        refused = admin.submit(
+            "/admin/models", "/admin/models", {"model": model, "groups": "bad group!"}
+        )
+        assert refused.status_code == 400

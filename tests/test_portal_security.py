@@ -218,8 +218,53 @@ def test_repeated_failures_block_even_the_right_password_for_that_username_only(
         assert visitor.get("/models").status_code == 200
 
 
-# Before attempts were counted first and taken in turn per username, 10 parallel wrong guesses
-# with a limit of 3 got eight passwords checked.
+def test_guessing_from_elsewhere_does_not_lock_the_owner_out(
+    platform: Platform, strict_server: Server, unique: Callable[[str], str]
+) -> None:
+    target = make_user(platform, unique("popular"))
+    # The server trusts X-Forwarded-For from its loopback proxy: two addresses.
+    with Visitor(strict_server.url) as attacker:
+        attacker.client.headers["x-forwarded-for"] = "203.0.113.9"
+        for _ in range(MAX_FAILURES):
+            assert post_sign_in(attacker, target, "guess").status_code == 401
+        assert post_sign_in(attacker, target).status_code == 429
+    with Visitor(strict_server.url) as owner:
+        owner.client.headers["x-forwarded-for"] = "198.51.100.7"
+        assert post_sign_in(owner, target).status_code == 303
+
+
+def test_a_second_sign_in_tab_does_not_spoil_the_first(
+    platform: Platform, server: Server, unique: Callable[[str], str]
+) -> None:
+    username = make_user(platform, unique("two-tabs"))
+    with Visitor(server.url) as visitor:
+        first = csrf_token(visitor.get("/login").text)
+        visitor.get("/login")  # the same browser opens the sign-in page again
+        fields = {"csrf_token": first, "username": username, "password": "a-password"}
+        assert visitor.client.post("/login", data=fields).status_code == 303
+
+
+def test_forms_through_a_proxy_that_rewrites_the_host_are_accepted(
+    platform: Platform, unique: Callable[[str], str]
+) -> None:
+    username = make_user(platform, unique("proxied"))
+    # Plain http, so the test client keeps the cookies (over https they are Secure).
+    public = {"HEPAI_SERVER_PUBLIC_URL": "http://ai.example.org"}
+    with platform.serve(env=public) as proxied, Visitor(proxied.url) as visitor:
+        token = csrf_token(visitor.get("/login").text)
+        fields = {"csrf_token": token, "username": username, "password": "a-password"}
+        elsewhere = visitor.client.post(
+            "/login", data=fields, headers={"origin": "http://evil.example"}
+        )
+        assert elsewhere.status_code == 403
+        signed_in = visitor.client.post(
+            "/login", data=fields, headers={"origin": "http://ai.example.org"}
+        )
+        assert signed_in.status_code == 303
+
+
+# Before attempts were counted first and taken in turn, 10 parallel wrong guesses with a limit
+# of 3 got eight passwords checked.
 def test_guesses_sent_at_once_still_get_no_more_tries_than_the_limit(
     platform: Platform, strict_server: Server, unique: Callable[[str], str]
 ) -> None:

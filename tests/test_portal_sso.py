@@ -28,6 +28,12 @@ USERS = {
     "boss": {"sub": "idp-boss", "email": "boss@ihep.example", "groups": ["/hep-admins"]},
     "carol": {"sub": "idp-carol", "email": "carol@ihep.example", "groups": []},
     "dave": {"sub": "idp-dave", "email": "dave@ihep.example", "groups": []},
+    # A group path with a slash inside, which is no group name here, still makes an admin.
+    "olga": {"sub": "idp-olga", "email": "olga@ihep.example", "groups": ["/org/ai-admins"]},
+    # An address the provider has not verified is not taken.
+    "eve": {"sub": "idp-eve", "email": "alice@ihep.example", "email_verified": False},
+    # A name in Chinese: the username comes from the address.
+    "张伟": {"sub": "idp-zw", "email": "zhangwei@ihep.example", "groups": []},
 }
 
 
@@ -72,7 +78,7 @@ def sso_server(platform: Platform, idp: str) -> Iterator[Server]:
         "HEPAI_SERVER_OIDC_CLIENT_ID": CLIENT_ID,
         "HEPAI_SERVER_OIDC_CLIENT_SECRET": CLIENT_SECRET,
         "HEPAI_SERVER_OIDC_DISPLAY_NAME": "IHEP SSO",
-        "HEPAI_SERVER_OIDC_ADMIN_GROUPS": '["hep-admins"]',
+        "HEPAI_SERVER_OIDC_ADMIN_GROUPS": '["hep-admins", "org/ai-admins"]',
     }
     with platform.serve(env=env) as server:
         yield server
@@ -117,9 +123,23 @@ def test_first_sign_in_makes_the_account_with_the_providers_groups(
 
 
 def test_members_of_the_admin_groups_become_admins(sso_server: Server, idp: str) -> None:
+    for admin in ("boss", "olga"):
+        with Visitor(sso_server.url) as visitor:
+            through_provider(visitor, idp, admin)
+            assert visitor.get("/admin/users").status_code == 200, admin
+
+
+def test_unverified_addresses_are_not_taken_and_other_scripts_get_a_usable_name(
+    sso_server: Server, platform: Platform, idp: str
+) -> None:
     with Visitor(sso_server.url) as visitor:
-        through_provider(visitor, idp, "boss")
-        assert visitor.get("/admin/users").status_code == 200
+        through_provider(visitor, idp, "eve")
+    with Visitor(sso_server.url) as visitor:
+        through_provider(visitor, idp, "张伟")
+    users = platform.cli("user", "list").stdout.splitlines()
+    (eve,) = [line for line in users if line.startswith("eve\t")]
+    assert eve.split("\t")[3] == "-"  # no e-mail: alice's address was not verified for eve
+    assert any(line.startswith("zhangwei\t") for line in users)
 
 
 def test_a_local_account_with_the_same_name_is_never_taken_over(

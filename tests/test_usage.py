@@ -145,3 +145,37 @@ def test_disconnect_while_upstream_is_silent_cancels_within_a_second(
             return
         time.sleep(0.05)
     raise AssertionError("the silent upstream stream was never cancelled")
+
+
+def test_a_failed_write_retries_only_what_was_not_committed(tmp_path) -> None:
+    import asyncio
+
+    import sqlalchemy as sa
+
+    from hepai_server.db import migrate
+    from hepai_server.gateway.usage import UsageRecorder
+    from hepai_server.protocol.openai import Usage
+
+    url = f"sqlite:///{tmp_path / 'usage.db'}"
+    migrate.upgrade(url)
+    engine = sa.create_engine(url)
+    recorder = UsageRecorder(engine, flush_seconds=60, batch_size=2)
+    row = {
+        "user_id": 1,
+        "api_key_id": None,
+        "endpoint": "chat.completions",
+        "deployment": None,
+        "stream": False,
+        "status_code": 200,
+        "usage": Usage(total_tokens=5),
+        "latency_ms": 1.0,
+    }
+    for n, model in enumerate(["m/ok", "m/ok", "m/ok", None]):  # the fourth breaks its chunk
+        recorder.record(request_id=f"r{n}", model=model, **row)  # type: ignore[arg-type]
+    assert asyncio.run(recorder._flush()) is False
+    with engine.connect() as connection:
+        written = connection.execute(sa.text("SELECT count(*) FROM usage_records")).scalar_one()
+        daily = connection.execute(sa.text("SELECT sum(requests) FROM usage_daily")).scalar_one()
+    assert written == 2 and daily == 2
+    assert [pending["request_id"] for pending in recorder._pending] == ["r2", "r3"]
+    engine.dispose()

@@ -8,6 +8,7 @@ a key's revocation, a user's level, groups or status.
 from __future__ import annotations
 
 import functools
+import logging
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -20,8 +21,12 @@ from hepai_server import credentials
 from hepai_server.db.tables import ApiKey, Group, User
 from hepai_server.errors import Conflict, InvalidRequest, NotFound
 
+log = logging.getLogger(__name__)
+
 LEVELS = ("user", "admin")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@+-]{0,127}$")
+MIN_PASSWORD = 8
+#: What user and group names may be: what the forms, the CLI and the API accept.
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@+-]{0,127}$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,13 +54,17 @@ def create_user(
     groups: Iterable[str] = (),
     email: str | None = None,
 ) -> User:
-    if not _NAME.match(username):
+    if not NAME.match(username):
         raise InvalidRequest(
             "usernames are 1-128 letters, digits and _.@+- starting with a letter or digit",
             param="username",
         )
     if level not in LEVELS:
         raise InvalidRequest(f"level must be one of {', '.join(LEVELS)}", param="level")
+    if password is not None and len(password) < MIN_PASSWORD:
+        raise InvalidRequest(f"a password has at least {MIN_PASSWORD} characters", param="password")
+    if email is not None and len(email) > 256:
+        raise InvalidRequest("an e-mail address has at most 256 characters", param="email")
     if session.scalar(select(User.id).where(User.username == username)) is not None:
         raise Conflict(f"user {username!r} already exists", param="username")
     user = User(
@@ -71,7 +80,7 @@ def create_user(
 
 
 def ensure_group(session: Session, name: str) -> Group:
-    if not _NAME.match(name):
+    if not NAME.match(name):
         raise InvalidRequest(f"invalid group name {name!r}", param="group")
     group = session.scalar(select(Group).where(Group.name == name))
     if group is None:
@@ -132,9 +141,6 @@ def enable_user(session: Session, *, user: User) -> User:
     return user
 
 
-MIN_PASSWORD = 8
-
-
 def set_password(session: Session, *, user: User, password: str) -> User:
     """Replace the password; the caller ends the user's other web sessions."""
     if len(password) < MIN_PASSWORD:
@@ -171,7 +177,10 @@ def account_for_identity(
     sign-in the account's groups become the provider's; with ``admin_groups`` set, membership
     of one of them also decides the admin level.
     """
-    wanted = [name for name in dict.fromkeys(groups) if _NAME.match(name)]
+    given = list(dict.fromkeys(groups))
+    wanted = [name for name in given if NAME.match(name)]
+    if dropped := [name for name in given if not NAME.match(name)]:
+        log.warning("groups %s of %s are not valid group names; left out", dropped, subject)
     admin_groups = set(admin_groups)
     user = session.scalar(select(User).where(User.oidc_subject == subject))
     if user is None:
@@ -189,14 +198,15 @@ def account_for_identity(
         user.email = email
     user.groups = [ensure_group(session, name) for name in wanted]
     if admin_groups:
-        user.level = "admin" if admin_groups.intersection(wanted) else "user"
+        # Decided on the provider's own names, valid group names here or not.
+        user.level = "admin" if admin_groups.intersection(given) else "user"
     session.flush()
     return user
 
 
 def free_username(session: Session, wanted: str) -> str:
     """``wanted`` made a valid username no account has yet (alice, alice-2, …)."""
-    base = re.sub(r"[^A-Za-z0-9_.@+-]", "", wanted).lstrip("_.@+-")[:120] or "user"
+    base = re.sub(r"[^A-Za-z0-9_.@+-]", "", wanted).lstrip("_.@+-")[:120] or "sso-user"
     candidate, n = base, 1
     while session.scalar(select(User.id).where(User.username == candidate)) is not None:
         n += 1

@@ -205,8 +205,8 @@ class Settings(BaseSettings):
     login_max_failures: int = Field(
         default=5,
         ge=1,
-        description="Failed portal sign-ins for one username within the window before further "
-        "attempts are refused until the window passes.",
+        description="Failed portal sign-ins for one username from one address within the "
+        "window before further attempts are refused until the window passes.",
     )
     login_max_failures_per_ip: int = Field(
         default=50, ge=1, description="Failed portal sign-ins from one address within the window."

@@ -9,6 +9,7 @@ within half a second (other machines within ``catalog_refresh_seconds``).
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Collection, Iterable, Sequence
 from typing import cast
@@ -23,6 +24,8 @@ from hepai_server.config import PRESETS, ModelConfig, ModelType, ProviderConfig
 from hepai_server.credentials import Sealer
 from hepai_server.db.tables import ModelName, ModelPermission, Provider, ProviderModel, utcnow
 from hepai_server.errors import Conflict, InvalidRequest, NotFound
+
+log = logging.getLogger(__name__)
 
 MODEL_TYPES = ("chat", "completion", "embedding", "rerank")
 PROBE_TIMEOUT = aiohttp.ClientTimeout(total=10)
@@ -46,6 +49,10 @@ def parse_models(text: str) -> list[ModelConfig]:
                 f"line {number}: write the public id, the upstream name and the type",
                 param="models",
             )
+        if len(words[0]) > 256 or (rest and len(rest[0]) > 256):
+            raise InvalidRequest(
+                f"line {number}: names have at most 256 characters", param="models"
+            )
         models.append(ModelConfig(id=words[0], upstream=rest[0] if rest else None, type=kind))
     if not models:
         raise InvalidRequest("name at least one model the provider serves", param="models")
@@ -64,6 +71,8 @@ def add_provider(
     taken_names: Collection[str],
 ) -> Provider:
     """Store a provider; ``taken_names`` are the config file's, which it may not shadow."""
+    if base_url and len(base_url) > 512:
+        raise InvalidRequest("the base URL has at most 512 characters", param="base_url")
     try:
         config = ProviderConfig(name=name, preset=preset or None, base_url=base_url or None)
     except ValidationError as exc:
@@ -120,24 +129,44 @@ def delete_provider(session: Session, *, provider: Provider) -> None:
 
 
 def stored_providers(session: Session, sealer: Sealer) -> list[ProviderConfig]:
-    """The enabled stored providers as the catalog reads providers, keys unsealed."""
+    """The enabled stored providers as the catalog reads providers, keys unsealed.
+
+    Their models are for admins only until a permission says otherwise. A provider that cannot
+    be used as stored (its key sealed under another platform secret, a preset this version
+    does not know) is left out and logged, so one bad row never takes the catalog down.
+    """
     configs = []
     for provider in list_providers(session):
         if not provider.enabled:
             continue
         key = sealer.unseal(provider.api_key_sealed) if provider.api_key_sealed else None
-        configs.append(
-            ProviderConfig(
-                name=provider.name,
-                preset=provider.preset,
-                base_url=provider.base_url,
-                api_key=SecretStr(key) if key else None,
-                models=[
-                    ModelConfig(id=m.model_id, upstream=m.upstream, type=cast(ModelType, m.type))
-                    for m in provider.models
-                ],
+        if provider.api_key_sealed and key is None:
+            log.error(
+                "provider %s left out: its key cannot be unsealed (was the platform's secret "
+                "key changed?); give it its key again in the portal",
+                provider.name,
             )
-        )
+            continue
+        try:
+            configs.append(
+                ProviderConfig(
+                    name=provider.name,
+                    preset=provider.preset,
+                    base_url=provider.base_url,
+                    api_key=SecretStr(key) if key else None,
+                    models=[
+                        ModelConfig(
+                            id=m.model_id,
+                            upstream=m.upstream,
+                            type=cast(ModelType, m.type),
+                            groups=[],
+                        )
+                        for m in provider.models
+                    ],
+                )
+            )
+        except ValidationError as exc:
+            log.error("provider %s left out: %s", provider.name, exc.errors()[0]["msg"])
     return configs
 
 

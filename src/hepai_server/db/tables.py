@@ -131,7 +131,8 @@ class WebSession(Base):
 
 
 class LoginFailure(Base):
-    """A failed portal sign-in, kept for a while so repeated guessing can be slowed down."""
+    """A portal sign-in attempt not (yet) known to have succeeded, kept for a while so
+    repeated guessing can be slowed down; a success deletes its username's."""
 
     __tablename__ = "login_failures"
 
@@ -290,8 +291,8 @@ class Worker(Base):
     #: Epoch seconds of the last register/heartbeat POST.
     last_heartbeat: Mapped[float] = mapped_column(Float)
     stopped: Mapped[bool] = mapped_column(Boolean, default=False)
-    #: Set when an admin stopped the worker: its heartbeats are refused until an admin lets
-    #: it back, so a stop holds even for a worker that does not shut down when asked.
+    #: Set when an admin stopped the worker: heartbeats under its id are refused until an
+    #: admin lets it back, so a stop holds even for a process that does not shut down.
     held: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 

@@ -92,7 +92,7 @@ class Catalog:
 
     def __init__(self, models: Iterable[Model]) -> None:
         self._models = {model.id: model for model in models}
-        #: The catalog never changes after start, so its ids are computed once.
+        #: A catalog never changes (a new one replaces it), so its ids are computed once.
         self._ids = frozenset(self._models)
 
     @classmethod
@@ -101,10 +101,11 @@ class Catalog:
         providers: Iterable[ProviderConfig],
         *,
         access: Mapping[str, tuple[frozenset[str], frozenset[str]]] | None = None,
+        created: int | None = None,
     ) -> Catalog:
         """The models of ``providers``; ``access`` (model id → groups, users) replaces the
         groups and users the providers give a model, as an admin set them."""
-        catalog = cls._merged(providers)
+        catalog = cls._merged(providers, created or int(time.time()))
         if not access:
             return catalog
         return cls(
@@ -118,8 +119,7 @@ class Catalog:
         return list(self._models.values())
 
     @classmethod
-    def _merged(cls, providers: Iterable[ProviderConfig]) -> Catalog:
-        created = int(time.time())
+    def _merged(cls, providers: Iterable[ProviderConfig], created: int) -> Catalog:
         merged: dict[str, Model] = {}
         for provider in providers:
             headers = {"content-type": "application/json", **provider.headers}

@@ -142,7 +142,9 @@ def stop(session: Session, *, caller: Caller, worker_id: str) -> Worker:
 
 
 def hold(session: Session, *, caller: Caller, worker_id: str, held: bool) -> Worker:
-    """An admin's stop that sticks (``held``), or letting such a worker back."""
+    """An admin's stop that sticks for this worker id (``held``), or letting it back. The same
+    program started again under a new id is a new worker; stopping its owner's key or account
+    is what keeps a person's workers out."""
     if not caller.is_admin:
         raise PermissionDenied("only an admin may hold a worker")
     worker = session.get(Worker, worker_id)
@@ -258,10 +260,8 @@ class WorkerModelStatus:
 
     name: str
     functions: tuple[str, ...]
-    owners: tuple[str, ...]
     live_workers: int
     queue_length: int
-    last_heartbeat: float
 
 
 def worker_model_statuses(
@@ -284,10 +284,8 @@ def worker_model_statuses(
             WorkerModelStatus(
                 name=name,
                 functions=tuple(sorted({f for _, m in pairs for f in m.functions})),
-                owners=tuple(sorted({w.owner.email or w.owner.username for w, _ in pairs})),
                 live_workers=len(live),
                 queue_length=sum(w.queue_length for w in live),
-                last_heartbeat=max(w.last_heartbeat for w, _ in pairs),
             )
         )
     return statuses

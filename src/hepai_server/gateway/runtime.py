@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 import aiohttp
@@ -54,6 +55,8 @@ class Gateway:
     grants: FileGrants
     sweeper: asyncio.Task[None]
     refresher: asyncio.Task[None] | None = None
+    #: When this process started: the ``created`` of its catalog's models.
+    started: int = field(default_factory=lambda: int(time.time()))
 
     @classmethod
     async def start(cls, settings: Settings, config_providers: list[ProviderConfig]) -> Gateway:
@@ -106,7 +109,11 @@ class Gateway:
         )
         # Read before loading: a change made while this process loads is then seen as one.
         seen = gateway.catalog_generation.read()
-        await gateway.reload_catalog()
+        try:
+            await gateway.reload_catalog()
+        except Exception:
+            # The config file's models are served regardless; the refresher tries again.
+            log.exception("loading the providers added in the portal failed")
         gateway.refresher = asyncio.create_task(
             refresh(gateway, settings.catalog_refresh_seconds, seen)
         )
@@ -119,7 +126,9 @@ class Gateway:
             return providers.stored_providers(session, self.sealer), providers.permissions(session)
 
         stored, access = await self.transact(work)
-        self.catalog = Catalog.from_providers([*self.config_providers, *stored], access=access)
+        self.catalog = Catalog.from_providers(
+            [*self.config_providers, *stored], access=access, created=self.started
+        )
 
     def catalog_changed(self) -> None:
         """Tell every process on this machine to rebuild its catalog (after committing)."""

@@ -16,7 +16,7 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, insert, update
+from sqlalchemy import Connection, Engine, insert, or_, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from hepai_server.db.tables import ApiKey, UsageDaily, UsageRecord
@@ -107,12 +107,16 @@ class UsageRecorder:
 
     async def _flush(self) -> bool:
         batch, self._pending = self._pending, []
+        written = 0
         try:
-            for start in range(0, len(batch), self._batch_size):
-                await asyncio.to_thread(self._write, batch[start : start + self._batch_size])
+            while written < len(batch):
+                chunk = batch[written : written + self._batch_size]
+                await asyncio.to_thread(self._write, chunk)
+                written += len(chunk)
         except Exception:
-            log.exception("usage: writing %d rows failed; will retry", len(batch))
-            self._pending = (batch + self._pending)[-MAX_PENDING:]
+            # Only what was not committed goes back: a chunk is one transaction.
+            log.exception("usage: writing %d rows failed; will retry", len(batch) - written)
+            self._pending = (batch[written:] + self._pending)[-MAX_PENDING:]
             return False
         return True
 
@@ -164,6 +168,12 @@ def stamp_last_use(connection: Connection, rows: list[dict[str, Any]]) -> None:
         if key_id:
             last_use[key_id] = max(row["created_at"], last_use.get(key_id, row["created_at"]))
     for key_id in sorted(last_use):
+        # Never backwards: another process may have written a later use already.
         connection.execute(
-            update(ApiKey).where(ApiKey.id == key_id).values(last_used_at=last_use[key_id])
+            update(ApiKey)
+            .where(
+                ApiKey.id == key_id,
+                or_(ApiKey.last_used_at.is_(None), ApiKey.last_used_at < last_use[key_id]),
+            )
+            .values(last_used_at=last_use[key_id])
         )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
+import re
 import secrets
 import time
 from dataclasses import dataclass
@@ -73,13 +74,16 @@ class SingleSignOn:
             document = await fetch_json(http, "GET", url)
             if document.get("issuer", "").rstrip("/") != self.issuer:
                 raise SignOnFailed(f"the provider calls itself {document.get('issuer')!r}")
-            metadata = ProviderMetadata(
-                issuer=document["issuer"],
-                authorization_endpoint=document["authorization_endpoint"],
-                token_endpoint=document["token_endpoint"],
-                jwks_uri=document["jwks_uri"],
-                userinfo_endpoint=document.get("userinfo_endpoint"),
-            )
+            try:
+                metadata = ProviderMetadata(
+                    issuer=document["issuer"],
+                    authorization_endpoint=document["authorization_endpoint"],
+                    token_endpoint=document["token_endpoint"],
+                    jwks_uri=document["jwks_uri"],
+                    userinfo_endpoint=document.get("userinfo_endpoint"),
+                )
+            except KeyError as missing:
+                raise SignOnFailed(f"the provider's discovery document lacks {missing}") from None
             self._metadata = (metadata, time.monotonic() + CACHE_SECONDS)
         return self._metadata[0]
 
@@ -188,12 +192,18 @@ class SingleSignOn:
         groups = claims.get(self.settings.oidc_groups_claim) or []
         if isinstance(groups, str):
             groups = [groups]
-        username = claims.get(self.settings.oidc_username_claim) or claims.get("email") or ""
         email = claims.get("email")
+        if not isinstance(email, str) or claims.get("email_verified") is False:
+            # An address the provider has not verified could name someone else, and model
+            # permissions may list users by e-mail.
+            email = None
+        username = str(claims.get(self.settings.oidc_username_claim) or "")
+        if not re.search(r"[A-Za-z0-9]", username) and email:
+            username = email.split("@", 1)[0]  # a name in another script: the address's
         return Identity(
             subject=str(claims["sub"]),
-            username=str(username),
-            email=email if isinstance(email, str) else None,
+            username=username,
+            email=email,
             groups=tuple(str(group).strip("/") for group in groups if isinstance(group, str)),
         )
 

@@ -92,7 +92,9 @@ def purge_expired(session: Session, *, now: datetime, window: timedelta) -> None
 
 @dataclass(frozen=True, slots=True)
 class Throttle:
-    """How many failed sign-ins a username, and an address, may have within ``window``."""
+    """How many sign-in attempts a username may have from one address, and an address at all,
+    within ``window``. Counted per username *and* address, so a stranger's guessing from
+    elsewhere never locks the owner (or an admin) out of their account."""
 
     per_username: int
     per_ip: int
@@ -101,20 +103,23 @@ class Throttle:
     def attempt(self, session: Session, *, username: str, ip: str, now: datetime) -> bool:
         """Count a sign-in attempt before its password is checked; whether it may go on.
 
-        The attempt is written first and counted after, with attempts at one username taken
+        The attempt is written first and counted after, with attempts from one address taken
         in turn (SQLite's write lock; a transaction-scoped advisory lock on PostgreSQL), so
         guesses sent at once get no more tries than the limit. A success then forgives them.
         """
         if session.get_bind().dialect.name == "postgresql":
-            session.execute(
-                text("SELECT pg_advisory_xact_lock(hashtext(:name))"), {"name": username}
-            )
+            session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:ip))"), {"ip": ip})
         session.add(LoginFailure(username=username[:128], ip=ip[:64], created_at=now))
         session.flush()
         since = now - self.window
         recent = select(func.count()).where(LoginFailure.created_at > since)
-        by_name = session.scalar(recent.where(LoginFailure.username == username[:128])) or 0
         by_ip = session.scalar(recent.where(LoginFailure.ip == ip[:64])) or 0
+        by_name = (
+            session.scalar(
+                recent.where(LoginFailure.username == username[:128], LoginFailure.ip == ip[:64])
+            )
+            or 0
+        )
         return by_name <= self.per_username and by_ip <= self.per_ip
 
     def forgive(self, session: Session, *, username: str) -> None:

@@ -223,11 +223,15 @@ def portal(request: Request) -> Portal:
 
 
 def check_origin(request: Request) -> None:
-    """Browsers name the page a POST comes from; one from another site is refused outright."""
+    """Browsers name the page a POST comes from; one from another site is refused outright.
+    This site is the request's host, or the public URL's when a proxy rewrites the host."""
     origin = request.headers.get("origin") or request.headers.get("referer")
     if origin is None or origin == "null":
         return  # old browsers and privacy settings send neither; the CSRF token still decides
-    if urlsplit(origin).netloc != request.url.netloc:
+    ours = {request.url.netloc}
+    if public_url := portal(request).settings.public_url:
+        ours.add(urlsplit(public_url).netloc)
+    if urlsplit(origin).netloc not in ours:
         raise PermissionDenied("the form did not come from this site")
 
 

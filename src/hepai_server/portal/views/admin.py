@@ -104,7 +104,7 @@ async def update_user(request: Request, portal: Portal) -> Response:
     """Set a user's level and groups, or disable or enable the account."""
     viewer = await portal.viewer(request, admin=True)
     form = await portal.form(request, viewer)
-    user_id = path_id(request)
+    user_id: int = request.path_params["user_id"]
     action = str(form.get("action") or "")
     if user_id == viewer.user_id and action != "save":
         return await render_users(request, portal, viewer, error="admin.not_self", status=400)
@@ -150,13 +150,6 @@ async def update_user(request: Request, portal: Portal) -> Response:
         return await render_users(request, portal, viewer, error=error.message, status=400)
     gw.generation.bump()
     return redirect("/admin/users")
-
-
-def path_id(request: Request) -> int:
-    try:
-        return int(request.path_params["user_id"])
-    except ValueError:
-        raise NotFound("no such user") from None
 
 
 async def audit_page(request: Request, portal: Portal) -> Response:

@@ -7,6 +7,7 @@ import secrets
 from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy.exc import IntegrityError
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -48,8 +49,11 @@ def sign_in_page(
     status: int = 200,
     next_path: str | None = None,
 ) -> Response:
-    """The form, with a fresh token in both the form and the cookie (double submit)."""
-    token = secrets.token_urlsafe(32)
+    """The form, with its token in both the form and the cookie (double submit). A browser
+    keeps its token, so a second sign-in tab does not spoil the first one's form."""
+    token = request.cookies.get(SIGN_IN_COOKIE) or ""
+    if not 32 <= len(token) <= 64:
+        token = secrets.token_urlsafe(32)
     response = portal.render(
         request,
         "login.html",
@@ -166,7 +170,11 @@ async def sso_callback(request: Request, portal: Portal) -> Response:
             admin_groups=settings.oidc_admin_groups,
         )
 
-    user = await gateway(request).transact(work)
+    try:
+        user = await gateway(request).transact(work)
+    except IntegrityError:
+        # Another sign-in of the same new identity made the account a moment ago.
+        user = await gateway(request).transact(work)
     gateway(request).generation.bump()  # groups or level may have changed
     if user is None:
         return sign_in_page(request, portal, error="auth.disabled", status=403)

@@ -88,10 +88,7 @@ async def create_key(request: Request, portal: Portal) -> Response:
 async def revoke_key(request: Request, portal: Portal) -> Response:
     viewer = await portal.viewer(request)
     await portal.form(request, viewer)
-    try:
-        key_id = int(request.path_params["key_id"])
-    except ValueError:
-        raise NotFound("no such API key") from None
+    key_id: int = request.path_params["key_id"]
 
     def work(session: Session) -> Any:
         key = session.get(ApiKey, key_id)

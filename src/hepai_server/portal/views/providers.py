@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from hepai_server import audit, providers
+from hepai_server.accounts import NAME
 from hepai_server.errors import Conflict, InvalidRequest
 from hepai_server.portal.views.admin import client_ip, parse_groups
 from hepai_server.portal.web import Portal, Viewer, gateway, redirect
@@ -69,6 +70,10 @@ async def add_provider(request: Request, portal: Portal) -> Response:
     gw = gateway(request)
     name = str(form.get("name") or "").strip()
     groups = parse_groups(form.get("groups") or "all")
+    if not all(NAME.match(group) for group in groups):
+        return await render_providers(
+            request, portal, viewer, error="providers.bad_groups", status=400
+        )
 
     def work(session: Session) -> None:
         models = providers.parse_models(str(form.get("models") or ""))
@@ -82,8 +87,11 @@ async def add_provider(request: Request, portal: Portal) -> Response:
             sealer=gw.sealer,
             taken_names={p.name for p in gw.config_providers},
         )
+        # A model that exists already keeps who may use it; only new ones get the form's.
+        known = gw.catalog.ids() | providers.permissions(session).keys()
         for model in models:
-            providers.set_permission(session, model_id=model.id, groups=groups, users=())
+            if model.id not in known:
+                providers.set_permission(session, model_id=model.id, groups=groups, users=())
         record(
             session,
             viewer,
@@ -163,6 +171,10 @@ async def set_permission(request: Request, portal: Portal) -> Response:
     if model_id not in gw.catalog.ids():
         raise InvalidRequest(f"no provider model {model_id!r}", param="model")
     groups, users = parse_groups(form.get("groups")), parse_groups(form.get("users"))
+    if not all(NAME.match(name) for name in [*groups, *users]):
+        raise InvalidRequest(
+            "groups and users are names of letters, digits and _.@+-", param="groups"
+        )
     reset = form.get("action") == "reset"
 
     def work(session: Session) -> None:
