@@ -222,6 +222,11 @@ def portal(request: Request) -> Portal:
     return found
 
 
+def client_ip(request: Request) -> str | None:
+    """The visitor's address (behind a trusted proxy, the one it forwarded)."""
+    return request.client.host if request.client else None
+
+
 def check_origin(request: Request) -> None:
     """Browsers name the page a POST comes from; one from another site is refused outright.
     This site is the request's host, or the public URL's when a proxy rewrites the host."""

@@ -17,11 +17,7 @@ from hepai_server import accounts, audit, credentials
 from hepai_server.db.tables import User
 from hepai_server.errors import Conflict, InvalidRequest, NotFound
 from hepai_server.portal import sessions
-from hepai_server.portal.web import Portal, Viewer, gateway, redirect
-
-
-def client_ip(request: Request) -> str | None:
-    return request.client.host if request.client else None
+from hepai_server.portal.web import Portal, Viewer, client_ip, gateway, redirect
 
 
 def parse_groups(raw: object) -> list[str]:

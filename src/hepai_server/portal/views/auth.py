@@ -22,6 +22,7 @@ from hepai_server.portal.web import (
     SESSION_COOKIE,
     SIGN_IN_COOKIE,
     Portal,
+    client_ip,
     gateway,
     local_path,
     redirect,
@@ -73,7 +74,7 @@ async def login(request: Request, portal: Portal) -> Response:
     form = await portal.form(request, None)
     username = str(form.get("username") or "").strip()[:128]
     password = str(form.get("password") or "")
-    ip = request.client.host if request.client else "unknown"
+    ip = client_ip(request) or "unknown"
     now = datetime.now(UTC)
     request.scope["hepai.username"] = username
     target = str(form.get("next") or "")
@@ -107,7 +108,7 @@ async def start_session(request: Request, portal: Portal, user: User, target: st
             user=user,
             now=now,
             lifetime=portal.lifetime,
-            ip=request.client.host if request.client else None,
+            ip=client_ip(request),
             user_agent=request.headers.get("user-agent"),
         )
         return token
@@ -236,7 +237,7 @@ async def change_password(request: Request, portal: Portal) -> Response:
             user=user,
             now=now,
             lifetime=portal.lifetime,
-            ip=request.client.host if request.client else None,
+            ip=client_ip(request),
             user_agent=request.headers.get("user-agent"),
         )
         return token

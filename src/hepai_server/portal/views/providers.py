@@ -17,8 +17,8 @@ from starlette.responses import Response
 from hepai_server import audit, providers
 from hepai_server.accounts import NAME
 from hepai_server.errors import Conflict, InvalidRequest
-from hepai_server.portal.views.admin import client_ip, parse_groups
-from hepai_server.portal.web import Portal, Viewer, gateway, redirect
+from hepai_server.portal.views.admin import parse_groups
+from hepai_server.portal.web import Portal, Viewer, client_ip, gateway, redirect
 
 
 async def providers_page(request: Request, portal: Portal) -> Response:

@@ -14,8 +14,7 @@ from hepai_server import audit
 from hepai_server.errors import InvalidRequest
 from hepai_server.gateway import registry
 from hepai_server.gateway.routes.ddf import call_worker
-from hepai_server.portal.views.admin import client_ip
-from hepai_server.portal.web import Portal, gateway, redirect
+from hepai_server.portal.web import Portal, client_ip, gateway, redirect
 
 
 @dataclass(frozen=True, slots=True)
