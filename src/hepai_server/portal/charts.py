@@ -3,7 +3,7 @@ script, readable by screen readers through each bar's title."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 
@@ -15,6 +15,8 @@ class Bar:
     height: float
     label: str
     value: int
+    #: What the axis shows under the bar (the label, shortened).
+    short: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +53,12 @@ def nice_ceiling(value: int) -> int:
 
 
 def bar_chart(
-    points: Sequence[tuple[str, int]], *, width: int = 720, height: int = 200, max_labels: int = 10
+    points: Sequence[tuple[str, int]],
+    *,
+    width: int = 720,
+    height: int = 200,
+    max_labels: int = 10,
+    short: Callable[[str], str] = str,
 ) -> BarChart:
     left, bottom, top = 56, 24, 8
     plot_width, plot_height = width - left, height - bottom - top
@@ -65,6 +72,7 @@ def bar_chart(
             height=plot_height * value / ceiling,
             label=label,
             value=value,
+            short=short(label),
         )
         for index, (label, value) in enumerate(points)
     )

@@ -73,11 +73,22 @@ async def usage_page(request: Request, portal: Portal) -> Response:
         else:
             choices = sorted(model for model, _totals in result.per_model)
         days = result.per_day
+        top = result.per_model[:12]
         return {
             "chosen": chosen,
             "overall": result.overall,
-            "requests_chart": bar_chart([(d.isoformat(), t.requests) for d, t in days]),
-            "tokens_chart": bar_chart([(d.isoformat(), t.total_tokens) for d, t in days]),
+            "requests_chart": bar_chart(
+                [(d.isoformat(), t.requests) for d, t in days], short=month_day
+            ),
+            "tokens_chart": bar_chart(
+                [(d.isoformat(), t.total_tokens) for d, t in days], short=month_day
+            ),
+            "model_requests_chart": bar_chart(
+                [(model, t.requests) for model, t in top], short=model_tick, max_labels=12
+            ),
+            "model_tokens_chart": bar_chart(
+                [(model, t.total_tokens) for model, t in top], short=model_tick, max_labels=12
+            ),
             "models": result.per_model,
             "model_choices": choices,
             "groups": [g.name for g in accounts.list_groups(session)] if viewer.is_admin else [],
@@ -85,6 +96,16 @@ async def usage_page(request: Request, portal: Portal) -> Response:
 
     context = await gateway(request).transact(work)
     return portal.render(request, "usage.html", viewer=viewer, spans=SPANS, **context)
+
+
+def month_day(day: str) -> str:
+    return day[5:]
+
+
+def model_tick(model: str) -> str:
+    """A model id short enough to stand under its bar: its last part, cut to 14 characters."""
+    name = model.rsplit("/", 1)[-1]
+    return name if len(name) <= 14 else name[:13] + "…"
 
 
 def spreadsheet_safe(value: object) -> object:
