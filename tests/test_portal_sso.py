@@ -119,6 +119,7 @@ def test_first_sign_in_makes_the_account_with_the_providers_groups(
 
     with Visitor(sso_server.url) as again:
         through_provider(again, idp, "alice")
+        assert "data-sso-only" in again.get("/settings/password").text
     assert platform.cli("user", "list").stdout.count("alice@ihep.example") == 1
 
 

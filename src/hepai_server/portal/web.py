@@ -61,6 +61,8 @@ class Viewer:
     email: str | None
     is_admin: bool
     groups: frozenset[str]
+    #: False for accounts that sign in by single sign-on only.
+    has_password: bool = True
 
     def caller(self) -> Caller:
         """The user as the model catalog judges callers: with every model the user may use."""
@@ -136,6 +138,7 @@ class Portal:
                 email=user.email,
                 is_admin=user.is_admin,
                 groups=frozenset(group.name for group in user.groups),
+                has_password=user.password_hash is not None,
             )
 
         return await gateway(request).transact(work)
