@@ -15,15 +15,23 @@ def test_user_create_generates_a_password_when_none_is_given(platform: Platform,
 
 def test_duplicate_user_is_a_clear_error(platform: Platform, unique) -> None:
     name = unique("twice")
-    platform.cli("user", "create", name, input="pw\n")
-    result = platform.cli("user", "create", name, input="pw\n", check=False)
+    platform.cli("user", "create", name, input="a-password\n")
+    result = platform.cli("user", "create", name, input="a-password\n", check=False)
     assert result.returncode == 1
     assert "already exists" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_a_short_password_is_a_clear_error(platform: Platform, unique) -> None:
+    name = unique("short")
+    result = platform.cli("user", "create", name, input="pw\n", check=False)
+    assert result.returncode == 1
+    assert "at least 8 characters" in result.stderr and "Traceback" not in result.stderr
+    assert name not in platform.cli("user", "list").stdout
+
+
 def test_key_create_prints_the_key_alone(platform: Platform, unique) -> None:
     name = unique("keyed")
-    platform.cli("user", "create", name, input="pw\n")
+    platform.cli("user", "create", name, input="a-password\n")
     out = platform.cli("key", "create", "--user", name, "--name", "ci").stdout
     assert out.count("\n") == 1 and out.startswith("sk-")
 
@@ -38,7 +46,15 @@ def test_key_for_unknown_user_and_unknown_key_id_fail_cleanly(platform: Platform
 def test_admin_user_and_groups_are_listed(platform: Platform, unique) -> None:
     name = unique("boss")
     platform.cli(
-        "user", "create", name, "--admin", "--group", "physics", "--group", "ops", input="pw\n"
+        "user",
+        "create",
+        name,
+        "--admin",
+        "--group",
+        "physics",
+        "--group",
+        "ops",
+        input="a-password\n",
     )
     listing = platform.cli("user", "list").stdout.splitlines()
     line = next(row for row in listing if row.startswith(name))

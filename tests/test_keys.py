@@ -65,7 +65,7 @@ def test_revocation_takes_effect_on_the_next_request(
 
 def test_expired_key_gets_401(platform: Platform, server: Server, unique) -> None:
     user = unique("expiring")
-    platform.cli("user", "create", user, input="pw\n")
+    platform.cli("user", "create", user, input="a-password\n")
     # 0.00005 days is 4.32 seconds: long enough to use once, short enough to wait out.
     key = platform.create_key(user, "--expires-days", "0.00005")
     assert chat(server, {"x-api-key": key}).status_code == 200
@@ -77,7 +77,7 @@ def test_expired_key_gets_401(platform: Platform, server: Server, unique) -> Non
 
 def test_key_limited_to_models(platform: Platform, server: Server, unique) -> None:
     user = unique("limited")
-    platform.cli("user", "create", user, input="pw\n")
+    platform.cli("user", "create", user, input="a-password\n")
     key = platform.create_key(user, "--models", "mock/chat,mock/embed")
     api = server.openai(key)
     assert {m.id for m in api.models.list()} == {"mock/chat", "mock/embed"}
