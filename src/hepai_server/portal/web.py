@@ -17,10 +17,12 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 import jinja2
+from sqlalchemy.orm import Session
 from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
+from hepai_server import audit
 from hepai_server.accounts import Caller
 from hepai_server.config import Settings
 from hepai_server.errors import HepAIError, PermissionDenied
@@ -223,6 +225,26 @@ def gateway(request: Request) -> Gateway:
 def portal(request: Request) -> Portal:
     found: Portal = request.state.portal
     return found
+
+
+def record_action(
+    session: Session,
+    viewer: Viewer,
+    request: Request,
+    action: str,
+    target: str,
+    detail: dict[str, Any] | None = None,
+) -> None:
+    """An admin's action in the audit log, in the transaction that makes the change."""
+    audit.record(
+        session,
+        actor_id=viewer.user_id,
+        actor=viewer.username,
+        action=action,
+        target=target,
+        detail=detail,
+        ip=client_ip(request),
+    )
 
 
 def client_ip(request: Request) -> str | None:

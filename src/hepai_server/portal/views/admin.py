@@ -17,7 +17,7 @@ from hepai_server import accounts, audit, credentials
 from hepai_server.db.tables import User
 from hepai_server.errors import Conflict, InvalidRequest, NotFound
 from hepai_server.portal import sessions
-from hepai_server.portal.web import Portal, Viewer, client_ip, gateway, redirect
+from hepai_server.portal.web import Portal, Viewer, gateway, record_action, redirect
 
 
 def parse_groups(raw: object) -> list[str]:
@@ -78,15 +78,8 @@ async def create_user(request: Request, portal: Portal) -> Response:
         user = accounts.create_user(
             session, username=username, password=password, level=level, groups=groups, email=email
         )
-        audit.record(
-            session,
-            actor_id=viewer.user_id,
-            actor=viewer.username,
-            action="user.create",
-            target=user.username,
-            detail={"level": level, "groups": groups, "email": email},
-            ip=client_ip(request),
-        )
+        detail = {"level": level, "groups": groups, "email": email}
+        record_action(session, viewer, request, "user.create", user.username, detail)
 
     try:
         await gateway(request).transact(work)
@@ -129,15 +122,7 @@ async def update_user(request: Request, portal: Portal) -> Response:
             detail = {"level": level, "groups": groups}
         else:
             raise InvalidRequest(f"unknown action {action!r}", param="action")
-        audit.record(
-            session,
-            actor_id=viewer.user_id,
-            actor=viewer.username,
-            action=f"user.{action}",
-            target=user.username,
-            detail=detail,
-            ip=client_ip(request),
-        )
+        record_action(session, viewer, request, f"user.{action}", user.username, detail)
 
     gw = gateway(request)
     try:

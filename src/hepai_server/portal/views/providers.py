@@ -8,17 +8,15 @@ groups and users may use each provider model, replacing the config file's for th
 
 from __future__ import annotations
 
-from typing import Any
-
 from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import Response
 
-from hepai_server import audit, providers
+from hepai_server import providers
 from hepai_server.accounts import NAME
 from hepai_server.errors import Conflict, InvalidRequest
 from hepai_server.portal.views.admin import parse_groups
-from hepai_server.portal.web import Portal, Viewer, client_ip, gateway, redirect
+from hepai_server.portal.web import Portal, Viewer, gateway, record_action, redirect
 
 
 async def providers_page(request: Request, portal: Portal) -> Response:
@@ -50,20 +48,6 @@ async def render_providers(
     )
 
 
-def record(
-    session: Session, viewer: Viewer, request: Request, action: str, target: str, **detail: Any
-) -> None:
-    audit.record(
-        session,
-        actor_id=viewer.user_id,
-        actor=viewer.username,
-        action=action,
-        target=target,
-        detail=detail,
-        ip=client_ip(request),
-    )
-
-
 async def add_provider(request: Request, portal: Portal) -> Response:
     viewer = await portal.viewer(request, admin=True)
     form = await portal.form(request, viewer)
@@ -92,17 +76,13 @@ async def add_provider(request: Request, portal: Portal) -> Response:
         for model in models:
             if model.id not in known:
                 providers.set_permission(session, model_id=model.id, groups=groups, users=())
-        record(
-            session,
-            viewer,
-            request,
-            "provider.add",
-            provider.name,
-            base_url=provider.base_url,
-            models=[m.id for m in models],
-            groups=groups,
-            key_set=provider.api_key_sealed is not None,
-        )
+        detail = {
+            "base_url": provider.base_url,
+            "models": [m.id for m in models],
+            "groups": groups,
+            "key_set": provider.api_key_sealed is not None,
+        }
+        record_action(session, viewer, request, "provider.add", provider.name, detail)
 
     try:
         await gw.transact(work)
@@ -136,7 +116,7 @@ async def change_provider(request: Request, portal: Portal) -> Response:
             providers.delete_provider(session, provider=provider)
         else:
             raise InvalidRequest(f"unknown action {action!r}", param="action")
-        record(session, viewer, request, f"provider.{action}", provider.name)
+        record_action(session, viewer, request, f"provider.{action}", provider.name)
 
     await gw.transact(work)
     await changed(request)
@@ -184,7 +164,7 @@ async def set_permission(request: Request, portal: Portal) -> Response:
             providers.set_permission(session, model_id=model_id, groups=groups, users=users)
         detail = {} if reset else {"groups": groups, "users": users}
         action = "model.reset_permission" if reset else "model.permission"
-        record(session, viewer, request, action, model_id, **detail)
+        record_action(session, viewer, request, action, model_id, detail)
 
     await gw.transact(work)
     await changed(request)

@@ -10,11 +10,10 @@ from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import Response
 
-from hepai_server import audit
 from hepai_server.errors import InvalidRequest
 from hepai_server.gateway import registry
 from hepai_server.gateway.routes.ddf import call_worker
-from hepai_server.portal.web import Portal, client_ip, gateway, redirect
+from hepai_server.portal.web import Portal, gateway, record_action, redirect
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,15 +72,8 @@ async def change_worker(request: Request, portal: Portal) -> Response:
 
     def work(session: Session) -> str:
         worker = registry.hold(session, caller=viewer.caller(), worker_id=worker_id, held=held)
-        audit.record(
-            session,
-            actor_id=viewer.user_id,
-            actor=viewer.username,
-            action=f"worker.{action}",
-            target=worker.id,
-            detail={"models": [model.model_name for model in worker.models]},
-            ip=client_ip(request),
-        )
+        detail = {"models": [model.model_name for model in worker.models]}
+        record_action(session, viewer, request, f"worker.{action}", worker.id, detail)
         return worker.address
 
     address = await gateway(request).transact(work)
