@@ -11,6 +11,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from playwright.sync_api import Browser, sync_playwright
 
 from tests.stack import MockProcess, Platform, Server, free_port, mock_upstream
 
@@ -124,6 +125,19 @@ def platform(
 def server(platform: Platform) -> Iterator[Server]:
     with platform.serve() as running:
         yield running
+
+
+#: Debian's Chromium, which scripts/setup.sh installs; Playwright never downloads a browser here.
+CHROMIUM = "/usr/bin/chromium"
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    """Headless Chromium, one per test module."""
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield browser
+        browser.close()
 
 
 @pytest.fixture(scope="session")

@@ -11,12 +11,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, sync_playwright
+from playwright.sync_api import Browser
 
 from tests.stack import Platform, Server
 from tests.test_files import png
-
-CHROMIUM = "/usr/bin/chromium"
 
 
 class Beacon:
@@ -76,14 +74,6 @@ def svg_attack(beacon: str) -> str:
         f"<script>new Image().src='{beacon}/hit/svg-script'</script>"
         f'<rect width="10" height="10" fill="red"/></svg>'
     )
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield browser
-        browser.close()
 
 
 @pytest.fixture

@@ -3,14 +3,14 @@ use) in headless Chromium against WCAG 2.1 A and AA: labels, names, contrast, la
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 from axe_playwright_python.sync_playwright import Axe
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page
 
 from tests.stack import Platform, Server
-from tests.test_portal_browser import CHROMIUM, sign_in
+from tests.test_portal_browser import sign_in
 
 PAGES = [
     "/models",
@@ -26,14 +26,6 @@ PAGES = [
     "/admin/audit",
 ]
 WCAG = {"runOnly": {"type": "tag", "values": ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]}}
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield browser
-        browser.close()
 
 
 def violations(page: Page) -> str:

@@ -11,22 +11,14 @@ from pathlib import Path
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Route, expect, sync_playwright
+from playwright.sync_api import Browser, Route, expect
 
 from tests import documents
 from tests.portal import Visitor, csrf_token
 from tests.stack import MockProcess, Platform, Server, run_worker
 from tests.test_files import png
-from tests.test_portal_browser import CHROMIUM, sign_in
+from tests.test_portal_browser import sign_in
 from tests.test_portal_usage import wait_for_rows
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield browser
-        browser.close()
 
 
 @pytest.fixture(scope="module")

@@ -18,9 +18,9 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, expect, sync_playwright
 
+from tests.conftest import CHROMIUM
 from tests.portal import Visitor
 from tests.stack import Platform, Server, free_port, stop, wait_until_up
-from tests.test_portal_browser import CHROMIUM
 
 CLIENT_ID, CLIENT_SECRET = "hepai-portal", "portal-secret-0123"
 USERS = {
