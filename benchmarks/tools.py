@@ -89,9 +89,9 @@ async def rate(
 
 def engines(seconds: float) -> dict[str, float]:
     """Each engine called directly in this process: what the workers add nothing to."""
+    from hepai_server.worker.builtin import layout
     from hepai_server.worker.builtin.documents import check_document
     from hepai_server.worker.builtin.encoder import TextEncoder, packaged_minilm
-    from hepai_server.worker.builtin.layout import WINDOW, classify, convert_window
     from hepai_server.worker.builtin.markitdown import convert_document
 
     results: dict[str, float] = {}
@@ -113,12 +113,12 @@ def engines(seconds: float) -> dict[str, float]:
     results["markitdown"] = count / (time.monotonic() - started)
 
     pdf = ten_page_pdf()
-    scans = classify(pdf)
+    emitted: list[tuple[Any, ...]] = []
     pages, started = 0, time.monotonic()
     while time.monotonic() - started < seconds:
-        for start in range(0, len(scans), WINDOW):
-            window = list(range(start, min(start + WINDOW, len(scans))))
-            pages += len(convert_window(pdf, window, scans))
+        layout.convert_document(emitted.append, pdf)
+        pages += sum(1 for item in emitted if item[0] == "page")
+        emitted.clear()
     results["mineru"] = pages / (time.monotonic() - started)
     return results
 

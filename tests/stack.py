@@ -8,8 +8,9 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -272,27 +273,38 @@ def run_worker(
     env: Mapping[str, str] | None = None,
     heartbeat: float = 60,
     timeout: float = 30,
+    port: int | None = None,
+    args: Sequence[str] = (),
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """`hepai-server worker run SPEC`, registered with ``server`` under ``key``'s owner."""
-    port = free_port()
-    process = subprocess.Popen(
-        [
-            str(BIN / "hepai-server"),
-            "worker",
-            "run",
-            spec,
-            "--controller",
-            server.url,
-            "--port",
-            str(port),
-            "--heartbeat",
-            str(heartbeat),
-        ],
-        env={**os.environ, "HEPAI_API_KEY": key, **(env or {})},
-        cwd=Path(__file__).parent.parent,
-    )
-    try:
-        wait_until_up(f"http://127.0.0.1:{port}/apiv2/worker/get_status", process, timeout)
-        yield process
-    finally:
-        stop(process)
+    """`hepai-server worker run SPEC`, registered with ``server`` under ``key``'s owner.
+
+    Task journals go to a directory of the test's unless ``env`` names one."""
+    port = port or free_port()
+    with tempfile.TemporaryDirectory(prefix="hepai-worker-") as scratch:
+        process = subprocess.Popen(
+            [
+                str(BIN / "hepai-server"),
+                "worker",
+                "run",
+                spec,
+                "--controller",
+                server.url,
+                "--port",
+                str(port),
+                "--heartbeat",
+                str(heartbeat),
+                *args,
+            ],
+            env={
+                **os.environ,
+                "HEPAI_API_KEY": key,
+                "HEPAI_SERVER_TASK_DIR": scratch,
+                **(env or {}),
+            },
+            cwd=Path(__file__).parent.parent,
+        )
+        try:
+            wait_until_up(f"http://127.0.0.1:{port}/apiv2/worker/get_status", process, timeout)
+            yield process
+        finally:
+            stop(process)

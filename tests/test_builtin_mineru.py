@@ -6,6 +6,8 @@ from __future__ import annotations
 import base64
 import io
 import re
+import subprocess
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,17 +16,23 @@ import httpx
 import pytest
 from hepai.components.haiddf.hclient._exceptions import HAPIStatusError
 from PIL import Image
+from pypdf import PdfReader, PdfWriter
 
 from tests import documents
-from tests.stack import Platform, Server, run_worker
+from tests.stack import Platform, Server, free_port, run_worker
 
 MODEL = "hepai/mineru"
 
 
 @pytest.fixture(scope="module")
-def mineru(server: Server, operator: str) -> Iterator[str]:
-    with run_worker(server, operator, "builtin:mineru", timeout=120):
-        yield MODEL
+def mineru_worker(server: Server, operator: str) -> Iterator[subprocess.Popen[bytes]]:
+    with run_worker(server, operator, "builtin:mineru", timeout=120) as process:
+        yield process
+
+
+@pytest.fixture(scope="module")
+def mineru(mineru_worker: subprocess.Popen[bytes]) -> str:
+    return MODEL
 
 
 @pytest.fixture
@@ -34,6 +42,40 @@ def tool(server: Server, mineru: str, user_key: str) -> Any:
 
 def convert(tool: Any, data: bytes, name: str = "paper.pdf") -> str:
     return str(tool.interface(file_base64=base64.b64encode(data).decode(), file_name=name))
+
+
+def scanned_pages(count: int) -> bytes:
+    """A PDF of ``count`` scanned pages, "Scan page N" on page N: OCR makes each slow."""
+    writer = PdfWriter()
+    for number in range(1, count + 1):
+        writer.append(PdfReader(io.BytesIO(documents.scanned_pdf([f"Scan page {number}"]))))
+    out = io.BytesIO()
+    writer.write(out)
+    return out.getvalue()
+
+
+def upload(server: Server, key: str, data: bytes, name: str = "paper.pdf") -> str:
+    return server.openai(key).files.create(file=(name, data), purpose="user_data").id
+
+
+def follow(tool: Any, task_id: str, *, until: Callable[[dict[str, Any]], bool]) -> list[Any]:
+    """Every status of a task, polled closely, up to the first that ``until`` accepts."""
+    seen, deadline = [], time.monotonic() + 120
+    while time.monotonic() < deadline:
+        seen.append(tool.status(task_id))
+        if until(seen[-1]):
+            return seen
+        time.sleep(0.05)
+    raise AssertionError(f"task {task_id} never got there: {seen[-1]}")
+
+
+def finished(status: dict[str, Any]) -> bool:
+    return status["status"] in ("succeeded", "failed", "cancelled")
+
+
+def children(pid: int) -> list[str]:
+    tasks = Path(f"/proc/{pid}/task")
+    return [c for t in tasks.iterdir() for c in (t / "children").read_text().split()]
 
 
 def test_two_columns_are_read_in_order_with_headings(tool: Any) -> None:
@@ -152,3 +194,73 @@ def test_bad_inputs_are_400(tool: Any, data: bytes, name: str) -> None:
     with pytest.raises(HAPIStatusError) as refused:
         convert(tool, data, name)
     assert refused.value.status_code == 400
+
+
+def test_a_tasks_progress_moves_page_by_page(server: Server, tool: Any, user_key: str) -> None:
+    task = tool.submit(file_id=upload(server, user_key, scanned_pages(3)))
+    seen = follow(tool, task["id"], until=finished)
+    assert seen[-1]["status"] == "succeeded", seen[-1]
+    done = [status["pages"]["done"] for status in seen]
+    assert done == sorted(done) and done[-1] == 3
+    assert {1, 2} & set(done), done  # seen between pages, not only at the end
+    assert seen[-1]["progress"] == 1.0
+    markdown = tool.result(task["id"])["markdown"]
+    assert [markdown.index(f"Scan page {n}") for n in (1, 2, 3)] == sorted(
+        markdown.index(f"Scan page {n}") for n in (1, 2, 3)
+    )
+
+
+def test_cancelling_a_task_kills_its_conversion(
+    server: Server, tool: Any, user_key: str, mineru_worker: subprocess.Popen[bytes]
+) -> None:
+    task = tool.submit(file_id=upload(server, user_key, scanned_pages(12)))
+    follow(tool, task["id"], until=lambda status: status["pages"]["done"] >= 1)
+    assert children(mineru_worker.pid), "the conversion runs in a child"
+    assert tool.cancel(task["id"])["status"] == "cancelled"
+    deadline = time.monotonic() + 10
+    while children(mineru_worker.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not children(mineru_worker.pid), "the conversion outlived its task"
+    after = tool.status(task["id"])
+    assert after["status"] == "cancelled" and after["pages"]["done"] < 12
+
+
+def test_tasks_outlive_a_restart_of_their_worker(
+    server: Server, operator: str, user_key: str, tmp_path: Path
+) -> None:
+    """One worker, killed and started again on the same port and task directory (so the same
+    worker id): its finished task still answers; the one it was converting reports why not."""
+    name = "hepai/mineru-restart"
+    env = {"HEPAI_SERVER_TASK_DIR": str(tmp_path), "HEPAI_SERVER_MINERU_MODEL_NAME": name}
+    port = free_port()
+    with run_worker(server, operator, "builtin:mineru", env=env, port=port, timeout=120) as one:
+        tool = server.hepai(user_key).get_remote_model(name)
+        done = tool.submit(file_id=upload(server, user_key, documents.two_column_pdf()))
+        follow(tool, done["id"], until=finished)
+        running = tool.submit(file_id=upload(server, user_key, scanned_pages(12)))
+        follow(tool, running["id"], until=lambda status: status["pages"]["done"] >= 1)
+        one.kill()  # a crash: nothing is written on the way out
+        one.wait()
+    with run_worker(server, operator, "builtin:mineru", env=env, port=port, timeout=120):
+        tool = server.hepai(user_key).get_remote_model(name)
+        assert tool.status(done["id"])["status"] == "succeeded"
+        assert "## Results Section" in tool.result(done["id"])["markdown"]
+        interrupted = tool.status(running["id"])
+        assert interrupted["status"] == "failed"
+        assert "restarted" in interrupted["error"]["message"]
+
+
+def test_each_worker_answers_for_its_own_tasks(
+    server: Server, mineru: str, operator: str, user_key: str
+) -> None:
+    """Two workers of one model: lookups find a task on whichever worker holds it."""
+    with run_worker(server, operator, "builtin:mineru", timeout=120):
+        tool = server.hepai(user_key).get_remote_model(mineru)
+        paper = upload(server, user_key, documents.two_column_pdf())
+        tasks = [tool.submit(file_id=paper)["id"] for _ in range(4)]
+        for task_id in tasks:  # each lookup is spread over the two workers
+            assert follow(tool, task_id, until=finished)[-1]["status"] == "succeeded"
+            assert "## Results Section" in tool.result(task_id)["markdown"]
+        with pytest.raises(HAPIStatusError) as unknown:
+            tool.status("task-on-no-worker")
+        assert unknown.value.status_code == 404

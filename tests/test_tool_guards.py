@@ -3,9 +3,15 @@ a child with a memory cap and a deadline."""
 
 from __future__ import annotations
 
+import contextlib
 import io
+import os
+import socket
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pypdf import PdfReader, PdfWriter
@@ -15,7 +21,11 @@ from hepai_server.worker.builtin.documents import (
     DocumentTooLarge,
     check_document,
 )
-from hepai_server.worker.builtin.isolation import ConversionFailed, run_isolated
+from hepai_server.worker.builtin.isolation import (
+    ConversionFailed,
+    ConversionStopped,
+    run_isolated,
+)
 from hepai_server.worker.model import TooLarge
 from tests import documents
 
@@ -86,3 +96,61 @@ def test_isolation_caps_memory_and_time_and_passes_errors() -> None:
         run_isolated(refuse, timeout=30, memory_bytes=256 * 1024 * 1024)
     with pytest.raises(ValueError, match="invalid literal"):
         run_isolated(int, "seven", timeout=30, memory_bytes=256 * 1024 * 1024)
+
+
+def tick(emit: Callable[[Any], None], count: int, pause: float, pid_file: str) -> str:
+    Path(pid_file).write_text(str(os.getpid()))
+    for item in range(count):
+        time.sleep(pause)
+        emit(item)
+    return "done"
+
+
+def test_a_reporting_child_hands_over_items_and_its_deadline_runs_from_the_last(
+    tmp_path: Path,
+) -> None:
+    seen: list[int] = []
+    pid_file = str(tmp_path / "pid")
+    # 1.8 s in all, but never 1 s without an item: the deadline is per item.
+    assert (
+        run_isolated(tick, 6, 0.3, pid_file, timeout=1, memory_bytes=1 << 28, on_item=seen.append)
+        == "done"
+    )
+    assert seen == list(range(6))
+    with pytest.raises(TimeoutError):
+        run_isolated(tick, 2, 2, pid_file, timeout=0.5, memory_bytes=1 << 28, on_item=seen.append)
+
+
+def test_stopping_a_conversion_kills_its_child(tmp_path: Path) -> None:
+    stop = threading.Event()
+    seen: list[int] = []
+
+    def arrived(item: int) -> None:
+        seen.append(item)
+        if item == 2:
+            stop.set()
+
+    pid_file = tmp_path / "pid"
+    with pytest.raises(ConversionStopped):
+        run_isolated(
+            tick, 1000, 0.05, str(pid_file), timeout=5, memory_bytes=1 << 28,
+            on_item=arrived, stop=stop,
+        )  # fmt: skip
+    assert 2 <= seen[-1] < 20
+    assert not Path(f"/proc/{pid_file.read_text()}").exists()  # killed and reaped
+
+
+def open_sockets() -> list[str]:
+    links = []
+    for fd in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(FileNotFoundError):  # the listing's own descriptor
+            links.append(os.readlink(f"/proc/self/fd/{fd}"))
+    return [link for link in links if link.startswith("socket:")]
+
+
+def test_a_conversion_holds_none_of_the_workers_sockets() -> None:
+    """A listening socket left open in a child would keep a crashed worker's port bound."""
+    with socket.create_server(("127.0.0.1", 0)) as listening:
+        assert open_sockets(), "the test itself holds a socket"
+        held = run_isolated(open_sockets, timeout=30, memory_bytes=1 << 28)
+        assert held == [], f"the child kept {held} (listening: {listening.fileno()})"

@@ -181,6 +181,11 @@ class Settings(BaseSettings):
         default="hepai/mineru",
         description="The model id the built-in layout-aware PDF worker serves.",
     )
+    task_dir: Path | None = Field(
+        default=None,
+        description="Where task workers (hepai/mineru) journal their tasks, each worker in a "
+        "directory named by its worker id; unset means data_dir/tasks.",
+    )
     tool_max_bytes: int = Field(
         default=100 * 1024 * 1024,
         description="Largest document the built-in tools convert; larger gets 413.",
@@ -190,7 +195,8 @@ class Settings(BaseSettings):
     )
     tool_timeout_seconds: float = Field(
         default=300.0,
-        description="A conversion running longer is stopped and the call answers 504.",
+        description="A conversion running longer is stopped and the call answers 504 (for "
+        "hepai/mineru: longer without finishing a page).",
     )
     tool_memory_bytes: int = Field(
         default=2 * 1024 * 1024 * 1024,
@@ -269,6 +275,10 @@ class Settings(BaseSettings):
     @property
     def file_root(self) -> Path:
         return self.files_dir.expanduser() if self.files_dir else self.data_dir / "files"
+
+    @property
+    def task_root(self) -> Path:
+        return self.task_dir.expanduser() if self.task_dir else self.data_dir / "tasks"
 
     @property
     def sqlalchemy_url(self) -> str:

@@ -5,6 +5,11 @@ goes to a live worker of M that the caller may use, with the caller's identity i
 The body is spooled (to disk past a few megabytes), so a 200 MB base64 PDF neither sits in
 memory nor blocks a retry on the next worker. The worker's answer comes back as it is: status,
 JSON body and content type; a streamed answer is relayed chunk by chunk as text/event-stream.
+
+A task lives on the worker it was submitted to (wire spec §4.3), while the gate spreads calls
+across every worker of a model. So a task lookup (``status``, ``result``, ``cancel``) that a
+worker answers 404 is asked of the model's next worker: with several workers of hepai/mineru,
+``HepAI().parse()`` finds its task wherever it runs, with no shared state among the workers.
 """
 
 from __future__ import annotations
@@ -57,6 +62,8 @@ from hepai_server.protocol.sse import error_event
 SPOOL_IN_MEMORY = 4 * 1024 * 1024
 READ_CHUNK = 1024 * 1024
 STREAM_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
+#: The task protocol's lookups: idempotent, and answered 404 by a worker without the task.
+TASK_LOOKUPS = frozenset({"status", "result", "cancel"})
 
 
 class UnifiedGate:
@@ -143,7 +150,9 @@ class UnifiedGate:
                 headers[grant.HEADER] = gateway.grants.mint(caller.user_id, file_ids)
         query = urlencode({"model": model, "function": function})
         failure: HepAIError = ServiceUnavailable(f"no worker of {model} answered")
-        for route in worker_order(routes, self._rng, self._inflight):
+        ordered = worker_order(routes, self._rng, self._inflight)
+        unreachable = False
+        for position, route in enumerate(ordered, 1):
             body.seek(0)
             url = f"{route.address}/worker_unified_gate/?{query}"
             self._inflight[route.worker_id] = self._inflight.get(route.worker_id, 0) + 1
@@ -153,11 +162,19 @@ class UnifiedGate:
                 if isinstance(exc, aiohttp.ServerTimeoutError):
                     raise UpstreamTimeout(f"worker of {model} did not answer in time") from None
                 failure = ServiceUnavailable(f"no worker of {model} could be reached")
+                unreachable = True
                 continue
             except TimeoutError:
                 raise UpstreamTimeout(f"worker of {model} did not answer in time") from None
             finally:
                 self._inflight[route.worker_id] -= 1
+            if response.status == 404 and function in TASK_LOOKUPS:
+                if position < len(ordered):
+                    response.release()  # not this worker's task: maybe the next one's
+                    continue
+                if unreachable:
+                    response.release()  # the task may be on the worker that is down
+                    raise failure
             try:
                 await relay_answer(response, request_id, receive, send)
             finally:

@@ -147,6 +147,14 @@ class Worker:
     #: Calls running at once; more wait their turn.
     concurrency: ClassVar[int] = 16
 
+    def start(self, worker_id: str) -> None:
+        """Called once the worker's id is known, before it registers: a worker that keeps
+        state on disk (the task journal of hepai/mineru) keeps it under that id."""
+
+    def stop(self) -> None:
+        """Called as the worker shuts down, after it has left the platform: end background
+        work (a task's conversion) so the process can exit."""
+
     def remote_functions(self) -> dict[str, Callable[..., Any]]:
         functions = {
             name: getattr(self, name)

@@ -179,6 +179,7 @@ class WorkerService:
     async def membership(self, _app: Starlette) -> AsyncIterator[None]:
         base = self.platform_url
         headers = {"authorization": f"Bearer {self.options.api_key}"}
+        self.worker.start(self.worker_id)
         async with aiohttp.ClientSession(headers=headers) as http:
             await self._register(http, base)
             log.info("worker %s serves %s at %s", self.worker_id, self.worker.name, base)
@@ -187,6 +188,7 @@ class WorkerService:
                 yield
             finally:
                 beat.cancel()
+                self.worker.stop()
                 with contextlib.suppress(aiohttp.ClientError, TimeoutError):
                     await http.post(
                         base + "/worker/stop_worker",

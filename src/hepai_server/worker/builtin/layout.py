@@ -8,24 +8,32 @@ text layer: the symbols survive, as Unicode rather than LaTeX.
 Figures come back as images beside each page's markdown, which links them as ``images/…``;
 the worker inlines them or stores them as platform files (mineru.py).
 
-Runs inside the isolated child (isolation.py): one call converts one window of pages.
+Runs inside the isolated child (isolation.py): one child converts a whole document and emits
+each page as soon as it is done, so a task's progress moves page by page. Text pages are parsed
+a window at a time, because docvortex reads a window as one document (running headers and
+footers found across its pages, heading levels from its fonts); scanned pages, the slow ones,
+are read one at a time.
 """
 
 from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from hepai_server.worker.builtin.ocr import DPI, read_image, scanned_pages
 
-#: Pages converted together: context for paragraphs and headers within, progress between.
+#: Text pages parsed together: context for paragraphs and headers within (about 0.3 s of
+#: work on this machine's CPU, so progress still moves every fraction of a second).
 WINDOW = 8
 #: A markdown image whose target is one of the engine's extracted images.
 IMAGE_LINK = re.compile(r"(!\[[^\]]*\]\()(images/[^)\s]+)(\))")
 
 #: One page: its markdown and the images it links, by the name it links them with.
 Page = tuple[str, dict[str, bytes]]
+#: What a conversion emits: ("pages", total) once, then ("page", index, Page) for each page.
+Emit = Callable[[tuple[Any, ...]], None]
 
 
 def quiet() -> None:
@@ -58,40 +66,52 @@ def classify(data: bytes) -> list[bool]:
         pdf.close()
 
 
-def convert_window(data: bytes, pages: list[int], scans: list[bool]) -> list[Page]:
-    """Markdown and images for each of ``pages`` (0-based), in order."""
-    import docvortex
+def convert_document(emit: Emit, data: bytes) -> None:
+    """Every page of the PDF, emitted as it is done (see Emit); pages may come out of order."""
     import pypdfium2 as pdfium
-    from docvortex.api import render
 
     quiet()
+    scans = classify(data)
+    emit(("pages", len(scans)))
     pdf = pdfium.PdfDocument(data)
     try:
-        rendered: dict[int, Page] = {}
-        text_pages = [index for index in pages if not scans[index]]
-        if text_pages:
-            result = docvortex.parse(
-                data,
-                file_suffix="pdf",
-                page_range=",".join(str(index + 1) for index in text_pages),
-                parse_mode="txt",
-            )
-            fill_equations(result, pdf)
-            for page in result.middle_json.pages:
-                one = result.middle_json.model_copy(update={"pages": [page]})
-                content = render(one, "markdown", assets=result.assets).content.decode("utf-8")
-                images: dict[str, bytes] = {}
-                for _, name, _ in IMAGE_LINK.findall(content):
-                    if (image := result.assets.get(name)) is not None:
-                        images[name] = image
-                rendered[page.page_idx] = (content.strip(), images)
-        for index in pages:
-            if scans[index]:
-                bitmap = pdf[index].render(scale=DPI / 72, grayscale=True)
-                rendered[index] = (read_image(bitmap.to_pil()).strip(), {})
-        return [rendered.get(index, ("", {})) for index in pages]
+        for start in range(0, len(scans), WINDOW):
+            window = range(start, min(start + WINDOW, len(scans)))
+            text_pages = [index for index in window if not scans[index]]
+            if text_pages:
+                parsed = parse_text_pages(data, pdf, text_pages)
+                for index, page in zip(text_pages, parsed, strict=True):
+                    emit(("page", index, page))
+            for index in window:
+                if scans[index]:
+                    bitmap = pdf[index].render(scale=DPI / 72, grayscale=True)
+                    emit(("page", index, (read_image(bitmap.to_pil()).strip(), {})))
     finally:
         pdf.close()
+
+
+def parse_text_pages(data: bytes, pdf: Any, pages: list[int]) -> list[Page]:
+    """Markdown and images for each of ``pages`` (0-based, with a text layer), in order."""
+    import docvortex
+    from docvortex.api import render
+
+    result = docvortex.parse(
+        data,
+        file_suffix="pdf",
+        page_range=",".join(str(index + 1) for index in pages),
+        parse_mode="txt",
+    )
+    fill_equations(result, pdf)
+    rendered: dict[int, Page] = {}
+    for page in result.middle_json.pages:
+        one = result.middle_json.model_copy(update={"pages": [page]})
+        content = render(one, "markdown", assets=result.assets).content.decode("utf-8")
+        images: dict[str, bytes] = {}
+        for _, name, _ in IMAGE_LINK.findall(content):
+            if (image := result.assets.get(name)) is not None:
+                images[name] = image
+        rendered[page.page_idx] = (content.strip(), images)
+    return [rendered.get(index, ("", {})) for index in pages]
 
 
 def fill_equations(result: Any, pdf: Any) -> None:

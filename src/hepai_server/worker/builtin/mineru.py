@@ -6,9 +6,10 @@ Two ways to call it, both public HepAI shapes:
     HepAI().parse("paper.pdf", model="hepai/mineru")           # the task protocol (§4.3):
         submit(file_id=…) -> task; status(task_id); result(task_id); cancel(task_id)
 
-The engine is docvortex on the CPU (layout.py). A task converts a window of pages at a time, each
-in an isolated child, and reports its progress per window. Tasks live in the worker's memory:
-a restarted worker has forgotten them, and finished ones are kept for an hour.
+The engine is docvortex on the CPU (layout.py). A document converts in one isolated child,
+which hands back each page as it is done: a task's progress moves page by page, and cancelling
+a task kills its child. Tasks are journaled on disk (tasks.py), so a restarted worker still
+answers for them; finished ones are kept for an hour.
 
 Figures survive as images: the direct call inlines them in the markdown as data URLs (one
 self-contained string); a task stores each as a platform file of the caller, links it by its
@@ -21,25 +22,19 @@ import asyncio
 import base64
 import hashlib
 import secrets
+import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from hepai_server.config import Settings
 from hepai_server.worker.builtin.documents import Document, document_from_call
 from hepai_server.worker.builtin.isolation import run_isolated
-from hepai_server.worker.builtin.layout import (
-    IMAGE_LINK,
-    WINDOW,
-    Page,
-    classify,
-    convert_window,
-    warm_up,
-)
+from hepai_server.worker.builtin.layout import IMAGE_LINK, Page, convert_document, warm_up
+from hepai_server.worker.builtin.tasks import INTERRUPTED, Task, TaskJournal
 from hepai_server.worker.model import CallContext, Worker, current_call, remote
 
 KEEP_FINISHED_SECONDS = 3600
-FINISHED = ("succeeded", "failed", "cancelled")
 IMAGE_TYPES = {"jpg": "image/jpeg", "jpeg": "image/jpeg", "png": "image/png"}
 
 
@@ -63,42 +58,6 @@ def data_url(name: str, image: bytes) -> str:
     return f"data:{kind};base64,{base64.b64encode(image).decode()}"
 
 
-@dataclass
-class Task:
-    id: str
-    owner: str | None
-    model: str
-    idempotency_key: str | None
-    status: str = "queued"
-    stage: str = "queued"
-    done_pages: int = 0
-    total_pages: int = 0
-    created_at: float = field(default_factory=time.time)
-    started_at: float | None = None
-    finished_at: float | None = None
-    error: str | None = None
-    markdown: str | None = None
-    artifacts: list[dict[str, Any]] = field(default_factory=list)
-    runner: asyncio.Task[None] | None = None
-
-    def public(self) -> dict[str, Any]:
-        progress = self.done_pages / self.total_pages if self.total_pages else 0.0
-        return {
-            "id": self.id,
-            "task_id": self.id,
-            "object": "task",
-            "model": self.model,
-            "status": self.status,
-            "stage": self.stage,
-            "progress": round(progress, 4),
-            "pages": {"done": self.done_pages, "total": self.total_pages},
-            "created_at": self.created_at,
-            "started_at": self.started_at,
-            "finished_at": self.finished_at,
-            "error": {"message": self.error} if self.error else None,
-        }
-
-
 class MinerUWorker(Worker):
     """Layout-aware PDF to markdown: headings, tables, multi-column reading order, formulas."""
 
@@ -112,7 +71,28 @@ class MinerUWorker(Worker):
         self.settings = settings
         self._slots = asyncio.Semaphore(2)
         self._tasks: dict[str, Task] = {}
+        self._journal: TaskJournal | None = None
         warm_up()
+
+    def start(self, worker_id: str) -> None:
+        """Open this worker's task journal and take back the tasks it already held."""
+        self._journal = TaskJournal(self.settings.task_root / worker_id)
+        for task in self._journal.recover(KEEP_FINISHED_SECONDS):
+            self._tasks[task.id] = task
+
+    def stop(self) -> None:
+        """Running tasks end as interrupted (what a restarted worker reports of them), and
+        their conversions are killed rather than waited for."""
+        for task in self._tasks.values():
+            if not task.finished and task.runner is not None:
+                task.status, task.stage, task.error = "failed", "failed", INTERRUPTED
+                task.finished_at = time.time()
+                self._save(task)
+                task.runner.cancel()
+
+    def _save(self, task: Task) -> None:
+        if self._journal is not None:
+            self._journal.save(task)
 
     # -- input ---------------------------------------------------------------------------------
 
@@ -126,33 +106,42 @@ class MinerUWorker(Worker):
             raise ValueError(f"{document.name} is not a PDF; hepai/markitdown converts other files")
         return document
 
-    async def _isolated(self, function: Any, *args: Any) -> Any:
-        async with self._slots:
-            return await asyncio.to_thread(
-                run_isolated,
-                function,
-                *args,
-                timeout=self.settings.tool_timeout_seconds,
-                memory_bytes=self.settings.tool_memory_bytes,
-            )
-
     async def _convert(self, document: Document, task: Task | None = None) -> Converted:
-        scans: list[bool] = await self._isolated(classify, document.data)
-        total = len(scans)
-        parts: list[Page] = []
-        for start in range(0, total, WINDOW):
-            pages = list(range(start, min(start + WINDOW, total)))
+        """The document's markdown, converted in one isolated child; a task's progress is
+        moved as each page comes back."""
+        pages: dict[int, Page] = {}
+        total = 0
+
+        def arrived(item: tuple[Any, ...]) -> None:  # in the conversion's thread
+            nonlocal total
+            if item[0] == "pages":
+                total = item[1]
+            else:
+                pages[item[1]] = item[2]
             if task is not None:
-                task.total_pages = total
-                task.stage = f"converting pages {pages[0] + 1}-{pages[-1] + 1} of {total}"
-            parts += await self._isolated(convert_window, document.data, pages, scans)
-            if task is not None:
-                task.done_pages = pages[-1] + 1
+                task.total_pages, task.done_pages = total, len(pages)
+                task.stage = f"converting: {len(pages)} of {total} pages done"
+
+        stop = threading.Event()
+        try:
+            async with self._slots:
+                await asyncio.to_thread(
+                    run_isolated,
+                    convert_document,
+                    document.data,
+                    timeout=self.settings.tool_timeout_seconds,
+                    memory_bytes=self.settings.tool_memory_bytes,
+                    on_item=arrived,
+                    stop=stop,
+                )
+        finally:
+            stop.set()  # a cancelled call takes its conversion with it
         if (call := current_call()) is not None:
             call.report_usage(pages=total, bytes=len(document.data))
-        markdown = "\n\n".join(text for text, _images in parts if text) + "\n"
+        ordered = [pages.get(index, ("", {})) for index in range(total)]
+        markdown = "\n\n".join(text for text, _images in ordered if text) + "\n"
         return Converted(
-            markdown, {name: image for _, images in parts for name, image in images.items()}
+            markdown, {name: image for _, images in ordered for name, image in images.items()}
         )
 
     # -- the direct call -------------------------------------------------------------------------
@@ -190,11 +179,13 @@ class MinerUWorker(Worker):
             idempotency_key=idempotency_key,
         )
         self._tasks[task.id] = task
+        self._save(task)
         task.runner = asyncio.create_task(self._run(task, document, call))
         return task.public()
 
     async def _run(self, task: Task, document: Document, call: CallContext | None) -> None:
         task.status, task.started_at = "running", time.time()
+        self._save(task)
         try:
             converted = await self._convert(document, task)
             if call is None:
@@ -210,11 +201,13 @@ class MinerUWorker(Worker):
                 task.artifacts = [markdown, *images.values()]
             task.status, task.stage = "succeeded", "done"
         except asyncio.CancelledError:
-            task.status, task.stage = "cancelled", "cancelled"
+            if not task.finished:  # cancel() or stop() may have said how it ended
+                task.status, task.stage = "cancelled", "cancelled"
         except Exception as exc:
             task.status, task.stage, task.error = "failed", "failed", f"{type(exc).__name__}: {exc}"
         finally:
-            task.finished_at = time.time()
+            task.finished_at, task.runner = time.time(), None
+            self._save(task)
 
     async def _store(self, call: CallContext, markdown: str, document: Document) -> dict[str, Any]:
         """The markdown as a platform file of the caller: the task's artifact."""
@@ -281,9 +274,10 @@ class MinerUWorker(Worker):
     @remote
     async def cancel(self, task_id: str) -> dict[str, Any]:
         task = self._owned(task_id)
-        if task.status not in FINISHED and task.runner is not None:
+        if not task.finished and task.runner is not None:
             task.runner.cancel()
             task.status, task.stage, task.finished_at = "cancelled", "cancelled", time.time()
+            self._save(task)
         return task.public()
 
     def _forget_old(self) -> None:
@@ -292,3 +286,5 @@ class MinerUWorker(Worker):
             t.id for t in self._tasks.values() if t.finished_at and t.finished_at < horizon
         ]:
             del self._tasks[task_id]
+            if self._journal is not None:
+                self._journal.forget(task_id)
