@@ -20,6 +20,19 @@ if [ "$(cat .venv/.installed 2>/dev/null)" != "$stamp" ]; then
     echo "$stamp" > .venv/.installed
 fi
 
+# MinerU (2.x) in its own environment: its pins clash with docvortex's (pypdfium2), and the
+# platform only talks to it over HTTP (mineru-api), as it does on a GPU node. The tests run
+# it with its vlm-http-client backend against a stand-in for the VLM (no model weights).
+if [ ! -x .venv-mineru/bin/python ]; then
+    "$python" -m venv .venv-mineru
+fi
+stamp=$(sha256sum constraints-mineru.txt | cut -d' ' -f1)
+if [ "$(cat .venv-mineru/.installed 2>/dev/null)" != "$stamp" ]; then
+    .venv-mineru/bin/python -m pip install --quiet --disable-pip-version-check \
+        -c constraints-mineru.txt 'mineru[api]'
+    echo "$stamp" > .venv-mineru/.installed
+fi
+
 # Debian packages, each with a file that shows it is installed: Chromium for the page tests,
 # Tesseract with its Chinese and English data for OCR, fonts to draw test documents with.
 declare -A packages=(

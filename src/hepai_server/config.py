@@ -186,6 +186,26 @@ class Settings(BaseSettings):
         description="Where task workers (hepai/mineru) journal their tasks, each worker in a "
         "directory named by its worker id; unset means data_dir/tasks.",
     )
+    mineru_engine: Literal["docvortex", "mineru-api"] = Field(
+        default="docvortex",
+        description="What hepai/mineru converts with: docvortex (model-free, on the CPU) or "
+        "mineru-api (MinerU's full pipeline, with its models, behind its API server).",
+    )
+    mineru_api_url: str | None = Field(
+        default=None,
+        description="For the mineru-api engine: MinerU's API server (`mineru-api`, MinerU "
+        "2.x), e.g. http://gpu-node:8000.",
+    )
+    mineru_backend: str = Field(
+        default="pipeline",
+        description="For the mineru-api engine: the MinerU backend it runs (pipeline, "
+        "hybrid-auto-engine, vlm-auto-engine, vlm-http-client, ...).",
+    )
+    mineru_vlm_url: str | None = Field(
+        default=None,
+        description="For MinerU's *-http-client backends: the VLM server MinerU asks "
+        "(mineru-vllm-server), e.g. http://gpu-node:30000.",
+    )
     tool_max_bytes: int = Field(
         default=100 * 1024 * 1024,
         description="Largest document the built-in tools convert; larger gets 413.",

@@ -48,6 +48,7 @@ STATUS_OF: tuple[tuple[type[BaseException], int], ...] = (
     (FileNotFoundError, 404),
     (PermissionError, 403),
     (TimeoutError, 504),
+    (ConnectionError, 503),
     (TypeError, 500),
 )
 

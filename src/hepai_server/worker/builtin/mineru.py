@@ -6,10 +6,11 @@ Two ways to call it, both public HepAI shapes:
     HepAI().parse("paper.pdf", model="hepai/mineru")           # the task protocol (§4.3):
         submit(file_id=…) -> task; status(task_id); result(task_id); cancel(task_id)
 
-The engine is docvortex on the CPU (layout.py). A document converts in one isolated child,
-which hands back each page as it is done: a task's progress moves page by page, and cancelling
-a task kills its child. Tasks are journaled on disk (tasks.py), so a restarted worker still
-answers for them; finished ones are kept for an hour.
+The engine is docvortex on the CPU (layout.py) by default. A document converts in one
+isolated child, which hands back each page as it is done: a task's progress moves page by
+page, and cancelling a task kills its child. On GPU nodes the engine is MinerU itself, with
+its models, behind its own API server (mineru_api.py). Tasks are journaled on disk
+(tasks.py), so a restarted worker still answers for them; finished ones are kept for an hour.
 
 Figures survive as images: the direct call inlines them in the markdown as data URLs (one
 self-contained string); a task stores each as a platform file of the caller, links it by its
@@ -31,6 +32,7 @@ from hepai_server.config import Settings
 from hepai_server.worker.builtin.documents import Document, document_from_call
 from hepai_server.worker.builtin.isolation import run_isolated
 from hepai_server.worker.builtin.layout import IMAGE_LINK, Page, convert_document, warm_up
+from hepai_server.worker.builtin.mineru_api import MinerUServer
 from hepai_server.worker.builtin.tasks import INTERRUPTED, Task, TaskJournal
 from hepai_server.worker.model import CallContext, Worker, current_call, remote
 
@@ -61,7 +63,7 @@ def data_url(name: str, image: bytes) -> str:
 class MinerUWorker(Worker):
     """Layout-aware PDF to markdown: headings, tables, multi-column reading order, formulas."""
 
-    description = "Layout-aware PDF to markdown (docvortex on CPU), with OCR for scans"
+    description = "Layout-aware PDF to markdown (docvortex on CPU or MinerU on GPU), OCR for scans"
     concurrency = 8
 
     def __init__(self, settings: Settings | None = None) -> None:
@@ -72,7 +74,18 @@ class MinerUWorker(Worker):
         self._slots = asyncio.Semaphore(2)
         self._tasks: dict[str, Task] = {}
         self._journal: TaskJournal | None = None
-        warm_up()
+        self._server: MinerUServer | None = None
+        if settings.mineru_engine == "mineru-api":
+            if not settings.mineru_api_url:
+                raise ValueError("the mineru-api engine needs HEPAI_SERVER_MINERU_API_URL")
+            self._server = MinerUServer(
+                url=settings.mineru_api_url,
+                backend=settings.mineru_backend,
+                vlm_url=settings.mineru_vlm_url,
+                timeout=settings.tool_timeout_seconds,
+            )
+        else:
+            warm_up()
 
     def start(self, worker_id: str) -> None:
         """Open this worker's task journal and take back the tasks it already held."""
@@ -125,15 +138,18 @@ class MinerUWorker(Worker):
         stop = threading.Event()
         try:
             async with self._slots:
-                await asyncio.to_thread(
-                    run_isolated,
-                    convert_document,
-                    document.data,
-                    timeout=self.settings.tool_timeout_seconds,
-                    memory_bytes=self.settings.tool_memory_bytes,
-                    on_item=arrived,
-                    stop=stop,
-                )
+                if self._server is not None:
+                    await self._server.convert(document.data, document.name, arrived)
+                else:
+                    await asyncio.to_thread(
+                        run_isolated,
+                        convert_document,
+                        document.data,
+                        timeout=self.settings.tool_timeout_seconds,
+                        memory_bytes=self.settings.tool_memory_bytes,
+                        on_item=arrived,
+                        stop=stop,
+                    )
         finally:
             stop.set()  # a cancelled call takes its conversion with it
         if (call := current_call()) is not None:
