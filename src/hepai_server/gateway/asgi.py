@@ -7,6 +7,8 @@ would have cost, without the allocation.
 from __future__ import annotations
 
 import asyncio
+import itertools
+import os
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from types import TracebackType
@@ -28,8 +30,35 @@ class ClientDisconnected(Exception):
     """The client went away before the request body arrived."""
 
 
-def new_request_id() -> str:
-    return "req-" + secrets.token_hex(12)
+class RequestIds:
+    """Request ids from a random per-process prefix and a counter.
+
+    A fresh random token per request cost a getrandom(2) call each, and ids need to be unique,
+    not secret. 56 random bits keep two processes from sharing a prefix; a forked child draws
+    its own (see ``register_at_fork`` below), or it would repeat its parent's ids.
+    """
+
+    __slots__ = ("_count", "_prefix")
+
+    _prefix: str
+    _count: itertools.count[int]
+
+    def __init__(self) -> None:
+        self.reseed()
+
+    def reseed(self) -> None:
+        self._prefix = "req-" + secrets.token_hex(7)
+        self._count = itertools.count()
+
+    def __call__(self) -> str:
+        # 14 + 10 hex digits, as long as the random ids were. Past 16**10 ids the counter only
+        # grows a digit: still unique, since the prefix alone tells processes apart.
+        return f"{self._prefix}{next(self._count):010x}"
+
+
+#: A fresh request id: ``req-`` and 24 (or, after 16**10 of them, more) hex digits.
+new_request_id = RequestIds()
+os.register_at_fork(after_in_child=new_request_id.reseed)
 
 
 def client_request_id(value: bytes | None) -> str:
