@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import random
+import re
 import sys
 from array import array
 from dataclasses import dataclass
@@ -38,7 +39,9 @@ from hepai_server.protocol.openai import EMBEDDINGS, Endpoint, Usage
 from hepai_server.protocol.sse import (
     DONE,
     EventSplitter,
+    ModelRewriter,
     error_event,
+    event_bounds,
     event_data,
     rewrite_model,
     split_events,
@@ -166,7 +169,7 @@ class Proxy:
         deployment's answer, whatever it is, is returned.
         """
         attempts = attempt_order(call.model.deployments, self._rng)
-        failure: HepAIError = UpstreamError(f"no deployment of {call.model.id} answered")
+        failure: HepAIError | None = None
         for number, deployment in enumerate(attempts, 1):
             outcome.deployment = deployment
             outcome.native = call.anthropic and deployment.messages_url is not None
@@ -190,6 +193,9 @@ class Proxy:
                 response.release()
                 continue
             return response
+        # Built only now: a request that gets an answer has no use for it.
+        if failure is None:
+            failure = UpstreamError(f"no deployment of {call.model.id} answered")
         raise failure
 
     async def _post(
@@ -274,7 +280,7 @@ class Proxy:
                 "headers": [*SSE_HEADERS, (b"x-request-id", call.request_id.encode())],
             }
         )
-        public_id = orjson.dumps(call.model.id)
+        rewriter = ModelRewriter(orjson.dumps(call.model.id))
         splitter = EventSplitter()
         translator = (
             StreamTranslator(call.model.id) if call.anthropic and not outcome.native else None
@@ -284,7 +290,7 @@ class Proxy:
                 events = splitter.feed(chunk)
                 if not events:
                     continue
-                events = rewrite_model(events, public_id)
+                events = rewriter.rewrite(events)
                 if b'"usage"' in events:
                     if outcome.native:
                         take_messages_usage(events, outcome)
@@ -383,21 +389,35 @@ def finish_json(call: Call, raw: bytes, *, native: bool = False) -> tuple[bytes,
     return rewrite_model(raw, orjson.dumps(call.model.id)), usage
 
 
+_USAGE_KEY = b'"usage"'
+#: What follows the key in the chunks that carry no usage (OpenAI's ``"usage":null``).
+_NO_USAGE = re.compile(rb"\s*:\s*null")
+
+
 def take_usage(events: bytes, outcome: Outcome, *, keep: bool) -> bytes:
-    """Read the usage chunk among ``events``; drop it when only the gateway asked for it."""
-    kept = []
-    for event in split_events(events):
-        if b'"usage"' in event:
-            try:
-                chunk = orjson.loads(event_data(event) or b"")
-            except orjson.JSONDecodeError:
-                chunk = None
-            if isinstance(chunk, dict) and isinstance(chunk.get("usage"), dict):
-                outcome.usage = Usage.from_block(chunk["usage"])
-                if not keep and not chunk.get("choices"):
-                    continue
-        kept.append(event)
-    return b"".join(kept)
+    """Read the usage chunk among ``events``; drop it when only the gateway asked for it.
+
+    Only an event whose ``"usage"`` is not null is cut out and parsed: OpenAI sends
+    ``"usage":null`` in every chunk before the one that counts.
+    """
+    at = events.find(_USAGE_KEY)
+    while at >= 0:
+        if _NO_USAGE.match(events, at + len(_USAGE_KEY)):
+            at = events.find(_USAGE_KEY, at + len(_USAGE_KEY))
+            continue
+        start, end = event_bounds(events, at)
+        try:
+            chunk = orjson.loads(event_data(events[start:end]) or b"")
+        except orjson.JSONDecodeError:
+            chunk = None
+        if isinstance(chunk, dict) and isinstance(chunk.get("usage"), dict):
+            outcome.usage = Usage.from_block(chunk["usage"])
+            if not keep and not chunk.get("choices"):
+                events = events[:start] + events[end:]
+                at = events.find(_USAGE_KEY, start)
+                continue
+        at = events.find(_USAGE_KEY, end)
+    return events
 
 
 def take_messages_usage(events: bytes, outcome: Outcome) -> None:
