@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import secrets
 import socket
 import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import openai
+import psycopg
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
 
+from hepai_server import accounts
+from hepai_server.db import migrate
+from hepai_server.db.tables import UsageRecord
+from hepai_server.gateway.usage import UsageRecorder
+from hepai_server.protocol.openai import Usage
+from tests.conftest import POSTGRES_ADMIN_URL
 from tests.stack import MockProcess, Platform, Server
 
 
@@ -177,5 +191,107 @@ def test_a_failed_write_retries_only_what_was_not_committed(tmp_path) -> None:
         written = connection.execute(sa.text("SELECT count(*) FROM usage_records")).scalar_one()
         daily = connection.execute(sa.text("SELECT sum(requests) FROM usage_daily")).scalar_one()
     assert written == 2 and daily == 2
-    assert [pending["request_id"] for pending in recorder._pending] == ["r2", "r3"]
+    assert [pending.request_id for pending in recorder._pending] == ["r2", "r3"]
     engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def usage_database(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
+    """An empty, migrated database of each backend."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'usage.db'}"
+        migrate.upgrade(url)
+        yield url
+        return
+    name = f"hepai_usage_{secrets.token_hex(4)}"
+    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    base = POSTGRES_ADMIN_URL.split("://", 1)[1].rsplit("/", 1)[0]
+    url = f"postgresql+psycopg://{base}/{name}"
+    migrate.upgrade(url)
+    yield url
+    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as connection:
+        connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def test_the_writer_stores_rows_as_sqlalchemy_does(usage_database: str) -> None:
+    """Rows written through the driver read back, byte for byte, like one SQLAlchemy wrote;
+    a batch too big for one statement's parameters still lands whole, with its daily totals
+    and its keys' last use, which never goes backwards."""
+    engine = sa.create_engine(usage_database)
+    with Session(engine) as session:
+        user = accounts.create_user(session, username="writer", password=None)
+        key, _ = accounts.create_api_key(session, user=user)
+        later_key, _ = accounts.create_api_key(session, user=user, name="later")
+        later_key.last_used_at = datetime(2030, 1, 1, tzinfo=UTC)
+        session.commit()
+        user_id, key_id, later_id = user.id, key.id, later_key.id
+    # Either side of a UTC midnight, one of them on a whole second.
+    midnight = datetime(2026, 11, 21, tzinfo=UTC)
+    moments = [midnight - timedelta(microseconds=1), midnight, midnight + timedelta(seconds=1.5)]
+    recorder = UsageRecorder(engine, flush_seconds=60, batch_size=2000)
+    for n in range(2000):  # 40,000 values: more than one statement may carry
+        recorder.record(
+            request_id=f"w{n}",
+            user_id=user_id,
+            api_key_id=later_id if n == 7 else key_id,
+            endpoint="chat.completions",
+            model="m/\\odd'\"id",
+            deployment=None if n % 2 else "up/m",
+            stream=n % 3 == 0,
+            status_code=500 if n == 5 else 200,
+            usage=Usage(
+                prompt_tokens=n,
+                completion_tokens=None if n == 4 else 2,
+                total_tokens=n + 2,
+                cached_tokens=None,
+                reasoning_tokens=1,
+                estimated=n == 9,
+                pages=None,
+                bytes=2**40 if n == 0 else None,
+            ),
+            latency_ms=n + 0.25,
+            ttft_ms=None if n % 2 else 0.5,
+            error="x" * 600 if n == 5 else None,
+        )
+    recorder._pending = [
+        row._replace(created_at=moments[n % 3].timestamp())
+        for n, row in enumerate(recorder._pending)
+    ]
+    reference = recorder._pending[:3]
+    assert asyncio.run(recorder._flush()) is True
+    assert recorder._pending == []
+    with engine.begin() as connection:
+        connection.execute(
+            sa.insert(UsageRecord),
+            [
+                {**row._asdict(), "request_id": f"ref{n}", "created_at": moments[n]}
+                for n, row in enumerate(reference)
+            ],
+        )
+    columns = ", ".join(c.name for c in UsageRecord.__table__.columns if c.name != "id")
+    with engine.connect() as connection:
+        raw = connection.execute(sa.text(f"SELECT {columns} FROM usage_records ORDER BY id")).all()
+        daily = connection.execute(
+            sa.text("SELECT day, requests, errors, total_tokens FROM usage_daily ORDER BY day")
+        ).all()
+        last_used = dict(connection.execute(sa.text("SELECT id, last_used_at FROM api_keys")).all())
+    with Session(engine) as session:
+        first = session.scalars(sa.select(UsageRecord).order_by(UsageRecord.id).limit(1)).one()
+    engine.dispose()
+    assert len(raw) == 2003
+    for n in range(3):  # the same values, stored the same way as SQLAlchemy stores them
+        assert raw[n][1:] == raw[2000 + n][1:]
+    assert first.created_at == moments[0] and first.bytes == 2**40 and first.stream is True
+    assert first.model == "m/\\odd'\"id" and first.ttft_ms == 0.5 and first.usage_estimated is False
+    assert len(raw[5][8]) == 512
+    assert [(str(day), n, errors) for day, n, errors, _ in daily] == [
+        ("2026-11-20", 667, 0),
+        ("2026-11-21", 1333, 1),
+    ]
+    assert sum(int(tokens) for *_, tokens in daily) == sum(n + 2 for n in range(2000))
+    stamp = last_used[key_id]
+    if isinstance(stamp, str):  # SQLite
+        stamp = datetime.fromisoformat(stamp).replace(tzinfo=UTC)
+    assert stamp == moments[1] + timedelta(seconds=1.5)
+    assert str(last_used[later_id]).startswith("2030-01-01")

@@ -13,13 +13,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from datetime import UTC, datetime
-from typing import Any
+import sqlite3
+import time
+from collections.abc import Mapping, Sequence
+from datetime import UTC, date, datetime
+from typing import Any, NamedTuple
 
-from sqlalchemy import Connection, Engine, insert, or_, update
+from sqlalchemy import Connection, Dialect, Engine, bindparam, or_, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from hepai_server.db.tables import ApiKey, UsageDaily, UsageRecord
+from hepai_server.db.tables import ApiKey, UsageDaily, UsageRecord, UTCDateTime
 from hepai_server.protocol.openai import Usage
 
 log = logging.getLogger(__name__)
@@ -28,12 +31,42 @@ log = logging.getLogger(__name__)
 MAX_PENDING = 200_000
 
 
+class UsageRow(NamedTuple):
+    """One row of usage_records, its fields named and ordered as the table's columns.
+
+    A tuple, not a dict, since every request makes one.
+    """
+
+    request_id: str
+    user_id: int | None
+    api_key_id: int | None
+    endpoint: str
+    model: str
+    deployment: str | None
+    stream: bool
+    status_code: int
+    error: str | None
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    total_tokens: int | None
+    cached_tokens: int | None
+    reasoning_tokens: int | None
+    pages: int | None
+    bytes: int | None
+    usage_estimated: bool
+    latency_ms: float
+    ttft_ms: float | None
+    #: ``time.time()`` when the request ended: the writer makes it a datetime, off the request
+    #: path.
+    created_at: float
+
+
 class UsageRecorder:
     def __init__(self, engine: Engine, *, flush_seconds: float, batch_size: int) -> None:
         self._engine = engine
         self._flush_seconds = flush_seconds
         self._batch_size = batch_size
-        self._pending: list[dict[str, Any]] = []
+        self._pending: list[UsageRow] = []
         self._full = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -53,29 +86,30 @@ class UsageRecorder:
         ttft_ms: float | None = None,
         error: str | None = None,
     ) -> None:
+        # Positional: a NamedTuple takes keywords at three times the cost.
         self._pending.append(
-            {
-                "request_id": request_id,
-                "user_id": user_id,
-                "api_key_id": api_key_id,
-                "endpoint": endpoint,
-                "model": model,
-                "deployment": deployment,
-                "stream": stream,
-                "status_code": status_code,
-                "error": error[:512] if error else None,
-                "prompt_tokens": usage.prompt_tokens,
-                "completion_tokens": usage.completion_tokens,
-                "total_tokens": usage.total_tokens,
-                "cached_tokens": usage.cached_tokens,
-                "reasoning_tokens": usage.reasoning_tokens,
-                "pages": usage.pages,
-                "bytes": usage.bytes,
-                "usage_estimated": usage.estimated,
-                "latency_ms": latency_ms,
-                "ttft_ms": ttft_ms,
-                "created_at": datetime.now(UTC),
-            }
+            UsageRow(
+                request_id,
+                user_id,
+                api_key_id,
+                endpoint,
+                model,
+                deployment,
+                stream,
+                status_code,
+                error[:512] if error else None,
+                usage.prompt_tokens,
+                usage.completion_tokens,
+                usage.total_tokens,
+                usage.cached_tokens,
+                usage.reasoning_tokens,
+                usage.pages,
+                usage.bytes,
+                usage.estimated,
+                latency_ms,
+                ttft_ms,
+                time.time(),
+            )
         )
         if len(self._pending) >= self._batch_size:
             self._full.set()
@@ -120,22 +154,74 @@ class UsageRecorder:
             return False
         return True
 
-    def _write(self, rows: list[dict[str, Any]]) -> None:
+    def _write(self, rows: list[UsageRow]) -> None:
+        created = [datetime.fromtimestamp(row.created_at, UTC) for row in rows]
         with self._engine.begin() as connection:
-            connection.execute(insert(UsageRecord), rows)
-            add_to_daily_totals(connection, rows)
-            stamp_last_use(connection, rows)
+            insert_rows(connection, rows, created)
+            _add_to_daily_totals(connection, rows, created)
+            stamp_last_use(connection, rows, created)
+
+
+def insert_rows(
+    connection: Connection, rows: Sequence[UsageRow], created: Sequence[datetime]
+) -> None:
+    """The rows into usage_records, as few multi-row INSERTs as the driver allows.
+
+    Through the driver itself: SQLAlchemy's insert() processes every value of every row in
+    Python, and sqlite3's executemany gives up and retakes the GIL for each row, where one
+    statement of many rows is a single call into the driver.
+    """
+    dialect = connection.dialect
+    # Stored exactly as SQLAlchemy stores this column (a text format of its own on SQLite).
+    store = UTCDateTime().dialect_impl(dialect).bind_processor(dialect)
+    stamps = [store(moment) for moment in created] if store is not None else list(created)
+    quote = dialect.identifier_preparer.quote
+    columns = ", ".join(quote(name) for name in UsageRow._fields)
+    marker = "?" if dialect.paramstyle == "qmark" else "%s"
+    values = "(" + ", ".join([marker] * len(UsageRow._fields)) + ")"
+    per_statement = _max_parameters(dialect) // len(UsageRow._fields)
+    for first in range(0, len(rows), per_statement):
+        chunk = rows[first : first + per_statement]
+        parameters: list[Any] = []
+        for row, stamp in zip(chunk, stamps[first : first + per_statement], strict=True):
+            parameters += row[:-1]
+            parameters.append(stamp)
+        connection.exec_driver_sql(
+            f"INSERT INTO {quote(UsageRecord.__tablename__)} ({columns}) VALUES "
+            + ", ".join([values] * len(chunk)),
+            tuple(parameters),
+        )
+
+
+def _max_parameters(dialect: Dialect) -> int:
+    """How many values one statement may bind: SQLite's default limit (999 before 3.32, 32,766
+    since); PostgreSQL's is 65,535."""
+    if dialect.name == "sqlite" and sqlite3.sqlite_version_info < (3, 32):
+        return 999
+    return 32_766
 
 
 #: The counters of usage_daily, each summed from the usage row field of the same name.
 DAILY_SUMS = ("prompt_tokens", "completion_tokens", "total_tokens", "pages", "bytes")
 
 
-def add_to_daily_totals(connection: Connection, rows: list[dict[str, Any]]) -> None:
+def add_to_daily_totals(connection: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Add rows given as mappings of usage_records' columns (``created_at`` a datetime) to
+    usage_daily: how benchmarks/portal.py seeds its database."""
+    _add_to_daily_totals(
+        connection,
+        [UsageRow(**{**row, "created_at": 0.0}) for row in rows],
+        [row["created_at"] for row in rows],
+    )
+
+
+def _add_to_daily_totals(
+    connection: Connection, rows: Sequence[UsageRow], created: Sequence[datetime]
+) -> None:
     """Add the rows to usage_daily with one upsert per (day, user, model) they touch."""
-    totals: dict[tuple[Any, int, str], dict[str, Any]] = {}
-    for row in rows:
-        key = (row["created_at"].date(), row["user_id"] or 0, row["model"])
+    totals: dict[tuple[date, int, str], dict[str, Any]] = {}
+    for row, moment in zip(rows, created, strict=True):
+        key = (moment.date(), row.user_id or 0, row.model)
         total = totals.get(key)
         if total is None:
             total = totals[key] = {
@@ -147,9 +233,9 @@ def add_to_daily_totals(connection: Connection, rows: list[dict[str, Any]]) -> N
                 **dict.fromkeys(DAILY_SUMS, 0),
             }
         total["requests"] += 1
-        total["errors"] += row["status_code"] >= 400
+        total["errors"] += row.status_code >= 400
         for name in DAILY_SUMS:
-            total[name] += row[name] or 0
+            total[name] += getattr(row, name) or 0
     dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
     statement = dialect.insert(UsageDaily)
     counters = ("requests", "errors", *DAILY_SUMS)
@@ -161,19 +247,25 @@ def add_to_daily_totals(connection: Connection, rows: list[dict[str, Any]]) -> N
     connection.execute(statement, [totals[key] for key in sorted(totals)])
 
 
-def stamp_last_use(connection: Connection, rows: list[dict[str, Any]]) -> None:
+def stamp_last_use(
+    connection: Connection, rows: Sequence[UsageRow], created: Sequence[datetime]
+) -> None:
     last_use: dict[int, datetime] = {}
-    for row in rows:
-        key_id = row["api_key_id"]
+    for row, moment in zip(rows, created, strict=True):
+        key_id = row.api_key_id
         if key_id:
-            last_use[key_id] = max(row["created_at"], last_use.get(key_id, row["created_at"]))
-    for key_id in sorted(last_use):
-        # Never backwards: another process may have written a later use already.
-        connection.execute(
-            update(ApiKey)
-            .where(
-                ApiKey.id == key_id,
-                or_(ApiKey.last_used_at.is_(None), ApiKey.last_used_at < last_use[key_id]),
-            )
-            .values(last_used_at=last_use[key_id])
+            last_use[key_id] = max(moment, last_use.get(key_id, moment))
+    if not last_use:
+        return
+    used = bindparam("used", type_=UTCDateTime())
+    # Never backwards: another process may have written a later use already.
+    statement = (
+        update(ApiKey)
+        .where(
+            ApiKey.id == bindparam("key_id"),
+            or_(ApiKey.last_used_at.is_(None), ApiKey.last_used_at < used),
         )
+        .values(last_used_at=used)
+    )
+    # In key order, so that concurrent writers take the rows' locks in the same order.
+    connection.execute(statement, [{"key_id": k, "used": last_use[k]} for k in sorted(last_use)])
