@@ -148,14 +148,17 @@ class Service:
         """The process and all its descendants (uvicorn's workers, the resource tracker)."""
         return [self.pid, *descendants(self.pid)]
 
-    def wait_ready(self, url: str, timeout: float = 30.0) -> None:
+    def wait_ready(
+        self, url: str, timeout: float = 30.0, headers: dict[str, str] | None = None
+    ) -> None:
         """Poll ``url`` until it answers 200; fail early if the process died."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"{self.name} exited: {self.log_tail()}")
             try:
-                with urllib.request.urlopen(url, timeout=1) as response:
+                request = urllib.request.Request(url, headers=headers or {})
+                with urllib.request.urlopen(request, timeout=1) as response:
                     if response.status == 200:
                         return
             except (urllib.error.URLError, ConnectionError, TimeoutError):
@@ -193,7 +196,11 @@ def start_mock(ws: Workspace, *, cpus: str) -> Service:
     ]
     service = Service("mock", argv, ws=ws, cpus=cpus)
     _ready_or_stop(
-        service, lambda: service.wait_ready(f"http://127.0.0.1:{ws.mock_port}/v1/models")
+        service,
+        lambda: service.wait_ready(
+            f"http://127.0.0.1:{ws.mock_port}/v1/models",
+            headers={"authorization": f"Bearer {ws.upstream_key}"},
+        ),
     )
     return service
 
