@@ -50,8 +50,14 @@ SENTENCES = [
 
 
 def start_worker(ws: Workspace, gateway_port: int, name: str) -> Service:
+    """A built-in worker as `serve --builtin` starts it: below the gateway's CPU priority."""
+    from hepai_server.config import Settings
+
     port = free_port()
     argv = [
+        "nice",
+        "-n",
+        str(Settings().builtin_niceness),
         str(BIN / "hepai-server"),
         "worker",
         "run",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import subprocess
 import time
+from pathlib import Path
 
 import httpx
 
@@ -19,9 +20,15 @@ def worker_processes(port: int) -> list[str]:
     return found.stdout.split()
 
 
+def niceness(pid: int) -> int:
+    """nice(1) of a process: field 19 of /proc/PID/stat (after the parenthesised name)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[16])
+
+
 def test_serve_starts_and_stops_builtin_workers(platform: Platform, user_key: str) -> None:
     name = "hepai/markitdown-embedded"
-    env = {"HEPAI_SERVER_MARKITDOWN_MODEL_NAME": name}
+    env = {"HEPAI_SERVER_MARKITDOWN_MODEL_NAME": name, "HEPAI_SERVER_BUILTIN_NICENESS": "7"}
     with platform.serve("--builtin", "markitdown", env=env) as server:
         deadline = time.monotonic() + 120
         listed: set[str] = set()
@@ -39,6 +46,8 @@ def test_serve_starts_and_stops_builtin_workers(platform: Platform, user_key: st
         assert "# Quarterly Detector Report" in markdown
         port = server.port
         assert worker_processes(port)
+        for pid in worker_processes(port):  # below the gateway's priority, as configured
+            assert niceness(int(pid)) == niceness(server.process.pid) + 7
         owner = platform.cli("key", "list", "--user", "hepai-builtin").stdout
         assert "builtin-workers" in owner and "active" in owner
     deadline = time.monotonic() + 30  # it deregisters and shuts down gracefully first

@@ -147,6 +147,14 @@ class Settings(BaseSettings):
         default=3600.0,
         description="How long a worker may read the files a call passed to it.",
     )
+    builtin_niceness: int = Field(
+        default=10,
+        ge=0,
+        le=19,
+        description="How far below the gateway's the CPU priority of the built-in workers "
+        "that serve --builtin starts is (nice(1) steps): beside the gateway they take the CPU "
+        "it leaves, so its answers stay prompt while documents convert.",
+    )
     builtin_permission: str = Field(
         default="groups: all",
         description="Who may call the built-in workers besides their owner, in the hepai "

@@ -1,7 +1,9 @@
 """Built-in workers started beside `hepai-server serve --builtin NAME`: the embedded default.
 
 They run as the service account ``hepai-builtin`` (an admin, so the built-in model names are
-its own) with a key made at each start; the previous start's key is revoked first. They are
+its own) with a key made at each start; the previous start's key is revoked first. They run below the
+gateway's CPU priority (``HEPAI_SERVER_BUILTIN_NICENESS``), so a document converting beside it
+does not slow its answers to everyone else (benchmarks/RESULTS.md, built-in workers). They are
 started once the gateway answers, and stopped when it stops, however it stops: uvicorn ends
 the process by re-raising the signal it caught, so the kernel is asked to send each worker
 SIGTERM when the thread that started it ends (PR_SET_PDEATHSIG), and that thread lives as
@@ -24,9 +26,11 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
+from functools import partial
 
 from hepai_server import accounts
 from hepai_server.cli.context import database
+from hepai_server.config import Settings
 from hepai_server.db.tables import User
 from hepai_server.errors import NotFound
 
@@ -66,6 +70,7 @@ def builtin_workers(names: list[str], *, gateway_port: int) -> Iterator[None]:
         yield
         return
     key = service_key()
+    niceness = Settings().builtin_niceness
     processes: list[subprocess.Popen[bytes]] = []
     stopping = threading.Event()
     controller = f"http://127.0.0.1:{gateway_port}"
@@ -93,7 +98,9 @@ def builtin_workers(names: list[str], *, gateway_port: int) -> Iterator[None]:
                 str(_free_port()),
             ]
             env = {**os.environ, "HEPAI_API_KEY": key}
-            processes.append(subprocess.Popen(command, env=env, preexec_fn=_die_with_parent))
+            processes.append(
+                subprocess.Popen(command, env=env, preexec_fn=partial(_as_builtin, niceness))
+            )
             log.info("started the built-in worker %s", name)
         stopping.wait()  # the workers' lifeline: they are signalled when this thread ends
 
@@ -113,7 +120,9 @@ def builtin_workers(names: list[str], *, gateway_port: int) -> Iterator[None]:
                 process.kill()
 
 
-def _die_with_parent() -> None:
-    """In the child, before exec: SIGTERM when the thread that started it ends."""
+def _as_builtin(niceness: int) -> None:
+    """In the child, before exec: SIGTERM when the thread that started it ends, and a lower
+    CPU priority than the gateway's."""
     libc = ctypes.CDLL("libc.so.6", use_errno=True)
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    os.nice(niceness)
