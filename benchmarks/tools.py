@@ -251,6 +251,12 @@ def recorded_latency(ws: Workspace, label: str) -> list[float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument(
+        "--patch",
+        action="append",
+        default=[],
+        help="a module of benchmarks/experiments/ to load into the gateway (repeatable)",
+    )
     args = parser.parse_args()
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     print("engines alone ...", flush=True)
@@ -261,7 +267,9 @@ def main() -> None:
         try:
             services.append(start_mock(ws, cpus=CPUS))
             port = free_port()
-            services.append(start_gateway(ws, port=port, workers=1, cpus=CPUS))
+            services.append(
+                start_gateway(ws, port=port, workers=1, cpus=CPUS, patches=args.patch)
+            )
             for name in ("embeddings", "markitdown", "mineru"):
                 services.append(start_worker(ws, port, name))
             base = f"http://127.0.0.1:{port}/apiv2"
