@@ -1,9 +1,9 @@
 """Built-in workers started beside `hepai-server serve --builtin NAME`: the embedded default.
 
 They run as the service account ``hepai-builtin`` (an admin, so the built-in model names are
-its own) with a key made at each start; the previous start's key is revoked first. They run below the
-gateway's CPU priority (``HEPAI_SERVER_BUILTIN_NICENESS``), so a document converting beside it
-does not slow its answers to everyone else (benchmarks/RESULTS.md, built-in workers). They are
+its own) with a key made at each start; the previous start's key is revoked first. They run
+below the gateway's CPU priority (``HEPAI_SERVER_BUILTIN_NICENESS``), so a document converting
+beside it does not slow its answers to everyone else (benchmarks/RESULTS.md). They are
 started once the gateway answers, and stopped when it stops, however it stops: uvicorn ends
 the process by re-raising the signal it caught, so the kernel is asked to send each worker
 SIGTERM when the thread that started it ends (PR_SET_PDEATHSIG), and that thread lives as
