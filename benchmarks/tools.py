@@ -267,9 +267,7 @@ def main() -> None:
         try:
             services.append(start_mock(ws, cpus=CPUS))
             port = free_port()
-            services.append(
-                start_gateway(ws, port=port, workers=1, cpus=CPUS, patches=args.patch)
-            )
+            services.append(start_gateway(ws, port=port, workers=1, cpus=CPUS, patches=args.patch))
             for name in ("embeddings", "markitdown", "mineru"):
                 services.append(start_worker(ws, port, name))
             base = f"http://127.0.0.1:{port}/apiv2"
