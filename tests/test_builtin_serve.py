@@ -10,6 +10,7 @@ from pathlib import Path
 
 import httpx
 
+from hepai_server.cli.builtins import builtin_worker_id
 from tests import documents
 from tests.stack import Platform
 
@@ -48,6 +49,9 @@ def test_serve_starts_and_stops_builtin_workers(platform: Platform, user_key: st
         assert worker_processes(port)
         for pid in worker_processes(port):  # below the gateway's priority, as configured
             assert niceness(int(pid)) == niceness(server.process.pid) + 7
+            # The same id on every start, so what it keeps on disk is found again.
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            assert builtin_worker_id("markitdown", port).encode() in command
         owner = platform.cli("key", "list", "--user", "hepai-builtin").stdout
         assert "builtin-workers" in owner and "active" in owner
     deadline = time.monotonic() + 30  # it deregisters and shuts down gracefully first

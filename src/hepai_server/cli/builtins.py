@@ -23,6 +23,7 @@ import sys
 import threading
 import time
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
@@ -96,6 +97,8 @@ def builtin_workers(names: list[str], *, gateway_port: int) -> Iterator[None]:
                 controller,
                 "--port",
                 str(_free_port()),
+                "--worker-id",
+                builtin_worker_id(name, gateway_port),
             ]
             env = {**os.environ, "HEPAI_API_KEY": key}
             processes.append(
@@ -118,6 +121,13 @@ def builtin_workers(names: list[str], *, gateway_port: int) -> Iterator[None]:
                 process.wait(30)
             except subprocess.TimeoutExpired:
                 process.kill()
+
+
+def builtin_worker_id(name: str, gateway_port: int) -> str:
+    """The same on every start of this server, though the worker's port is new each time:
+    the worker's state on disk (hepai/mineru's task journal) is kept under its id."""
+    origin = f"{socket.gethostname()}:{gateway_port}:builtin:{name}"
+    return "wk-" + uuid.uuid5(uuid.NAMESPACE_URL, origin).hex[:12]
 
 
 def _as_builtin(niceness: int) -> None:

@@ -31,6 +31,11 @@ class TooLarge(ValueError):
     """Raise it from a remote method for input over a size limit: the caller gets 413."""
 
 
+class UpstreamFailed(RuntimeError):
+    """Raise it when a service the method relies on answered with a failure: the caller gets
+    502. (One that cannot be reached is a ConnectionError: 503, which clients retry.)"""
+
+
 @dataclass(frozen=True, slots=True)
 class CallContext:
     """Who is calling, as the platform vouches for it in the request headers."""
@@ -147,12 +152,12 @@ class Worker:
     #: Calls running at once; more wait their turn.
     concurrency: ClassVar[int] = 16
 
-    def start(self, worker_id: str) -> None:
+    def on_start(self, worker_id: str) -> None:
         """Called once the worker's id is known, before it registers: a worker that keeps
         state on disk (the task journal of hepai/mineru) keeps it under that id."""
 
-    def stop(self) -> None:
-        """Called as the worker shuts down, after it has left the platform: end background
+    def on_stop(self) -> None:
+        """Called as the worker shuts down, before it leaves the platform: end background
         work (a task's conversion) so the process can exit."""
 
     def remote_functions(self) -> dict[str, Callable[..., Any]]:

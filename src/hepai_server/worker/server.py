@@ -33,6 +33,7 @@ from starlette.routing import Route
 from hepai_server.worker.model import (
     CallContext,
     TooLarge,
+    UpstreamFailed,
     Worker,
     parse_permission,
     set_current_call,
@@ -49,6 +50,7 @@ STATUS_OF: tuple[tuple[type[BaseException], int], ...] = (
     (PermissionError, 403),
     (TimeoutError, 504),
     (ConnectionError, 503),
+    (UpstreamFailed, 502),
     (TypeError, 500),
 )
 
@@ -180,7 +182,7 @@ class WorkerService:
     async def membership(self, _app: Starlette) -> AsyncIterator[None]:
         base = self.platform_url
         headers = {"authorization": f"Bearer {self.options.api_key}"}
-        self.worker.start(self.worker_id)
+        self.worker.on_start(self.worker_id)
         async with aiohttp.ClientSession(headers=headers) as http:
             await self._register(http, base)
             log.info("worker %s serves %s at %s", self.worker_id, self.worker.name, base)
@@ -189,7 +191,7 @@ class WorkerService:
                 yield
             finally:
                 beat.cancel()
-                self.worker.stop()
+                self.worker.on_stop()
                 with contextlib.suppress(aiohttp.ClientError, TimeoutError):
                     await http.post(
                         base + "/worker/stop_worker",

@@ -14,6 +14,7 @@ a fraction of a second: a cancelled task takes its conversion with it.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import multiprocessing
 import os
@@ -33,6 +34,8 @@ T = TypeVar("T")
 
 #: prctl(2): the signal a process gets when the thread that forked it ends.
 PR_SET_PDEATHSIG = 1
+#: Looked up once, in the worker: a forked child of a threaded process should not dlopen.
+_PRCTL = ctypes.CDLL(None, use_errno=True).prctl
 #: How often a caller that may be stopped looks at its stop flag while the child works.
 STOP_POLL_SECONDS = 0.1
 
@@ -46,13 +49,14 @@ class ConversionStopped(RuntimeError):
 
 
 def _child(
+    parent: int,
     connection: Connection,
     memory_bytes: int,
     function: Callable[..., Any],
     args: tuple[Any, ...],
     emits: bool,
 ) -> None:
-    _detach(connection.fileno())
+    _detach(connection.fileno(), parent)
     # Conversions yield the CPU to the servers' event loops: a gateway sharing the machine
     # keeps answering promptly while documents convert. SCHED_IDLE runs them only on CPU
     # time nothing else wants (benchmarks/RESULTS.md, built-in workers).
@@ -75,17 +79,23 @@ def _child(
         connection.close()
 
 
-def _detach(keep: int) -> None:
-    """Hold nothing of the worker's: die with it, and close its sockets.
+def _detach(keep: int, parent: int) -> None:
+    """Hold nothing of the worker's: die with it, and close its descriptors.
 
     A conversion that outlived a crashed worker would keep its port bound, so the restarted
     worker could not listen; and a connection the worker closes (an idle keep-alive) would
     stay open in the child, so the gateway would send its next call into a socket nobody
     reads.
     """
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    os.closerange(3, keep)
-    os.closerange(keep + 1, os.sysconf("SC_OPEN_MAX"))
+    _PRCTL(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the worker died before the line above took effect
+        os._exit(1)
+    # Only the descriptors that are open: the range up to the limit can be a billion long.
+    # (multiprocessing's sentinel pipe goes too: run_isolated waits on the process instead.)
+    for name in os.listdir("/proc/self/fd"):
+        if (fd := int(name)) > 2 and fd != keep:
+            with contextlib.suppress(OSError):  # the listing's own, closed already
+                os.close(fd)
 
 
 def run_isolated(
@@ -105,7 +115,8 @@ def run_isolated(
     context = multiprocessing.get_context("fork")
     receiving, sending = context.Pipe(duplex=False)
     child = context.Process(
-        target=_child, args=(sending, memory_bytes, function, args, on_item is not None)
+        target=_child,
+        args=(os.getpid(), sending, memory_bytes, function, args, on_item is not None),
     )
     child.start()
     sending.close()

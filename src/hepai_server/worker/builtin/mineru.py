@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
+import logging
 import secrets
 import threading
 import time
@@ -37,6 +38,8 @@ from hepai_server.worker.builtin.tasks import INTERRUPTED, Task, TaskJournal
 from hepai_server.worker.model import CallContext, Worker, current_call, remote
 
 KEEP_FINISHED_SECONDS = 3600
+CONVERSIONS = 2
+log = logging.getLogger(__name__)
 IMAGE_TYPES = {"jpg": "image/jpeg", "jpeg": "image/jpeg", "png": "image/png"}
 
 
@@ -71,7 +74,10 @@ class MinerUWorker(Worker):
         self.name = settings.mineru_model_name
         self.permission = settings.builtin_permission
         self.settings = settings
-        self._slots = asyncio.Semaphore(2)
+        # Conversions at once, one per core, in two pools: a long task (up to 2,000 pages)
+        # never holds up a direct call, whose caller is waiting on the line.
+        self._call_slots = asyncio.Semaphore(CONVERSIONS)
+        self._task_slots = asyncio.Semaphore(CONVERSIONS)
         self._tasks: dict[str, Task] = {}
         self._journal: TaskJournal | None = None
         self._server: MinerUServer | None = None
@@ -83,17 +89,18 @@ class MinerUWorker(Worker):
                 backend=settings.mineru_backend,
                 vlm_url=settings.mineru_vlm_url,
                 timeout=settings.tool_timeout_seconds,
+                memory_bytes=settings.tool_memory_bytes,
             )
         else:
             warm_up()
 
-    def start(self, worker_id: str) -> None:
+    def on_start(self, worker_id: str) -> None:
         """Open this worker's task journal and take back the tasks it already held."""
         self._journal = TaskJournal(self.settings.task_root / worker_id)
         for task in self._journal.recover(KEEP_FINISHED_SECONDS):
             self._tasks[task.id] = task
 
-    def stop(self) -> None:
+    def on_stop(self) -> None:
         """Running tasks end as interrupted (what a restarted worker reports of them), and
         their conversions are killed rather than waited for."""
         for task in self._tasks.values():
@@ -104,8 +111,14 @@ class MinerUWorker(Worker):
                 task.runner.cancel()
 
     def _save(self, task: Task) -> None:
-        if self._journal is not None:
+        """Journal the task; a journal that cannot be written costs the restart's memory of
+        it, never the task itself."""
+        if self._journal is None:
+            return
+        try:
             self._journal.save(task)
+        except OSError as exc:
+            log.warning("task %s could not be journaled: %s", task.id, exc)
 
     # -- input ---------------------------------------------------------------------------------
 
@@ -124,6 +137,13 @@ class MinerUWorker(Worker):
         moved as each page comes back."""
         pages: dict[int, Page] = {}
         total = 0
+        stop = threading.Event()
+        loop = asyncio.get_running_loop()
+
+        def progress(done: int, total: int) -> None:  # on the event loop, in order
+            if task is not None and not task.finished:
+                task.total_pages, task.done_pages = total, done
+                task.stage = f"converting: {done} of {total} pages done"
 
         def arrived(item: tuple[Any, ...]) -> None:  # in the conversion's thread
             nonlocal total
@@ -131,13 +151,12 @@ class MinerUWorker(Worker):
                 total = item[1]
             else:
                 pages[item[1]] = item[2]
-            if task is not None:
-                task.total_pages, task.done_pages = total, len(pages)
-                task.stage = f"converting: {len(pages)} of {total} pages done"
+            if task is not None and not stop.is_set():
+                loop.call_soon_threadsafe(progress, len(pages), total)
 
-        stop = threading.Event()
+        slots = self._call_slots if task is None else self._task_slots
         try:
-            async with self._slots:
+            async with slots:
                 if self._server is not None:
                     await self._server.convert(document.data, document.name, arrived)
                 else:
@@ -217,7 +236,7 @@ class MinerUWorker(Worker):
                 task.artifacts = [markdown, *images.values()]
             task.status, task.stage = "succeeded", "done"
         except asyncio.CancelledError:
-            if not task.finished:  # cancel() or stop() may have said how it ended
+            if not task.finished:  # cancel() or on_stop() may have said how it ended
                 task.status, task.stage = "cancelled", "cancelled"
         except Exception as exc:
             task.status, task.stage, task.error = "failed", "failed", f"{type(exc).__name__}: {exc}"

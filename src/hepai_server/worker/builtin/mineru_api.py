@@ -22,7 +22,9 @@ from typing import Any
 
 import aiohttp
 
+from hepai_server.worker.builtin.isolation import run_isolated
 from hepai_server.worker.builtin.layout import Page
+from hepai_server.worker.model import UpstreamFailed
 
 #: Pages sent in one call: MinerU's context for merging across pages, and the step of progress.
 PAGES_PER_CALL = 8
@@ -31,8 +33,11 @@ BUSY_RETRY_SECONDS = 1.0
 
 
 class MinerUUnavailable(ConnectionError):
-    """MinerU's API server cannot be reached or keeps failing: the platform's side, not the
-    document's."""
+    """MinerU's API server cannot be reached, or stays at its limit: 503."""
+
+
+class MinerUFailed(UpstreamFailed):
+    """MinerU answered with a failure of its own: 502, not retried by clients as a 503 is."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +50,8 @@ class MinerUServer:
     vlm_url: str | None
     #: The longest one window of pages may take.
     timeout: float
+    #: What splitting the document may take beyond the worker's memory (it runs isolated).
+    memory_bytes: int
     language: str = "ch"
 
     async def convert(
@@ -52,7 +59,15 @@ class MinerUServer:
     ) -> None:
         """Every page of the PDF through MinerU, emitted as layout.convert_document emits
         them; a window's markdown comes as its first page's."""
-        windows = await asyncio.to_thread(split, data, PAGES_PER_CALL)
+        # Isolated: PDFium is not thread-safe, and a crafted file must not take the worker down.
+        windows: list[tuple[list[int], bytes]] = await asyncio.to_thread(
+            run_isolated,
+            split,
+            data,
+            PAGES_PER_CALL,
+            timeout=self.timeout,
+            memory_bytes=self.memory_bytes,
+        )
         emit(("pages", sum(len(pages) for pages, _ in windows)))
         stem = name.rsplit(".", 1)[0] or "document"
         async with aiohttp.ClientSession() as session:
@@ -103,11 +118,13 @@ def answer(status: int, body: bytes, stem: str) -> Page:
         parsed = {"error": body[:200].decode("utf-8", "replace")}
     if status == 400:  # MinerU could not read the document
         raise ValueError(f"MinerU refused the document: {parsed.get('error')}")
+    if status == 503:
+        raise MinerUUnavailable(f"MinerU stayed at its limit: {parsed.get('detail') or parsed}")
     if status != 200:
-        raise MinerUUnavailable(f"MinerU answered {status}: {parsed.get('error') or parsed}")
+        raise MinerUFailed(f"MinerU answered {status}: {parsed.get('error') or parsed}")
     result = next(iter(parsed.get("results", {}).values()), None)
     if result is None or result.get("md_content") is None:
-        raise MinerUUnavailable(f"MinerU answered no markdown for {stem}")
+        raise MinerUFailed(f"MinerU answered no markdown for {stem}")
     images = {
         f"images/{image_name}": base64.b64decode(url.split(",", 1)[-1])
         for image_name, url in (result.get("images") or {}).items()

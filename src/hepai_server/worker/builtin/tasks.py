@@ -80,7 +80,8 @@ class TaskJournal:
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
-        directory.mkdir(parents=True, exist_ok=True)
+        # The records hold users' markdown: readable by the worker's account only.
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
 
     def save(self, task: Task) -> None:
         path = self.directory / f"{task.id}.json"
@@ -95,6 +96,11 @@ class TaskJournal:
     def recover(self, keep_seconds: float) -> list[Task]:
         """The journaled tasks: expired ones dropped, unfinished ones failed as interrupted."""
         horizon = time.time() - keep_seconds
+        for leftover in self.directory.glob("*.partial"):  # a write the crash cut short
+            leftover.unlink()
+        for unreadable in self.directory.glob("*.unreadable"):
+            if unreadable.stat().st_mtime < horizon:
+                unreadable.unlink()
         tasks = []
         for path in sorted(self.directory.glob("*.json")):
             try:
