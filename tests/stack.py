@@ -10,7 +10,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -308,3 +308,19 @@ def run_worker(
             yield process
         finally:
             stop(process)
+
+
+def follow(tool: Any, task_id: str, *, until: Callable[[dict[str, Any]], bool]) -> list[Any]:
+    """Every status of a task of the task protocol (a remote model's ``status``), polled
+    closely, up to the first that ``until`` accepts."""
+    seen, deadline = [], time.monotonic() + 300
+    while time.monotonic() < deadline:
+        seen.append(tool.status(task_id))
+        if until(seen[-1]):
+            return seen
+        time.sleep(0.05)
+    raise AssertionError(f"task {task_id} never got there: {seen[-1]}")
+
+
+def finished(status: dict[str, Any]) -> bool:
+    return status["status"] in ("succeeded", "failed", "cancelled")

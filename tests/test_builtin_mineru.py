@@ -20,7 +20,7 @@ from PIL import Image
 from pypdf import PdfReader, PdfWriter
 
 from tests import documents
-from tests.stack import Platform, Server, free_port, run_worker
+from tests.stack import Platform, Server, finished, follow, free_port, run_worker
 
 MODEL = "hepai/mineru"
 
@@ -57,21 +57,6 @@ def scanned_pages(count: int) -> bytes:
 
 def upload(server: Server, key: str, data: bytes, name: str = "paper.pdf") -> str:
     return server.openai(key).files.create(file=(name, data), purpose="user_data").id
-
-
-def follow(tool: Any, task_id: str, *, until: Callable[[dict[str, Any]], bool]) -> list[Any]:
-    """Every status of a task, polled closely, up to the first that ``until`` accepts."""
-    seen, deadline = [], time.monotonic() + 300
-    while time.monotonic() < deadline:
-        seen.append(tool.status(task_id))
-        if until(seen[-1]):
-            return seen
-        time.sleep(0.05)
-    raise AssertionError(f"task {task_id} never got there: {seen[-1]}")
-
-
-def finished(status: dict[str, Any]) -> bool:
-    return status["status"] in ("succeeded", "failed", "cancelled")
 
 
 def children(pid: int) -> list[str]:

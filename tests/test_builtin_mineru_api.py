@@ -13,10 +13,8 @@ import base64
 import io
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -24,7 +22,7 @@ from hepai.components.haiddf.hclient._exceptions import HAPIStatusError
 from pypdf import PdfReader, PdfWriter
 
 from tests import documents
-from tests.stack import Server, free_port, run_worker, stop, wait_until_up
+from tests.stack import Server, finished, follow, free_port, run_worker, stop, wait_until_up
 
 MINERU_API = Path(__file__).parent.parent / ".venv-mineru" / "bin" / "mineru-api"
 MODEL = "hepai/mineru-gpu"
@@ -85,16 +83,6 @@ def numbered_pages(count: int) -> bytes:
     return out.getvalue()
 
 
-def follow(tool: Any, task_id: str, until: Callable[[dict[str, Any]], bool]) -> list[Any]:
-    seen, deadline = [], time.monotonic() + 300
-    while time.monotonic() < deadline:
-        seen.append(tool.status(task_id))
-        if until(seen[-1]):
-            return seen
-        time.sleep(0.05)
-    raise AssertionError(f"task {task_id} never got there: {seen[-1]}")
-
-
 def test_mineru_reads_a_two_column_paper(
     server: Server, gpu_mineru: str, user_key: str, vlm: str
 ) -> None:
@@ -115,9 +103,7 @@ def test_a_task_through_mineru_reports_each_window_and_keeps_page_order(
     tool = client.get_remote_model(gpu_mineru)
     file_id = client.files.create(file=("logbook.pdf", numbered_pages(9)), purpose="user_data").id
     task = tool.submit(file_id=file_id)
-    seen = follow(
-        tool, task["id"], lambda status: status["status"] in ("succeeded", "failed", "cancelled")
-    )
+    seen = follow(tool, task["id"], until=finished)
     assert seen[-1]["status"] == "succeeded", seen[-1]
     done = [status["pages"]["done"] for status in seen]
     assert done == sorted(done) and done[-1] == 9 and seen[-1]["pages"]["total"] == 9
