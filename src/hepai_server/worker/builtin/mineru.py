@@ -133,17 +133,17 @@ class MinerUWorker(Worker):
         return document
 
     async def _convert(self, document: Document, task: Task | None = None) -> Converted:
-        """The document's markdown, converted in one isolated child; a task's progress is
-        moved as each page comes back."""
+        """The document's markdown, converted in one isolated child (or by MinerU's server);
+        a task's progress is moved as each page comes back."""
         pages: dict[int, Page] = {}
         total = 0
         stop = threading.Event()
         loop = asyncio.get_running_loop()
 
-        def progress(done: int, total: int) -> None:  # on the event loop, in order
+        def progress(done: int, of: int) -> None:  # on the event loop, in order
             if task is not None and not task.finished:
-                task.total_pages, task.done_pages = total, done
-                task.stage = f"converting: {done} of {total} pages done"
+                task.total_pages, task.done_pages = of, done
+                task.stage = f"converting: {done} of {of} pages done"
 
         def arrived(item: tuple[Any, ...]) -> None:  # in the conversion's thread
             nonlocal total
