@@ -253,6 +253,9 @@ def test_each_worker_answers_for_its_own_tasks(
         with pytest.raises(HAPIStatusError) as unknown:
             tool.status("task-on-no-worker")
         assert unknown.value.status_code == 404
+        # A submit retried with its idempotency key reaches the worker that holds its task.
+        again = {tool.submit(file_id=paper, idempotency_key="retried")["id"] for _ in range(6)}
+        assert len(again) == 1, again
 
 
 def test_long_tasks_do_not_hold_up_a_direct_call(server: Server, tool: Any, user_key: str) -> None:

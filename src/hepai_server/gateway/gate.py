@@ -10,11 +10,14 @@ A task lives on the worker it was submitted to (wire spec §4.3), while the gate
 across every worker of a model. So a task lookup (``status``, ``result``, ``cancel``) that a
 worker answers 404 is asked of the model's next worker: with several workers of hepai/mineru,
 ``HepAI().parse()`` finds its task wherever it runs, with no shared state among the workers.
+A ``submit`` with an idempotency key goes to the worker the key picks, so a retry finds the
+task the first attempt started.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import random
 import tempfile
 import time
@@ -24,6 +27,7 @@ from typing import IO, cast
 from urllib.parse import parse_qs, urlencode
 
 import aiohttp
+import orjson
 
 from hepai_server.accounts import Caller
 from hepai_server.config import ModelType
@@ -144,13 +148,16 @@ class UnifiedGate:
         headers = identity_headers(caller, request_id)
         headers["content-type"] = "application/json"
         headers["content-length"] = str(size)
+        ordered = worker_order(routes, self._rng, self._inflight)
         if size <= grant.SCAN_LIMIT:
             body.seek(0)
-            if file_ids := grant.file_ids_in(body.read()):
+            raw = body.read()
+            if file_ids := grant.file_ids_in(raw):
                 headers[grant.HEADER] = gateway.grants.mint(caller.user_id, file_ids)
+            if function == "submit" and (key := idempotency_key(raw)):
+                ordered = keyed_order(ordered, f"{caller.user_id}:{key}")
         query = urlencode({"model": model, "function": function})
         failure: HepAIError = ServiceUnavailable(f"no worker of {model} answered")
-        ordered = worker_order(routes, self._rng, self._inflight)
         unreachable = False
         for position, route in enumerate(ordered, 1):
             body.seek(0)
@@ -248,6 +255,29 @@ async def live_routes(gateway: Gateway, caller: Caller, model: str) -> list[regi
     if not routes:
         raise ServiceUnavailable(f"no worker of {model} is alive right now")
     return routes
+
+
+def idempotency_key(raw: bytes) -> str | None:
+    """The idempotency key of a task submit (wire spec §4.3), if it carries one."""
+    try:
+        call = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    kwargs = call.get("kwargs") if isinstance(call, dict) else None
+    key = kwargs.get("idempotency_key") if isinstance(kwargs, dict) else None
+    return key if isinstance(key, str) and key else None
+
+
+def keyed_order(routes: list[registry.WorkerRoute], key: str) -> list[registry.WorkerRoute]:
+    """The workers in an order fixed by ``key`` (rendezvous hashing), the most preferred
+    priority first: a submit retried with the same idempotency key reaches the worker that
+    holds its task, and workers joining or leaving move only the keys they take or held."""
+
+    def rank(route: registry.WorkerRoute) -> tuple[int, bytes]:
+        digest = hashlib.blake2b(f"{key}\0{route.worker_id}".encode(), digest_size=8)
+        return route.priority, digest.digest()
+
+    return sorted(routes, key=rank)
 
 
 async def read_chunks(body: IO[bytes]) -> AsyncIterator[bytes]:
