@@ -26,7 +26,7 @@ from typing import Any
 from aiohttp import web
 from PIL import Image
 
-from hepai_server.worker.builtin.ocr import LANGUAGES, TESSDATA
+from hepai_server.worker.builtin.ocr import LANGUAGES, TESSDATA, read_image
 
 MODEL = "mineru2.5-tesseract"
 #: A line this much taller than the page's median line is a title.
@@ -119,25 +119,13 @@ def layout(page: Image.Image) -> str:
 
 
 def recognize(crop: Image.Image) -> str:
-    import tesserocr
-
-    with tesserocr.PyTessBaseAPI(path=str(TESSDATA), lang=LANGUAGES) as api:
-        api.SetImage(crop)
-        return " ".join(str(api.GetUTF8Text()).split())
+    return " ".join(read_image(crop).split())
 
 
 def table(crop: Image.Image) -> str:
     """A table as OTSL, the model's table tokens: a row per line of text, a cell per word."""
-    rows = [line.split() for line in recognize_lines(crop)]
+    rows = [line.split() for line in read_image(crop).splitlines()]
     return "".join("".join(f"<fcel>{cell}" for cell in row) + "<nl>" for row in rows if row)
-
-
-def recognize_lines(crop: Image.Image) -> list[str]:
-    import tesserocr
-
-    with tesserocr.PyTessBaseAPI(path=str(TESSDATA), lang=LANGUAGES) as api:
-        api.SetImage(crop)
-        return str(api.GetUTF8Text()).splitlines()
 
 
 def main(argv: Any = None) -> None:
