@@ -27,8 +27,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from hepai_server import accounts
-from hepai_server.db.tables import UsageRecord
-from hepai_server.gateway.usage import add_to_daily_totals
+from hepai_server.gateway.usage import UsageRow, add_to_daily_totals, insert_rows
 from seqlatency import percentile
 from services import _cli, free_port, prepare_workspace, start_gateway
 
@@ -57,39 +56,42 @@ def seed(url: str, *, rows: int, users: int, models_per_user: int) -> int:
     now = datetime.now(UTC)
     models = [f"provider-{n % 4}/model-{n}" for n in range(20)]
     habits = {user: rng.sample(models, models_per_user) for user in ids}
-    batch: list[dict[str, Any]] = []
+    batch: list[UsageRow] = []
+    created: list[datetime] = []
     for n in range(rows):
         prompt, completion = rng.randint(10, 4000), rng.randint(1, 1000)
         user = rng.choice(ids)
+        moment = now - timedelta(seconds=rng.uniform(0, 365 * 86400))
         batch.append(
-            {
-                "request_id": f"bench-{n}",
-                "user_id": user,
-                "api_key_id": None,
-                "endpoint": "chat.completions",
-                "model": rng.choice(habits[user]),
-                "deployment": None,
-                "stream": rng.random() < 0.5,
-                "status_code": 200 if rng.random() < 0.97 else 429,
-                "error": None,
-                "prompt_tokens": prompt,
-                "completion_tokens": completion,
-                "total_tokens": prompt + completion,
-                "cached_tokens": None,
-                "reasoning_tokens": None,
-                "pages": None,
-                "bytes": None,
-                "usage_estimated": False,
-                "latency_ms": rng.uniform(100, 5000),
-                "ttft_ms": None,
-                "created_at": now - timedelta(seconds=rng.uniform(0, 365 * 86400)),
-            }
+            UsageRow(
+                request_id=f"bench-{n}",
+                user_id=user,
+                api_key_id=None,
+                endpoint="chat.completions",
+                model=rng.choice(habits[user]),
+                deployment=None,
+                stream=rng.random() < 0.5,
+                status_code=200 if rng.random() < 0.97 else 429,
+                error=None,
+                prompt_tokens=prompt,
+                completion_tokens=completion,
+                total_tokens=prompt + completion,
+                cached_tokens=None,
+                reasoning_tokens=None,
+                pages=None,
+                bytes=None,
+                usage_estimated=False,
+                latency_ms=rng.uniform(100, 5000),
+                ttft_ms=None,
+                created_at=moment.timestamp(),
+            )
         )
+        created.append(moment)
         if len(batch) == 5000 or n == rows - 1:
-            with engine.begin() as connection:
-                connection.execute(sa.insert(UsageRecord), batch)
-                add_to_daily_totals(connection, batch)
-            batch = []
+            with engine.begin() as connection:  # as the usage writer writes a batch
+                insert_rows(connection, batch, created)
+                add_to_daily_totals(connection, batch, created)
+            batch, created = [], []
     with engine.connect() as connection:
         daily = int(connection.execute(sa.text("SELECT count(*) FROM usage_daily")).scalar_one())
     engine.dispose()

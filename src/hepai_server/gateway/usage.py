@@ -15,7 +15,7 @@ import contextlib
 import logging
 import sqlite3
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import UTC, date, datetime
 from typing import Any, NamedTuple
 
@@ -158,7 +158,7 @@ class UsageRecorder:
         created = [datetime.fromtimestamp(row.created_at, UTC) for row in rows]
         with self._engine.begin() as connection:
             insert_rows(connection, rows, created)
-            _add_to_daily_totals(connection, rows, created)
+            add_to_daily_totals(connection, rows, created)
             stamp_last_use(connection, rows, created)
 
 
@@ -205,17 +205,7 @@ def _max_parameters(dialect: Dialect) -> int:
 DAILY_SUMS = ("prompt_tokens", "completion_tokens", "total_tokens", "pages", "bytes")
 
 
-def add_to_daily_totals(connection: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
-    """Add rows given as mappings of usage_records' columns (``created_at`` a datetime) to
-    usage_daily: how benchmarks/portal.py seeds its database."""
-    _add_to_daily_totals(
-        connection,
-        [UsageRow(**{**row, "created_at": 0.0}) for row in rows],
-        [row["created_at"] for row in rows],
-    )
-
-
-def _add_to_daily_totals(
+def add_to_daily_totals(
     connection: Connection, rows: Sequence[UsageRow], created: Sequence[datetime]
 ) -> None:
     """Add the rows to usage_daily with one upsert per (day, user, model) they touch."""
