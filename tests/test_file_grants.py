@@ -10,13 +10,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
-import orjson
 import pytest
 from hepai.components.haiddf.hclient._exceptions import HAPIStatusError
 
-from hepai_server.credentials import load_or_create_secret
 from hepai_server.errors import AuthenticationFailed
 from hepai_server.files.grant import FileGrants, file_ids_in
+from hepai_server.security.credentials import load_or_create_secret
 from tests.stack import Platform, Server, our_worker
 
 
@@ -79,9 +78,8 @@ def test_grants_expire_and_name_their_files() -> None:
 def test_file_ids_are_found_anywhere_in_the_call() -> None:
     a, b = "file-" + "a" * 32, "file-" + "b" * 32
     body = {"args": [a, {"deep": [b]}], "kwargs": {"file_id": a, "name": "file-x"}}
-    assert file_ids_in(orjson.dumps(body)) == [a, b]
-    assert file_ids_in(b"not json") == []
-    assert file_ids_in(orjson.dumps({"kwargs": {"file_id": "c" * 2_000_000}})) == []
+    assert file_ids_in(body) == [a, b]
+    assert file_ids_in("not a call") == []
 
 
 def test_the_signing_secret_is_made_once_and_private(tmp_path: Path) -> None:

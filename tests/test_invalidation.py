@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from hepai_server.invalidation import Generation
+from hepai_server.state.generation import Generation
 
 
 def test_bump_in_another_process_is_visible_immediately(tmp_path: Path) -> None:
@@ -14,7 +14,7 @@ def test_bump_in_another_process_is_visible_immediately(tmp_path: Path) -> None:
     generation = Generation(path)
     start = generation.read()
     code = (
-        "from pathlib import Path; from hepai_server.invalidation import Generation;"
+        "from pathlib import Path; from hepai_server.state.generation import Generation;"
         f"g = Generation(Path({str(path)!r})); g.bump(); g.bump()"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -17,13 +17,30 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from hepai_server import accounts
 from hepai_server.db import migrate
 from hepai_server.db.tables import UsageRecord
-from hepai_server.gateway.usage import UsageRecorder
-from hepai_server.protocol.openai import Usage
+from hepai_server.gateway.usage import UsageRecorder, UsageRow
+from hepai_server.services import accounts
 from tests.conftest import POSTGRES_ADMIN_URL
 from tests.stack import MockProcess, Platform, Server
+
+
+def usage_row(request_id: str, **fields) -> UsageRow:
+    """A usage row as a frame builds one, with the fields a test cares about."""
+    defaults = dict.fromkeys(UsageRow._fields)
+    defaults.update(
+        request_id=request_id,
+        user_id=1,
+        endpoint="chat.completions",
+        model="m/ok",
+        stream=False,
+        status_code=200,
+        usage_estimated=False,
+        latency_ms=1.0,
+        created_at=time.time(),
+    )
+    defaults.update(fields)
+    return UsageRow(**defaults)
 
 
 def api(server: Server, key: str) -> openai.OpenAI:
@@ -168,24 +185,13 @@ def test_a_failed_write_retries_only_what_was_not_committed(tmp_path) -> None:
 
     from hepai_server.db import migrate
     from hepai_server.gateway.usage import UsageRecorder
-    from hepai_server.protocol.openai import Usage
 
     url = f"sqlite:///{tmp_path / 'usage.db'}"
     migrate.upgrade(url)
     engine = sa.create_engine(url)
     recorder = UsageRecorder(engine, flush_seconds=60, batch_size=2)
-    row = {
-        "user_id": 1,
-        "api_key_id": None,
-        "endpoint": "chat.completions",
-        "deployment": None,
-        "stream": False,
-        "status_code": 200,
-        "usage": Usage(total_tokens=5),
-        "latency_ms": 1.0,
-    }
     for n, model in enumerate(["m/ok", "m/ok", "m/ok", None]):  # the fourth breaks its chunk
-        recorder.record(request_id=f"r{n}", model=model, **row)  # type: ignore[arg-type]
+        recorder.record(usage_row(f"r{n}", model=model, total_tokens=5))
     assert asyncio.run(recorder._flush()) is False
     with engine.connect() as connection:
         written = connection.execute(sa.text("SELECT count(*) FROM usage_records")).scalar_one()
@@ -232,27 +238,24 @@ def test_the_writer_stores_rows_as_sqlalchemy_does(usage_database: str) -> None:
     recorder = UsageRecorder(engine, flush_seconds=60, batch_size=2000)
     for n in range(2000):  # 40,000 values: more than one statement may carry
         recorder.record(
-            request_id=f"w{n}",
-            user_id=user_id,
-            api_key_id=later_id if n == 7 else key_id,
-            endpoint="chat.completions",
-            model="m/\\odd'\"id",
-            deployment=None if n % 2 else "up/m",
-            stream=n % 3 == 0,
-            status_code=500 if n == 5 else 200,
-            usage=Usage(
+            usage_row(
+                f"w{n}",
+                user_id=user_id,
+                api_key_id=later_id if n == 7 else key_id,
+                model="m/\\odd'\"id",
+                deployment=None if n % 2 else "up/m",
+                stream=n % 3 == 0,
+                status_code=500 if n == 5 else 200,
                 prompt_tokens=n,
                 completion_tokens=None if n == 4 else 2,
                 total_tokens=n + 2,
-                cached_tokens=None,
                 reasoning_tokens=1,
-                estimated=n == 9,
-                pages=None,
+                usage_estimated=n == 9,
                 bytes=2**40 if n == 0 else None,
-            ),
-            latency_ms=n + 0.25,
-            ttft_ms=None if n % 2 else 0.5,
-            error="x" * 600 if n == 5 else None,
+                latency_ms=n + 0.25,
+                ttft_ms=None if n % 2 else 0.5,
+                error="x" * 512 if n == 5 else None,
+            )
         )
     recorder._pending = [
         row._replace(created_at=moments[n % 3].timestamp())

@@ -289,13 +289,6 @@ class Settings(BaseSettings):
             format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s",
         )
 
-    def signing_secret(self) -> bytes:
-        if self.secret_key is not None:
-            return self.secret_key.get_secret_value().encode()
-        from hepai_server.credentials import load_or_create_secret
-
-        return load_or_create_secret(self.data_dir / "secret.key")
-
     @property
     def oidc_enabled(self) -> bool:
         return bool(self.oidc_issuer and self.oidc_client_id)

@@ -29,11 +29,11 @@ from contextlib import contextmanager
 from datetime import timedelta
 from functools import partial
 
-from hepai_server import accounts
 from hepai_server.cli.context import database
 from hepai_server.config import Settings
 from hepai_server.db.tables import User
 from hepai_server.errors import NotFound
+from hepai_server.services import accounts
 
 log = logging.getLogger(__name__)
 

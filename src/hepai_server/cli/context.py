@@ -12,7 +12,7 @@ from hepai_server.config import Settings
 from hepai_server.db import migrate
 from hepai_server.db.engine import make_engine
 from hepai_server.errors import HepAIError
-from hepai_server.invalidation import Generation
+from hepai_server.state.generation import Generation
 
 
 @contextmanager

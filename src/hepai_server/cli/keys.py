@@ -6,8 +6,8 @@ from datetime import timedelta
 
 import click
 
-from hepai_server import accounts
 from hepai_server.cli.context import database
+from hepai_server.services import accounts
 
 
 @click.group()

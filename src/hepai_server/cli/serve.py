@@ -37,7 +37,7 @@ def serve(host: str, port: int, workers: int, builtins: tuple[str, ...]) -> None
     click.echo(f"hepai-server listening on http://{host}:{port}/apiv2", err=True)
     with builtin_workers(list(builtins), gateway_port=port):
         uvicorn.run(
-            "hepai_server.gateway.app:create_app_from_env",
+            "hepai_server.app:create_app_from_env",
             factory=True,
             host=host,
             port=port,

@@ -6,8 +6,9 @@ import sys
 
 import click
 
-from hepai_server import accounts, credentials
 from hepai_server.cli.context import database
+from hepai_server.security import credentials
+from hepai_server.services import accounts
 
 
 @click.group()

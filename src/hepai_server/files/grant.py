@@ -15,7 +15,6 @@ import re
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-import orjson
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 
 from hepai_server.errors import AuthenticationFailed
@@ -63,14 +62,8 @@ def is_grant(token: str | None) -> bool:
     return token is not None and token.startswith(PREFIX)
 
 
-def file_ids_in(body: bytes) -> list[str]:
-    """The file ids a gate call passes, anywhere in its args and kwargs."""
-    if len(body) > SCAN_LIMIT:
-        return []
-    try:
-        call = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return []
+def file_ids_in(call: object) -> list[str]:
+    """The file ids a gate call (its parsed body) passes, anywhere in its args and kwargs."""
     if not isinstance(call, dict):
         return []
     found = sorted(set(_strings([call.get("args"), call.get("kwargs")])))

@@ -17,6 +17,8 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from hepai_server.errors import InvalidRequest
 from hepai_server.files.spool import Spool
 
+#: What a file is for when its uploader does not say.
+DEFAULT_PURPOSE = "user_data"
 MAX_FIELDS = 16
 MAX_FIELD_BYTES = 64 * 1024
 

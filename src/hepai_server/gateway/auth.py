@@ -11,10 +11,10 @@ import asyncio
 import time
 from collections.abc import Callable, Mapping
 
-from hepai_server.accounts import Caller
-from hepai_server.credentials import hash_api_key, looks_like_api_key
 from hepai_server.errors import AuthenticationFailed
-from hepai_server.invalidation import Generation
+from hepai_server.security.credentials import hash_api_key, looks_like_api_key
+from hepai_server.services.accounts import Caller
+from hepai_server.state.generation import Generation
 
 MISSING_KEY = (
     "Missing API key. Send it as 'Authorization: Bearer sk-...' or in the 'x-api-key' header."

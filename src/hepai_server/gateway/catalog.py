@@ -8,10 +8,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from urllib.parse import urlencode
 
-from hepai_server.accounts import Caller
 from hepai_server.config import ModelType, ProviderConfig
 from hepai_server.errors import ModelNotFound
 from hepai_server.protocol.openai import Endpoint
+from hepai_server.services.accounts import Caller
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +34,9 @@ class Deployment:
     priority: int = 0
     #: Set when this is a DDF worker: calls go through its unified gate.
     worker_id: str | None = None
+    #: A worker's calls queued at its last heartbeat, and how fast it works through them.
+    queue_length: int = 0
+    speed: float = 1.0
     #: Where Anthropic Messages go natively: a provider's /v1/messages URL, or for a worker
     #: the gate URL of its ``anthropic_messages`` method. None: translate to chat completions.
     messages_url: str | None = None

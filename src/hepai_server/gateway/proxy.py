@@ -3,7 +3,9 @@
 The request body is forwarded as the client sent it except for ``model`` (the upstream's name)
 and, on streams, ``stream_options.include_usage`` (so usage can be recorded). The answer is relayed
 as bytes: JSON whole, SSE event by event as it arrives, with only the model id rewritten. Usage is
-read on the way past and handed to the recorder when the response is over.
+read on the way past into the ``Outcome``, which the endpoint's frame turns into the usage row.
+Worker-hosted models are relayed the same way, to their workers' unified gates, through the
+dispatcher's session and with the calls in flight counted against each worker.
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ from typing import Any
 import aiohttp
 import orjson
 
-from hepai_server.accounts import Caller
 from hepai_server.errors import (
     HepAIError,
     InvalidRequest,
@@ -31,8 +32,7 @@ from hepai_server.errors import (
 )
 from hepai_server.gateway.asgi import DisconnectWatch, Receive, Send, send_bytes
 from hepai_server.gateway.catalog import Deployment, Model
-from hepai_server.gateway.routing import attempt_order
-from hepai_server.gateway.usage import UsageRecorder
+from hepai_server.gateway.routing import Occupancy, spread
 from hepai_server.protocol.anthropic import StreamTranslator, chat_to_message
 from hepai_server.protocol.anthropic import event as anthropic_event
 from hepai_server.protocol.openai import EMBEDDINGS, Endpoint, Usage
@@ -46,6 +46,7 @@ from hepai_server.protocol.sse import (
     rewrite_model,
     split_events,
 )
+from hepai_server.services.accounts import Caller
 
 SSE_HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
@@ -109,9 +110,11 @@ class Call:
 
 @dataclass(slots=True)
 class Outcome:
-    """What one relay produced, for its usage row."""
+    """What one request produced, for its usage row: filled by whoever answered it."""
 
     deployment: Deployment | None = None
+    #: The deployment or worker that answered, as the usage row names it.
+    served_by: str | None = None
     status: int = 200
     usage: Usage | None = None
     first_byte_at: float | None = None
@@ -121,6 +124,9 @@ class Outcome:
     delivered: int = 0
     #: The deployment answers an Anthropic client in Anthropic's own format.
     native: bool = False
+
+    def fail(self, status: int, error: str) -> None:
+        self.status, self.error = status, error
 
     def final_usage(self) -> Usage:
         if self.usage is not None:
@@ -134,33 +140,33 @@ class Proxy:
     def __init__(
         self,
         session: aiohttp.ClientSession,
-        recorder: UsageRecorder,
+        workers: aiohttp.ClientSession,
+        occupancy: Occupancy,
         rng: random.Random,
     ) -> None:
         self._session = session
-        self._recorder = recorder
+        #: Calls to workers go through the dispatcher's session, whose connections are checked.
+        self._workers = workers
+        self._occupancy = occupancy
         self._rng = rng
 
-    async def relay(self, call: Call, receive: Receive, send: Send) -> None:
-        """Answer the call from an upstream; record its usage row whatever happens."""
-        outcome = Outcome()
+    async def relay(self, call: Call, outcome: Outcome, receive: Receive, send: Send) -> None:
+        """Answer the call from an upstream, noting in ``outcome`` what happened; an error
+        before the answer began is raised for the frame to send."""
+        if call.stream:
+            await self._relay_stream(call, outcome, receive, send)
+            return
+        response = await self._open(call, outcome)
         try:
-            if call.stream:
-                await self._relay_stream(call, outcome, receive, send)
-            else:
-                response = await self._open(call, outcome)
-                try:
-                    await self._relay_whole(call, response, outcome, send)
-                finally:
-                    response.release()
-        except HepAIError as error:
-            outcome.status, outcome.error = error.status, error.message
-            raise
-        except Exception:
-            outcome.status, outcome.error = 500, "internal error"
-            raise
+            await self._relay_whole(call, response, outcome, send)
         finally:
-            self._record(call, outcome)
+            response.release()
+
+    def _load(self, deployment: Deployment) -> float:
+        if deployment.worker_id is None:
+            return 0.0
+        queued = deployment.queue_length + self._occupancy[deployment.worker_id]
+        return queued / deployment.speed
 
     async def _open(self, call: Call, outcome: Outcome) -> aiohttp.ClientResponse:
         """The first usable upstream response, trying deployments in turn.
@@ -168,10 +174,10 @@ class Proxy:
         A connection failure, a timeout, a 5xx or a 429 moves on to the next deployment; the last
         deployment's answer, whatever it is, is returned.
         """
-        attempts = attempt_order(call.model.deployments, self._rng)
+        attempts = spread(call.model.deployments, self._rng, self._load)
         failure: HepAIError | None = None
         for number, deployment in enumerate(attempts, 1):
-            outcome.deployment = deployment
+            outcome.deployment, outcome.served_by = deployment, deployment.name
             outcome.native = call.anthropic and deployment.messages_url is not None
             if outcome.native:
                 assert deployment.messages_url is not None
@@ -180,7 +186,7 @@ class Proxy:
                 url, headers = deployment.url(call.endpoint), deployment.headers
             payload = self._payload(call, deployment, native=outcome.native)
             try:
-                response = await self._post(url, payload, headers)
+                response = await self._post(deployment, url, payload, headers)
             except TimeoutError:
                 failure = UpstreamTimeout(f"{deployment.provider} did not answer in time")
                 continue
@@ -199,13 +205,22 @@ class Proxy:
         raise failure
 
     async def _post(
-        self, url: str, payload: bytes, headers: dict[str, str]
+        self, deployment: Deployment, url: str, payload: bytes, headers: dict[str, str]
+    ) -> aiohttp.ClientResponse:
+        if deployment.worker_id is None:
+            return await self._post_on(self._session, url, payload, headers)
+        with self._occupancy.holding(deployment.worker_id):
+            return await self._post_on(self._workers, url, payload, headers)
+
+    @staticmethod
+    async def _post_on(
+        session: aiohttp.ClientSession, url: str, payload: bytes, headers: dict[str, str]
     ) -> aiohttp.ClientResponse:
         try:
-            return await self._session.post(url, data=payload, headers=headers)
+            return await session.post(url, data=payload, headers=headers, allow_redirects=False)
         except aiohttp.ServerDisconnectedError:
             # The upstream closed a pooled keep-alive connection: one fresh try is safe.
-            return await self._session.post(url, data=payload, headers=headers)
+            return await session.post(url, data=payload, headers=headers, allow_redirects=False)
 
     def _payload(self, call: Call, deployment: Deployment, *, native: bool) -> bytes:
         body = call.messages_body if native and call.messages_body is not None else call.body
@@ -318,24 +333,6 @@ class Proxy:
             outcome.status, outcome.error = error.status, error.message
             tail = anthropic_error_event(error) if translator is not None else error_event(error)
         await send({"type": "http.response.body", "body": tail, "more_body": False})
-
-    def _record(self, call: Call, outcome: Outcome) -> None:
-        now = perf_counter()
-        ttft = outcome.first_byte_at
-        self._recorder.record(
-            request_id=call.request_id,
-            user_id=call.caller.user_id,
-            api_key_id=call.caller.key_id,
-            endpoint=call.endpoint.name,
-            model=call.model.id,
-            deployment=outcome.deployment.name if outcome.deployment else None,
-            stream=call.stream,
-            status_code=outcome.status,
-            usage=outcome.final_usage(),
-            latency_ms=(now - call.started) * 1000,
-            ttft_ms=(ttft - call.started) * 1000 if ttft is not None else None,
-            error=outcome.error,
-        )
 
 
 def is_event_stream(response: aiohttp.ClientResponse, deployment: Deployment | None) -> bool:

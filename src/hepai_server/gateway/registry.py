@@ -9,18 +9,19 @@ expired worker brings it back.
 from __future__ import annotations
 
 import copy
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from hepai_server.accounts import Caller
-from hepai_server.credentials import hash_api_key
 from hepai_server.db.tables import ModelName, User, Worker, WorkerModel
 from hepai_server.errors import Conflict, NotFound, PermissionDenied
+from hepai_server.gateway.routing import best
 from hepai_server.protocol.ddf import Registration, permissions_of
+from hepai_server.security.credentials import hash_api_key
+from hepai_server.services.accounts import Caller
 
 EVERYONE = "all"
 
@@ -203,14 +204,19 @@ def routes_for(
 
 
 def worker_for_model(
-    session: Session, *, caller: Caller, model_name: str, now: float, expiry: float
+    session: Session,
+    *,
+    caller: Caller,
+    model_name: str,
+    now: float,
+    expiry: float,
+    load: Callable[[WorkerRoute], float],
 ) -> Worker:
     """The live worker that best answers get_worker_info(model_name=…)."""
     routes = routes_for(session, caller=caller, model_name=model_name, now=now, expiry=expiry)
     if not routes:
         raise NotFound(f"no live worker serves model {model_name!r}")
-    best = min(routes, key=lambda r: (r.priority, r.queue_length / r.speed))
-    worker = session.get(Worker, best.worker_id)
+    worker = session.get(Worker, best(routes, load).worker_id)
     assert worker is not None
     return worker
 

@@ -8,16 +8,15 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import TypeVar
 
 import aiohttp
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
-from hepai_server import __version__, providers
-from hepai_server.accounts import Caller, find_caller
+from hepai_server import __version__
 from hepai_server.config import ProviderConfig, Settings
-from hepai_server.credentials import Sealer
 from hepai_server.db.engine import make_engine, transact
 from hepai_server.errors import StorageUnavailable
 from hepai_server.files.grant import FileGrants
@@ -26,9 +25,15 @@ from hepai_server.files.storage import open_storage
 from hepai_server.files.uploads import UploadService
 from hepai_server.gateway.auth import Authenticator
 from hepai_server.gateway.catalog import Catalog
+from hepai_server.gateway.dispatch import Dispatcher
 from hepai_server.gateway.proxy import Proxy
+from hepai_server.gateway.routing import Occupancy
 from hepai_server.gateway.usage import UsageRecorder
-from hepai_server.invalidation import Generation
+from hepai_server.security.credentials import Sealer, signing_secret
+from hepai_server.security.throttle import Throttle
+from hepai_server.services import providers
+from hepai_server.services.accounts import Caller, find_caller
+from hepai_server.state.generation import Generation
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -50,9 +55,13 @@ class Gateway:
     recorder: UsageRecorder
     session: aiohttp.ClientSession
     proxy: Proxy
+    #: Every call to a worker: the unified gate, worker models, management calls.
+    dispatcher: Dispatcher
     files: FileService
     uploads: UploadService
     grants: FileGrants
+    #: Password guesses, counted for the portal's sign-in and the API's password check alike.
+    throttle: Throttle
     sweeper: asyncio.Task[None]
     refresher: asyncio.Task[None] | None = None
     #: When this process started: the ``created`` of its catalog's models.
@@ -61,7 +70,7 @@ class Gateway:
     @classmethod
     async def start(cls, settings: Settings, config_providers: list[ProviderConfig]) -> Gateway:
         engine = make_engine(settings.sqlalchemy_url)
-        sealer = Sealer(settings.signing_secret())
+        sealer = Sealer(signing_secret(settings))
 
         def lookup(key_hash: str) -> Caller | None:
             with Session(engine) as session:
@@ -72,17 +81,10 @@ class Gateway:
             engine, flush_seconds=settings.usage_flush_seconds, batch_size=settings.usage_batch_size
         )
         recorder.start()
-        session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(
-                limit=settings.upstream_max_connections, limit_per_host=0, ttl_dns_cache=300
-            ),
-            timeout=aiohttp.ClientTimeout(
-                total=None,
-                sock_connect=settings.upstream_connect_timeout,
-                sock_read=settings.upstream_read_timeout,
-            ),
-            headers={"user-agent": f"hepai-server/{__version__}"},
-        )
+        session = upstream_session(settings)
+        workers = upstream_session(settings)
+        grants = FileGrants(signing_secret(settings), ttl=settings.file_grant_seconds)
+        occupancy, rng = Occupancy(), random.Random()
         files = FileService(settings, engine, open_storage(settings))
         try:
             await files.storage.prepare()
@@ -101,10 +103,23 @@ class Gateway:
             auth=Authenticator(lookup, generation, ttl=settings.auth_cache_seconds),
             recorder=recorder,
             session=session,
-            proxy=Proxy(session, recorder, random.Random()),
+            proxy=Proxy(session, workers, occupancy, rng),
+            dispatcher=Dispatcher(
+                session=workers,
+                engine=engine,
+                grants=grants,
+                occupancy=occupancy,
+                rng=rng,
+                expiry=settings.worker_expiry_seconds,
+            ),
             files=files,
             uploads=UploadService(files),
-            grants=FileGrants(settings.signing_secret(), ttl=settings.file_grant_seconds),
+            grants=grants,
+            throttle=Throttle(
+                per_username=settings.login_max_failures,
+                per_ip=settings.login_max_failures_per_ip,
+                window=timedelta(seconds=settings.login_failure_window_seconds),
+            ),
             sweeper=asyncio.create_task(sweep(files, settings.file_sweep_seconds)),
         )
         # Read before loading: a change made while this process loads is then seen as one.
@@ -144,11 +159,27 @@ class Gateway:
         if self.refresher is not None:
             self.refresher.cancel()
         await self.session.close()
+        await self.dispatcher.session.close()
         await self.recorder.close()
         await self.files.storage.close()
         self.engine.dispose()
         self.generation.close()
         self.catalog_generation.close()
+
+
+def upstream_session(settings: Settings) -> aiohttp.ClientSession:
+    """A pool of connections to upstreams, with the configured timeouts."""
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(
+            limit=settings.upstream_max_connections, limit_per_host=0, ttl_dns_cache=300
+        ),
+        timeout=aiohttp.ClientTimeout(
+            total=None,
+            sock_connect=settings.upstream_connect_timeout,
+            sock_read=settings.upstream_read_timeout,
+        ),
+        headers={"user-agent": f"hepai-server/{__version__}"},
+    )
 
 
 async def sweep(files: FileService, every: float) -> None:

@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
-import time
 from collections.abc import Sequence
 from datetime import UTC, date, datetime
 from typing import Any, NamedTuple
@@ -23,7 +22,6 @@ from sqlalchemy import Connection, Dialect, Engine, bindparam, or_, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from hepai_server.db.tables import ApiKey, UsageDaily, UsageRecord, UTCDateTime
-from hepai_server.protocol.openai import Usage
 
 log = logging.getLogger(__name__)
 
@@ -70,47 +68,9 @@ class UsageRecorder:
         self._full = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
-    def record(
-        self,
-        *,
-        request_id: str,
-        user_id: int | None,
-        api_key_id: int | None,
-        endpoint: str,
-        model: str,
-        deployment: str | None,
-        stream: bool,
-        status_code: int,
-        usage: Usage,
-        latency_ms: float,
-        ttft_ms: float | None = None,
-        error: str | None = None,
-    ) -> None:
-        # Positional: a NamedTuple takes keywords at three times the cost.
-        self._pending.append(
-            UsageRow(
-                request_id,
-                user_id,
-                api_key_id,
-                endpoint,
-                model,
-                deployment,
-                stream,
-                status_code,
-                error[:512] if error else None,
-                usage.prompt_tokens,
-                usage.completion_tokens,
-                usage.total_tokens,
-                usage.cached_tokens,
-                usage.reasoning_tokens,
-                usage.pages,
-                usage.bytes,
-                usage.estimated,
-                latency_ms,
-                ttft_ms,
-                time.time(),
-            )
-        )
+    def record(self, row: UsageRow) -> None:
+        """Queue one request's row (built by its frame, ``Exchange.usage_row``)."""
+        self._pending.append(row)
         if len(self._pending) >= self._batch_size:
             self._full.set()
 

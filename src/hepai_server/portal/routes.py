@@ -71,10 +71,10 @@ def playground_calls(prefix: str) -> list[BaseRoute]:
     """The API calls the playground page makes, authenticated by its session."""
     relays = [("/chat/completions", CHAT), ("/embeddings", EMBEDDINGS), ("/rerank", RERANK)]
     routes: list[BaseRoute] = [
-        Route(prefix + path, playground.PlaygroundRelay(endpoint), methods=["POST"])
+        Route(prefix + path, playground.playground_relay(endpoint), methods=["POST"])
         for path, endpoint in relays
     ]
     routes.append(
-        Route(prefix + "/worker/unified_gate", playground.PlaygroundGate(), methods=["POST"])
+        Route(prefix + "/worker/unified_gate", playground.playground_gate(), methods=["POST"])
     )
     return routes

@@ -22,14 +22,15 @@ from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from hepai_server import audit
-from hepai_server.accounts import Caller
 from hepai_server.config import Settings
 from hepai_server.errors import HepAIError, PermissionDenied
 from hepai_server.gateway.runtime import Gateway
 from hepai_server.portal import sessions
 from hepai_server.portal.i18n import choose_language, load_catalogs, translator
 from hepai_server.portal.oidc import SingleSignOn
+from hepai_server.security.credentials import signing_secret
+from hepai_server.services import audit
+from hepai_server.services.accounts import Caller
 
 SESSION_COOKIE = "hepai_session"
 LANGUAGE_COOKIE = "hepai_lang"
@@ -96,12 +97,7 @@ class Portal:
             absolute=timedelta(days=settings.portal_session_days),
         )
         self.sso = (
-            SingleSignOn(settings, settings.signing_secret()) if settings.oidc_enabled else None
-        )
-        self.throttle = sessions.Throttle(
-            per_username=settings.login_max_failures,
-            per_ip=settings.login_max_failures_per_ip,
-            window=timedelta(seconds=settings.login_failure_window_seconds),
+            SingleSignOn(settings, signing_secret(settings)) if settings.oidc_enabled else None
         )
 
     async def viewer(self, request: Request, *, admin: bool = False) -> Viewer:

@@ -6,50 +6,89 @@ appear in one place only: ``api_key`` of the APIKeyInfo answering the call that 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from hepai_server.db.tables import ApiKey, User
 from hepai_server.errors import InvalidRequest
 
 #: How the platform's two levels read in the SDK's level ladder.
 SDK_LEVEL = {"user": "member", "admin": "admin"}
 
 
+@dataclass(frozen=True, slots=True)
+class KeyFacts:
+    """What the wire tells of an API key (never its secret)."""
+
+    id: int
+    prefix: str
+    name: str
+    user_id: int
+    username: str
+    allowed_models: Sequence[str] | None
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class GroupFacts:
+    id: int
+    name: str
+    description: str | None
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class UserFacts:
+    """What the wire tells of an account (never its password)."""
+
+    id: int
+    username: str
+    email: str | None
+    level: str
+    disabled: bool
+    groups: Sequence[GroupFacts]
+    created_at: datetime
+
+
 def _time(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-def masked(key: ApiKey) -> str:
+def masked(key: KeyFacts) -> str:
     return f"{key.prefix}…"
 
 
-def api_key_info(key: ApiKey, *, secret: str | None = None) -> dict[str, Any]:
+def api_key_info(key: KeyFacts, *, secret: str | None = None) -> dict[str, Any]:
     """APIKeyInfo; ``api_key`` is the secret only when it was just created, else its prefix."""
     return {
         "id": str(key.id),
         "api_key": secret if secret is not None else masked(key),
         "alias": key.name,
         "user_id": str(key.user_id),
-        "username": key.user.username,
+        "username": key.username,
         "expiration_time": _time(key.expires_at),
         "usage_description": None,
         "create_time": _time(key.created_at),
         "created_by": None,
         "update_time": _time(key.revoked_at or key.created_at),
         "updated_by": None,
-        "allowed_models": "all" if key.allowed_models is None else {"models": key.allowed_models},
+        "allowed_models": "all"
+        if key.allowed_models is None
+        else {"models": list(key.allowed_models)},
         "remarks": None,
         "app_group": None,
         "del_flag": key.revoked_at is not None,
     }
 
 
-def api_key_deleted(key: ApiKey) -> dict[str, Any]:
+def api_key_deleted(key: KeyFacts) -> dict[str, Any]:
     return {"id": str(key.id), "api_key": masked(key), "deleted": True}
 
 
-def user_info(user: User) -> dict[str, Any]:
+def user_info(user: UserFacts) -> dict[str, Any]:
     """UserInfo; ``user_groups`` is null rather than [] (an empty list crashes the SDK)."""
     groups = [
         {
@@ -86,7 +125,7 @@ def user_info(user: User) -> dict[str, Any]:
     }
 
 
-def user_deleted(user: User) -> dict[str, Any]:
+def user_deleted(user: UserFacts) -> dict[str, Any]:
     return {"id": str(user.id), "username": user.username, "deleted": True}
 
 

@@ -6,17 +6,48 @@ One field is ours: ``preview_url`` on a FileObject, the link a web page can show
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from hepai_server.db.tables import StoredFile, Upload, UploadPart
+
+@dataclass(frozen=True, slots=True)
+class FileFacts:
+    """What the wire tells of a stored file."""
+
+    id: str
+    bytes: int
+    filename: str
+    purpose: str
+    created_at: datetime
+    expires_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class UploadFacts:
+    """What the wire tells of a resumable upload."""
+
+    id: str
+    bytes: int
+    filename: str
+    purpose: str
+    status: str
+    created_at: datetime
+    expires_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class PartFacts:
+    id: str
+    upload_id: str
+    created_at: datetime
 
 
 def _epoch(value: datetime | None) -> int | None:
     return int(value.timestamp()) if value is not None else None
 
 
-def file_object(file: StoredFile, *, preview_url: str | None = None) -> dict[str, Any]:
+def file_object(file: FileFacts, *, preview_url: str | None = None) -> dict[str, Any]:
     body: dict[str, Any] = {
         "id": file.id,
         "object": "file",
@@ -47,7 +78,7 @@ def file_deleted(file_id: str) -> dict[str, Any]:
     return {"id": file_id, "object": "file", "deleted": True}
 
 
-def upload_object(upload: Upload, *, file: dict[str, Any] | None = None) -> dict[str, Any]:
+def upload_object(upload: UploadFacts, *, file: dict[str, Any] | None = None) -> dict[str, Any]:
     return {
         "id": upload.id,
         "object": "upload",
@@ -61,7 +92,7 @@ def upload_object(upload: Upload, *, file: dict[str, Any] | None = None) -> dict
     }
 
 
-def upload_part_object(part: UploadPart) -> dict[str, Any]:
+def upload_part_object(part: PartFacts) -> dict[str, Any]:
     return {
         "id": part.id,
         "object": "upload.part",

@@ -13,11 +13,12 @@ from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import Response
 
-from hepai_server import accounts, audit, credentials
 from hepai_server.db.tables import User
 from hepai_server.errors import Conflict, InvalidRequest, NotFound
 from hepai_server.portal import sessions
 from hepai_server.portal.web import Portal, Viewer, gateway, record_action, redirect
+from hepai_server.security import credentials
+from hepai_server.services import accounts, audit
 
 
 def parse_groups(raw: object) -> list[str]:

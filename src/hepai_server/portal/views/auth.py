@@ -11,7 +11,6 @@ from sqlalchemy.exc import IntegrityError
 from starlette.requests import Request
 from starlette.responses import Response
 
-from hepai_server import accounts
 from hepai_server.db.tables import User
 from hepai_server.errors import InvalidRequest, NotFound
 from hepai_server.portal import sessions
@@ -27,6 +26,7 @@ from hepai_server.portal.web import (
     local_path,
     redirect,
 )
+from hepai_server.services import accounts
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ async def login(request: Request, portal: Portal) -> Response:
         return sign_in_page(request, portal, error=WRONG, status=400, next_path=target)
 
     gw = gateway(request)
-    throttle = portal.throttle
+    throttle = gw.throttle
     allowed = await gw.transact(lambda s: throttle.attempt(s, username=username, ip=ip, now=now))
     if not allowed:
         return sign_in_page(request, portal, error="auth.throttled", status=429, next_path=target)
@@ -102,7 +102,8 @@ async def start_session(request: Request, portal: Portal, user: User, target: st
     now = datetime.now(UTC)
 
     def work(session: Any) -> str:
-        sessions.purge_expired(session, now=now, window=portal.throttle.window)
+        sessions.purge_expired(session, now=now)
+        gateway(request).throttle.purge_expired(session, now=now)
         token, _web = sessions.start(
             session,
             user=user,

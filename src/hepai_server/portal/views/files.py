@@ -10,9 +10,9 @@ from starlette.responses import Response
 
 from hepai_server.errors import InvalidRequest, PermissionDenied
 from hepai_server.files import delivery
-from hepai_server.files.intake import read_form
+from hepai_server.files.intake import DEFAULT_PURPOSE, read_form
+from hepai_server.files.responses import preview_url, send_file
 from hepai_server.files.service import used_bytes
-from hepai_server.gateway.routes.files import DEFAULT_PURPOSE, preview_url, send_file
 from hepai_server.portal.web import Portal, check_origin, gateway, redirect
 
 #: Files shown on the page, newest first.
@@ -30,7 +30,7 @@ async def files_page(request: Request, portal: Portal) -> Response:
         request,
         "files.html",
         viewer=viewer,
-        files=[(file, preview_url(gw, request, file.id)) for file in files],
+        files=[(file, preview_url(gw.settings, request, file.id)) for file in files],
         more=more,
         used=used,
         quota=gw.settings.user_storage_quota_bytes,

@@ -9,11 +9,11 @@ from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import Response
 
-from hepai_server import accounts
 from hepai_server.db.tables import ApiKey
 from hepai_server.errors import NotFound
 from hepai_server.portal.views.models import available_models
 from hepai_server.portal.web import Portal, Viewer, gateway, redirect
+from hepai_server.services import accounts
 
 #: The expiries the form offers, in days; 0 means never.
 EXPIRIES = (7, 30, 90, 365, 0)

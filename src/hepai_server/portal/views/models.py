@@ -9,10 +9,10 @@ from itertools import groupby
 from starlette.requests import Request
 from starlette.responses import Response
 
-from hepai_server.accounts import Caller
 from hepai_server.gateway import registry
 from hepai_server.gateway.runtime import Gateway
 from hepai_server.portal.web import Portal, gateway, redirect
+from hepai_server.services.accounts import Caller
 
 #: The order model types are shown in; worker models that serve none of these are tools.
 TYPES = ("chat", "completion", "embedding", "rerank", "tool")

@@ -12,40 +12,42 @@ import secrets
 from starlette.requests import Request
 from starlette.responses import Response
 
-from hepai_server.accounts import Caller
 from hepai_server.errors import AuthenticationFailed, PermissionDenied
 from hepai_server.gateway.asgi import Scope
-from hepai_server.gateway.gate import UnifiedGate
-from hepai_server.gateway.routes.openai import RelayEndpoint
+from hepai_server.gateway.frame import Frame
+from hepai_server.gateway.gate import GateCall
+from hepai_server.gateway.relay import OpenAIRelay
 from hepai_server.portal.views.models import available_models
 from hepai_server.portal.web import Portal, SignInRequired, check_origin, gateway
+from hepai_server.protocol.openai import Endpoint
+from hepai_server.services.accounts import Caller
 
 CSRF_HEADER = "x-csrf-token"
 
 
-class SessionCaller:
-    """Authenticates a playground call by the browser's session and its CSRF header."""
-
-    async def authenticate(self, scope: Scope, headers: dict[bytes, bytes]) -> Caller:
-        request = Request(scope)
-        portal: Portal = scope["state"]["portal"]
-        try:
-            viewer = await portal.viewer(request)
-        except SignInRequired:
-            raise AuthenticationFailed("the portal session has ended; sign in again") from None
-        check_origin(request)
-        sent = request.headers.get(CSRF_HEADER, "")
-        if not secrets.compare_digest(sent.encode(), viewer.csrf_token.encode()):
-            raise PermissionDenied("the playground page has expired; reload it")
-        return viewer.caller()
+async def by_session(scope: Scope, headers: dict[bytes, bytes]) -> Caller:
+    """The signed-in user, for a playground call that carries its session's CSRF header."""
+    request = Request(scope)
+    portal: Portal = scope["state"]["portal"]
+    try:
+        viewer = await portal.viewer(request)
+    except SignInRequired:
+        raise AuthenticationFailed("the portal session has ended; sign in again") from None
+    check_origin(request)
+    sent = request.headers.get(CSRF_HEADER, "")
+    if not secrets.compare_digest(sent.encode(), viewer.csrf_token.encode()):
+        raise PermissionDenied("the playground page has expired; reload it")
+    return viewer.caller()
 
 
-class PlaygroundRelay(SessionCaller, RelayEndpoint):
+def playground_relay(endpoint: Endpoint) -> Frame:
     """/chat/completions, /embeddings and /rerank for the playground."""
+    return Frame(OpenAIRelay(endpoint), by_session)
 
 
-class PlaygroundGate(SessionCaller, UnifiedGate):
+def playground_gate() -> Frame:
     """The unified gate for the playground's tools (document → markdown)."""
+    return Frame(GateCall(), by_session)
 
 
 async def playground_page(request: Request, portal: Portal) -> Response:

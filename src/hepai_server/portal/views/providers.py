@@ -12,11 +12,11 @@ from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import Response
 
-from hepai_server import providers
-from hepai_server.accounts import NAME
 from hepai_server.errors import Conflict, InvalidRequest
 from hepai_server.portal.views.admin import parse_groups
 from hepai_server.portal.web import Portal, Viewer, gateway, record_action, redirect
+from hepai_server.services import providers
+from hepai_server.services.accounts import NAME
 
 
 async def providers_page(request: Request, portal: Portal) -> Response:

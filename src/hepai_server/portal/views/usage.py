@@ -17,11 +17,11 @@ from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import Response
 
-from hepai_server import accounts, usage_report
 from hepai_server.db.tables import User
 from hepai_server.portal.charts import bar_chart
 from hepai_server.portal.web import Portal, Viewer, gateway
-from hepai_server.usage_report import UsageFilter
+from hepai_server.services import accounts, usage_report
+from hepai_server.services.usage_report import UsageFilter
 
 SPANS = (7, 30, 90, 365)
 DEFAULT_SPAN = 30

@@ -12,7 +12,6 @@ from starlette.responses import Response
 
 from hepai_server.errors import InvalidRequest
 from hepai_server.gateway import registry
-from hepai_server.gateway.routes.ddf import call_worker
 from hepai_server.portal.web import Portal, gateway, record_action, redirect
 
 
@@ -78,5 +77,5 @@ async def change_worker(request: Request, portal: Portal) -> Response:
 
     address = await gateway(request).transact(work)
     if held:
-        await call_worker(gateway(request), "POST", f"{address}/shutdown_worker")
+        await gateway(request).dispatcher.manage("POST", f"{address}/shutdown_worker")
     return redirect("/admin/workers")

@@ -15,9 +15,6 @@ from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
-from hepai_server import accounts, audit
-from hepai_server.accounts import Caller
-from hepai_server.credentials import looks_like_api_key
 from hepai_server.db.tables import ApiKey
 from hepai_server.errors import (
     AuthenticationFailed,
@@ -25,8 +22,11 @@ from hepai_server.errors import (
     NotFound,
     PermissionDenied,
 )
-from hepai_server.gateway.routes.http import authenticate, json_body, json_response
 from hepai_server.protocol import accounts as wire
+from hepai_server.routes.http import authenticate, json_body, json_response
+from hepai_server.security.credentials import looks_like_api_key
+from hepai_server.services import accounts, audit
+from hepai_server.services.accounts import Caller
 
 MAX_VALID_DAYS = 3650
 
@@ -96,7 +96,7 @@ async def create_api_key(request: Request) -> Response:
         )
         if owner.id != caller.user_id:
             record(session, caller, request, "key.create_for_user", owner.username, name=name)
-        return wire.api_key_info(key, secret=secret)
+        return wire.api_key_info(accounts.key_facts(key), secret=secret)
 
     return json_response(await gateway.transact(work))
 
@@ -106,7 +106,10 @@ async def list_api_keys(request: Request) -> Response:
 
     def work(session: Session) -> list[dict[str, Any]]:
         owner = None if caller.is_admin else accounts.get_user_by_id(session, caller.user_id)
-        return [wire.api_key_info(key) for key in accounts.list_api_keys(session, user=owner)]
+        return [
+            wire.api_key_info(accounts.key_facts(key))
+            for key in accounts.list_api_keys(session, user=owner)
+        ]
 
     return json_response(wire.page(await gateway.transact(work)))
 
@@ -125,7 +128,9 @@ async def delete_api_key(request: Request) -> Response:
             record(
                 session, caller, request, "key.revoke_for_user", key.user.username, key=key.prefix
             )
-        return wire.api_key_deleted(accounts.revoke_api_key(session, key_id=key_id))
+        return wire.api_key_deleted(
+            accounts.key_facts(accounts.revoke_api_key(session, key_id=key_id))
+        )
 
     deleted = await gateway.transact(work)
     gateway.generation.bump()
@@ -157,7 +162,7 @@ async def fetch_api_key(request: Request) -> Response:
             session, user=user, name=f"fetched-by-{caller.username}"[:128]
         )
         record(session, caller, request, "key.fetch_for_user", user.username)
-        return wire.api_key_info(key, secret=secret)
+        return wire.api_key_info(accounts.key_facts(key), secret=secret)
 
     return json_response(await gateway.transact(work))
 
@@ -166,7 +171,7 @@ async def list_users(request: Request) -> Response:
     gateway, caller = await authenticate(request)
     require_admin(caller)
     users = await gateway.transact(
-        lambda s: [wire.user_info(user) for user in accounts.list_users(s)]
+        lambda s: [wire.user_info(accounts.user_facts(user)) for user in accounts.list_users(s)]
     )
     return json_response(wire.page(users))
 
@@ -194,7 +199,7 @@ async def create_user(request: Request) -> Response:
             email=email if isinstance(email, str) else None,
         )
         record(session, caller, request, "user.create", user.username, level=user.level)
-        return wire.user_info(user)
+        return wire.user_info(accounts.user_facts(user))
 
     return json_response(await gateway.transact(work))
 
@@ -211,7 +216,7 @@ async def delete_user(request: Request) -> Response:
     def work(session: Session) -> dict[str, Any]:
         user = accounts.get_user_by_id(session, user_id)
         record(session, caller, request, "user.disable", user.username)
-        return wire.user_deleted(accounts.disable_user(session, user=user))
+        return wire.user_deleted(accounts.user_facts(accounts.disable_user(session, user=user)))
 
     deleted = await gateway.transact(work)
     gateway.generation.bump()
@@ -232,4 +237,4 @@ async def auth_user(request: Request) -> Response:
     )
     if user is None:
         raise AuthenticationFailed("wrong username or password")
-    return json_response(wire.user_info(user))
+    return json_response(wire.user_info(accounts.user_facts(user)))

@@ -21,9 +21,9 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from hepai_server.config import PRESETS, ModelConfig, ModelType, ProviderConfig
-from hepai_server.credentials import Sealer
 from hepai_server.db.tables import ModelName, ModelPermission, Provider, ProviderModel, utcnow
 from hepai_server.errors import Conflict, InvalidRequest, NotFound
+from hepai_server.security.credentials import Sealer
 
 log = logging.getLogger(__name__)
 

@@ -8,20 +8,20 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from hepai_server.db.tables import StoredFile
-from hepai_server.errors import InvalidRequest, RangeNotSatisfiable
+from hepai_server.errors import InvalidRequest
 from hepai_server.files import delivery, grant
-from hepai_server.files.intake import read_form
-from hepai_server.files.service import FileService
+from hepai_server.files.facts import file_facts, part_facts, upload_facts
+from hepai_server.files.intake import DEFAULT_PURPOSE, read_form
+from hepai_server.files.responses import preview_url, send_file
 from hepai_server.gateway.auth import token_from_headers
-from hepai_server.gateway.routes.http import authenticate, json_body, json_response
 from hepai_server.gateway.runtime import Gateway
 from hepai_server.protocol import files as wire
+from hepai_server.routes.http import authenticate, json_body, json_response
 
 _PURPOSE = re.compile(r"^[a-z0-9_.-]{1,64}$")
-DEFAULT_PURPOSE = "user_data"
 MAX_PAGE = 10_000
 
 
@@ -52,13 +52,10 @@ async def _stream(request: Request) -> AsyncIterator[bytes]:
         raise InvalidRequest("the client disconnected before the upload finished") from None
 
 
-def preview_url(gateway: Gateway, request: Request, file_id: str) -> str:
-    base = gateway.settings.public_url or str(request.base_url)
-    return f"{base.rstrip('/')}/apiv2/files/{file_id}/preview"
-
-
 def _file(gateway: Gateway, request: Request, file: StoredFile) -> dict[str, Any]:
-    return wire.file_object(file, preview_url=preview_url(gateway, request, file.id))
+    return wire.file_object(
+        file_facts(file), preview_url=preview_url(gateway.settings, request, file.id)
+    )
 
 
 async def acting_user(request: Request, *, file_id: str | None) -> tuple[Gateway, int]:
@@ -157,37 +154,6 @@ async def file_preview(request: Request) -> Response:
     return response
 
 
-async def send_file(
-    files: FileService, request: Request, file: StoredFile, *, cache: str
-) -> Response:
-    inline = delivery.is_inline(file.content_type)
-    headers = {
-        **delivery.SECURITY_HEADERS,
-        "content-disposition": delivery.content_disposition(file.filename, inline=inline),
-        "accept-ranges": "bytes",
-        "cache-control": cache,
-    }
-    try:
-        byte_range = delivery.parse_range(request.headers.get("range"), file.bytes)
-    except RangeNotSatisfiable as exc:
-        headers["content-range"] = f"bytes */{file.bytes}"
-        return Response(
-            exc.to_json(), status_code=exc.status, headers=headers, media_type="application/json"
-        )
-    status, start, end = 200, 0, None
-    headers["content-length"] = str(file.bytes)
-    if byte_range is not None:
-        status, start, end = 206, byte_range.start, byte_range.end
-        headers["content-length"] = str(byte_range.length)
-        headers["content-range"] = byte_range.content_range
-    if request.method == "HEAD":
-        return Response(status_code=status, headers=headers, media_type=file.content_type)
-    body = await files.open(file, start, end)
-    return StreamingResponse(
-        body, status_code=status, headers=headers, media_type=file.content_type
-    )
-
-
 # -- resumable uploads ------------------------------------------------------------------------
 
 
@@ -218,7 +184,7 @@ async def create_upload(request: Request) -> Response:
         mime_type=mime_type,
         purpose=_purpose(body.get("purpose")),
     )
-    return json_response(wire.upload_object(upload))
+    return json_response(wire.upload_object(upload_facts(upload)))
 
 
 async def add_upload_part(request: Request) -> Response:
@@ -237,7 +203,7 @@ async def add_upload_part(request: Request) -> Response:
         )
         spooled = await spool.finish()
     part = await uploads.add_part(upload, spooled)
-    return json_response(wire.upload_part_object(part))
+    return json_response(wire.upload_part_object(part_facts(part)))
 
 
 async def complete_upload(request: Request) -> Response:
@@ -255,7 +221,9 @@ async def complete_upload(request: Request) -> Response:
         part_ids=part_ids,
         md5=md5,
     )
-    return json_response(wire.upload_object(upload, file=_file(gateway, request, file)))
+    return json_response(
+        wire.upload_object(upload_facts(upload), file=_file(gateway, request, file))
+    )
 
 
 async def cancel_upload(request: Request) -> Response:
@@ -263,4 +231,4 @@ async def cancel_upload(request: Request) -> Response:
     upload = await gateway.uploads.cancel(
         user_id=caller.user_id, upload_id=request.path_params["upload_id"]
     )
-    return json_response(wire.upload_object(upload))
+    return json_response(wire.upload_object(upload_facts(upload)))

@@ -17,9 +17,10 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from hepai_server import credentials
 from hepai_server.db.tables import ApiKey, Group, User
 from hepai_server.errors import Conflict, InvalidRequest, NotFound
+from hepai_server.protocol import accounts as wire
+from hepai_server.security import credentials
 
 log = logging.getLogger(__name__)
 
@@ -276,4 +277,40 @@ def find_caller(session: Session, key_hash: str) -> Caller | None:
         groups=frozenset(group.name for group in user.groups),
         allowed_models=frozenset(key.allowed_models) if key.allowed_models is not None else None,
         expires_at=key.expires_at.timestamp() if key.expires_at is not None else None,
+    )
+
+
+def key_facts(key: ApiKey) -> wire.KeyFacts:
+    """A key row as the account API tells of it."""
+    return wire.KeyFacts(
+        id=key.id,
+        prefix=key.prefix,
+        name=key.name,
+        user_id=key.user_id,
+        username=key.user.username,
+        allowed_models=key.allowed_models,
+        created_at=key.created_at,
+        expires_at=key.expires_at,
+        revoked_at=key.revoked_at,
+    )
+
+
+def user_facts(user: User) -> wire.UserFacts:
+    """A user row as the account API tells of it."""
+    return wire.UserFacts(
+        id=user.id,
+        username=user.username,
+        email=user.email,
+        level=user.level,
+        disabled=user.disabled,
+        groups=[
+            wire.GroupFacts(
+                id=group.id,
+                name=group.name,
+                description=group.description,
+                created_at=group.created_at,
+            )
+            for group in user.groups
+        ],
+        created_at=user.created_at,
     )

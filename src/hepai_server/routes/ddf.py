@@ -6,7 +6,6 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import aiohttp
 from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import Response
@@ -14,12 +13,8 @@ from starlette.responses import Response
 from hepai_server.db.tables import Worker
 from hepai_server.errors import InvalidRequest
 from hepai_server.gateway import registry
-from hepai_server.gateway.routes.http import authenticate, json_body, json_response
-from hepai_server.gateway.runtime import Gateway
 from hepai_server.protocol.ddf import STATUS_KEYS, parse_registration
-
-#: How long the controller waits for a worker's own status or shutdown route.
-WORKER_PROBE_SECONDS = 5.0
+from hepai_server.routes.http import authenticate, json_body, json_response
 
 
 def _text(body: dict[str, Any], name: str) -> str | None:
@@ -61,7 +56,7 @@ async def stop_worker(request: Request) -> Response:
     shutdown = False
     if body.get("permanent") is True:
         shutdown = (
-            await call_worker(gateway, "POST", f"{worker.address}/shutdown_worker") is not None
+            await gateway.dispatcher.manage("POST", f"{worker.address}/shutdown_worker") is not None
         )
     return json_response(
         {
@@ -97,7 +92,12 @@ async def get_worker_info(request: Request) -> Response:
         if not model_name:
             raise InvalidRequest("give 'worker_id' or 'model_name'", param="model_name")
         worker = registry.worker_for_model(
-            session, caller=caller, model_name=model_name, now=time.time(), expiry=expiry
+            session,
+            caller=caller,
+            model_name=model_name,
+            now=time.time(),
+            expiry=expiry,
+            load=gateway.dispatcher.load,
         )
         return registry.info_for(worker, caller=caller, only_model=model_name)
 
@@ -116,7 +116,7 @@ async def get_worker_status(request: Request) -> Response:
     status: dict[str, Any] = dict(worker.info.get("status_info") or {})
     status["status"] = worker.status
     if body.get("refresh") is True:
-        fresh = await call_worker(gateway, "GET", f"{worker.address}/worker/get_status")
+        fresh = await gateway.dispatcher.manage("GET", f"{worker.address}/worker/get_status")
         if isinstance(fresh, dict):
             status.update({k: v for k, v in fresh.items() if k in STATUS_KEYS})
     return json_response({k: v for k, v in status.items() if k in STATUS_KEYS})
@@ -158,16 +158,3 @@ def _agent_row(worker: Worker, resource: dict[str, Any]) -> dict[str, Any]:
         "author": resource.get("model_author"),
         "version": resource.get("model_version"),
     }
-
-
-async def call_worker(gateway: Gateway, method: str, url: str) -> Any:
-    """A worker's own management route, or None when it does not answer."""
-    try:
-        async with gateway.session.request(
-            method, url, timeout=aiohttp.ClientTimeout(total=WORKER_PROBE_SECONDS)
-        ) as response:
-            if response.status != 200:
-                return None
-            return await response.json(content_type=None)
-    except (aiohttp.ClientError, TimeoutError, ValueError):
-        return None

@@ -8,10 +8,10 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from hepai_server.accounts import Caller
 from hepai_server.errors import InvalidRequest
 from hepai_server.gateway.auth import token_from_headers
 from hepai_server.gateway.runtime import Gateway
+from hepai_server.services.accounts import Caller
 
 
 async def authenticate(request: Request) -> tuple[Gateway, Caller]:

@@ -12,6 +12,8 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from cryptography.fernet import Fernet, InvalidToken
 
+from hepai_server.config import Settings
+
 KEY_PREFIX = "sk-"
 #: 32 random bytes (256 bits), base64url: 43 characters after the prefix.
 KEY_BYTES = 32
@@ -51,6 +53,13 @@ def verify_password(password_hash: str, password: str) -> bool:
         return _hasher.verify(password_hash, password)
     except (VerificationError, InvalidHashError):
         return False
+
+
+def signing_secret(settings: Settings) -> bytes:
+    """The platform's signing secret: the configured one, else the one kept in data_dir."""
+    if settings.secret_key is not None:
+        return settings.secret_key.get_secret_value().encode()
+    return load_or_create_secret(settings.data_dir / "secret.key")
 
 
 def load_or_create_secret(path: Path) -> bytes:

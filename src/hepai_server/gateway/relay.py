@@ -1,0 +1,71 @@
+"""Relaying one OpenAI request: read and check the body, resolve the model the caller may use
+(a provider's, or a worker's through the dispatcher), and hand the call to the proxy.
+
+With ``anthropic`` it serves Anthropic Messages instead: the request is translated into a chat
+completion on the way in and the answer back into a Message on the way out.
+"""
+
+from __future__ import annotations
+
+from hepai_server.errors import InvalidRequest
+from hepai_server.gateway.asgi import (
+    Receive,
+    Scope,
+    Send,
+    parse_content_length,
+    parse_json_object,
+    read_body,
+)
+from hepai_server.gateway.frame import Exchange
+from hepai_server.gateway.proxy import Call
+from hepai_server.protocol.anthropic import messages_to_chat
+from hepai_server.protocol.openai import Endpoint, check_request
+from hepai_server.services.accounts import Caller
+
+
+class OpenAIRelay:
+    """The handler of one POST endpoint of the OpenAI API (or Anthropic's Messages)."""
+
+    __slots__ = ("anthropic", "endpoint", "name")
+
+    def __init__(self, endpoint: Endpoint, *, anthropic: bool = False) -> None:
+        self.endpoint = endpoint
+        self.anthropic = anthropic
+        self.name = endpoint.name
+
+    async def __call__(
+        self, exchange: Exchange, caller: Caller, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        gateway = exchange.gateway
+        raw = await read_body(
+            receive,
+            declared=parse_content_length(exchange.headers.get(b"content-length")),
+            limit=gateway.settings.max_body_bytes,
+        )
+        body = parse_json_object(raw)
+        messages_body = body if self.anthropic else None
+        if messages_body is not None:
+            body = messages_to_chat(messages_body)
+        exchange.model = model_id = check_request(self.endpoint, body)
+        if model_id in gateway.catalog.ids():
+            model = gateway.catalog.resolve(model_id, caller)
+        else:
+            model = await gateway.dispatcher.model(
+                caller, model_id, self.endpoint, exchange.request_id
+            )
+        if model.type not in self.endpoint.model_types:
+            raise InvalidRequest(
+                f"'{model.id}' is a {model.type} model; it cannot serve {self.endpoint.path}",
+                param="model",
+            )
+        call = Call.create(
+            request_id=exchange.request_id,
+            caller=caller,
+            endpoint=self.endpoint,
+            model=model,
+            body=body,
+            started=exchange.started,
+            messages_body=messages_body,
+        )
+        exchange.stream = call.stream
+        await gateway.proxy.relay(call, exchange.outcome, receive, send)

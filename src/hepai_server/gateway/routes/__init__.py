@@ -1,1 +1,0 @@
-"""HTTP routes: thin handlers that parse, call a service and encode."""

@@ -1,0 +1,1 @@
+"""The API's endpoints: thin handlers that parse, call a gateway service and encode."""
