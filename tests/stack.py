@@ -274,9 +274,11 @@ def run_worker(
     heartbeat: float = 60,
     timeout: float = 30,
     port: int | None = None,
+    host: str = "127.0.0.1",
     args: Sequence[str] = (),
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """`hepai-server worker run SPEC`, registered with ``server`` under ``key``'s owner.
+    """`hepai-server worker run SPEC`, registered with ``server`` under ``key``'s owner and
+    listening on ``host``.
 
     Task journals go to a directory of the test's unless ``env`` names one."""
     port = port or free_port()
@@ -293,6 +295,8 @@ def run_worker(
                 str(port),
                 "--heartbeat",
                 str(heartbeat),
+                "--host",
+                host,
                 *args,
             ],
             env={
@@ -304,7 +308,7 @@ def run_worker(
             cwd=Path(__file__).parent.parent,
         )
         try:
-            wait_until_up(f"http://127.0.0.1:{port}/apiv2/worker/get_status", process, timeout)
+            wait_until_up(f"http://{host}:{port}/apiv2/worker/get_status", process, timeout)
             yield process
         finally:
             stop(process)

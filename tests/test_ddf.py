@@ -165,7 +165,7 @@ def test_model_name_takeover_is_refused(platform: Platform, server: Server, uniq
     owner, thief = unique("name-owner"), unique("thief")
     key, thief_key = platform.create_user(owner), platform.create_user(thief)
     admin_key = platform.create_user(unique("name-admin"), "--admin")
-    name = f"hepai/{unique('bge')}"
+    name = f"team/{unique('bge')}"
     assert register(server, key, worker_info(name, unique("wk"))).status_code == 200
     taken = register(server, thief_key, worker_info(name, unique("wk")))
     assert taken.status_code == 403 and "belongs to another user" in taken.json()["detail"]

@@ -94,6 +94,8 @@ def test_a_provider_added_in_the_portal_serves_and_keeps_its_key_secret(
         act(admin, name, "rekey", api_key="not-the-right-key")
         tested = act(admin, name, "test")
         assert 'data-probe="failed"' in tested.text and "HTTP 401" in tested.text
+        # Only the status: the body of what answered never reaches the page.
+        assert "Incorrect API key" not in tested.text
         with pytest.raises(openai.APIStatusError):
             chat(server, user_key, model)
         act(admin, name, "rekey", api_key=UPSTREAM_KEY)
@@ -125,6 +127,17 @@ def test_bad_providers_are_refused_with_a_reason(
             {"name": unique("nowhere"), "models": "a/b", "groups": "all"},
         )
         assert nowhere.status_code == 400 and "base_url" in nowhere.text
+        for base_url, rule in [
+            (f"http://user:secret@127.0.0.1:{mock.port}/v1", "user name or password"),
+            (f"{mock.url}/v1?redirect=elsewhere", "query"),
+            (f"file://{mock.url}/v1", "http or https"),
+        ]:
+            refused = admin.submit(
+                "/admin/providers",
+                "/admin/providers",
+                {"name": unique("odd"), "base_url": base_url, "models": "a/b", "groups": "all"},
+            )
+            assert refused.status_code == 400 and rule in refused.text, base_url
 
 
 def test_permissions_set_in_the_portal_decide_who_may_call_a_model(

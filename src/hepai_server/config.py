@@ -3,10 +3,12 @@ providers file. This is the only module that reads the environment."""
 
 from __future__ import annotations
 
+import ipaddress
+import json
 import logging
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
 from pydantic import (
@@ -17,7 +19,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 log = logging.getLogger(__name__)
 
@@ -276,12 +278,43 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Members of these identity-provider groups become admins (a JSON list).",
     )
+    worker_allowed_networks: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: [
+            "127.0.0.0/8",
+            "::1/128",
+            "10.0.0.0/8",
+            "172.16.0.0/12",
+            "192.168.0.0/16",
+            "fc00::/7",
+        ],
+        description="The networks (CIDRs, a JSON list or comma-separated) users' workers may "
+        "be reached at; the platform refuses to register or call a worker elsewhere. The "
+        "default is this machine and the private networks; narrow it to the GPU subnets in "
+        "production (docs/security.md). Link-local, multicast, broadcast and unspecified "
+        "addresses are refused whatever this says; admins' workers (the built-in ones "
+        "included) may use any other address.",
+    )
     log_level: str = Field(default="info", description="Python logging level name.")
 
     @field_validator("data_dir")
     @classmethod
     def _expand(cls, value: Path) -> Path:
         return value.expanduser()
+
+    @field_validator("worker_allowed_networks", mode="before")
+    @classmethod
+    def _networks(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            value = (
+                json.loads(text)
+                if text.startswith("[")
+                else [part.strip() for part in text.split(",") if part.strip()]
+            )
+        if isinstance(value, list):
+            for network in value:
+                ipaddress.ip_network(str(network), strict=False)  # ValueError names it
+        return value
 
     def configure_logging(self) -> None:
         logging.basicConfig(

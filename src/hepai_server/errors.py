@@ -10,6 +10,7 @@
     │   └── UnprocessableEntity (422)
     ├── AuthenticationFailed (401 authentication_error, code invalid_api_key)
     ├── PermissionDenied (403 permission_error)
+    │   └── AddressRefused (403, code address_refused)
     ├── NotFound (404 not_found_error)
     ├── Conflict (409 conflict_error)
     ├── RateLimited (429 rate_limit_error)
@@ -29,6 +30,7 @@ from typing import Any, ClassVar
 import orjson
 
 __all__ = [
+    "AddressRefused",
     "AuthenticationFailed",
     "Conflict",
     "HepAIError",
@@ -115,6 +117,12 @@ class AuthenticationFailed(HepAIError):
 
 class PermissionDenied(HepAIError):
     status, type = 403, "permission_error"
+
+
+class AddressRefused(PermissionDenied):
+    """An address the platform will not connect to on a user's behalf (the egress guard)."""
+
+    code = "address_refused"
 
 
 class NotFound(HepAIError):

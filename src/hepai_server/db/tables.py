@@ -102,6 +102,9 @@ class ApiKey(Base):
     prefix: Mapped[str] = mapped_column(String(16))
     #: Public model ids this key may call; null means every model its user may call.
     allowed_models: Mapped[list[str] | None] = mapped_column(JSON)
+    #: ``inference`` (models, tools and files) or ``full`` (also the account routes and
+    #: registering workers): a leaked inference key of an admin is not an admin.
+    scope: Mapped[str] = mapped_column(String(16), default="full", server_default="full")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -317,11 +320,14 @@ class WorkerModel(Base):
 
 
 class ModelName(Base):
-    """Who a worker model name belongs to: the first owner to publish it, for good."""
+    """Who a worker model name belongs to: the first owner to publish it, for good (an admin
+    may take it over)."""
 
     __tablename__ = "model_names"
 
     name: Mapped[str] = mapped_column(String(256), primary_key=True)
+    #: security.names.claim_key of the name: look-alikes share it, so only one is claimed.
+    key: Mapped[str] = mapped_column(String(256), index=True, unique=True)
     owner_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 

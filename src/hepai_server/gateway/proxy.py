@@ -32,6 +32,7 @@ from hepai_server.errors import (
 )
 from hepai_server.gateway.asgi import DisconnectWatch, Receive, Send, send_bytes
 from hepai_server.gateway.catalog import Deployment, Model
+from hepai_server.gateway.dispatch import WorkerSessions
 from hepai_server.gateway.routing import Occupancy, spread
 from hepai_server.protocol.anthropic import StreamTranslator, chat_to_message
 from hepai_server.protocol.anthropic import event as anthropic_event
@@ -140,12 +141,12 @@ class Proxy:
     def __init__(
         self,
         session: aiohttp.ClientSession,
-        workers: aiohttp.ClientSession,
+        workers: WorkerSessions,
         occupancy: Occupancy,
         rng: random.Random,
     ) -> None:
         self._session = session
-        #: Calls to workers go through the dispatcher's session, whose connections are checked.
+        #: Calls to workers go through the dispatcher's pools, whose connections are checked.
         self._workers = workers
         self._occupancy = occupancy
         self._rng = rng
@@ -209,8 +210,9 @@ class Proxy:
     ) -> aiohttp.ClientResponse:
         if deployment.worker_id is None:
             return await self._post_on(self._session, url, payload, headers)
+        session = self._workers.for_owner(trusted=deployment.trusted)
         with self._occupancy.holding(deployment.worker_id):
-            return await self._post_on(self._workers, url, payload, headers)
+            return await self._post_on(session, url, payload, headers)
 
     @staticmethod
     async def _post_on(

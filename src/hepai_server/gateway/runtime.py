@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import partial
 from typing import TypeVar
 
 import aiohttp
@@ -25,14 +26,16 @@ from hepai_server.files.storage import open_storage
 from hepai_server.files.uploads import UploadService
 from hepai_server.gateway.auth import Authenticator
 from hepai_server.gateway.catalog import Catalog
-from hepai_server.gateway.dispatch import Dispatcher
+from hepai_server.gateway.dispatch import Dispatcher, WorkerSessions
 from hepai_server.gateway.proxy import Proxy
 from hepai_server.gateway.routing import Occupancy
 from hepai_server.gateway.usage import UsageRecorder
 from hepai_server.security.credentials import Sealer, signing_secret
-from hepai_server.security.throttle import Throttle
+from hepai_server.security.egress import EgressPolicy, SocketFactory
+from hepai_server.security.names import claim_key
 from hepai_server.services import providers
 from hepai_server.services.accounts import Caller, find_caller
+from hepai_server.services.throttle import Throttle
 from hepai_server.state.generation import Generation
 
 T = TypeVar("T")
@@ -62,6 +65,8 @@ class Gateway:
     grants: FileGrants
     #: Password guesses, counted for the portal's sign-in and the API's password check alike.
     throttle: Throttle
+    #: The claim keys of the built-in tools' model names, which only admins may claim.
+    builtin_name_keys: frozenset[str]
     sweeper: asyncio.Task[None]
     refresher: asyncio.Task[None] | None = None
     #: When this process started: the ``created`` of its catalog's models.
@@ -82,7 +87,8 @@ class Gateway:
         )
         recorder.start()
         session = upstream_session(settings)
-        workers = upstream_session(settings)
+        policy = EgressPolicy.from_strings(settings.worker_allowed_networks)
+        workers = WorkerSessions(partial(upstream_session, settings), policy)
         grants = FileGrants(signing_secret(settings), ttl=settings.file_grant_seconds)
         occupancy, rng = Occupancy(), random.Random()
         files = FileService(settings, engine, open_storage(settings))
@@ -105,7 +111,8 @@ class Gateway:
             session=session,
             proxy=Proxy(session, workers, occupancy, rng),
             dispatcher=Dispatcher(
-                session=workers,
+                sessions=workers,
+                policy=policy,
                 engine=engine,
                 grants=grants,
                 occupancy=occupancy,
@@ -115,6 +122,15 @@ class Gateway:
             files=files,
             uploads=UploadService(files),
             grants=grants,
+            builtin_name_keys=frozenset(
+                claim_key(name)
+                for name in (
+                    settings.markitdown_model_name,
+                    settings.mineru_model_name,
+                    settings.embedding_model_name,
+                    settings.rerank_model_name,
+                )
+            ),
             throttle=Throttle(
                 per_username=settings.login_max_failures,
                 per_ip=settings.login_max_failures_per_ip,
@@ -159,7 +175,7 @@ class Gateway:
         if self.refresher is not None:
             self.refresher.cancel()
         await self.session.close()
-        await self.dispatcher.session.close()
+        await self.dispatcher.sessions.close()
         await self.recorder.close()
         await self.files.storage.close()
         self.engine.dispose()
@@ -167,11 +183,17 @@ class Gateway:
         self.catalog_generation.close()
 
 
-def upstream_session(settings: Settings) -> aiohttp.ClientSession:
-    """A pool of connections to upstreams, with the configured timeouts."""
+def upstream_session(
+    settings: Settings, socket_factory: SocketFactory | None = None
+) -> aiohttp.ClientSession:
+    """A pool of connections to upstreams, with the configured timeouts (and for workers, the
+    egress guard's check of every connection it opens)."""
     return aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(
-            limit=settings.upstream_max_connections, limit_per_host=0, ttl_dns_cache=300
+            limit=settings.upstream_max_connections,
+            limit_per_host=0,
+            ttl_dns_cache=300,
+            socket_factory=socket_factory,
         ),
         timeout=aiohttp.ClientTimeout(
             total=None,

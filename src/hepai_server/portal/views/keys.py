@@ -66,6 +66,9 @@ async def create_key(request: Request, portal: Portal) -> Response:
         days = -1
     if days not in EXPIRIES:
         return await render_keys(request, portal, viewer, error="keys.bad_expiry", status=400)
+    scope = str(form.get("scope") or accounts.INFERENCE)
+    if scope not in accounts.SCOPES:
+        return await render_keys(request, portal, viewer, error="keys.bad_scope", status=400)
     chosen = {str(value) for value in form.getlist("models")}
     usable = {row.id for row in await available_models(gateway(request), viewer.caller())}
     if not chosen <= usable:
@@ -79,6 +82,7 @@ async def create_key(request: Request, portal: Portal) -> Response:
             name=name,
             expires_in=timedelta(days=days) if days else None,
             allowed_models=sorted(chosen) if chosen else None,
+            scope=scope,
         )
 
     created = await gateway(request).transact(work)

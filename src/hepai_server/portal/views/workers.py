@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import Response
 
+from hepai_server.db.tables import Worker
 from hepai_server.errors import InvalidRequest
 from hepai_server.gateway import registry
 from hepai_server.portal.web import Portal, gateway, record_action, redirect
@@ -69,13 +70,13 @@ async def change_worker(request: Request, portal: Portal) -> Response:
         raise InvalidRequest("action must be stop or release", param="action")
     held = action == "stop"
 
-    def work(session: Session) -> str:
+    def work(session: Session) -> Worker:
         worker = registry.hold(session, caller=viewer.caller(), worker_id=worker_id, held=held)
         detail = {"models": [model.model_name for model in worker.models]}
         record_action(session, viewer, request, f"worker.{action}", worker.id, detail)
-        return worker.address
+        return worker
 
-    address = await gateway(request).transact(work)
+    worker = await gateway(request).transact(work)
     if held:
-        await gateway(request).dispatcher.manage("POST", f"{address}/shutdown_worker")
+        await gateway(request).dispatcher.manage(worker, "POST", "/shutdown_worker")
     return redirect("/admin/workers")
