@@ -36,6 +36,7 @@ EXPECTED: dict[str, tuple[int, str, str | None, str | None]] = {
     "UnprocessableEntity": (422, "invalid_request_error", None, "InvalidRequest"),
     "AuthenticationFailed": (401, "authentication_error", "invalid_api_key", "HepAIError"),
     "PermissionDenied": (403, "permission_error", None, "HepAIError"),
+    "AddressRefused": (403, "permission_error", "address_refused", "PermissionDenied"),
     "NotFound": (404, "not_found_error", None, "HepAIError"),
     "Conflict": (409, "conflict_error", None, "HepAIError"),
     "RateLimited": (429, "rate_limit_error", "rate_limit_exceeded", "HepAIError"),
