@@ -121,6 +121,7 @@ def test_worker_errors_pass_through_with_their_status(
         assert missing.status_code == 404 and "no_such_function" in missing.json()["detail"]
 
 
+@pytest.mark.both_databases
 def test_permissions_owner_user_group_all_denied(platform: Platform, server: Server, unique):
     owner = unique("perm-owner")
     key = platform.create_user(owner)
@@ -161,6 +162,7 @@ def test_permissions_owner_user_group_all_denied(platform: Platform, server: Ser
         assert caught.value.status_code == 404
 
 
+@pytest.mark.both_databases
 def test_model_name_takeover_is_refused(platform: Platform, server: Server, unique) -> None:
     owner, thief = unique("name-owner"), unique("thief")
     key, thief_key = platform.create_user(owner), platform.create_user(thief)
@@ -247,6 +249,7 @@ def test_missed_heartbeats_expire_a_worker_and_the_next_one_returns_it(
         assert name in model_ids(server, key)
 
 
+@pytest.mark.both_databases
 def test_restarted_server_still_knows_its_workers(platform: Platform, unique) -> None:
     key = platform.create_user(unique("durable"))
     worker_id, name = unique("wk-durable"), unique("durable/model")
@@ -371,6 +374,7 @@ def test_permanent_stop_shuts_the_worker_down(platform: Platform, server: Server
         assert name not in model_ids(server, key)
 
 
+@pytest.mark.both_databases
 def test_every_gateway_process_dispatches_from_the_shared_registry(
     platform: Platform, unique
 ) -> None:

@@ -36,6 +36,7 @@ def assert_413(response: httpx.Response, code: str) -> None:
     assert response.json()["error"]["code"] == code
 
 
+@pytest.mark.both_databases
 def test_quota_exceeded_is_413_and_leaves_nothing(
     limited: Server, platform: Platform, unique: Callable[[str], str]
 ) -> None:

@@ -63,6 +63,7 @@ def bob(platform: Platform, unique: Callable[[str], str]) -> str:
     return platform.create_user(unique("bob"))
 
 
+@pytest.mark.both_databases
 def test_upload_list_retrieve_download_delete(server: Server, alice: str) -> None:
     client = server.openai(alice)
     content = os.urandom(100_000)
@@ -93,6 +94,7 @@ def test_hepai_client_uploads_and_downloads(server: Server, alice: str, tmp_path
     assert client.files.retrieve(uploaded.id).id == uploaded.id
 
 
+@pytest.mark.both_databases
 def test_list_pages_with_after_newest_first(server: Server, alice: str) -> None:
     client = server.openai(alice)
     ids = [client.files.create(file=(f"{i}.txt", b"x"), purpose="user_data").id for i in range(5)]
@@ -210,6 +212,7 @@ def test_bad_uploads_are_400(server: Server, platform: Platform, alice: str) -> 
 # -- resumable uploads --------------------------------------------------------------------------
 
 
+@pytest.mark.both_databases
 def test_resumable_upload_with_the_openai_client(server: Server, alice: str) -> None:
     client = server.openai(alice)
     content = os.urandom(300_000)

@@ -140,6 +140,7 @@ def test_bad_providers_are_refused_with_a_reason(
             assert refused.status_code == 400 and rule in refused.text, base_url
 
 
+@pytest.mark.both_databases
 def test_permissions_set_in_the_portal_decide_who_may_call_a_model(
     platform: Platform,
     server: Server,
@@ -220,6 +221,7 @@ def test_only_admins_manage_providers_and_permissions(
             assert visitor.submit("/settings/keys", action, fields).status_code == 403
 
 
+@pytest.mark.both_databases
 def test_a_new_provider_never_widens_who_may_use_an_existing_model(
     platform: Platform,
     server: Server,

@@ -21,7 +21,7 @@ from hepai_server.db import migrate
 from hepai_server.db.tables import UsageRecord
 from hepai_server.gateway.usage import UsageRecorder, UsageRow
 from hepai_server.services import accounts
-from tests.conftest import POSTGRES_ADMIN_URL
+from tests.conftest import DATABASES, POSTGRES_ADMIN_URL
 from tests.stack import MockProcess, Platform, Server
 
 
@@ -47,6 +47,7 @@ def api(server: Server, key: str) -> openai.OpenAI:
     return server.openai(key)
 
 
+@pytest.mark.both_databases
 def test_non_stream_row(platform: Platform, server: Server, user_key: str, unique) -> None:
     request_id = unique("usage-plain")
     api(server, user_key).chat.completions.create(
@@ -68,6 +69,7 @@ def test_non_stream_row(platform: Platform, server: Server, user_key: str, uniqu
     assert row["usage_estimated"] in (False, 0)
 
 
+@pytest.mark.both_databases
 def test_stream_row_has_upstream_usage_and_ttft(
     platform: Platform, server: Server, user_key: str, unique
 ) -> None:
@@ -201,7 +203,7 @@ def test_a_failed_write_retries_only_what_was_not_committed(tmp_path) -> None:
     engine.dispose()
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=DATABASES)
 def usage_database(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
     """An empty, migrated database of each backend."""
     if request.param == "sqlite":
