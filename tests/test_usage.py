@@ -1,4 +1,8 @@
-"""Usage rows: one per request, with tokens, timings and status, for every way a request ends."""
+"""Usage rows: one per request, with tokens, timings and status, for every way a request ends.
+
+Rows of whole and streamed answers are checked against a real server on both databases, and
+so is what a client hanging up does; refusals and failures in process; the writer itself on
+both databases."""
 
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ from hepai_server.db.tables import UsageRecord
 from hepai_server.gateway.usage import UsageRecorder, UsageRow
 from hepai_server.services import accounts
 from tests.conftest import DATABASES, POSTGRES_ADMIN_URL
+from tests.inprocess import Account, App
 from tests.stack import MockProcess, Platform, Server
 
 
@@ -88,33 +93,35 @@ def test_stream_row_has_upstream_usage_and_ttft(
     assert 0 < row["ttft_ms"] <= row["latency_ms"]
 
 
-def test_embeddings_and_refusals_are_recorded(
-    platform: Platform, server: Server, user_key: str, unique
+async def test_embeddings_and_refusals_are_recorded(
+    app: App, api: openai.AsyncOpenAI, client: httpx.AsyncClient, account: Account, unique
 ) -> None:
     embed_id, refused_id = unique("usage-embed"), unique("usage-refused")
-    api(server, user_key).embeddings.create(
+    await api.embeddings.create(
         model="mock/embed", input=["x y z"], extra_headers={"x-request-id": embed_id}
     )
-    row = platform.usage_row(embed_id)
+    row = await app.platform.usage_row(embed_id)
     assert row["endpoint"] == "embeddings" and row["prompt_tokens"] == 3
-    httpx.post(
-        server.base_url + "/chat/completions",
-        headers={"x-api-key": user_key, "x-request-id": refused_id},
+    await client.post(
+        "/apiv2/chat/completions",
+        headers={"x-api-key": account.key, "x-request-id": refused_id},
         json={"model": "team/physics-only", "messages": [{"role": "user", "content": "x"}]},
     )
-    row = platform.usage_row(refused_id)
+    row = await app.platform.usage_row(refused_id)
     assert row["status_code"] == 404 and row["deployment"] is None
 
 
-def test_upstream_failure_row(platform: Platform, server: Server, user_key: str, unique) -> None:
+async def test_upstream_failure_row(
+    app: App, client: httpx.AsyncClient, account: Account, unique
+) -> None:
     request_id = unique("usage-failed")
-    response = httpx.post(
-        server.base_url + "/chat/completions",
-        headers={"x-api-key": user_key, "x-request-id": request_id},
+    response = await client.post(
+        "/apiv2/chat/completions",
+        headers={"x-api-key": account.key, "x-request-id": request_id},
         json={"model": "failover/all-failing", "messages": [{"role": "user", "content": "x"}]},
     )
     assert response.status_code == 502
-    row = platform.usage_row(request_id)
+    row = await app.platform.usage_row(request_id)
     assert row["status_code"] == 502 and "500" in row["error"]
     assert row["deployment"] == "failing/failover/all-failing"
 
