@@ -136,17 +136,34 @@ class Platform:
             raise AssertionError(f"hepai-server {' '.join(args)} failed:\n{result.stderr}")
         return result
 
+    def command(self, *args: str, input: str = "") -> str:
+        """The CLI's own code run in this process, for the accounts and keys tests need: what
+        `cli` does, without a Python start-up per call (test_cli runs it as scripts do)."""
+        from click.testing import CliRunner
+
+        from hepai_server.cli.main import cli
+
+        unset: dict[str, str | None] = dict.fromkeys(
+            (key for key in os.environ if key.startswith("HEPAI_SERVER_")), None
+        )
+        result = CliRunner().invoke(
+            cli, list(args), input=input, env={**unset, **self.env}, catch_exceptions=False
+        )
+        if result.exit_code != 0:
+            raise AssertionError(f"hepai-server {' '.join(args)} failed:\n{result.stderr}")
+        return result.stdout
+
     def create_user(self, name: str, *options: str) -> str:
-        """Create a user and return a fresh API key for it."""
-        self.cli("user", "create", name, *options, input="a-password\n")
+        """Create a user (password ``a-password``) and return a fresh API key for it."""
+        self.command("user", "create", name, *options, input="a-password\n")
         return self.create_key(name)
 
     def create_key(self, user: str, *options: str) -> str:
-        return self.cli("key", "create", "--user", user, *options).stdout.strip()
+        return self.command("key", "create", "--user", user, *options).strip()
 
     def key_id(self, key: str) -> int:
         prefix = key[:10]
-        for line in self.cli("key", "list").stdout.splitlines():
+        for line in self.command("key", "list").splitlines():
             columns = line.split("\t")
             if columns[1] == prefix + "…":
                 return int(columns[0])
