@@ -7,7 +7,9 @@ Where a new test goes:
   lifespan run, the mock upstreams listen on loopback ports in the test's own event loop, and
   accounts are made through `services.accounts`. Write ``async def test_…`` (anyio runs it)
   and use `app`, `client` (httpx), `api` (the official openai client), `account`, `make_user`,
-  `upstream`, `failing_upstream` and `settings`. Pure functions and services need no app at all.
+  `upstream`, `failing_upstream` and `settings`; `tests.portal.AppVisitor` for the portal's
+  pages and forms; `tests.inprocess.running(prepare(settings.model_copy(update=…)))` for an
+  app with settings of its own. Pure functions and services need no app at all.
 - **End to end** (marker ``e2e``): what only real processes prove: real clients over real
   sockets (streams, the hepai SDK's workers, uvicorn's limits), the CLI as a subprocess, several
   server processes, signals and kill -9. Use `platform`, `server`, `mock`, `failing_mock`,

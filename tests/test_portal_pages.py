@@ -12,8 +12,8 @@ import pytest
 from hepai_server.portal.charts import bar_chart, nice_ceiling
 from hepai_server.portal.i18n import choose_language, load_catalogs
 from hepai_server.portal.views.models import TYPES
-from tests.portal import Visitor
-from tests.stack import Platform, Server
+from tests.inprocess import BASE_URL, Account, App
+from tests.portal import PASSWORD, AppVisitor
 
 TEMPLATES = Path(__file__).parent.parent / "src/hepai_server/portal/templates"
 VIEWS = Path(__file__).parent.parent / "src/hepai_server/portal/views"
@@ -87,23 +87,22 @@ def test_charts_scale_to_a_round_ceiling() -> None:
     assert len(many.labels) <= 10
 
 
-def test_pages_follow_the_browser_language_and_carry_protective_headers(
-    server: Server, platform: Platform, unique: Callable[[str], str]
+async def test_pages_follow_the_browser_language_and_carry_protective_headers(
+    app: App, make_user: Callable[..., Account]
 ) -> None:
-    username = unique("polyglot")
-    platform.create_user(username)
-    with Visitor(server.url, language="zh-CN,zh;q=0.9") as visitor:
-        login = visitor.get("/login")
+    username = make_user(password=PASSWORD).username
+    async with AppVisitor(app, language="zh-CN,zh;q=0.9") as visitor:
+        login = await visitor.get("/login")
         assert "登录 HepAI" in login.text and '<html lang="zh-CN">' in login.text
-        visitor.sign_in(username)
-        page = visitor.get("/models")
+        await visitor.sign_in(username)
+        page = await visitor.get("/models")
         assert page.status_code == 200 and "<h1>模型</h1>" in page.text
         headers = page.headers
         assert "frame-ancestors 'none'" in headers["content-security-policy"]
         assert "script-src 'self'" in headers["content-security-policy"]
         assert headers["x-frame-options"] == "DENY" and headers["cache-control"] == "no-store"
-        switched = visitor.get("/lang/en?next=/usage")
+        switched = await visitor.get("/lang/en?next=/usage")
         assert switched.status_code == 303 and switched.headers["location"] == "/usage"
-        assert "<h1>Usage</h1>" in visitor.get("/usage").text
+        assert "<h1>Usage</h1>" in (await visitor.get("/usage")).text
         # Snippets name this server, so they work when pasted.
-        assert f'base_url="{server.url}/apiv2"' in visitor.get("/models").text
+        assert f'base_url="{BASE_URL}/apiv2"' in (await visitor.get("/models")).text
