@@ -16,12 +16,12 @@ if [ "${1:-}" = "--fast" ]; then
     fast=true
     shift
 fi
-bash scripts/setup.sh
+if $fast; then bash scripts/setup.sh --fast; else bash scripts/setup.sh; fi
 
 bin=.venv/bin
 "$bin/ruff" check src tests benchmarks
 "$bin/ruff" format --check src tests benchmarks
-# The tests import hepai-server from this checkout (the venv may be shared with others').
+# The tests and the processes they start import hepai-server from this checkout's src.
 export PYTHONPATH=$PWD/src
 if $fast; then
     exec "$bin/pytest" -m "not e2e and not browser and not postgres" "$@"
