@@ -5,15 +5,12 @@ password guesses through the API are throttled with the portal's own counters.""
 from __future__ import annotations
 
 import httpx
-import pytest
 import sqlalchemy as sa
 
 from tests.portal import Visitor
 from tests.stack import Platform, Server
-from tests.test_ddf import register, worker_info
-
-#: Scopes and throttling are decided in the gateway, not the database.
-pytestmark = pytest.mark.parametrize("platform", ["sqlite"], indirect=True)
+from tests.test_ddf import register
+from tests.workers.registration import worker_info
 
 
 def post(server: Server, key: str, path: str, body: dict[str, object]) -> httpx.Response:

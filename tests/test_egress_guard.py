@@ -19,11 +19,10 @@ import sqlalchemy as sa
 
 from tests import documents
 from tests.stack import Platform, Server, free_port, run_worker
-from tests.test_ddf import register, worker_info
+from tests.test_ddf import register
+from tests.workers.registration import worker_info
 
 ALLOWED = "127.0.0.2"
-#: The database makes no difference to where the gateway connects.
-pytestmark = pytest.mark.parametrize("platform", ["sqlite"], indirect=True)
 
 
 class Canary:

@@ -8,7 +8,8 @@ import httpx
 import pytest
 
 from tests.stack import Platform, Server, hepai_worker
-from tests.test_ddf import register, worker_info
+from tests.test_ddf import register
+from tests.workers.registration import worker_info
 
 CYRILLIC_E = "\u0435"
 
