@@ -19,8 +19,10 @@ Where a new test goes:
 - **Browser** (marker ``browser``): pages in headless Chromium, through the `browser` fixture.
 
 The markers ``e2e``, ``postgres`` and ``browser`` are set here from the fixtures a test uses,
-so a test cannot land in the wrong tier: `pytest -m "not e2e and not browser and not postgres"`
-(`bash scripts/test.sh --fast`) needs neither PostgreSQL nor Chromium nor a server process.
+so a test that uses these fixtures lands in its tier by itself; one that starts processes or
+a database some other way marks itself (``pytestmark = [pytest.mark.e2e, …]``). Then
+`pytest -m "not e2e and not browser and not postgres"` (`bash scripts/test.sh --fast`) needs
+neither PostgreSQL nor Chromium nor a server process.
 """
 
 from __future__ import annotations
