@@ -4,6 +4,7 @@ machine's server that other tests use."""
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import shutil
@@ -50,10 +51,20 @@ class Cluster:
         self._run(str(self.bin / "initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres")
 
     def start(self) -> None:
-        options = f"-p {self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={self.directory}"
+        options = (
+            f"-p {self.port} -c listen_addresses=127.0.0.1 "
+            f"-c unix_socket_directories={self.directory}"
+        )
         self._run(
-            str(self.bin / "pg_ctl"), "-D", str(self.data), "-o", options, "-l",
-            str(self.directory / "log"), "-w", "start",
+            str(self.bin / "pg_ctl"),
+            "-D",
+            str(self.data),
+            "-o",
+            options,
+            "-l",
+            str(self.directory / "log"),
+            "-w",
+            "start",
         )
         deadline = time.monotonic() + 30
         while True:
@@ -83,7 +94,5 @@ def cluster() -> Iterator[Cluster]:
         try:
             yield made
         finally:
-            try:
+            with contextlib.suppress(subprocess.CalledProcessError):
                 made.stop()
-            except subprocess.CalledProcessError:
-                pass
