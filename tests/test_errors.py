@@ -40,6 +40,7 @@ EXPECTED: dict[str, tuple[int, str, str | None, str | None]] = {
     "NotFound": (404, "not_found_error", None, "HepAIError"),
     "Conflict": (409, "conflict_error", None, "HepAIError"),
     "RateLimited": (429, "rate_limit_error", "rate_limit_exceeded", "HepAIError"),
+    "InsufficientQuota": (429, "insufficient_quota", "insufficient_quota", "RateLimited"),
     "UpstreamError": (502, "upstream_error", None, "HepAIError"),
     "ServiceUnavailable": (503, "service_unavailable", "no_deployment_available", "HepAIError"),
     "StorageUnavailable": (503, "service_unavailable", "storage_unavailable", "ServiceUnavailable"),

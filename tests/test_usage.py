@@ -23,7 +23,8 @@ from sqlalchemy.orm import Session
 
 from hepai_server.db import migrate
 from hepai_server.db.tables import UsageRecord
-from hepai_server.gateway.usage import UsageRecorder, UsageRow
+from hepai_server.gateway.ledger import Journal, UsageRow
+from hepai_server.gateway.usage import UsageRecorder
 from hepai_server.services import accounts
 from tests.conftest import DATABASES, POSTGRES_ADMIN_URL
 from tests.inprocess import Account, App
@@ -42,6 +43,7 @@ def usage_row(request_id: str, **fields) -> UsageRow:
         status_code=200,
         usage_estimated=False,
         latency_ms=1.0,
+        cost_nanos=0,
         created_at=time.time(),
     )
     defaults.update(fields)
@@ -198,7 +200,9 @@ def test_a_failed_write_retries_only_what_was_not_committed(tmp_path) -> None:
     url = f"sqlite:///{tmp_path / 'usage.db'}"
     migrate.upgrade(url)
     engine = sa.create_engine(url)
-    recorder = UsageRecorder(engine, flush_seconds=60, batch_size=2)
+    recorder = UsageRecorder(
+        engine, Journal(tmp_path / "ledger"), flush_seconds=60, batch_size=2, budget_zone=UTC
+    )
     for n, model in enumerate(["m/ok", "m/ok", "m/ok", None]):  # the fourth breaks its chunk
         recorder.record(usage_row(f"r{n}", model=model, total_tokens=5))
     assert asyncio.run(recorder._flush()) is False
@@ -229,7 +233,7 @@ def usage_database(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
         connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def test_the_writer_stores_rows_as_sqlalchemy_does(usage_database: str) -> None:
+def test_the_writer_stores_rows_as_sqlalchemy_does(usage_database: str, tmp_path) -> None:
     """Rows written through the driver read back, byte for byte, like one SQLAlchemy wrote;
     a batch too big for one statement's parameters still lands whole, with its daily totals
     and its keys' last use, which never goes backwards."""
@@ -244,7 +248,13 @@ def test_the_writer_stores_rows_as_sqlalchemy_does(usage_database: str) -> None:
     # Either side of a UTC midnight, one of them on a whole second.
     midnight = datetime(2026, 11, 21, tzinfo=UTC)
     moments = [midnight - timedelta(microseconds=1), midnight, midnight + timedelta(seconds=1.5)]
-    recorder = UsageRecorder(engine, flush_seconds=60, batch_size=2000)
+    recorder = UsageRecorder(
+        engine,
+        Journal(tmp_path / "ledger"),
+        flush_seconds=60,
+        batch_size=2000,
+        budget_zone=UTC,
+    )
     for n in range(2000):  # 40,000 values: more than one statement may carry
         recorder.record(
             usage_row(

@@ -14,6 +14,7 @@
     ├── NotFound (404 not_found_error)
     ├── Conflict (409 conflict_error)
     ├── RateLimited (429 rate_limit_error)
+    │   └── InsufficientQuota (429 insufficient_quota)
     ├── UpstreamError (502 upstream_error)
     ├── ServiceUnavailable (503 service_unavailable)
     │   └── StorageUnavailable (503, code storage_unavailable)
@@ -34,6 +35,7 @@ __all__ = [
     "AuthenticationFailed",
     "Conflict",
     "HepAIError",
+    "InsufficientQuota",
     "InvalidRequest",
     "MethodNotAllowed",
     "ModelNotFound",
@@ -58,10 +60,18 @@ class HepAIError(Exception):
     type: ClassVar[str] = "server_error"
     code: ClassVar[str | None] = None
 
-    def __init__(self, message: str, *, param: str | None = None) -> None:
+    #: Headers the answer carries beside the body (Retry-After and the rate-limit headers of a
+    #: 429); None for none.
+    headers: dict[str, str] | None = None
+
+    def __init__(
+        self, message: str, *, param: str | None = None, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.param = param
+        if headers is not None:
+            self.headers = headers
 
     def to_body(self) -> dict[str, Any]:
         error = {
@@ -135,6 +145,13 @@ class Conflict(HepAIError):
 
 class RateLimited(HepAIError):
     status, type, code = 429, "rate_limit_error", "rate_limit_exceeded"
+
+
+class InsufficientQuota(RateLimited):
+    """A budget is spent: OpenAI's "You exceeded your current quota" (429, insufficient_quota),
+    answered before any upstream is called."""
+
+    type, code = "insufficient_quota", "insufficient_quota"
 
 
 class UpstreamError(HepAIError):

@@ -149,7 +149,7 @@ async def delete_api_key(request: Request) -> Response:
         )
 
     deleted = await gateway.transact(work)
-    gateway.generation.bump()
+    await gateway.callers_changed()
     return json_response(deleted)
 
 
@@ -235,7 +235,7 @@ async def delete_user(request: Request) -> Response:
         return wire.user_deleted(accounts.user_facts(accounts.disable_user(session, user=user)))
 
     deleted = await gateway.transact(work)
-    gateway.generation.bump()
+    await gateway.callers_changed()
     return json_response(deleted)
 
 

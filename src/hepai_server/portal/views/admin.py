@@ -130,7 +130,7 @@ async def update_user(request: Request, portal: Portal) -> Response:
         await gw.transact(work)
     except InvalidRequest as error:
         return await render_users(request, portal, viewer, error=error.message, status=400)
-    gw.generation.bump()
+    await gw.callers_changed()
     return redirect("/admin/users")
 
 

@@ -102,5 +102,5 @@ async def revoke_key(request: Request, portal: Portal) -> Response:
 
     gw = gateway(request)
     await gw.transact(work)
-    gw.generation.bump()
+    await gw.callers_changed()
     return redirect("/settings/keys")

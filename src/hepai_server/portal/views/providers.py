@@ -126,7 +126,7 @@ async def change_provider(request: Request, portal: Portal) -> Response:
 async def changed(request: Request) -> None:
     """This process serves the change now; the others within half a second."""
     gw = gateway(request)
-    gw.catalog_changed()
+    await gw.catalog_changed()
     await gw.reload_catalog()
 
 
