@@ -31,7 +31,7 @@ def redis() -> Iterator[RedisServer]:
         yield server
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.e2e)])
 def counters(request: pytest.FixtureRequest, unique) -> tuple[Callable[[], Counters], str]:
     """How to make each backend (inside the test's event loop), and a key prefix of its own."""
     if request.param == "memory":

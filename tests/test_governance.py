@@ -10,13 +10,9 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
-import pytest
 import sqlalchemy as sa
 
 from tests.stack import Platform, Server
-
-#: Limits are decided by the gateway's counters, whatever the database.
-pytestmark = pytest.mark.parametrize("platform", ["sqlite"], indirect=True)
 
 
 def chat(server: Server, key: str, **extra: Any) -> httpx.Response:

@@ -21,6 +21,8 @@ import sqlalchemy as sa
 from tests.pgcluster import Cluster, cluster
 from tests.stack import MockProcess, Platform, Server
 
+#: Real processes killed and a PostgreSQL server of the test's own restarted.
+pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 KINDS = ("plain", "stream", "leave", "fail", "broken", "abandon")
 #: The kinds whose answers are cut: their rows may carry estimated tokens.
 CUT = {"leave", "broken", "abandon"}

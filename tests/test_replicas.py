@@ -24,6 +24,8 @@ from tests.redisserver import RedisServer, redis_server
 from tests.stack import Platform, Server
 
 REPLICAS = 3
+#: Several servers on PostgreSQL: what only processes and the real database prove.
+pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 
 
 @pytest.fixture(scope="module")
