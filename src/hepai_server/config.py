@@ -352,6 +352,34 @@ class Settings(BaseSettings):
         description="The body the alert webhook takes: generic JSON, or the message format of "
         "WeCom, DingTalk, Feishu or Slack bots.",
     )
+    breaker_failures: int = Field(
+        default=5,
+        ge=1,
+        description="Failures of a deployment (a provider's model or a worker) within "
+        "breaker_window_seconds that cool it down.",
+    )
+    breaker_window_seconds: float = Field(
+        default=30.0, gt=0, description="The window breaker_failures are counted in."
+    )
+    breaker_cooldown_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="How long a failing deployment is left out before one call probes it.",
+    )
+    retry_budget_ratio: float = Field(
+        default=0.2,
+        ge=0,
+        description="Retries (failing over to another deployment or a fallback model) allowed "
+        "per request, so that retries never multiply the load during an outage.",
+    )
+    retry_budget_per_second: float = Field(
+        default=5.0, ge=0, description="Retries allowed each second whatever the traffic."
+    )
+    health_check_seconds: float = Field(
+        default=60.0,
+        ge=0,
+        description="How often each process checks every provider (its model list); 0: never.",
+    )
     log_level: str = Field(default="info", description="Python logging level name.")
 
     @field_validator("data_dir")
@@ -412,6 +440,21 @@ class Settings(BaseSettings):
         return url
 
 
+class Timeouts(BaseModel):
+    """How long a model's upstreams may take, in seconds (unset: the platform's defaults)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: To open a connection.
+    connect: float | None = Field(default=None, gt=0)
+    #: From sending the request to the answer's first byte (its headers).
+    first_byte: float | None = Field(default=None, gt=0)
+    #: Between two chunks of the answer.
+    idle: float | None = Field(default=None, gt=0)
+    #: For the whole call, a stream included.
+    total: float | None = Field(default=None, gt=0)
+
+
 class ModelConfig(BaseModel):
     """One public model id served by a provider."""
 
@@ -426,6 +469,9 @@ class ModelConfig(BaseModel):
     #: Per million tokens (input, cached_input, output, reasoning, embedding), per page and
     #: per call, in the platform's currency (governance.prices).
     price: dict[str, float | str] | None = None
+    #: Models to try, in order, when every deployment of this one fails before answering.
+    fallbacks: list[str] = Field(default_factory=list)
+    timeouts: Timeouts | None = None
 
 
 class ProviderConfig(BaseModel):

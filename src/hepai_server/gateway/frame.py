@@ -106,7 +106,7 @@ class Exchange:
         ttft = outcome.first_byte_at
         error = outcome.error
         cost = self.gateway.limiter.prices.cost(
-            self.model,
+            outcome.fallback or self.model,
             usage,
             embedding=self.endpoint == "embeddings",
             succeeded=outcome.status < 400,
@@ -135,6 +135,7 @@ class Exchange:
             cost,
             self._budgets(),
             self.client_request_id,
+            outcome.fallback,
             time.time(),
         )
 

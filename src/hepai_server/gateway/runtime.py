@@ -28,10 +28,13 @@ from hepai_server.gateway.alerts import Alerts
 from hepai_server.gateway.auth import Authenticator
 from hepai_server.gateway.catalog import Catalog
 from hepai_server.gateway.dispatch import Dispatcher, WorkerSessions
+from hepai_server.gateway.health import HealthChecks
 from hepai_server.gateway.ledger import Journal
 from hepai_server.gateway.limiter import Limiter
 from hepai_server.gateway.proxy import Proxy
+from hepai_server.gateway.resilience import Breaker, RetryBudget
 from hepai_server.gateway.routing import Occupancy
+from hepai_server.gateway.upstream import Upstreams
 from hepai_server.gateway.usage import UsageRecorder
 from hepai_server.governance import store
 from hepai_server.security.credentials import Sealer, signing_secret
@@ -79,6 +82,8 @@ class Gateway:
     counters: Counters
     #: Changes told to every replica through Redis, when several share it.
     broadcast: Broadcast | None
+    upstreams: Upstreams
+    health: HealthChecks
     sweeper: asyncio.Task[None]
     refresher: asyncio.Task[None] | None = None
     #: When this process started: the ``created`` of its catalog's models.
@@ -124,6 +129,23 @@ class Gateway:
         workers = WorkerSessions(partial(upstream_session, settings), policy)
         grants = FileGrants(signing_secret(settings), ttl=settings.file_grant_seconds)
         occupancy, rng = Occupancy(), random.Random()
+        breaker = Breaker(
+            failures=settings.breaker_failures,
+            window=settings.breaker_window_seconds,
+            cooldown=settings.breaker_cooldown_seconds,
+        )
+        catalog = Catalog.from_providers(config_providers)
+        upstreams = Upstreams(
+            session,
+            workers,
+            occupancy,
+            rng,
+            breaker=breaker,
+            budget=RetryBudget(
+                ratio=settings.retry_budget_ratio, per_second=settings.retry_budget_per_second
+            ),
+            catalog=catalog,
+        )
         files = FileService(settings, engine, open_storage(settings))
         try:
             await files.storage.prepare()
@@ -133,7 +155,7 @@ class Gateway:
             log.error("the file store is not ready; file uploads and downloads will fail")
         gateway = cls(
             settings=settings,
-            catalog=Catalog.from_providers(config_providers),
+            catalog=catalog,
             config_providers=config_providers,
             engine=engine,
             generation=generation,
@@ -142,7 +164,7 @@ class Gateway:
             auth=Authenticator(lookup, generation, ttl=settings.auth_cache_seconds),
             recorder=recorder,
             session=session,
-            proxy=Proxy(session, workers, occupancy, rng),
+            proxy=Proxy(upstreams),
             dispatcher=Dispatcher(
                 sessions=workers,
                 policy=policy,
@@ -180,8 +202,17 @@ class Gateway:
             ),
             counters=counters,
             broadcast=None,
+            upstreams=upstreams,
+            health=HealthChecks(
+                session,
+                engine,
+                breaker,
+                catalog,
+                every=settings.health_check_seconds,
+            ),
             sweeper=asyncio.create_task(sweep(files, settings.file_sweep_seconds)),
         )
+        gateway.health.start()
         if settings.redis_url:
             gateway.broadcast = Broadcast(settings.redis_url, gateway.heard)
             gateway.broadcast.start()
@@ -214,6 +245,7 @@ class Gateway:
         self.catalog = Catalog.from_providers(
             [*self.config_providers, *stored], access=access, created=self.started
         )
+        self.upstreams.catalog = self.health.catalog = self.catalog
         self.limiter.prices, self.limiter.rules = prices, rules
 
     async def catalog_changed(self) -> None:
@@ -246,6 +278,7 @@ class Gateway:
         self.sweeper.cancel()
         if self.refresher is not None:
             self.refresher.cancel()
+        await self.health.close()
         if self.broadcast is not None:
             await self.broadcast.close()
         await self.limiter.drain()

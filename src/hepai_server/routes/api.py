@@ -11,7 +11,7 @@ from hepai_server.gateway.frame import Frame
 from hepai_server.gateway.gate import GateCall
 from hepai_server.gateway.relay import OpenAIRelay
 from hepai_server.protocol.openai import CHAT, COMPLETIONS, EMBEDDINGS, RERANK
-from hepai_server.routes import accounts, billing, ddf, files, openai
+from hepai_server.routes import accounts, billing, ddf, files, openai, providers
 from hepai_server.routes.http import json_response
 
 #: Every API route is served under each prefix: the platform's own, and the two that
@@ -49,6 +49,7 @@ def api_routes() -> list[BaseRoute]:
             Route(prefix + "/dashboard/billing/usage", billing.dashboard_usage, methods=["GET"]),
         ]
     routes += ddf_routes("/apiv2")
+    routes.append(Route("/apiv2/providers/health", providers.provider_health, methods=["GET"]))
     routes += account_routes("/apiv2")
     routes += [Route(prefix, probe, methods=["GET"]) for prefix in PREFIXES]
     routes.append(Route("/healthz", probe, methods=["GET"]))
