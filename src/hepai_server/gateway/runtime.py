@@ -28,7 +28,7 @@ from hepai_server.gateway.alerts import Alerts
 from hepai_server.gateway.auth import Authenticator
 from hepai_server.gateway.catalog import Catalog
 from hepai_server.gateway.dispatch import Dispatcher, WorkerSessions
-from hepai_server.gateway.health import HealthChecks
+from hepai_server.gateway.probes import HealthChecks
 from hepai_server.gateway.ledger import Journal
 from hepai_server.gateway.limiter import Limiter
 from hepai_server.gateway.proxy import Proxy

@@ -1,4 +1,4 @@
-"""Active health checks of the providers: a cheap request (their model list) on a schedule.
+"""Probes: active health checks of the providers: a cheap request (their model list) on a schedule.
 
 A provider that fails its check counts as a failure of each of its deployments (so a dead
 provider is cooled down before users' calls find out), and every check's result is kept in
