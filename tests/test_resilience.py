@@ -186,7 +186,7 @@ async def test_a_failing_deployment_is_cooled_down_and_calls_go_elsewhere(
 async def test_health_checks_record_each_provider_and_cool_down_the_dead_ones(
     resilient: App, unique
 ) -> None:
-    checks = resilient.gateway.health
+    checks = resilient.gateway.probes
     await checks.check_all()  # two failures cool a deployment down here
     results = {result.provider: result for result in await checks.check_all()}
     assert results["mock"].ok and results["mock"].status == 200

@@ -141,7 +141,7 @@ class Notice(Base):
 
 
 class ProviderHealth(Base):
-    """A provider's last health check (gateway/health.py), for the admins' view."""
+    """A provider's last health check (gateway/probes.py), for the admins' view."""
 
     __tablename__ = "provider_health"
 

@@ -83,7 +83,7 @@ class Gateway:
     #: Changes told to every replica through Redis, when several share it.
     broadcast: Broadcast | None
     upstreams: Upstreams
-    health: HealthChecks
+    probes: HealthChecks
     sweeper: asyncio.Task[None]
     refresher: asyncio.Task[None] | None = None
     #: When this process started: the ``created`` of its catalog's models.
@@ -203,7 +203,7 @@ class Gateway:
             counters=counters,
             broadcast=None,
             upstreams=upstreams,
-            health=HealthChecks(
+            probes=HealthChecks(
                 session,
                 engine,
                 breaker,
@@ -212,7 +212,7 @@ class Gateway:
             ),
             sweeper=asyncio.create_task(sweep(files, settings.file_sweep_seconds)),
         )
-        gateway.health.start()
+        gateway.probes.start()
         if settings.redis_url:
             gateway.broadcast = Broadcast(settings.redis_url, gateway.heard)
             gateway.broadcast.start()
@@ -245,7 +245,7 @@ class Gateway:
         self.catalog = Catalog.from_providers(
             [*self.config_providers, *stored], access=access, created=self.started
         )
-        self.upstreams.catalog = self.health.catalog = self.catalog
+        self.upstreams.catalog = self.probes.catalog = self.catalog
         self.limiter.prices, self.limiter.rules = prices, rules
 
     async def catalog_changed(self) -> None:
@@ -278,7 +278,7 @@ class Gateway:
         self.sweeper.cancel()
         if self.refresher is not None:
             self.refresher.cancel()
-        await self.health.close()
+        await self.probes.close()
         if self.broadcast is not None:
             await self.broadcast.close()
         await self.limiter.drain()
