@@ -41,6 +41,12 @@ EXPECTED: dict[str, tuple[int, str, str | None, str | None]] = {
     "RateLimited": (429, "rate_limit_error", "rate_limit_exceeded", "HepAIError"),
     "UpstreamError": (502, "upstream_error", None, "HepAIError"),
     "ServiceUnavailable": (503, "service_unavailable", "no_deployment_available", "HepAIError"),
+    "DatabaseUnavailable": (
+        503,
+        "service_unavailable",
+        "database_unavailable",
+        "ServiceUnavailable",
+    ),
     "StorageUnavailable": (503, "service_unavailable", "storage_unavailable", "ServiceUnavailable"),
     "UpstreamTimeout": (504, "timeout", None, "HepAIError"),
 }

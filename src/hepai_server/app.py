@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -16,8 +17,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from hepai_server.config import Settings, load_providers
+from hepai_server.db.engine import is_unavailable, unavailable
 from hepai_server.errors import HepAIError, MethodNotAllowed, NotFound, PayloadTooLarge
-from hepai_server.gateway.asgi import Receive, Scope, Send
+from hepai_server.gateway.edge import Edge
+from hepai_server.gateway.health import drain_on_sigterm
 from hepai_server.gateway.runtime import Gateway
 from hepai_server.portal.routes import portal_routes
 from hepai_server.portal.web import Portal
@@ -34,6 +37,7 @@ def create_app(settings: Settings) -> Starlette:
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[dict[str, Any]]:
         gateway = await Gateway.start(settings, config_providers)
+        drain_on_sigterm(gateway.health, settings.drain_seconds)
         settle_garbage_collector()
         try:
             yield {"gateway": gateway, "portal": Portal(settings)}
@@ -42,10 +46,11 @@ def create_app(settings: Settings) -> Starlette:
 
     return Starlette(
         routes=api_routes() + portal_routes(),
-        middleware=[Middleware(TrailingSlash)],
+        middleware=[Middleware(Edge)],
         lifespan=lifespan,
         exception_handlers={
             HepAIError: on_hepai_error,
+            SQLAlchemyError: on_database_error,
             HTTPException: on_http_exception,
             Exception: on_unexpected_error,
         },
@@ -70,27 +75,27 @@ def create_app_from_env() -> Starlette:
     return create_app(settings)
 
 
-class TrailingSlash:
-    """Serves ``/path/`` as ``/path``: the hepai client and some tools add the slash."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path = scope.get("path", "")
-        if len(path) > 1 and path.endswith("/"):
-            scope["path"] = path.rstrip("/") or "/"
-        await self.app(scope, receive, send)
-
-
 async def on_hepai_error(_request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HepAIError)
-    # After a 413 the rest of the refused body may still be on its way: closing the
-    # connection spares reading it.
-    headers = {"connection": "close"} if isinstance(exc, PayloadTooLarge) else None
+    headers = {}
+    if isinstance(exc, PayloadTooLarge):
+        # After a 413 the rest of the refused body may still be on its way: closing the
+        # connection spares reading it.
+        headers["connection"] = "close"
+    if exc.retry_after is not None:
+        headers["retry-after"] = str(exc.retry_after)
     return Response(
         exc.to_json(), status_code=exc.status, headers=headers, media_type="application/json"
     )
+
+
+async def on_database_error(request: Request, exc: Exception) -> Response:
+    """A database that does not answer is a 503 with Retry-After; any other database error
+    is a bug."""
+    if not is_unavailable(exc):
+        return await on_unexpected_error(request, exc)
+    log.warning("the database did not answer on %s %s: %s", request.method, request.url.path, exc)
+    return await on_hepai_error(request, unavailable(exc))
 
 
 async def on_http_exception(request: Request, exc: Exception) -> Response:

@@ -19,6 +19,8 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from hepai_server.telemetry import logs
+
 log = logging.getLogger(__name__)
 
 ModelType = Literal["chat", "completion", "embedding", "rerank"]
@@ -277,6 +279,47 @@ class Settings(BaseSettings):
         description="Members of these identity-provider groups become admins (a JSON list).",
     )
     log_level: str = Field(default="info", description="Python logging level name.")
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="text: one readable line per record; json: one JSON object per line with "
+        "the request id of the request it belongs to, for a log collector.",
+    )
+    database_connect_timeout: float = Field(
+        default=5.0,
+        gt=0,
+        description="Seconds to open a database connection (PostgreSQL counts whole seconds, "
+        "at least 2) before the call answers 503.",
+    )
+    database_statement_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        description="Seconds one statement may run: PostgreSQL cancels it, and a connection "
+        "still silent a second later (a hung server or network) is cut; on SQLite, how long "
+        "a statement waits for a lock. The call then answers 503.",
+    )
+    database_pool_timeout: float = Field(
+        default=3.0,
+        gt=0,
+        description="Seconds a call waits for a free pooled database connection before it "
+        "answers 503.",
+    )
+    database_pool_size: int = Field(
+        default=5, ge=1, description="Database connections each server process keeps open."
+    )
+    database_max_overflow: int = Field(
+        default=5,
+        ge=0,
+        description="Connections each process may open beyond the pool under load (closed "
+        "when returned). PostgreSQL's max_connections must exceed processes x (size + "
+        "overflow).",
+    )
+    drain_seconds: float = Field(
+        default=0.0,
+        ge=0,
+        description="After SIGTERM, keep serving this long with /health/ready answering 503 "
+        "(and every answer closing its connection) so a load balancer moves traffic away, "
+        "then stop; running requests still get up to 30 s to finish.",
+    )
 
     @field_validator("data_dir")
     @classmethod
@@ -284,10 +327,7 @@ class Settings(BaseSettings):
         return value.expanduser()
 
     def configure_logging(self) -> None:
-        logging.basicConfig(
-            level=self.log_level.upper(),
-            format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s",
-        )
+        logs.configure(level=self.log_level.upper(), json=self.log_format == "json")
 
     @property
     def oidc_enabled(self) -> bool:

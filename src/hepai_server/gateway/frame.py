@@ -19,8 +19,10 @@ from dataclasses import dataclass, field
 from time import perf_counter
 from typing import Protocol
 
+from hepai_server.db.engine import is_unavailable, unavailable
 from hepai_server.errors import HepAIError
 from hepai_server.gateway.asgi import (
+    REQUEST_ID_KEY,
     ClientDisconnected,
     Receive,
     Scope,
@@ -117,7 +119,7 @@ class Frame:
         headers = dict(scope["headers"])
         exchange = Exchange(
             gateway,
-            client_request_id(headers.get(b"x-request-id")),
+            scope.get(REQUEST_ID_KEY) or client_request_id(headers.get(b"x-request-id")),
             started,
             headers,
             self.handler.name,
@@ -131,9 +133,13 @@ class Frame:
         except HepAIError as error:
             exchange.outcome.fail(error.status, error.message)
             await send_error(send, error, request_id=exchange.request_id)
-        except Exception:
-            exchange.outcome.fail(500, "internal error")
-            raise
+        except Exception as exc:
+            if not is_unavailable(exc):
+                exchange.outcome.fail(500, "internal error")
+                raise
+            refusal = unavailable(exc)
+            exchange.outcome.fail(refusal.status, refusal.message)
+            await send_error(send, refusal, request_id=exchange.request_id)
         finally:
             if caller is not None:
                 gateway.recorder.record(exchange.usage_row(caller))

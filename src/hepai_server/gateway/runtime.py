@@ -12,12 +12,13 @@ from datetime import timedelta
 from typing import TypeVar
 
 import aiohttp
+from pydantic import SecretStr
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from hepai_server import __version__
 from hepai_server.config import ProviderConfig, Settings
-from hepai_server.db.engine import make_engine, transact
+from hepai_server.db.engine import Limits, answering, make_engine, transact
 from hepai_server.errors import StorageUnavailable
 from hepai_server.files.grant import FileGrants
 from hepai_server.files.service import FileService
@@ -26,6 +27,7 @@ from hepai_server.files.uploads import UploadService
 from hepai_server.gateway.auth import Authenticator
 from hepai_server.gateway.catalog import Catalog
 from hepai_server.gateway.dispatch import Dispatcher
+from hepai_server.gateway.health import Health
 from hepai_server.gateway.proxy import Proxy
 from hepai_server.gateway.routing import Occupancy
 from hepai_server.gateway.usage import UsageRecorder
@@ -63,17 +65,20 @@ class Gateway:
     #: Password guesses, counted for the portal's sign-in and the API's password check alike.
     throttle: Throttle
     sweeper: asyncio.Task[None]
+    #: Readiness, and whether SIGTERM began draining this process.
+    health: Health
     refresher: asyncio.Task[None] | None = None
     #: When this process started: the ``created`` of its catalog's models.
     started: int = field(default_factory=lambda: int(time.time()))
 
     @classmethod
     async def start(cls, settings: Settings, config_providers: list[ProviderConfig]) -> Gateway:
-        engine = make_engine(settings.sqlalchemy_url)
+        limits = database_limits(settings)
+        engine = make_engine(settings.sqlalchemy_url, limits)
         sealer = Sealer(signing_secret(settings))
 
         def lookup(key_hash: str) -> Caller | None:
-            with Session(engine) as session:
+            with answering(), Session(engine) as session:
                 return find_caller(session, key_hash)
 
         generation = Generation(settings.data_dir / "auth.generation")
@@ -121,6 +126,10 @@ class Gateway:
                 window=timedelta(seconds=settings.login_failure_window_seconds),
             ),
             sweeper=asyncio.create_task(sweep(files, settings.file_sweep_seconds)),
+            health=Health(
+                probe=make_engine(settings.sqlalchemy_url, limits, pooled=False),
+                redis_url=configured_redis(settings),
+            ),
         )
         # Read before loading: a change made while this process loads is then seen as one.
         seen = gateway.catalog_generation.read()
@@ -163,8 +172,27 @@ class Gateway:
         await self.recorder.close()
         await self.files.storage.close()
         self.engine.dispose()
+        self.health.close()
         self.generation.close()
         self.catalog_generation.close()
+
+
+def configured_redis(settings: Settings) -> str | None:
+    """The Redis URL, once the shared-state work adds its setting; until then none."""
+    value = getattr(settings, "redis_url", None)
+    if isinstance(value, SecretStr):
+        value = value.get_secret_value()
+    return str(value) if value else None
+
+
+def database_limits(settings: Settings) -> Limits:
+    return Limits(
+        connect=settings.database_connect_timeout,
+        statement=settings.database_statement_timeout,
+        pool=settings.database_pool_timeout,
+        pool_size=settings.database_pool_size,
+        max_overflow=settings.database_max_overflow,
+    )
 
 
 def upstream_session(settings: Settings) -> aiohttp.ClientSession:

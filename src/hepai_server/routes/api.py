@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
@@ -10,6 +11,7 @@ from hepai_server import __version__
 from hepai_server.gateway.frame import Frame
 from hepai_server.gateway.gate import GateCall
 from hepai_server.gateway.relay import OpenAIRelay
+from hepai_server.gateway.runtime import Gateway
 from hepai_server.protocol.openai import CHAT, COMPLETIONS, EMBEDDINGS, RERANK
 from hepai_server.routes import accounts, ddf, files, openai
 from hepai_server.routes.http import json_response
@@ -17,6 +19,7 @@ from hepai_server.routes.http import json_response
 #: Every API route is served under each prefix: the platform's own, and the two that
 #: third-party tools append to a base URL.
 PREFIXES = ("/apiv2", "/v1", "/apiv2/v1")
+JSON = "application/json"
 
 
 def api_routes() -> list[BaseRoute]:
@@ -43,6 +46,8 @@ def api_routes() -> list[BaseRoute]:
     routes += account_routes("/apiv2")
     routes += [Route(prefix, probe, methods=["GET"]) for prefix in PREFIXES]
     routes.append(Route("/healthz", probe, methods=["GET"]))
+    routes.append(Route("/health/live", probe, methods=["GET"]))
+    routes.append(Route("/health/ready", ready, methods=["GET"]))
     return routes
 
 
@@ -94,3 +99,11 @@ def account_routes(prefix: str) -> list[BaseRoute]:
 
 async def probe(_request: Request) -> Response:
     return json_response({"status": "ok", "version": __version__})
+
+
+async def ready(request: Request) -> Response:
+    """200 while this process should get traffic; 503, with each check's verdict, when not."""
+    gateway: Gateway = request.state.gateway
+    ok, checks = await gateway.health.ready()
+    body = {"status": "ready" if ok else "unready", "checks": checks}
+    return Response(orjson.dumps(body), status_code=200 if ok else 503, media_type=JSON)
