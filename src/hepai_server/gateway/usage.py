@@ -116,7 +116,7 @@ class UsageRecorder:
 
     def retry_delay(self) -> float:
         """The wait before the next try after ``failures`` failed ones: doubling, capped."""
-        return min(self._flush_seconds * 2 ** min(self.failures, 16), RETRY_CEILING)
+        return min(self._flush_seconds * 2.0 ** min(self.failures, 16), RETRY_CEILING)
 
     async def _flush(self) -> bool:
         batch, self._pending = self._pending, []
