@@ -18,7 +18,13 @@ from starlette.responses import Response
 
 from hepai_server.config import Settings, load_providers
 from hepai_server.db.engine import is_unavailable, unavailable
-from hepai_server.errors import HepAIError, MethodNotAllowed, NotFound, PayloadTooLarge
+from hepai_server.errors import (
+    DatabaseUnavailable,
+    HepAIError,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+)
 from hepai_server.gateway.edge import Edge
 from hepai_server.gateway.health import drain_on_sigterm
 from hepai_server.gateway.runtime import Gateway
@@ -75,8 +81,10 @@ def create_app_from_env() -> Starlette:
     return create_app(settings)
 
 
-async def on_hepai_error(_request: Request, exc: Exception) -> Response:
+async def on_hepai_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HepAIError)
+    if isinstance(exc, DatabaseUnavailable) and hasattr(request.state, "gateway"):
+        request.state.gateway.metrics.db_unavailable.inc()
     headers = {}
     if isinstance(exc, PayloadTooLarge):
         # After a 413 the rest of the refused body may still be on its way: closing the

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from pathlib import Path
 from typing import Literal
 
@@ -24,6 +25,8 @@ from hepai_server.telemetry import logs
 log = logging.getLogger(__name__)
 
 ModelType = Literal["chat", "completion", "embedding", "rerank"]
+#: prometheus_client reads this when first imported: set before any process imports it.
+METRICS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 
 #: Known OpenAI-compatible providers: the base URL and the variable that holds the key.
 PRESETS: dict[str, tuple[str, str | None]] = {
@@ -313,6 +316,11 @@ class Settings(BaseSettings):
         "when returned). PostgreSQL's max_connections must exceed processes x (size + "
         "overflow).",
     )
+    metrics_token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token /metrics asks for; unset, /metrics answers only requests "
+        "from loopback that no proxy forwarded (X-Forwarded-For, X-Real-IP, Forwarded).",
+    )
     drain_seconds: float = Field(
         default=0.0,
         ge=0,
@@ -399,6 +407,20 @@ class ProvidersFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     providers: list[ProviderConfig] = Field(default_factory=list)
+
+
+def metrics_dir() -> Path | None:
+    """Where this server's processes share their metrics files, if `serve` set one up."""
+    value = os.environ.get(METRICS_DIR_VARIABLE)
+    return Path(value) if value else None
+
+
+def share_metrics_in(path: Path) -> None:
+    """Have this process and every process it starts keep their metrics in files under
+    ``path`` (prometheus_client's multiprocess mode), left empty by a previous run."""
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    os.environ[METRICS_DIR_VARIABLE] = str(path)
 
 
 def hepai_api_key() -> str | None:

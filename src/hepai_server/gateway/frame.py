@@ -20,7 +20,7 @@ from time import perf_counter
 from typing import Protocol
 
 from hepai_server.db.engine import is_unavailable, unavailable
-from hepai_server.errors import HepAIError
+from hepai_server.errors import DatabaseUnavailable, HepAIError
 from hepai_server.gateway.asgi import (
     REQUEST_ID_KEY,
     ClientDisconnected,
@@ -51,8 +51,9 @@ class Exchange:
     stream: bool = False
     outcome: Outcome = field(default_factory=Outcome)
 
-    def usage_row(self, caller: Caller) -> UsageRow:
-        """The one usage row of this request: every relaying endpoint's, built here."""
+    def usage_row(self, caller: Caller | None) -> UsageRow:
+        """The one usage row of this request: every relaying endpoint's, built here (for the
+        metrics alone when no caller was let in)."""
         outcome = self.outcome
         usage = outcome.final_usage()
         ttft = outcome.first_byte_at
@@ -60,8 +61,8 @@ class Exchange:
         # Positional: a NamedTuple takes keywords at three times the cost.
         return UsageRow(
             self.request_id,
-            caller.user_id,
-            caller.key_id,
+            caller.user_id if caller is not None else None,
+            caller.key_id if caller is not None else None,
             self.endpoint,
             self.model[:256],
             outcome.served_by,
@@ -131,6 +132,8 @@ class Frame:
         except ClientDisconnected:
             exchange.outcome.fail(CLIENT_CLOSED, "client closed the connection")
         except HepAIError as error:
+            if isinstance(error, DatabaseUnavailable):
+                gateway.metrics.db_unavailable.inc()
             exchange.outcome.fail(error.status, error.message)
             await send_error(send, error, request_id=exchange.request_id)
         except Exception as exc:
@@ -138,8 +141,11 @@ class Frame:
                 exchange.outcome.fail(500, "internal error")
                 raise
             refusal = unavailable(exc)
+            gateway.metrics.db_unavailable.inc()
             exchange.outcome.fail(refusal.status, refusal.message)
             await send_error(send, refusal, request_id=exchange.request_id)
         finally:
+            row = exchange.usage_row(caller)
             if caller is not None:
-                gateway.recorder.record(exchange.usage_row(caller))
+                gateway.recorder.record(row)
+            gateway.meter.add(row)

@@ -17,7 +17,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from hepai_server import __version__
-from hepai_server.config import ProviderConfig, Settings
+from hepai_server.config import ProviderConfig, Settings, metrics_dir
 from hepai_server.db.engine import Limits, answering, make_engine, transact
 from hepai_server.errors import StorageUnavailable
 from hepai_server.files.grant import FileGrants
@@ -28,6 +28,7 @@ from hepai_server.gateway.auth import Authenticator
 from hepai_server.gateway.catalog import Catalog
 from hepai_server.gateway.dispatch import Dispatcher
 from hepai_server.gateway.health import Health
+from hepai_server.gateway.meter import Meter
 from hepai_server.gateway.proxy import Proxy
 from hepai_server.gateway.routing import Occupancy
 from hepai_server.gateway.usage import UsageRecorder
@@ -36,6 +37,7 @@ from hepai_server.security.throttle import Throttle
 from hepai_server.services import providers
 from hepai_server.services.accounts import Caller, find_caller
 from hepai_server.state.generation import Generation
+from hepai_server.telemetry.metrics import Metrics
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -67,6 +69,9 @@ class Gateway:
     sweeper: asyncio.Task[None]
     #: Readiness, and whether SIGTERM began draining this process.
     health: Health
+    #: The Prometheus series, fed by the meter from every request's usage row.
+    metrics: Metrics
+    meter: Meter
     refresher: asyncio.Task[None] | None = None
     #: When this process started: the ``created`` of its catalog's models.
     started: int = field(default_factory=lambda: int(time.time()))
@@ -97,6 +102,21 @@ class Gateway:
             # The models must not go down with the file store: file calls answer 503 until
             # it is back, and the cause is in the log above.
             log.error("the file store is not ready; file uploads and downloads will fail")
+        auth = Authenticator(lookup, generation, ttl=settings.auth_cache_seconds)
+        health = Health(
+            probe=make_engine(settings.sqlalchemy_url, limits, pooled=False),
+            redis_url=configured_redis(settings),
+        )
+        metrics = Metrics(metrics_dir())
+        meter = Meter(
+            metrics,
+            engine=engine,
+            recorder=recorder,
+            auth=auth,
+            occupancy=occupancy,
+            health=health,
+        )
+        meter.start()
         gateway = cls(
             settings=settings,
             catalog=Catalog.from_providers(config_providers),
@@ -105,7 +125,7 @@ class Gateway:
             generation=generation,
             catalog_generation=Generation(settings.data_dir / "catalog.generation"),
             sealer=sealer,
-            auth=Authenticator(lookup, generation, ttl=settings.auth_cache_seconds),
+            auth=auth,
             recorder=recorder,
             session=session,
             proxy=Proxy(session, workers, occupancy, rng),
@@ -126,10 +146,9 @@ class Gateway:
                 window=timedelta(seconds=settings.login_failure_window_seconds),
             ),
             sweeper=asyncio.create_task(sweep(files, settings.file_sweep_seconds)),
-            health=Health(
-                probe=make_engine(settings.sqlalchemy_url, limits, pooled=False),
-                redis_url=configured_redis(settings),
-            ),
+            health=health,
+            metrics=metrics,
+            meter=meter,
         )
         # Read before loading: a change made while this process loads is then seen as one.
         seen = gateway.catalog_generation.read()
@@ -170,6 +189,7 @@ class Gateway:
         await self.session.close()
         await self.dispatcher.session.close()
         await self.recorder.close()
+        await self.meter.close()
         await self.files.storage.close()
         self.engine.dispose()
         self.health.close()

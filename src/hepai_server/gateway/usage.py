@@ -74,6 +74,9 @@ class UsageRecorder:
         self._task: asyncio.Task[None] | None = None
         #: Failed writes in a row: while there are any, tries back off.
         self.failures = 0
+        #: Rows written and failed tries since start, for the metrics.
+        self.written = 0
+        self.failed_writes = 0
 
     def record(self, row: UsageRow) -> None:
         """Queue one request's row (built by its frame, ``Exchange.usage_row``)."""
@@ -103,6 +106,11 @@ class UsageRecorder:
         """Rows recorded and not yet written."""
         return len(self._pending)
 
+    def oldest(self) -> float | None:
+        """When the oldest row not yet written was recorded (epoch seconds), if any waits."""
+        pending = self._pending
+        return pending[0].created_at if pending else None
+
     async def _run(self) -> None:
         while True:
             if self.failures:
@@ -126,6 +134,7 @@ class UsageRecorder:
                 chunk = batch[written : written + self._batch_size]
                 await asyncio.to_thread(self._write, chunk)
                 written += len(chunk)
+                self.written += len(chunk)
         except Exception as error:
             # Only what was not committed goes back: a chunk is one transaction.
             self._pending = (batch[written:] + self._pending)[-MAX_PENDING:]
@@ -137,6 +146,7 @@ class UsageRecorder:
                     exc_info=not is_unavailable(error),
                 )
             self.failures += 1
+            self.failed_writes += 1
             return False
         if self.failures:
             log.info("usage: written again after %d failed tries", self.failures)
