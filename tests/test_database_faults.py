@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import psycopg
 import pytest
 
@@ -27,6 +28,7 @@ FAST = {
     "HEPAI_SERVER_DATABASE_STATEMENT_TIMEOUT": "2",
     "HEPAI_SERVER_DATABASE_POOL_TIMEOUT": "1",
     "HEPAI_SERVER_AUTH_CACHE_SECONDS": "1",
+    "HEPAI_SERVER_LOG_FORMAT": "json",
 }
 #: connect (2) + statement and cut (3) + pool (1), with room for a loaded machine.
 CLIENT_TIMEOUT = 15.0
@@ -141,10 +143,21 @@ def outage(
         response = chat(server, known)
         assert response.status_code == 200, response.text
         served.append(response.headers["x-request-id"])
-    assert_database_unavailable(list_files(server, known))
+    refused = list_files(server, known)
+    assert_database_unavailable(refused)
+    assert_logged_with_request_id(server, refused.headers["x-request-id"])
     assert_database_unavailable(chat(server, unseen))
     assert_unready(server)
     return [warm.headers["x-request-id"], *served], known
+
+
+def assert_logged_with_request_id(server: Server, request_id: str) -> None:
+    """The server logs JSON lines, and the refused request's warning carries its id."""
+    lines = [orjson.loads(line) for line in server.logs().splitlines() if line.strip()]
+    assert all({"time", "level", "logger", "message"} <= set(line) for line in lines)
+    mine = [line for line in lines if line.get("request_id") == request_id]
+    assert [line["level"] for line in mine] == ["warning"], mine
+    assert "database did not answer" in mine[0]["message"]
 
 
 @pytest.mark.parametrize("fault", ["refuse", "hang"])

@@ -5,6 +5,8 @@ ping readiness uses."""
 from __future__ import annotations
 
 import asyncio
+import io
+import logging
 import signal
 import subprocess
 import time
@@ -13,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+import orjson
 import pytest
 
 from hepai_server.errors import AuthenticationFailed, DatabaseUnavailable
@@ -20,6 +23,7 @@ from hepai_server.gateway.auth import Authenticator
 from hepai_server.gateway.health import ping_redis, resp
 from hepai_server.services.accounts import Caller
 from hepai_server.state.generation import Generation
+from hepai_server.telemetry.logs import REQUEST_ID, JSONLines, RequestStamp
 from tests.stack import Platform, Server, free_port
 
 KEY = "sk-" + "a" * 48
@@ -173,3 +177,32 @@ def test_sigterm_drains_ready_answers_503_while_requests_are_still_served(
         assert answer.status_code == 200
         assert answer.headers["connection"] == "close"
         assert server.process.wait(30) is not None
+
+
+def test_json_log_lines_carry_the_request_id_of_their_request() -> None:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(RequestStamp())
+    handler.setFormatter(JSONLines())
+    log = logging.getLogger("tests.json-lines")
+    log.addHandler(handler)
+    log.propagate = False
+    try:
+        log.warning("outside")
+        token = REQUEST_ID.set("req-0123")
+        try:
+            log.warning("inside %s", "a request")
+        finally:
+            REQUEST_ID.reset(token)
+        try:
+            raise ValueError("boom")
+        except ValueError:
+            log.exception("failed")
+    finally:
+        log.removeHandler(handler)
+    outside, inside, failed = (orjson.loads(line) for line in stream.getvalue().splitlines())
+    assert "request_id" not in outside
+    assert inside["request_id"] == "req-0123"
+    assert inside["message"] == "inside a request"
+    assert inside["level"] == "warning" and inside["logger"] == "tests.json-lines"
+    assert "ValueError: boom" in failed["exception"]

@@ -83,8 +83,10 @@ def create_app_from_env() -> Starlette:
 
 async def on_hepai_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HepAIError)
-    if isinstance(exc, DatabaseUnavailable) and hasattr(request.state, "gateway"):
-        request.state.gateway.metrics.db_unavailable.inc()
+    if isinstance(exc, DatabaseUnavailable):
+        log.warning("503 on %s %s: %s", request.method, request.url.path, exc.message)
+        if hasattr(request.state, "gateway"):
+            request.state.gateway.metrics.db_unavailable.inc()
     headers = {}
     if isinstance(exc, PayloadTooLarge):
         # After a 413 the rest of the refused body may still be on its way: closing the
@@ -102,7 +104,6 @@ async def on_database_error(request: Request, exc: Exception) -> Response:
     is a bug."""
     if not is_unavailable(exc):
         return await on_unexpected_error(request, exc)
-    log.warning("the database did not answer on %s %s: %s", request.method, request.url.path, exc)
     return await on_hepai_error(request, unavailable(exc))
 
 

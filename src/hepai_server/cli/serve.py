@@ -3,6 +3,8 @@ the built-in workers beside it)."""
 
 from __future__ import annotations
 
+import logging
+
 import click
 import uvicorn
 
@@ -10,6 +12,8 @@ from hepai_server.cli.builtins import builtin_workers
 from hepai_server.config import Settings, share_metrics_in
 from hepai_server.db import migrate
 from hepai_server.worker.builtin import BUILTINS
+
+log = logging.getLogger(__name__)
 
 
 @click.command()
@@ -36,7 +40,7 @@ def serve(host: str, port: int, workers: int, builtins: tuple[str, ...]) -> None
     migrate.upgrade(settings.sqlalchemy_url)
     # One directory per server (two may share a data dir), emptied: counters start at zero.
     share_metrics_in(settings.data_dir / "metrics" / str(port))
-    click.echo(f"hepai-server listening on http://{host}:{port}/apiv2", err=True)
+    log.info("hepai-server listening on http://%s:%d/apiv2", host, port)
     with builtin_workers(list(builtins), gateway_port=port):
         uvicorn.run(
             "hepai_server.app:create_app_from_env",

@@ -13,6 +13,7 @@ These endpoints are raw ASGI: they are the hot path, and each step is a plain ca
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -35,6 +36,8 @@ from hepai_server.gateway.proxy import CLIENT_CLOSED, Outcome
 from hepai_server.gateway.runtime import Gateway
 from hepai_server.gateway.usage import UsageRow
 from hepai_server.services.accounts import Caller
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -133,6 +136,7 @@ class Frame:
             exchange.outcome.fail(CLIENT_CLOSED, "client closed the connection")
         except HepAIError as error:
             if isinstance(error, DatabaseUnavailable):
+                log.warning("503 on %s: %s", self.handler.name, error.message)
                 gateway.metrics.db_unavailable.inc()
             exchange.outcome.fail(error.status, error.message)
             await send_error(send, error, request_id=exchange.request_id)
@@ -141,6 +145,7 @@ class Frame:
                 exchange.outcome.fail(500, "internal error")
                 raise
             refusal = unavailable(exc)
+            log.warning("503 on %s: %s", self.handler.name, refusal.message)
             gateway.metrics.db_unavailable.inc()
             exchange.outcome.fail(refusal.status, refusal.message)
             await send_error(send, refusal, request_id=exchange.request_id)
