@@ -321,6 +321,15 @@ class Settings(BaseSettings):
         description="Bearer token /metrics asks for; unset, /metrics answers only requests "
         "from loopback that no proxy forwarded (X-Forwarded-For, X-Real-IP, Forwarded).",
     )
+    otlp_endpoint: str | None = Field(
+        default=None,
+        description="An OpenTelemetry collector's OTLP/HTTP endpoint (http://collector:4318): "
+        "each relayed request becomes a span sent there. Unset: no tracing, at no cost "
+        "(needs the otel extra: pip install 'hepai-server[otel]').",
+    )
+    otel_service_name: str = Field(
+        default="hepai-server", description="The service.name of the spans."
+    )
     drain_seconds: float = Field(
         default=0.0,
         ge=0,

@@ -36,6 +36,7 @@ from hepai_server.gateway.proxy import CLIENT_CLOSED, Outcome
 from hepai_server.gateway.runtime import Gateway
 from hepai_server.gateway.usage import UsageRow
 from hepai_server.services.accounts import Caller
+from hepai_server.telemetry.tracing import Tracing
 
 log = logging.getLogger(__name__)
 
@@ -154,3 +155,28 @@ class Frame:
             if caller is not None:
                 gateway.recorder.record(row)
             gateway.meter.add(row)
+            if gateway.tracing is not None:
+                trace(gateway.tracing, row, exchange.headers.get(b"traceparent"))
+
+
+def trace(tracing: Tracing, row: UsageRow, traceparent: bytes | None) -> None:
+    """The request's span, from its usage row."""
+    tracing.record(
+        name=f"{row.endpoint} {row.model}" if row.deployment else row.endpoint,
+        duration=row.latency_ms / 1000,
+        attributes={
+            "hepai.request_id": row.request_id,
+            "hepai.endpoint": row.endpoint,
+            "gen_ai.request.model": row.model or None,
+            "hepai.deployment": row.deployment,
+            "hepai.user_id": row.user_id,
+            "hepai.stream": row.stream,
+            "http.response.status_code": row.status_code,
+            "gen_ai.usage.input_tokens": row.prompt_tokens,
+            "gen_ai.usage.output_tokens": row.completion_tokens,
+            "hepai.ttft_ms": row.ttft_ms,
+            "hepai.error": row.error,
+        },
+        status=row.status_code,
+        traceparent=traceparent,
+    )

@@ -38,6 +38,7 @@ from hepai_server.services import providers
 from hepai_server.services.accounts import Caller, find_caller
 from hepai_server.state.generation import Generation
 from hepai_server.telemetry.metrics import Metrics
+from hepai_server.telemetry.tracing import Tracing
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -72,6 +73,8 @@ class Gateway:
     #: The Prometheus series, fed by the meter from every request's usage row.
     metrics: Metrics
     meter: Meter
+    #: Spans to the OTLP endpoint, when one is configured.
+    tracing: Tracing | None = None
     refresher: asyncio.Task[None] | None = None
     #: When this process started: the ``created`` of its catalog's models.
     started: int = field(default_factory=lambda: int(time.time()))
@@ -149,6 +152,11 @@ class Gateway:
             health=health,
             metrics=metrics,
             meter=meter,
+            tracing=(
+                Tracing(settings.otlp_endpoint, settings.otel_service_name, __version__)
+                if settings.otlp_endpoint
+                else None
+            ),
         )
         # Read before loading: a change made while this process loads is then seen as one.
         seen = gateway.catalog_generation.read()
@@ -190,6 +198,8 @@ class Gateway:
         await self.dispatcher.session.close()
         await self.recorder.close()
         await self.meter.close()
+        if self.tracing is not None:
+            await asyncio.to_thread(self.tracing.close)
         await self.files.storage.close()
         self.engine.dispose()
         self.health.close()
