@@ -135,6 +135,7 @@ class Meter:
             metrics.db_pool_in_use.set(pool.checkedout())
             metrics.db_pool_open.set(pool.checkedin() + pool.checkedout())
         metrics.draining.set(1 if self._health.draining else 0)
+        metrics.tasks.set(len(asyncio.all_tasks()))
         busy = self._occupancy.snapshot()
         for worker in self._workers - busy.keys():
             self.child(metrics.worker_in_flight, worker).set(0)

@@ -138,6 +138,12 @@ class Metrics:
             "Requests let in on a cached API key past its TTL while the database was away.",
             registry=registry,
         )
+        self.tasks = Gauge(
+            "hepai_event_loop_tasks",
+            "asyncio tasks alive in the serving processes: requests, streams, background work.",
+            multiprocess_mode="livesum",
+            registry=registry,
+        )
         self.draining = Gauge(
             "hepai_draining",
             "1 while a process drains after SIGTERM.",
