@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,6 +19,22 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.trace.v1.trace_pb2 import Span
 
 from tests.stack import Platform
+
+
+@pytest.fixture(scope="module")
+def platform(tmp_path_factory: pytest.TempPathFactory, providers_file: Path) -> Platform:
+    """SQLite is enough: spans do not depend on the database."""
+    platform = Platform(
+        data_dir=tmp_path_factory.mktemp("tracing"), database_url=None, config=providers_file
+    )
+    platform.cli("db", "upgrade")
+    return platform
+
+
+@pytest.fixture(scope="module")
+def user_key(platform: Platform) -> str:
+    return platform.create_user("traced")
+
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_ID = "00f067aa0ba902b7"

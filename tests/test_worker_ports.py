@@ -18,6 +18,22 @@ from tests.stack import BIN, Platform, Server, stop
 pytestmark = pytest.mark.e2e
 
 
+@pytest.fixture(scope="module")
+def platform(tmp_path_factory: pytest.TempPathFactory, providers_file: Path) -> Platform:
+    """SQLite is enough: ports do not depend on the database."""
+    platform = Platform(
+        data_dir=tmp_path_factory.mktemp("ports"), database_url=None, config=providers_file
+    )
+    platform.cli("db", "upgrade")
+    return platform
+
+
+@pytest.fixture(scope="module")
+def server(platform: Platform) -> Iterator[Server]:
+    with platform.serve() as running:
+        yield running
+
+
 @contextmanager
 def worker_without_port(
     server: Server, key: str, name: str, log: Path
