@@ -15,6 +15,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import BaseRoute, Route
 
 from hepai_server.config import Settings, load_providers
 from hepai_server.db.engine import is_unavailable, unavailable
@@ -25,7 +26,9 @@ from hepai_server.errors import (
     NotFound,
     PayloadTooLarge,
 )
+from hepai_server.gateway.asgi import REQUEST_ID_KEY
 from hepai_server.gateway.edge import Edge
+from hepai_server.gateway.frame import Frame
 from hepai_server.gateway.health import drain_on_sigterm
 from hepai_server.gateway.runtime import Gateway
 from hepai_server.portal.routes import portal_routes
@@ -50,9 +53,10 @@ def create_app(settings: Settings) -> Starlette:
         finally:
             await gateway.close()
 
+    routes = api_routes() + portal_routes()
     return Starlette(
-        routes=api_routes() + portal_routes(),
-        middleware=[Middleware(Edge)],
+        routes=routes,
+        middleware=[Middleware(Edge, stamped=frame_paths(routes))],
         lifespan=lifespan,
         exception_handlers={
             HepAIError: on_hepai_error,
@@ -60,6 +64,15 @@ def create_app(settings: Settings) -> Starlette:
             HTTPException: on_http_exception,
             Exception: on_unexpected_error,
         },
+    )
+
+
+def frame_paths(routes: list[BaseRoute]) -> frozenset[str]:
+    """The paths of the relaying endpoints, which send their own x-request-id."""
+    return frozenset(
+        route.path
+        for route in routes
+        if isinstance(route, Route) and isinstance(route.endpoint, Frame)
     )
 
 
@@ -87,7 +100,7 @@ async def on_hepai_error(request: Request, exc: Exception) -> Response:
         log.warning("503 on %s %s: %s", request.method, request.url.path, exc.message)
         if hasattr(request.state, "gateway"):
             request.state.gateway.metrics.db_unavailable.inc()
-    headers = {}
+    headers = stamp(request)
     if isinstance(exc, PayloadTooLarge):
         # After a 413 the rest of the refused body may still be on its way: closing the
         # connection spares reading it.
@@ -117,7 +130,7 @@ async def on_http_exception(request: Request, exc: Exception) -> Response:
     return Response(
         error.to_json(),
         status_code=error.status,
-        headers=exc.headers,
+        headers={**stamp(request), **(exc.headers or {})},
         media_type="application/json",
     )
 
@@ -125,4 +138,13 @@ async def on_http_exception(request: Request, exc: Exception) -> Response:
 async def on_unexpected_error(request: Request, exc: Exception) -> Response:
     log.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
     error = HepAIError("The server had an error while processing your request.")
-    return Response(error.to_json(), status_code=500, media_type="application/json")
+    return Response(
+        error.to_json(), status_code=500, headers=stamp(request), media_type="application/json"
+    )
+
+
+def stamp(request: Request) -> dict[str, str]:
+    """The request id header for an error answer: the edge does not stamp those on the
+    relaying endpoints' paths, nor the 500s sent from outside it."""
+    request_id = request.scope.get(REQUEST_ID_KEY)
+    return {"x-request-id": request_id} if request_id else {}

@@ -4,6 +4,9 @@ It serves ``/path/`` as ``/path`` (the hepai client and some tools add the slash
 request its id (the client's sane ``X-Request-ID``, else a fresh one) for the log lines it causes
 and the ``x-request-id`` header of its answer, and while the process drains makes every answer
 close its connection, so a load balancer's pooled connections leave with it.
+
+The relaying endpoints (frames) stamp their answers themselves: on their paths the edge leaves
+``send`` as it is, which spares every chunk of a stream a call (2-5 µs a request, measured).
 """
 
 from __future__ import annotations
@@ -24,10 +27,12 @@ CLOSE = (b"connection", b"close")
 
 
 class Edge:
-    __slots__ = ("app",)
+    __slots__ = ("app", "stamped")
 
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, stamped: frozenset[str] = frozenset()) -> None:
         self.app = app
+        #: Paths whose endpoints send x-request-id themselves.
+        self.stamped = stamped
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -43,22 +48,31 @@ class Edge:
                 break
         request_id = client_request_id(given)
         scope[REQUEST_ID_KEY] = request_id
-        stamp = (b"x-request-id", request_id.encode())
         gateway = scope.get("state", {}).get("gateway")
         draining = gateway is not None and gateway.health.draining
-
-        async def stamped(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = list(message.get("headers") or ())
-                if not any(name == b"x-request-id" for name, _ in headers):
-                    headers.append(stamp)
-                if draining:
-                    headers.append(CLOSE)
-                message["headers"] = headers
-            await send(message)
-
         token = REQUEST_ID.set(request_id)
         try:
-            await self.app(scope, receive, stamped)
+            if scope["path"] in self.stamped and not draining:
+                await self.app(scope, receive, send)
+            else:
+                await self.app(scope, receive, stamping(send, request_id, close=draining))
         finally:
             REQUEST_ID.reset(token)
+
+
+def stamping(send: Send, request_id: str, *, close: bool) -> Send:
+    """``send``, adding x-request-id to the answer unless it has one (and, with ``close``,
+    ``connection: close``)."""
+    stamp = (b"x-request-id", request_id.encode())
+
+    async def stamped(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            headers = list(message.get("headers") or ())
+            if not any(name == b"x-request-id" for name, _ in headers):
+                headers.append(stamp)
+            if close:
+                headers.append(CLOSE)
+            message["headers"] = headers
+        await send(message)
+
+    return stamped

@@ -136,20 +136,12 @@ class Frame:
         except ClientDisconnected:
             exchange.outcome.fail(CLIENT_CLOSED, "client closed the connection")
         except HepAIError as error:
-            if isinstance(error, DatabaseUnavailable):
-                log.warning("503 on %s: %s", self.handler.name, error.message)
-                gateway.metrics.db_unavailable.inc()
-            exchange.outcome.fail(error.status, error.message)
-            await send_error(send, error, request_id=exchange.request_id)
+            await refuse(exchange, error, send)
         except Exception as exc:
             if not is_unavailable(exc):
                 exchange.outcome.fail(500, "internal error")
                 raise
-            refusal = unavailable(exc)
-            log.warning("503 on %s: %s", self.handler.name, refusal.message)
-            gateway.metrics.db_unavailable.inc()
-            exchange.outcome.fail(refusal.status, refusal.message)
-            await send_error(send, refusal, request_id=exchange.request_id)
+            await refuse(exchange, unavailable(exc), send)
         finally:
             row = exchange.usage_row(caller)
             if caller is not None:
@@ -157,6 +149,15 @@ class Frame:
             gateway.meter.add(row)
             if gateway.tracing is not None:
                 trace(gateway.tracing, row, exchange.headers.get(b"traceparent"))
+
+
+async def refuse(exchange: Exchange, error: HepAIError, send: Send) -> None:
+    """Answer with an error raised before the answer began, and note it in the outcome."""
+    if isinstance(error, DatabaseUnavailable):
+        log.warning("503 on %s: %s", exchange.endpoint, error.message)
+        exchange.gateway.metrics.db_unavailable.inc()
+    exchange.outcome.fail(error.status, error.message)
+    await send_error(send, error, request_id=exchange.request_id)
 
 
 def trace(tracing: Tracing, row: UsageRow, traceparent: bytes | None) -> None:

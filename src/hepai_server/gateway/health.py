@@ -57,6 +57,9 @@ class Health:
     def _database(self) -> asyncio.Future[None]:
         if self._pending is None or self._pending.done():
             self._pending = asyncio.ensure_future(asyncio.to_thread(select_one, self.probe))
+            # A check that outlived its budget ends unobserved: take its error here, or
+            # asyncio logs it as never retrieved.
+            self._pending.add_done_callback(lambda done: done.cancelled() or done.exception())
         return self._pending
 
     def close(self) -> None:
@@ -64,7 +67,7 @@ class Health:
 
 
 async def timed(check: Awaitable[None]) -> str:
-    """ "ok", or why not, within the budget."""
+    """The verdict of one check: ok, or why not, within the budget."""
     try:
         await asyncio.wait_for(check, READY_BUDGET)
     except TimeoutError:

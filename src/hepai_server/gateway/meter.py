@@ -13,7 +13,7 @@ import contextlib
 import logging
 import os
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from typing import Any
 
 from prometheus_client import Counter as CounterMetric
@@ -25,7 +25,7 @@ from hepai_server.gateway.auth import Authenticator
 from hepai_server.gateway.health import Health
 from hepai_server.gateway.routing import Occupancy
 from hepai_server.gateway.usage import UsageRecorder, UsageRow
-from hepai_server.telemetry.metrics import Metrics
+from hepai_server.telemetry.metrics import Metrics, observe_all
 
 log = logging.getLogger(__name__)
 
@@ -100,14 +100,16 @@ class Meter:
         metrics = self.metrics
         requests: Counter[tuple[str, str, str, str]] = Counter()
         tokens: Counter[tuple[str, str]] = Counter()
+        durations: dict[tuple[str, str], list[float]] = defaultdict(list)
+        ttfts: dict[str, list[float]] = defaultdict(list)
         for row in rows:
             # Only ids that reached a deployment are labels: a request for "no/such-model"
             # must not mint a series.
             model = row.model if row.deployment else ""
             requests[(row.endpoint, model, row.deployment or "", str(row.status_code))] += 1
-            self.child(metrics.duration, row.endpoint, model).observe(row.latency_ms / 1000)
+            durations[(row.endpoint, model)].append(row.latency_ms / 1000)
             if row.stream and row.ttft_ms is not None:
-                self.child(metrics.ttft, model).observe(row.ttft_ms / 1000)
+                ttfts[model].append(row.ttft_ms / 1000)
             if row.prompt_tokens:
                 tokens[(model, "prompt")] += row.prompt_tokens
             if row.completion_tokens:
@@ -116,6 +118,10 @@ class Meter:
             self.child(metrics.requests, *request_labels).inc(count)
         for token_labels, count in tokens.items():
             self.child(metrics.tokens, *token_labels).inc(count)
+        for duration_labels, seconds in durations.items():
+            observe_all(self.child(metrics.duration, *duration_labels), seconds)
+        for model, seconds in ttfts.items():
+            observe_all(self.child(metrics.ttft, model), seconds)
 
     def set_gauges(self) -> None:
         metrics, recorder = self.metrics, self._recorder
