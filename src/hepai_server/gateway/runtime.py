@@ -45,10 +45,9 @@ from hepai_server.security.names import claim_key
 from hepai_server.services import providers
 from hepai_server.services.accounts import Caller, find_caller
 from hepai_server.services.throttle import Throttle
-from hepai_server.state.broadcast import CALLERS, CATALOG, Broadcast
+from hepai_server.state.changes import CALLERS, CATALOG, Publisher
 from hepai_server.state.counters import Counters, MemoryCounters
 from hepai_server.state.generation import Generation
-from hepai_server.state.redis_counters import RedisCounters
 from hepai_server.telemetry.metrics import Metrics
 from hepai_server.telemetry.tracing import Tracing
 
@@ -85,7 +84,7 @@ class Gateway:
     limiter: Limiter
     counters: Counters
     #: Changes told to every replica through Redis, when several share it.
-    broadcast: Broadcast | None
+    broadcast: Publisher | None
     upstreams: Upstreams
     probes: HealthChecks
     sweeper: asyncio.Task[None]
@@ -127,9 +126,12 @@ class Gateway:
             )
         recorder.start()
         session = upstream_session(settings)
-        counters: Counters = (
-            RedisCounters(settings.redis_url) if settings.redis_url else MemoryCounters()
-        )
+        counters: Counters = MemoryCounters()
+        if settings.redis_url:
+            # Only here: redis-py imports OpenTelemetry's SDK when it is installed.
+            from hepai_server.state.redis_counters import RedisCounters
+
+            counters = RedisCounters(settings.redis_url)
         alerts = Alerts(
             engine,
             session,
@@ -249,6 +251,8 @@ class Gateway:
         )
         gateway.probes.start()
         if settings.redis_url:
+            from hepai_server.state.broadcast import Broadcast
+
             gateway.broadcast = Broadcast(settings.redis_url, gateway.heard)
             gateway.broadcast.start()
         # Read before loading: a change made while this process loads is then seen as one.
