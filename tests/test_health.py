@@ -150,9 +150,12 @@ def test_every_api_answer_carries_a_request_id(
         server.url + path,
         headers={"authorization": f"Bearer {user_key}", "x-request-id": "trace-me-0001"},
     )
-    assert response.headers["x-request-id"] == "trace-me-0001", response.status_code
+    # The platform's own id (the ledger's key), and the client's beside it.
+    assert response.headers["x-request-id"].startswith("req-"), response.status_code
+    assert response.headers["x-client-request-id"] == "trace-me-0001", response.status_code
     fresh = httpx.request(method, server.url + path)
     assert fresh.headers["x-request-id"].startswith("req-")
+    assert "x-client-request-id" not in fresh.headers
 
 
 @pytest.mark.e2e

@@ -26,7 +26,7 @@ from hepai_server.errors import (
     NotFound,
     PayloadTooLarge,
 )
-from hepai_server.gateway.asgi import REQUEST_ID_KEY
+from hepai_server.gateway.asgi import REQUEST_ID_KEY, client_request_id
 from hepai_server.gateway.edge import Edge
 from hepai_server.gateway.frame import Frame
 from hepai_server.gateway.health import drain_on_sigterm
@@ -145,7 +145,12 @@ async def on_unexpected_error(request: Request, exc: Exception) -> Response:
 
 
 def stamp(request: Request) -> dict[str, str]:
-    """The request id header for an error answer: the edge does not stamp those on the
-    relaying endpoints' paths, nor the 500s sent from outside it."""
-    request_id = request.scope.get(REQUEST_ID_KEY)
-    return {"x-request-id": request_id} if request_id else {}
+    """The request id headers for an error answer (the platform's, and the client's own): the
+    edge does not stamp those on the relaying endpoints' paths, nor the 500s sent from outside
+    it."""
+    headers = {}
+    if request_id := request.scope.get(REQUEST_ID_KEY):
+        headers["x-request-id"] = request_id
+    if client_id := client_request_id(request.headers.get("x-request-id", "").encode() or None):
+        headers["x-client-request-id"] = client_id
+    return headers

@@ -19,6 +19,7 @@ from hepai_server.gateway.asgi import (
     Receive,
     Scope,
     Send,
+    client_request_id,
     new_request_id,
 )
 from hepai_server.telemetry.logs import REQUEST_ID
@@ -41,10 +42,16 @@ class Edge:
         path = scope["path"]
         if len(path) > 1 and path.endswith("/"):
             scope["path"] = path.rstrip("/") or "/"
-        # The platform's own id, always (the ledger's key); a client's X-Request-ID is kept
-        # beside it by the relaying endpoints' frame.
+        # The platform's own id, always (the ledger's key); a client's sane X-Request-ID is
+        # answered beside it as x-client-request-id (the relaying endpoints' frames do that
+        # themselves, and keep it in the usage row).
         request_id = new_request_id()
         scope[REQUEST_ID_KEY] = request_id
+        client_id = None
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                client_id = client_request_id(value)
+                break
         gateway = scope.get("state", {}).get("gateway")
         draining = gateway is not None and gateway.health.draining
         token = REQUEST_ID.set(request_id)
@@ -52,14 +59,16 @@ class Edge:
             if scope["path"] in self.stamped and not draining:
                 await self.app(scope, receive, send)
             else:
-                await self.app(scope, receive, stamping(send, request_id, close=draining))
+                await self.app(
+                    scope, receive, stamping(send, request_id, client_id, close=draining)
+                )
         finally:
             REQUEST_ID.reset(token)
 
 
-def stamping(send: Send, request_id: str, *, close: bool) -> Send:
-    """``send``, adding x-request-id to the answer unless it has one (and, with ``close``,
-    ``connection: close``)."""
+def stamping(send: Send, request_id: str, client_id: str | None, *, close: bool) -> Send:
+    """``send``, adding x-request-id (and the client's own, as x-client-request-id) to the
+    answer unless it has them (and, with ``close``, ``connection: close``)."""
     stamp = (b"x-request-id", request_id.encode())
 
     async def stamped(message: Message) -> None:
@@ -67,6 +76,10 @@ def stamping(send: Send, request_id: str, *, close: bool) -> Send:
             headers = list(message.get("headers") or ())
             if not any(name == b"x-request-id" for name, _ in headers):
                 headers.append(stamp)
+            if client_id is not None and not any(
+                name == b"x-client-request-id" for name, _ in headers
+            ):
+                headers.append((b"x-client-request-id", client_id.encode()))
             if close:
                 headers.append(CLOSE)
             message["headers"] = headers
