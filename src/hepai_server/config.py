@@ -357,6 +357,18 @@ class Settings(BaseSettings):
         description="The body the alert webhook takes: generic JSON, or the message format of "
         "WeCom, DingTalk, Feishu or Slack bots.",
     )
+    smtp_host: str | None = Field(
+        default=None, description="The SMTP server budget alerts are e-mailed through; unset: none."
+    )
+    smtp_port: int = Field(default=587, description="The SMTP server's port.")
+    smtp_username: str | None = Field(default=None, description="The SMTP login, if it needs one.")
+    smtp_password: SecretStr | None = Field(default=None, description="The SMTP password.")
+    smtp_from: str = Field(
+        default="hepai-server@localhost", description="The sender of alert e-mails."
+    )
+    smtp_starttls: bool = Field(
+        default=True, description="Upgrade the SMTP connection with STARTTLS before sending."
+    )
     breaker_failures: int = Field(
         default=5,
         ge=1,

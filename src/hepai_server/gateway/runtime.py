@@ -24,7 +24,7 @@ from hepai_server.files.grant import FileGrants
 from hepai_server.files.service import FileService
 from hepai_server.files.storage import open_storage
 from hepai_server.files.uploads import UploadService
-from hepai_server.gateway.alerts import Alerts
+from hepai_server.gateway.alerts import Alerts, Mailer
 from hepai_server.gateway.auth import Authenticator
 from hepai_server.gateway.catalog import Catalog
 from hepai_server.gateway.dispatch import Dispatcher, WorkerSessions
@@ -138,6 +138,18 @@ class Gateway:
             webhook_url=settings.alert_webhook_url,
             webhook_format=settings.alert_webhook_format,
             currency=settings.currency,
+            mailer=Mailer(
+                settings.smtp_host,
+                settings.smtp_port,
+                sender=settings.smtp_from,
+                username=settings.smtp_username,
+                password=settings.smtp_password.get_secret_value()
+                if settings.smtp_password
+                else None,
+                starttls=settings.smtp_starttls,
+            )
+            if settings.smtp_host
+            else None,
         )
         policy = EgressPolicy.from_strings(settings.worker_allowed_networks)
         workers = WorkerSessions(partial(upstream_session, settings), policy)

@@ -19,7 +19,7 @@ from hepai_server.gateway.gate import GateCall
 from hepai_server.gateway.relay import OpenAIRelay
 from hepai_server.gateway.runtime import Gateway
 from hepai_server.protocol.openai import CHAT, COMPLETIONS, EMBEDDINGS, RERANK
-from hepai_server.routes import accounts, billing, ddf, files, openai, providers
+from hepai_server.routes import accounts, billing, ddf, files, groups, openai, providers
 from hepai_server.routes.http import json_response
 from hepai_server.telemetry.metrics import CONTENT_TYPE
 
@@ -60,6 +60,7 @@ def api_routes() -> list[BaseRoute]:
         ]
     routes += ddf_routes("/apiv2")
     routes.append(Route("/apiv2/providers/health", providers.provider_health, methods=["GET"]))
+    routes += group_routes("/apiv2")
     routes += account_routes("/apiv2")
     routes += [Route(prefix, probe, methods=["GET"]) for prefix in PREFIXES]
     routes.append(Route("/healthz", probe, methods=["GET"]))
@@ -97,6 +98,17 @@ def ddf_routes(prefix: str) -> list[BaseRoute]:
         Route(prefix + "/worker/get_worker_status", ddf.get_worker_status, methods=["POST"]),
         Route(prefix + "/worker/refresh_all_workers", ddf.refresh_all_workers, methods=["GET"]),
         Route(prefix + "/agents/list_agents", ddf.list_agents, methods=["GET"]),
+    ]
+
+
+def group_routes(prefix: str) -> list[BaseRoute]:
+    member = prefix + "/groups/{group}/members/{username}"
+    return [
+        Route(prefix + "/groups", groups.list_groups, methods=["GET"]),
+        Route(prefix + "/groups/{group}/usage", groups.group_usage, methods=["GET"]),
+        Route(member, groups.change_member, methods=["POST", "DELETE"]),
+        Route(member + "/budget", groups.member_budget, methods=["PUT"]),
+        Route(member + "/limits", groups.member_limits, methods=["PUT"]),
     ]
 
 
