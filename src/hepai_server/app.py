@@ -20,7 +20,7 @@ from hepai_server.errors import HepAIError, MethodNotAllowed, NotFound, PayloadT
 from hepai_server.gateway.asgi import Receive, Scope, Send
 from hepai_server.gateway.runtime import Gateway
 from hepai_server.portal.routes import portal_routes
-from hepai_server.portal.web import Portal
+from hepai_server.portal.web import Portal, error_page, wants_page
 from hepai_server.routes.api import api_routes
 
 log = logging.getLogger(__name__)
@@ -100,6 +100,8 @@ async def on_http_exception(request: Request, exc: Exception) -> Response:
         error = MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}")
     else:
         error = NotFound(f"no route {request.url.path}")
+    if wants_page(request):  # a browser gets the portal's page; programs keep the JSON
+        return await error_page(request, error)
     return Response(
         error.to_json(),
         status_code=error.status,
@@ -111,4 +113,6 @@ async def on_http_exception(request: Request, exc: Exception) -> Response:
 async def on_unexpected_error(request: Request, exc: Exception) -> Response:
     log.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
     error = HepAIError("The server had an error while processing your request.")
+    if wants_page(request):
+        return await error_page(request, error, signed_in=False)
     return Response(error.to_json(), status_code=500, media_type="application/json")

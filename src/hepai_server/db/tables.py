@@ -126,6 +126,9 @@ class WebSession(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    #: A notice a form's redirect leaves for the next page, sealed with a key only the
+    #: browser's cookie gives (it may carry a new key's secret); read once, then cleared.
+    flash: Mapped[str | None] = mapped_column(Text)
 
     user: Mapped[User] = relationship(lazy="joined")
 

@@ -68,6 +68,9 @@ class Model:
     groups: frozenset[str]
     users: frozenset[str]
     deployments: tuple[Deployment, ...]
+    #: What the config file says of the model, for the portal's catalogue.
+    context_length: int | None = None
+    capabilities: frozenset[str] = frozenset()
 
     def is_callable_by(self, caller: Caller) -> bool:
         if caller.allowed_models is not None and self.id not in caller.allowed_models:
@@ -157,6 +160,8 @@ class Catalog:
                         groups=frozenset(entry.groups),
                         users=frozenset(entry.users),
                         deployments=(deployment,),
+                        context_length=entry.context_length,
+                        capabilities=frozenset(entry.capabilities),
                     )
                     continue
                 if known.type != entry.type:
@@ -174,6 +179,8 @@ class Catalog:
                     groups=known.groups | set(entry.groups),
                     users=known.users | set(entry.users),
                     deployments=(*known.deployments, deployment),
+                    context_length=known.context_length or entry.context_length,
+                    capabilities=known.capabilities | set(entry.capabilities),
                 )
         return cls(merged.values())
 

@@ -85,6 +85,8 @@ class Report:
     #: Models by total tokens, then requests, most used first.
     per_model: list[tuple[str, Totals]]
     overall: Totals
+    #: Requests and total tokens per day and model (what stacked charts draw).
+    day_model: dict[tuple[date, str], tuple[int, int]]
 
 
 def report(session: Session, usage: UsageFilter) -> Report:
@@ -97,7 +99,9 @@ def report(session: Session, usage: UsageFilter) -> Report:
     )
     days: dict[date, list[int]] = {}
     models: dict[str, list[int]] = {}
+    day_model: dict[tuple[date, str], tuple[int, int]] = {}
     for day, model, *values in session.execute(query):
+        day_model[day, model] = (int(values[0]), int(values[4]))
         for bucket in (days.setdefault(day, [0] * 7), models.setdefault(model, [0] * 7)):
             for index, value in enumerate(values):
                 bucket[index] += int(value)
@@ -110,6 +114,7 @@ def report(session: Session, usage: UsageFilter) -> Report:
         per_day=[(day, Totals(*days[day]) if day in days else Totals()) for day in usage.days()],
         per_model=ranked,
         overall=Totals(*overall),
+        day_model=day_model,
     )
 
 
@@ -132,3 +137,28 @@ def detail_rows(session: Session, usage: UsageFilter) -> Iterator[tuple[Any, ...
 def models_used(session: Session, usage: UsageFilter) -> list[str]:
     query = usage.apply(select(UsageDaily.model).distinct()).order_by(UsageDaily.model)
     return list(session.scalars(query))
+
+
+def per_user(session: Session, usage: UsageFilter, *, limit: int = 10) -> list[tuple[str, Totals]]:
+    """The accounts that used the most tokens (then requests), for admins."""
+    query = usage.apply(
+        select(func.coalesce(User.username, ""), *_sums())
+        .select_from(UsageDaily)
+        .outerjoin(User, User.id == UsageDaily.user_id)
+        .group_by(UsageDaily.user_id, User.username)
+    )
+    rows = [(name, Totals(*(int(v) for v in values))) for name, *values in session.execute(query)]
+    return sorted(rows, key=lambda row: (-row[1].total_tokens, -row[1].requests, row[0]))[:limit]
+
+
+def per_group(session: Session, usage: UsageFilter, *, limit: int = 10) -> list[tuple[str, Totals]]:
+    """Usage summed over each group's members (an account in two groups counts in both)."""
+    query = usage.apply(
+        select(Group.name, *_sums())
+        .select_from(UsageDaily)
+        .join(user_groups, user_groups.c.user_id == UsageDaily.user_id)
+        .join(Group, Group.id == user_groups.c.group_id)
+        .group_by(Group.name)
+    )
+    rows = [(name, Totals(*(int(v) for v in values))) for name, *values in session.execute(query)]
+    return sorted(rows, key=lambda row: (-row[1].total_tokens, -row[1].requests, row[0]))[:limit]

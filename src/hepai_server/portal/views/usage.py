@@ -1,7 +1,9 @@
-"""The usage page and its CSV export: requests and tokens per day and per model.
+"""The usage page and its CSV export: requests and tokens per day stacked by model, per model,
+per key, the request log; for admins, every account's, the top users and groups.
 
 Everyone sees their own usage; admins see every account's and may narrow it to one user,
-group or model.
+group or model. Days are UTC days (the daily totals are kept per UTC day); times of single
+requests are the viewer's.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import csv
 import io
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from sqlalchemy import select
@@ -18,51 +20,95 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from hepai_server.db.tables import User
-from hepai_server.portal.charts import bar_chart
+from hepai_server.portal.charts import stacked_chart, top_series
 from hepai_server.portal.web import Portal, Viewer, gateway
-from hepai_server.services import accounts, usage_report
-from hepai_server.services.usage_report import UsageFilter
+from hepai_server.services import accounts, usage_log, usage_report
+from hepai_server.services.usage_report import Report, UsageFilter
 
 SPANS = (7, 30, 90, 365)
 DEFAULT_SPAN = 30
+#: The longest custom range, in days.
+LONGEST = 366
+LOG_SIZE = 50
+
+
+def parse_day(raw: str) -> date | None:
+    try:
+        return date.fromisoformat(raw) if raw and len(raw) == 10 else None
+    except ValueError:
+        return None
 
 
 def usage_filter(
     request: Request, viewer: Viewer, session: Session
 ) -> tuple[UsageFilter, dict[str, Any]]:
-    """The report the query string asks for, within what the viewer may see."""
+    """The report the query string asks for, within what the viewer may see: the last N days,
+    or a custom range of days (at most a year, never past today)."""
     query = request.query_params
-    try:
-        span = int(query.get("days", DEFAULT_SPAN))
-    except ValueError:
-        span = DEFAULT_SPAN
-    span = span if span in SPANS else DEFAULT_SPAN
     today = datetime.now(UTC).date()
-    chosen: dict[str, Any] = {"days": span, "user": "", "group": "", "model": ""}
+    first, last = parse_day(query.get("from", "")), parse_day(query.get("to", ""))
+    custom = first is not None and last is not None
+    span = int(query["days"]) if query.get("days", "").isdigit() else DEFAULT_SPAN
+    span = span if span in SPANS else DEFAULT_SPAN
+    if first is not None and last is not None:
+        last = min(last, today)
+        first = max(min(first, last), last - timedelta(days=LONGEST - 1))
+    else:
+        first, last = today - timedelta(days=span - 1), today
+    chosen: dict[str, Any] = {
+        "days": span,
+        "custom": custom,
+        "from": first.isoformat(),
+        "to": last.isoformat(),
+        "user": "",
+        "group": "",
+        "model": "",
+        "errors": query.get("errors") == "1",
+    }
     user_id: int | None = viewer.user_id
     group = None
     if viewer.is_admin:
-        username = query.get("user", "").strip()
+        username = query.get("user", "").strip()[:128]
         user_id = None
         if username:
             user_id = session.scalar(select(User.id).where(User.username == username)) or -1
             chosen["user"] = username
-        group = query.get("group", "").strip() or None
+        group = query.get("group", "").strip()[:128] or None
         chosen["group"] = group or ""
     model = query.get("model", "").strip()[:256] or None
     chosen["model"] = model or ""
-    report = UsageFilter(
-        first_day=today - timedelta(days=span - 1),
-        last_day=today,
-        user_id=user_id,
-        group=group,
-        model=model,
-    )
+    report = UsageFilter(first_day=first, last_day=last, user_id=user_id, group=group, model=model)
     return report, chosen
+
+
+def charts(result: Report, t: Any) -> dict[str, Any]:
+    """Requests and tokens per day, each stacked by the models used most."""
+    days = [day.isoformat() for day, _totals in result.per_day]
+    short = [day[5:] for day in days]
+    other = t("usage.other_models")
+    made = {}
+    for name, position in (("requests", 0), ("tokens", 1)):
+        values = {
+            (day.isoformat(), model): v[position] for (day, model), v in result.day_model.items()
+        }
+        totals: dict[str, int] = {}
+        for (_day, model), value in values.items():
+            totals[model] = totals.get(model, 0) + value
+        made[name] = stacked_chart(
+            days,
+            values,
+            top_series(totals, other),
+            other=other,
+            total_label=t("usage.total"),
+            short=short,
+        )
+    return made
 
 
 async def usage_page(request: Request, portal: Portal) -> Response:
     viewer = await portal.viewer(request)
+    t = portal.translator(request)
+    before = request.query_params.get("before", "")
 
     def work(session: Session) -> dict[str, Any]:
         chosen_filter, chosen = usage_filter(request, viewer, session)
@@ -72,40 +118,36 @@ async def usage_page(request: Request, portal: Portal) -> Response:
             choices = usage_report.models_used(session, unfiltered)
         else:
             choices = sorted(model for model, _totals in result.per_model)
-        days = result.per_day
-        top = result.per_model[:12]
+        since = datetime.combine(chosen_filter.first_day, time(), UTC)
+        until = datetime.combine(chosen_filter.last_day + timedelta(days=1), time(), UTC)
+        one_user = chosen_filter.user_id
+        everyone = viewer.is_admin and one_user is None
+        log, more = usage_log.latest(
+            session,
+            user_id=one_user,
+            errors_only=chosen["errors"],
+            before_id=int(before) if before.isdigit() and len(before) < 19 else None,
+            limit=LOG_SIZE,
+        )
         return {
             "chosen": chosen,
             "overall": result.overall,
-            "requests_chart": bar_chart(
-                [(d.isoformat(), t.requests) for d, t in days], short=month_day
-            ),
-            "tokens_chart": bar_chart(
-                [(d.isoformat(), t.total_tokens) for d, t in days], short=month_day
-            ),
-            "model_requests_chart": bar_chart(
-                [(model, t.requests) for model, t in top], short=model_tick, max_labels=12
-            ),
-            "model_tokens_chart": bar_chart(
-                [(model, t.total_tokens) for model, t in top], short=model_tick, max_labels=12
-            ),
             "models": result.per_model,
             "model_choices": choices,
             "groups": [g.name for g in accounts.list_groups(session)] if viewer.is_admin else [],
+            "keys": usage_log.per_key(session, user_id=one_user, since=since, until=until)
+            if one_user is not None and one_user > 0
+            else [],
+            "top_users": usage_report.per_user(session, chosen_filter) if everyone else [],
+            "top_groups": usage_report.per_group(session, chosen_filter) if everyone else [],
+            "log": log,
+            "more": more,
+            "everyone": everyone,
+            **charts(result, t),
         }
 
     context = await gateway(request).transact(work)
     return portal.render(request, "usage.html", viewer=viewer, spans=SPANS, **context)
-
-
-def month_day(day: str) -> str:
-    return day[5:]
-
-
-def model_tick(model: str) -> str:
-    """A model id short enough to stand under its bar: its last part, cut to 14 characters."""
-    name = model.rsplit("/", 1)[-1]
-    return name if len(name) <= 14 else name[:13] + "…"
 
 
 def spreadsheet_safe(value: object) -> object:
