@@ -129,10 +129,10 @@ def delete_provider(session: Session, *, provider: Provider) -> None:
 
 
 def add_models(session: Session, *, provider: Provider, model_ids: Iterable[str]) -> int:
-    """Add the chat models ``model_ids`` the provider lacks (its ``/models`` listed them), but
-    none a worker has claimed; how many were added. New models are for admins only until a
-    permission says otherwise."""
-    have = {model.model_id for model in provider.models}
+    """Add the chat models ``model_ids`` the provider lacks, by public or upstream name (its
+    ``/models`` listed them), but none a worker has claimed; how many were added. New models
+    are for admins only until a permission says otherwise."""
+    have = {name for m in provider.models for name in (m.model_id, m.upstream) if name}
     wanted = [m for m in dict.fromkeys(model_ids) if m not in have and 0 < len(m) <= 256]
     claimed = set(session.scalars(select(ModelName.name).where(ModelName.name.in_(wanted))).all())
     added = [ProviderModel(model_id=m, type="chat") for m in wanted if m not in claimed]

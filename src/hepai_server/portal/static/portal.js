@@ -6,8 +6,8 @@
 // Pages show times in the browser's zone: the server reads it from this cookie.
 (() => {
   const zone = Intl.DateTimeFormat().resolvedOptions().timeZone;
-  if (!zone) return;
-  const cookie = "hepai_tz=" + encodeURIComponent(zone);
+  if (!zone || !/^[A-Za-z0-9_+\-\/]+$/.test(zone)) return;  // IANA names need no escaping
+  const cookie = "hepai_tz=" + zone;
   if (!document.cookie.split("; ").includes(cookie)) {
     document.cookie = cookie + "; path=/; max-age=31536000; samesite=lax";
   }
