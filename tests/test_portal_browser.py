@@ -87,8 +87,9 @@ def test_key_made_in_the_portal_calls_the_api_shows_in_usage_and_dies_on_revoke(
             time.sleep(0.2)
         assert page.locator('[data-total="requests"]').inner_text() == "1"
         assert page.locator("#chart-requests").is_visible()
-        assert page.locator("#chart-models").is_visible()
-        assert page.locator("figure:has(#chart-models) text", has_text="chat").count() == 1
+        assert page.locator("#chart-tokens").is_visible()
+        legend = page.locator("figure:has(#chart-requests) .legend")
+        assert legend.locator("li", has_text="mock/chat").count() == 1
         shots(page, "usage")
 
         page.goto("/settings/keys")
