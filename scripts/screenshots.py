@@ -69,7 +69,7 @@ def seed(made: Platform) -> None:
     """A month of usage for alice and bob, written as the usage writer writes it."""
     engine = sa.create_engine(made.sqlalchemy_url)
     with engine.connect() as connection:
-        ids = dict(connection.execute(sa.text("SELECT username, id FROM users")).tuples().all())
+        ids = dict(connection.execute(sa.text("SELECT username, id FROM users")).all())
     rng, now = random.Random(17), datetime.now(UTC)
     rows, created = [], []
     for n in range(1500):

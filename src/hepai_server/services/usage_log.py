@@ -114,7 +114,7 @@ def per_key(session: Session, *, user_id: int, since: datetime, until: datetime)
     totals = session.execute(query).all()
     ids = [key_id for key_id, *_ in totals if key_id is not None]
     named = select(ApiKey.id, ApiKey.name).where(ApiKey.id.in_(ids))
-    names: dict[int, str] = dict(session.execute(named).tuples().all())
+    names: dict[int, str] = dict(session.execute(named).all())
     rows = [
         KeyTotals(key_id, names.get(key_id) if key_id else None, int(n), int(e), int(t))
         for key_id, n, e, t in totals

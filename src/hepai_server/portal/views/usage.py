@@ -82,25 +82,22 @@ def usage_filter(
 
 
 def charts(result: Report, t: Any) -> dict[str, Any]:
-    """Requests and tokens per day, each stacked by the models used most."""
+    """Requests and tokens per day, each stacked by the models used most (the same models in
+    the same colours in both)."""
     days = [day.isoformat() for day, _totals in result.per_day]
     short = [day[5:] for day in days]
     other = t("usage.other_models")
+    # Ranked by tokens; a model with requests and no tokens (a tool) still gets its colour.
+    weights = {model: totals.total_tokens + totals.requests for model, totals in result.per_model}
+    series = top_series(weights, other)
     made = {}
     for name, position in (("requests", 0), ("tokens", 1)):
         values = {
-            (day.isoformat(), model): v[position] for (day, model), v in result.day_model.items()
+            (day.isoformat(), model): counts[position]
+            for (day, model), counts in result.day_model.items()
         }
-        totals: dict[str, int] = {}
-        for (_day, model), value in values.items():
-            totals[model] = totals.get(model, 0) + value
         made[name] = stacked_chart(
-            days,
-            values,
-            top_series(totals, other),
-            other=other,
-            total_label=t("usage.total"),
-            short=short,
+            days, values, series, other=other, total_label=t("usage.total"), short=short
         )
     return made
 
