@@ -5,6 +5,14 @@
 
 const csrf = document.querySelector('meta[name="csrf-token"]').content;
 
+// What a failed call says, in the page's language, by its status: a Chinese page shows the
+// catalog's words, never the server's English.
+const callErrors = JSON.parse(document.querySelector('meta[name="call-errors"]').content);
+
+function failure(status) {
+  return callErrors[String(status)] || callErrors[status >= 500 ? "5xx" : "other"];
+}
+
 async function call(path, body, signal) {
   const response = await fetch("/playground/v1" + path, {
     method: "POST",
@@ -13,8 +21,11 @@ async function call(path, body, signal) {
     signal,
   });
   if (!response.ok) {
-    let message = response.status + " " + response.statusText;
-    try { message = (await response.json()).error.message; } catch { /* not JSON */ }
+    let message = failure(response.status);
+    // An English page may show the server's own (English) words, which say more.
+    if (document.documentElement.lang === "en") {
+      try { message = (await response.json()).error.message || message; } catch { /* not JSON */ }
+    }
     throw new Error(message);
   }
   return response;
@@ -216,7 +227,7 @@ if (chatForm) {
     try {
       const response = await call("/chat/completions", request(model, history), controller.signal);
       for await (const chunk of events(response)) {
-        if (chunk.error) throw new Error(chunk.error.message);
+        if (chunk.error) throw new Error(failure(502));
         const delta = (chunk.choices && chunk.choices[0] && chunk.choices[0].delta) || {};
         const reasoning = delta.reasoning_content || delta.reasoning;
         if (reasoning) {
