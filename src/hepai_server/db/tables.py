@@ -232,6 +232,18 @@ class UsageRecord(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+#: The counters of a daily total, in the order reports read them.
+DAILY_COUNTERS = (
+    "requests",
+    "errors",
+    "prompt_tokens",
+    "completion_tokens",
+    "total_tokens",
+    "pages",
+    "bytes",
+)
+
+
 class UsageDaily(Base):
     """Usage summed per UTC day, user and model: what the usage pages read instead of the rows.
 
@@ -239,7 +251,12 @@ class UsageDaily(Base):
     """
 
     __tablename__ = "usage_daily"
-    __table_args__ = (Index("ix_usage_daily_user_day", "user_id", "day"),)
+    #: Both indexes carry every counter, so the usage pages read them alone, in order, never
+    #: the table: by day and model (every account's report), by user and day (one account's).
+    __table_args__ = (
+        Index("ix_usage_daily_user_day", "user_id", "day", "model", *DAILY_COUNTERS),
+        Index("ix_usage_daily_day_model", "day", "model", *DAILY_COUNTERS),
+    )
 
     day: Mapped[date] = mapped_column(Date, primary_key=True)
     #: 0 for requests no account made (none are recorded today; the key must not be null).

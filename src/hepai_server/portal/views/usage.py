@@ -30,6 +30,8 @@ DEFAULT_SPAN = 30
 #: The longest custom range, in days.
 LONGEST = 366
 LOG_SIZE = 50
+#: Longer spans are drawn a week a column.
+WEEKLY_AFTER = 92
 
 
 def parse_day(raw: str) -> date | None:
@@ -83,23 +85,44 @@ def usage_filter(
 
 def charts(result: Report, t: Any) -> dict[str, Any]:
     """Requests and tokens per day, each stacked by the models used most (the same models in
-    the same colours in both)."""
+    the same colours in both); past three months, per week (ending today), which a screen can
+    show and a page can send."""
     days = [day.isoformat() for day, _totals in result.per_day]
-    short = [day[5:] for day in days]
+    weekly = len(days) > WEEKLY_AFTER
+    spans = [days[max(0, end - 6) : end + 1] for end in range(len(days) - 1, -1, -7)][::-1]
+    spans = spans if weekly else [[day] for day in days]
+    labels = [span[0] if len(span) == 1 else f"{span[0]} … {span[-1]}" for span in spans]
+    column = {day: label for span, label in zip(spans, labels, strict=True) for day in span}
     other = t("usage.other_models")
     # Ranked by tokens; a model with requests and no tokens (a tool) still gets its colour.
     weights = {model: totals.total_tokens + totals.requests for model, totals in result.per_model}
     series = top_series(weights, other)
-    made = {}
+    made: dict[str, Any] = {"per_week": weekly}
     for name, position in (("requests", 0), ("tokens", 1)):
-        values = {
-            (day.isoformat(), model): counts[position]
-            for (day, model), counts in result.day_model.items()
-        }
+        values: dict[tuple[str, str], int] = {}
+        for (day, model), counts in result.day_model.items():
+            key = (column[day.isoformat()], model)
+            values[key] = values.get(key, 0) + counts[position]
         made[name] = stacked_chart(
-            days, values, series, other=other, total_label=t("usage.total"), short=short
+            labels,
+            values,
+            series,
+            other=other,
+            total_label=t("usage.total"),
+            short=[span[0][5:] for span in spans],
         )
     return made
+
+
+def top_lists(session: Session, report: UsageFilter, everyone: bool) -> dict[str, Any]:
+    """For admins looking at every account: the top users and groups."""
+    if not everyone:
+        return {"top_users": [], "top_groups": []}
+    accounts = usage_report.per_account(session, report)
+    return {
+        "top_users": usage_report.per_user(session, accounts),
+        "top_groups": usage_report.per_group(session, accounts),
+    }
 
 
 async def usage_page(request: Request, portal: Portal) -> Response:
@@ -135,8 +158,7 @@ async def usage_page(request: Request, portal: Portal) -> Response:
             "keys": usage_log.per_key(session, user_id=one_user, since=since, until=until)
             if one_user is not None and one_user > 0
             else [],
-            "top_users": usage_report.per_user(session, chosen_filter) if everyone else [],
-            "top_groups": usage_report.per_group(session, chosen_filter) if everyone else [],
+            **top_lists(session, chosen_filter, everyone),
             "log": log,
             "more": more,
             "everyone": everyone,
