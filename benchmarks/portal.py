@@ -36,6 +36,8 @@ PAGES = [
     ("/", "home"),
     ("/usage", "admin, every account, 30 days"),
     ("/usage?days=365", "admin, every account, 365 days"),
+    ("/usage?view=people", "admin, top users and groups, 30 days"),
+    ("/usage?days=365&view=people", "admin, top users and groups, 365 days"),
     ("/usage?user=user-7&days=90", "admin, one user, 90 days"),
     ("/usage?errors=1", "admin, every account, errors in the log"),
     ("/usage.csv?days=90", "CSV export, every account, 90 days"),

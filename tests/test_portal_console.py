@@ -340,7 +340,9 @@ def test_usage_charts_are_readable_and_explained_with_a_request_log(
     page = context.new_page()
     try:
         sign_in(page, admin, next_path="/usage")
+        page.get_by_role("link", name="Users and groups").click()
         expect(page.locator("#users-table")).to_contain_text(username)
+        page.goto("/usage")
         page.locator("#from").fill("2020-01-01")
         page.get_by_role("button", name="Show these days").click()
         expect(page.locator("[data-range]")).to_have_attribute(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import csv
 import io
-from dataclasses import replace
+from dataclasses import astuple, replace
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
@@ -23,7 +23,7 @@ from hepai_server.db.tables import User
 from hepai_server.portal.charts import stacked_chart, top_series
 from hepai_server.portal.web import Portal, Viewer, gateway
 from hepai_server.services import accounts, usage_log, usage_report
-from hepai_server.services.usage_report import Report, UsageFilter
+from hepai_server.services.usage_report import Report, Totals, UsageFilter
 
 SPANS = (7, 30, 90, 365)
 DEFAULT_SPAN = 30
@@ -114,59 +114,70 @@ def charts(result: Report, t: Any) -> dict[str, Any]:
     return made
 
 
-def top_lists(session: Session, report: UsageFilter, everyone: bool) -> dict[str, Any]:
-    """For admins looking at every account: the top users and groups."""
-    if not everyone:
-        return {"top_users": [], "top_groups": []}
-    accounts = usage_report.per_account(session, report)
-    return {
-        "top_users": usage_report.per_user(session, accounts),
-        "top_groups": usage_report.per_group(session, accounts),
-    }
-
-
 async def usage_page(request: Request, portal: Portal) -> Response:
+    """The overview, or for admins looking at every account, the users-and-groups view (each
+    view reads the daily totals once)."""
     viewer = await portal.viewer(request)
     t = portal.translator(request)
     before = request.query_params.get("before", "")
 
     def work(session: Session) -> dict[str, Any]:
         chosen_filter, chosen = usage_filter(request, viewer, session)
-        result = usage_report.report(session, chosen_filter)
-        if chosen_filter.model:
-            unfiltered = replace(chosen_filter, model=None)
-            choices = usage_report.models_used(session, unfiltered)
-        else:
-            choices = sorted(model for model, _totals in result.per_model)
-        since = datetime.combine(chosen_filter.first_day, time(), UTC)
-        until = datetime.combine(chosen_filter.last_day + timedelta(days=1), time(), UTC)
-        one_user = chosen_filter.user_id
-        everyone = viewer.is_admin and one_user is None
-        log, more = usage_log.latest(
-            session,
-            user_id=one_user,
-            errors_only=chosen["errors"],
-            before_id=int(before) if before.isdigit() and len(before) < 19 else None,
-            limit=LOG_SIZE,
-        )
-        return {
+        everyone = viewer.is_admin and chosen_filter.user_id is None
+        common = {
             "chosen": chosen,
-            "overall": result.overall,
-            "models": result.per_model,
-            "model_choices": choices,
-            "groups": [g.name for g in accounts.list_groups(session)] if viewer.is_admin else [],
-            "keys": usage_log.per_key(session, user_id=one_user, since=since, until=until)
-            if one_user is not None and one_user > 0
-            else [],
-            **top_lists(session, chosen_filter, everyone),
-            "log": log,
-            "more": more,
             "everyone": everyone,
-            **charts(result, t),
+            "groups": [g.name for g in accounts.list_groups(session)] if viewer.is_admin else [],
         }
+        if everyone and request.query_params.get("view") == "people":
+            return {**common, "view": "people", **people(session, chosen_filter)}
+        before_id = int(before) if before.isdigit() and len(before) < 19 else None
+        found = overview(session, chosen_filter, errors_only=chosen["errors"], before_id=before_id)
+        return {**common, "view": "overview", **found, **charts(found["result"], t)}
 
     context = await gateway(request).transact(work)
     return portal.render(request, "usage.html", viewer=viewer, spans=SPANS, **context)
+
+
+def overview(
+    session: Session, report: UsageFilter, *, errors_only: bool, before_id: int | None
+) -> dict[str, Any]:
+    """Totals, per model and per key, and the request log."""
+    result = usage_report.report(session, report)
+    if report.model:
+        choices = usage_report.models_used(session, replace(report, model=None))
+    else:
+        choices = sorted(model for model, _totals in result.per_model)
+    since = datetime.combine(report.first_day, time(), UTC)
+    until = datetime.combine(report.last_day + timedelta(days=1), time(), UTC)
+    one_user = report.user_id
+    log, more = usage_log.latest(
+        session, user_id=one_user, errors_only=errors_only, before_id=before_id, limit=LOG_SIZE
+    )
+    return {
+        "result": result,
+        "overall": result.overall,
+        "models": result.per_model,
+        "model_choices": choices,
+        "keys": usage_log.per_key(session, user_id=one_user, since=since, until=until)
+        if one_user is not None and one_user > 0
+        else [],
+        "log": log,
+        "more": more,
+    }
+
+
+def people(session: Session, report: UsageFilter) -> dict[str, Any]:
+    """For admins looking at every account: the top users and groups, and the totals."""
+    per_account = usage_report.per_account(session, report)
+    columns = zip(*(astuple(totals) for totals in per_account.values()), strict=True)
+    sums = [sum(column) for column in columns]
+    return {
+        "overall": Totals(*sums) if sums else Totals(),
+        "model_choices": [report.model] if report.model else [],
+        "top_users": usage_report.per_user(session, per_account),
+        "top_groups": usage_report.per_group(session, per_account),
+    }
 
 
 def spreadsheet_safe(value: object) -> object:
