@@ -27,7 +27,8 @@ import httpx
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from hepai_server.gateway.usage import UsageRow, add_to_daily_totals, insert_rows
+from hepai_server.gateway.ledger import UsageRow
+from hepai_server.gateway.usage import add_to_daily_totals, insert_rows
 from hepai_server.services import accounts
 from seqlatency import percentile
 from services import _cli, free_port, prepare_workspace, start_gateway

@@ -28,6 +28,9 @@ from tests.stack import (
     our_worker,
 )
 
+#: The platform here is real processes (a server, the mock upstream), whatever fixtures say.
+pytestmark = [pytest.mark.e2e]
+
 DESKTOP = {"width": 1366, "height": 900}
 PHONE = {"width": 390, "height": 844}
 WCAG = {"runOnly": {"type": "tag", "values": ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]}}

@@ -14,8 +14,8 @@ from hepai_server.portal.charts import nice_ceiling, stacked_chart
 from hepai_server.portal.i18n import choose_language, load_catalogs
 from hepai_server.portal.notices import every_key
 from hepai_server.portal.views.models import STATUSES, TYPES
-from tests.portal import Visitor
-from tests.stack import Platform, Server
+from tests.inprocess import BASE_URL, Account, App
+from tests.portal import PASSWORD, AppVisitor
 
 TEMPLATES = Path(__file__).parent.parent / "src/hepai_server/portal/templates"
 VIEWS = Path(__file__).parent.parent / "src/hepai_server/portal/views"
@@ -131,24 +131,23 @@ def test_charts_scale_to_a_round_ceiling() -> None:
     assert stacked_chart(["d"], {}, (), other="o", total_label="T").is_empty
 
 
-def test_pages_follow_the_browser_language_and_carry_protective_headers(
-    server: Server, platform: Platform, unique: Callable[[str], str]
+async def test_pages_follow_the_browser_language_and_carry_protective_headers(
+    app: App, make_user: Callable[..., Account]
 ) -> None:
-    username = unique("polyglot")
-    platform.create_user(username)
-    with Visitor(server.url, language="zh-CN,zh;q=0.9") as visitor:
-        login = visitor.get("/login")
+    username = make_user(password=PASSWORD).username
+    async with AppVisitor(app, language="zh-CN,zh;q=0.9") as visitor:
+        login = await visitor.get("/login")
         assert "登录 HepAI" in login.text and '<html lang="zh-CN">' in login.text
-        visitor.sign_in(username)
-        page = visitor.get("/models")
+        await visitor.sign_in(username)
+        page = await visitor.get("/models")
         assert page.status_code == 200 and "<h1>模型</h1>" in page.text
         headers = page.headers
         assert "frame-ancestors 'none'" in headers["content-security-policy"]
         assert "script-src 'self'" in headers["content-security-policy"]
         assert headers["x-frame-options"] == "DENY" and headers["cache-control"] == "no-store"
-        switched = visitor.get("/lang/en?next=/usage")
+        switched = await visitor.get("/lang/en?next=/usage")
         assert switched.status_code == 303 and switched.headers["location"] == "/usage"
-        assert "<h1>Usage</h1>" in visitor.get("/usage").text
+        assert "<h1>Usage</h1>" in (await visitor.get("/usage")).text
         # Snippets name this server, so they work when pasted.
-        snippets = html.unescape(visitor.get("/models/mock/chat").text)
-        assert f'base_url="{server.url}/apiv2"' in snippets
+        snippets = html.unescape((await visitor.get("/models/mock/chat")).text)
+        assert f'base_url="{BASE_URL}/apiv2"' in snippets

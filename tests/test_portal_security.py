@@ -265,6 +265,7 @@ def test_forms_through_a_proxy_that_rewrites_the_host_are_accepted(
 
 # Before attempts were counted first and taken in turn, 10 parallel wrong guesses with a limit
 # of 3 got eight passwords checked.
+@pytest.mark.both_databases
 def test_guesses_sent_at_once_still_get_no_more_tries_than_the_limit(
     platform: Platform, strict_server: Server, unique: Callable[[str], str]
 ) -> None:

@@ -87,7 +87,9 @@ async def on_hepai_error(_request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HepAIError)
     # After a 413 the rest of the refused body may still be on its way: closing the
     # connection spares reading it.
-    headers = {"connection": "close"} if isinstance(exc, PayloadTooLarge) else None
+    headers = dict(exc.headers or {})
+    if isinstance(exc, PayloadTooLarge):
+        headers["connection"] = "close"
     return Response(
         exc.to_json(), status_code=exc.status, headers=headers, media_type="application/json"
     )

@@ -3,10 +3,13 @@ providers file. This is the only module that reads the environment."""
 
 from __future__ import annotations
 
+import ipaddress
+import json
 import logging
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
+from zoneinfo import ZoneInfo
 
 import yaml
 from pydantic import (
@@ -17,7 +20,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 log = logging.getLogger(__name__)
 
@@ -278,6 +281,79 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Members of these identity-provider groups become admins (a JSON list).",
     )
+    worker_allowed_networks: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: [
+            "127.0.0.0/8",
+            "::1/128",
+            "10.0.0.0/8",
+            "172.16.0.0/12",
+            "192.168.0.0/16",
+            "fc00::/7",
+        ],
+        description="The networks (CIDRs, a JSON list or comma-separated) users' workers may "
+        "be reached at; the platform refuses to register or call a worker elsewhere. The "
+        "default is this machine and the private networks; narrow it to the GPU subnets in "
+        "production (docs/security.md). Link-local, multicast, broadcast and unspecified "
+        "addresses are refused whatever this says; admins' workers (the built-in ones "
+        "included) may use any other address.",
+    )
+    redis_url: str | None = Field(
+        default=None,
+        description="Redis (redis://host:6379/0) that several replicas share: the counters of "
+        "budgets and rate limits, so N replicas enforce one global limit, and revocations "
+        "and permission changes, which reach every replica within a second. Unset: in-process.",
+    )
+    currency: str = Field(
+        default="CNY",
+        description="What prices and budgets are in: a currency code, or 'points' for an "
+        "institute that meters with its own.",
+    )
+    budget_timezone: str = Field(
+        default="UTC",
+        description="The time zone budgets' days, weeks and months follow (e.g. Asia/Shanghai).",
+    )
+    limits_redis_failure: Literal["closed", "local"] = Field(
+        default="closed",
+        description="What calls do when limits are set and Redis cannot be reached: closed "
+        "answers 503; local limits each replica by itself, every rate divided by "
+        "limits_replicas (budgets still start from the ledger's spend).",
+    )
+    limits_replicas: int = Field(
+        default=1,
+        ge=1,
+        description="How many replicas share the limits: each enforces its share of every "
+        "rate when it limits by itself (limits_redis_failure=local).",
+    )
+    limits_reservation_seconds: float = Field(
+        default=3600.0,
+        gt=0,
+        description="How long a call's reservation (a concurrency slot, a budget's estimate) "
+        "holds if the process that made it dies: longer than any call lasts.",
+    )
+    default_output_tokens: int = Field(
+        default=1024,
+        ge=0,
+        description="The output a call without max_tokens is estimated at, when budgets and "
+        "token limits reserve for it.",
+    )
+    default_rpm: int | None = Field(
+        default=None, description="Requests per minute of each user without a limit of their own."
+    )
+    default_tpm: int | None = Field(
+        default=None, description="Tokens per minute of each user without a limit of their own."
+    )
+    default_concurrency: int | None = Field(
+        default=None, description="Requests at once of each user without a limit of their own."
+    )
+    alert_webhook_url: str | None = Field(
+        default=None,
+        description="Where budget warnings and exhaustion are posted (JSON); unset: none.",
+    )
+    alert_webhook_format: Literal["json", "wecom", "dingtalk", "feishu", "slack"] = Field(
+        default="json",
+        description="The body the alert webhook takes: generic JSON, or the message format of "
+        "WeCom, DingTalk, Feishu or Slack bots.",
+    )
     log_level: str = Field(default="info", description="Python logging level name.")
 
     @field_validator("data_dir")
@@ -285,11 +361,36 @@ class Settings(BaseSettings):
     def _expand(cls, value: Path) -> Path:
         return value.expanduser()
 
+    @field_validator("worker_allowed_networks", mode="before")
+    @classmethod
+    def _networks(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            value = (
+                json.loads(text)
+                if text.startswith("[")
+                else [part.strip() for part in text.split(",") if part.strip()]
+            )
+        if isinstance(value, list):
+            for network in value:
+                ipaddress.ip_network(str(network), strict=False)  # ValueError names it
+        return value
+
     def configure_logging(self) -> None:
         logging.basicConfig(
             level=self.log_level.upper(),
             format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s",
         )
+
+    @field_validator("budget_timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        ZoneInfo(value)  # ZoneInfoNotFoundError names it
+        return value
+
+    @property
+    def budget_zone(self) -> ZoneInfo:
+        return ZoneInfo(self.budget_timezone)
 
     @property
     def oidc_enabled(self) -> bool:
@@ -327,6 +428,9 @@ class ModelConfig(BaseModel):
     #: For the model catalogue: the context window in tokens, and what the model can do.
     context_length: int | None = Field(default=None, gt=0)
     capabilities: list[Capability] = Field(default_factory=list)
+    #: Per million tokens (input, cached_input, output, reasoning, embedding), per page and
+    #: per call, in the platform's currency (governance.prices).
+    price: dict[str, float | str] | None = None
 
 
 class ProviderConfig(BaseModel):

@@ -10,9 +10,11 @@
     │   └── UnprocessableEntity (422)
     ├── AuthenticationFailed (401 authentication_error, code invalid_api_key)
     ├── PermissionDenied (403 permission_error)
+    │   └── AddressRefused (403, code address_refused)
     ├── NotFound (404 not_found_error)
     ├── Conflict (409 conflict_error)
     ├── RateLimited (429 rate_limit_error)
+    │   └── InsufficientQuota (429 insufficient_quota)
     ├── UpstreamError (502 upstream_error)
     ├── ServiceUnavailable (503 service_unavailable)
     │   └── StorageUnavailable (503, code storage_unavailable)
@@ -29,9 +31,11 @@ from typing import Any, ClassVar
 import orjson
 
 __all__ = [
+    "AddressRefused",
     "AuthenticationFailed",
     "Conflict",
     "HepAIError",
+    "InsufficientQuota",
     "InvalidRequest",
     "MethodNotAllowed",
     "ModelNotFound",
@@ -56,10 +60,18 @@ class HepAIError(Exception):
     type: ClassVar[str] = "server_error"
     code: ClassVar[str | None] = None
 
-    def __init__(self, message: str, *, param: str | None = None) -> None:
+    #: Headers the answer carries beside the body (Retry-After and the rate-limit headers of a
+    #: 429); None for none.
+    headers: dict[str, str] | None = None
+
+    def __init__(
+        self, message: str, *, param: str | None = None, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.param = param
+        if headers is not None:
+            self.headers = headers
 
     def to_body(self) -> dict[str, Any]:
         error = {
@@ -117,6 +129,12 @@ class PermissionDenied(HepAIError):
     status, type = 403, "permission_error"
 
 
+class AddressRefused(PermissionDenied):
+    """An address the platform will not connect to on a user's behalf (the egress guard)."""
+
+    code = "address_refused"
+
+
 class NotFound(HepAIError):
     status, type = 404, "not_found_error"
 
@@ -127,6 +145,13 @@ class Conflict(HepAIError):
 
 class RateLimited(HepAIError):
     status, type, code = 429, "rate_limit_error", "rate_limit_exceeded"
+
+
+class InsufficientQuota(RateLimited):
+    """A budget is spent: OpenAI's "You exceeded your current quota" (429, insufficient_quota),
+    answered before any upstream is called."""
+
+    type, code = "insufficient_quota", "insufficient_quota"
 
 
 class UpstreamError(HepAIError):

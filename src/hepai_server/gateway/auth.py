@@ -71,6 +71,10 @@ class Authenticator:
             raise AuthenticationFailed("This API key has expired; create a new one.")
         return caller
 
+    def forget(self) -> None:
+        """Drop every cached caller (a change made on another machine)."""
+        self._cache.clear()
+
     async def _resolve(self, token: str, now: float) -> Caller | None:
         pending = self._inflight.get(token)
         if pending is not None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import random
 import re
 import sys
@@ -27,11 +28,13 @@ from hepai_server.errors import (
     HepAIError,
     InvalidRequest,
     RateLimited,
+    ServiceUnavailable,
     UpstreamError,
     UpstreamTimeout,
 )
 from hepai_server.gateway.asgi import DisconnectWatch, Receive, Send, send_bytes
 from hepai_server.gateway.catalog import Deployment, Model
+from hepai_server.gateway.dispatch import WorkerSessions
 from hepai_server.gateway.routing import Occupancy, spread
 from hepai_server.protocol.anthropic import StreamTranslator, chat_to_message
 from hepai_server.protocol.anthropic import event as anthropic_event
@@ -124,15 +127,27 @@ class Outcome:
     delivered: int = 0
     #: The deployment answers an Anthropic client in Anthropic's own format.
     native: bool = False
+    #: The answer was cut after the upstream had the request (the client left, the stream
+    #: broke, the server shut down): what was used is estimated if the upstream did not say.
+    cut: bool = False
 
     def fail(self, status: int, error: str) -> None:
         self.status, self.error = status, error
 
-    def final_usage(self) -> Usage:
+    def final_usage(self, prompt_estimate: int) -> Usage:
+        """What the request used: as the upstream reported it; for an answer cut before the
+        upstream said, the prompt estimated from its size and the chunks delivered; else
+        nothing (refused before any upstream had it)."""
         if self.usage is not None:
             return self.usage
-        if self.delivered:
-            return Usage(completion_tokens=self.delivered, estimated=True)
+        if self.cut or self.delivered:
+            completion = self.delivered
+            return Usage(
+                prompt_tokens=prompt_estimate,
+                completion_tokens=completion,
+                total_tokens=prompt_estimate + completion,
+                estimated=True,
+            )
         return Usage()
 
 
@@ -140,27 +155,38 @@ class Proxy:
     def __init__(
         self,
         session: aiohttp.ClientSession,
-        workers: aiohttp.ClientSession,
+        workers: WorkerSessions,
         occupancy: Occupancy,
         rng: random.Random,
     ) -> None:
         self._session = session
-        #: Calls to workers go through the dispatcher's session, whose connections are checked.
+        #: Calls to workers go through the dispatcher's pools, whose connections are checked.
         self._workers = workers
         self._occupancy = occupancy
         self._rng = rng
 
     async def relay(self, call: Call, outcome: Outcome, receive: Receive, send: Send) -> None:
         """Answer the call from an upstream, noting in ``outcome`` what happened; an error
-        before the answer began is raised for the frame to send."""
+        before the answer began is raised for the frame to send. A client that goes away
+        cancels the upstream call at once, stream or not."""
         if call.stream:
             await self._relay_stream(call, outcome, receive, send)
             return
-        response = await self._open(call, outcome)
-        try:
-            await self._relay_whole(call, response, outcome, send)
-        finally:
-            response.release()
+        async with DisconnectWatch(receive) as watch:
+            send = watch.guard(send)
+            response: aiohttp.ClientResponse | None = None
+            try:
+                response = await self._open(call, outcome)
+                await self._relay_whole(call, response, outcome, send)
+            except asyncio.CancelledError:
+                if not watch.fired:
+                    raise
+                watch.withdraw()
+                outcome.fail(CLIENT_CLOSED, "client closed the connection")
+                outcome.cut = outcome.served_by is not None
+            finally:
+                if response is not None:
+                    response.release()
 
     def _load(self, deployment: Deployment) -> float:
         if deployment.worker_id is None:
@@ -209,8 +235,9 @@ class Proxy:
     ) -> aiohttp.ClientResponse:
         if deployment.worker_id is None:
             return await self._post_on(self._session, url, payload, headers)
+        session = self._workers.for_owner(trusted=deployment.trusted)
         with self._occupancy.holding(deployment.worker_id):
-            return await self._post_on(self._workers, url, payload, headers)
+            return await self._post_on(session, url, payload, headers)
 
     @staticmethod
     async def _post_on(
@@ -278,9 +305,27 @@ class Proxy:
                 finished = True
             except asyncio.CancelledError:
                 if not watch.fired:
+                    # The server is shutting down past its drain deadline: say so in the
+                    # stream, and in the row.
+                    outcome.fail(503, "the server shut down before the stream finished")
+                    outcome.cut = outcome.served_by is not None
+                    if outcome.first_byte_at is not None:
+                        with contextlib.suppress(Exception):
+                            await send(
+                                {
+                                    "type": "http.response.body",
+                                    "body": error_event(
+                                        ServiceUnavailable(
+                                            "the server shut down before the stream finished"
+                                        )
+                                    ),
+                                    "more_body": False,
+                                }
+                            )
                     raise
                 watch.withdraw()
-                outcome.status, outcome.error = CLIENT_CLOSED, "client closed the connection"
+                outcome.fail(CLIENT_CLOSED, "client closed the connection")
+                outcome.cut = outcome.served_by is not None
             finally:
                 if response is not None:
                     response.release() if finished else response.close()
@@ -331,6 +376,7 @@ class Proxy:
                 else UpstreamError(f"the upstream stream broke: {exc.__class__.__name__}")
             )
             outcome.status, outcome.error = error.status, error.message
+            outcome.cut = True
             tail = anthropic_error_event(error) if translator is not None else error_event(error)
         await send({"type": "http.response.body", "body": tail, "more_body": False})
 

@@ -17,9 +17,10 @@ from hepai_server.gateway.asgi import (
     read_body,
 )
 from hepai_server.gateway.frame import Exchange
+from hepai_server.gateway.limiter import estimate_tokens
 from hepai_server.gateway.proxy import Call
 from hepai_server.protocol.anthropic import messages_to_chat
-from hepai_server.protocol.openai import Endpoint, check_request
+from hepai_server.protocol.openai import EMBEDDINGS, Endpoint, check_request
 from hepai_server.services.accounts import Caller
 
 
@@ -68,4 +69,10 @@ class OpenAIRelay:
             messages_body=messages_body,
         )
         exchange.stream = call.stream
+        prompt, output = estimate_tokens(
+            self.endpoint, len(raw), body, gateway.settings.default_output_tokens
+        )
+        await exchange.admit(
+            caller, prompt=prompt, output=output, embedding=self.endpoint is EMBEDDINGS
+        )
         await gateway.proxy.relay(call, exchange.outcome, receive, send)

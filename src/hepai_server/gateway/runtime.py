@@ -9,7 +9,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import TypeVar
+from functools import partial
+from typing import Any, TypeVar
 
 import aiohttp
 from sqlalchemy import Engine
@@ -23,17 +24,26 @@ from hepai_server.files.grant import FileGrants
 from hepai_server.files.service import FileService
 from hepai_server.files.storage import open_storage
 from hepai_server.files.uploads import UploadService
+from hepai_server.gateway.alerts import Alerts
 from hepai_server.gateway.auth import Authenticator
 from hepai_server.gateway.catalog import Catalog
-from hepai_server.gateway.dispatch import Dispatcher
+from hepai_server.gateway.dispatch import Dispatcher, WorkerSessions
+from hepai_server.gateway.ledger import Journal
+from hepai_server.gateway.limiter import Limiter
 from hepai_server.gateway.proxy import Proxy
 from hepai_server.gateway.routing import Occupancy
 from hepai_server.gateway.usage import UsageRecorder
+from hepai_server.governance import store
 from hepai_server.security.credentials import Sealer, signing_secret
-from hepai_server.security.throttle import Throttle
+from hepai_server.security.egress import EgressPolicy, SocketFactory
+from hepai_server.security.names import claim_key
 from hepai_server.services import providers
 from hepai_server.services.accounts import Caller, find_caller
+from hepai_server.services.throttle import Throttle
+from hepai_server.state.broadcast import CALLERS, CATALOG, Broadcast
+from hepai_server.state.counters import Counters, MemoryCounters
 from hepai_server.state.generation import Generation
+from hepai_server.state.redis_counters import RedisCounters
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -62,6 +72,13 @@ class Gateway:
     grants: FileGrants
     #: Password guesses, counted for the portal's sign-in and the API's password check alike.
     throttle: Throttle
+    #: The claim keys of the built-in tools' model names, which only admins may claim.
+    builtin_name_keys: frozenset[str]
+    #: Budgets and rate limits, and the prices usage rows are costed at.
+    limiter: Limiter
+    counters: Counters
+    #: Changes told to every replica through Redis, when several share it.
+    broadcast: Broadcast | None
     sweeper: asyncio.Task[None]
     refresher: asyncio.Task[None] | None = None
     #: When this process started: the ``created`` of its catalog's models.
@@ -77,12 +94,34 @@ class Gateway:
                 return find_caller(session, key_hash)
 
         generation = Generation(settings.data_dir / "auth.generation")
+        ledger = settings.data_dir / "ledger"
         recorder = UsageRecorder(
-            engine, flush_seconds=settings.usage_flush_seconds, batch_size=settings.usage_batch_size
+            engine,
+            Journal(ledger),
+            flush_seconds=settings.usage_flush_seconds,
+            batch_size=settings.usage_batch_size,
+            budget_zone=settings.budget_zone,
         )
+        try:
+            await asyncio.to_thread(recorder.replay, ledger)
+        except Exception:
+            log.exception(
+                "replaying the journals of stopped processes failed; the next start tries"
+            )
         recorder.start()
         session = upstream_session(settings)
-        workers = upstream_session(settings)
+        counters: Counters = (
+            RedisCounters(settings.redis_url) if settings.redis_url else MemoryCounters()
+        )
+        alerts = Alerts(
+            engine,
+            session,
+            webhook_url=settings.alert_webhook_url,
+            webhook_format=settings.alert_webhook_format,
+            currency=settings.currency,
+        )
+        policy = EgressPolicy.from_strings(settings.worker_allowed_networks)
+        workers = WorkerSessions(partial(upstream_session, settings), policy)
         grants = FileGrants(signing_secret(settings), ttl=settings.file_grant_seconds)
         occupancy, rng = Occupancy(), random.Random()
         files = FileService(settings, engine, open_storage(settings))
@@ -105,7 +144,8 @@ class Gateway:
             session=session,
             proxy=Proxy(session, workers, occupancy, rng),
             dispatcher=Dispatcher(
-                session=workers,
+                sessions=workers,
+                policy=policy,
                 engine=engine,
                 grants=grants,
                 occupancy=occupancy,
@@ -115,13 +155,36 @@ class Gateway:
             files=files,
             uploads=UploadService(files),
             grants=grants,
+            builtin_name_keys=frozenset(
+                claim_key(name)
+                for name in (
+                    settings.markitdown_model_name,
+                    settings.mineru_model_name,
+                    settings.embedding_model_name,
+                    settings.rerank_model_name,
+                )
+            ),
             throttle=Throttle(
                 per_username=settings.login_max_failures,
                 per_ip=settings.login_max_failures_per_ip,
                 window=timedelta(seconds=settings.login_failure_window_seconds),
             ),
+            limiter=Limiter(
+                counters,
+                engine=engine,
+                zone=settings.budget_zone,
+                reservation_ttl=settings.limits_reservation_seconds,
+                redis_failure=settings.limits_redis_failure,
+                replicas=settings.limits_replicas,
+                on_threshold=alerts.on_threshold,
+            ),
+            counters=counters,
+            broadcast=None,
             sweeper=asyncio.create_task(sweep(files, settings.file_sweep_seconds)),
         )
+        if settings.redis_url:
+            gateway.broadcast = Broadcast(settings.redis_url, gateway.heard)
+            gateway.broadcast.start()
         # Read before loading: a change made while this process loads is then seen as one.
         seen = gateway.catalog_generation.read()
         try:
@@ -135,19 +198,44 @@ class Gateway:
         return gateway
 
     async def reload_catalog(self) -> None:
-        """Rebuild the catalog from the config file's providers and the stored ones."""
+        """Rebuild the catalog from the config file's providers and the stored ones, and the
+        prices, budgets and rate limits with it."""
+        configured = store.config_prices(self.config_providers)
 
-        def work(session: Session) -> tuple[list[ProviderConfig], dict[str, providers.Access]]:
-            return providers.stored_providers(session, self.sealer), providers.permissions(session)
+        def work(session: Session) -> tuple[Any, ...]:
+            return (
+                providers.stored_providers(session, self.sealer),
+                providers.permissions(session),
+                store.load_prices(session, configured),
+                store.load_rules(session, self.settings),
+            )
 
-        stored, access = await self.transact(work)
+        stored, access, prices, rules = await self.transact(work)
         self.catalog = Catalog.from_providers(
             [*self.config_providers, *stored], access=access, created=self.started
         )
+        self.limiter.prices, self.limiter.rules = prices, rules
 
-    def catalog_changed(self) -> None:
-        """Tell every process on this machine to rebuild its catalog (after committing)."""
+    async def catalog_changed(self) -> None:
+        """Tell every process (this machine's through the generation file, other machines'
+        through Redis) to rebuild its catalog, prices and limits (after committing)."""
         self.catalog_generation.bump()
+        if self.broadcast is not None:
+            await self.broadcast.publish(CATALOG)
+
+    async def callers_changed(self) -> None:
+        """Tell every process that keys, users or groups changed (after committing): cached
+        callers are dropped before the next request."""
+        self.generation.bump()
+        if self.broadcast is not None:
+            await self.broadcast.publish(CALLERS)
+
+    def heard(self, change: str) -> None:
+        """A change another replica published."""
+        if change == CALLERS:
+            self.auth.forget()
+        elif change == CATALOG:
+            self.catalog_generation.bump()  # the refresher rebuilds within half a second
 
     async def transact(self, work: Callable[[Session], T]) -> T:
         """Run ``work`` in a thread with a session that commits when it returns."""
@@ -158,8 +246,12 @@ class Gateway:
         self.sweeper.cancel()
         if self.refresher is not None:
             self.refresher.cancel()
+        if self.broadcast is not None:
+            await self.broadcast.close()
+        await self.limiter.drain()
+        await self.counters.close()
         await self.session.close()
-        await self.dispatcher.session.close()
+        await self.dispatcher.sessions.close()
         await self.recorder.close()
         await self.files.storage.close()
         self.engine.dispose()
@@ -167,11 +259,17 @@ class Gateway:
         self.catalog_generation.close()
 
 
-def upstream_session(settings: Settings) -> aiohttp.ClientSession:
-    """A pool of connections to upstreams, with the configured timeouts."""
+def upstream_session(
+    settings: Settings, socket_factory: SocketFactory | None = None
+) -> aiohttp.ClientSession:
+    """A pool of connections to upstreams, with the configured timeouts (and for workers, the
+    egress guard's check of every connection it opens)."""
     return aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(
-            limit=settings.upstream_max_connections, limit_per_host=0, ttl_dns_cache=300
+            limit=settings.upstream_max_connections,
+            limit_per_host=0,
+            ttl_dns_cache=300,
+            socket_factory=socket_factory,
         ),
         timeout=aiohttp.ClientTimeout(
             total=None,

@@ -11,7 +11,7 @@ from hepai_server.gateway.frame import Frame
 from hepai_server.gateway.gate import GateCall
 from hepai_server.gateway.relay import OpenAIRelay
 from hepai_server.protocol.openai import CHAT, COMPLETIONS, EMBEDDINGS, RERANK
-from hepai_server.routes import accounts, ddf, files, openai
+from hepai_server.routes import accounts, billing, ddf, files, openai
 from hepai_server.routes.http import json_response
 
 #: Every API route is served under each prefix: the platform's own, and the two that
@@ -39,6 +39,15 @@ def api_routes() -> list[BaseRoute]:
         routes.append(Route(path + "/count_tokens", openai.count_tokens, methods=["POST"]))
     for prefix in PREFIXES:
         routes += file_routes(prefix)
+        routes += [
+            Route(prefix + "/billing/limits", billing.billing_limits, methods=["GET"]),
+            Route(
+                prefix + "/dashboard/billing/subscription",
+                billing.dashboard_subscription,
+                methods=["GET"],
+            ),
+            Route(prefix + "/dashboard/billing/usage", billing.dashboard_usage, methods=["GET"]),
+        ]
     routes += ddf_routes("/apiv2")
     routes += account_routes("/apiv2")
     routes += [Route(prefix, probe, methods=["GET"]) for prefix in PREFIXES]

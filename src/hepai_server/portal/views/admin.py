@@ -62,6 +62,7 @@ async def render_users(
     viewer: Viewer,
     *,
     error: str | None = None,
+    detail: str | None = None,
     status: int = 200,
     typed: dict[str, str] | None = None,
 ) -> Response:
@@ -81,6 +82,7 @@ async def render_users(
         "admin_users.html",
         viewer=viewer,
         error=error,
+        detail=detail,
         status=status,
         levels=accounts.LEVELS,
         q=text,
@@ -120,7 +122,13 @@ async def create_user(request: Request, portal: Portal) -> Response:
             "groups": ", ".join(groups),
         }
         return await render_users(
-            request, portal, viewer, error=describe(error), status=400, typed=typed
+            request,
+            portal,
+            viewer,
+            error=describe(error),
+            detail=error.message,
+            status=400,
+            typed=typed,
         )
     return redirect("/admin/users")
 
@@ -187,8 +195,10 @@ async def update_user(request: Request, portal: Portal) -> Response:
     try:
         name = await gw.transact(work)
     except InvalidRequest as error:
-        return await render_users(request, portal, viewer, error=describe(error), status=400)
-    gw.generation.bump()
+        return await render_users(
+            request, portal, viewer, error=describe(error), detail=error.message, status=400
+        )
+    await gw.callers_changed()
     return await done(request, viewer, back, f"admin.user_{action}d", name=name)
 
 

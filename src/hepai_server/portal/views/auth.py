@@ -181,7 +181,7 @@ async def sso_callback(request: Request, portal: Portal) -> Response:
     except IntegrityError:
         # Another sign-in of the same new identity made the account a moment ago.
         user = await gateway(request).transact(work)
-    gateway(request).generation.bump()  # groups or level may have changed
+    await gateway(request).callers_changed()  # groups or level may have changed
     if user is None:
         return sign_in_page(request, portal, error="auth.disabled", status=403)
     response = await start_session(request, portal, user, flow["next"])

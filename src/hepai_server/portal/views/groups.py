@@ -111,6 +111,6 @@ async def change_group(request: Request, portal: Portal) -> Response:
     except InvalidRequest as error:
         target = f"/admin/groups/{name}"
         return await done(request, viewer, target, describe(error), ok=False, name=username)
-    gw.generation.bump()
+    await gw.callers_changed()
     message = "groups.member_added" if action == "add" else "groups.member_removed"
     return await done(request, viewer, f"/admin/groups/{name}", message, name=username)

@@ -53,7 +53,13 @@ async def render_keys(
         expiries=EXPIRIES,
         error=error,
         status=status,
-        typed=typed or {"name": "", "expiry_days": DEFAULT_EXPIRY, "models": set()},
+        typed=typed
+        or {
+            "name": "",
+            "expiry_days": DEFAULT_EXPIRY,
+            "models": set(),
+            "scope": accounts.INFERENCE,
+        },
     )
 
 
@@ -65,14 +71,17 @@ async def create_key(request: Request, portal: Portal) -> Response:
         days = int(str(form.get("expiry_days") or DEFAULT_EXPIRY))
     except ValueError:
         days = -1
+    scope = str(form.get("scope") or accounts.INFERENCE)
     chosen = {str(value) for value in form.getlist("models")}
-    typed = {"name": name, "expiry_days": days, "models": chosen}
+    typed = {"name": name, "expiry_days": days, "models": chosen, "scope": scope}
     usable = {row.id for row in await available_models(gateway(request), viewer.caller())}
     error = (
         "keys.name_too_long"
         if len(name) > 128
         else "keys.bad_expiry"
         if days not in EXPIRIES
+        else "keys.bad_scope"
+        if scope not in accounts.SCOPES
         else "keys.bad_models"
         if not chosen <= usable
         else None
@@ -88,6 +97,7 @@ async def create_key(request: Request, portal: Portal) -> Response:
             name=name,
             expires_in=timedelta(days=days) if days else None,
             allowed_models=sorted(chosen) if chosen else None,
+            scope=scope,
         )
         notice = Flash("keys.created_title", {"name": key.name}, secret=secret)
         leave_flash(session, request, viewer, notice)
@@ -110,5 +120,5 @@ async def revoke_key(request: Request, portal: Portal) -> Response:
 
     gw = gateway(request)
     name = await gw.transact(work)
-    gw.generation.bump()
+    await gw.callers_changed()
     return await done(request, viewer, "/settings/keys", "keys.revoked_notice", name=name)

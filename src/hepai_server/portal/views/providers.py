@@ -54,6 +54,7 @@ async def render_providers(
     viewer: Viewer,
     *,
     error: str | None = None,
+    detail: str | None = None,
     status: int = 200,
     typed: dict[str, str] | None = None,
     fetched: upstream_models.Listing | None = None,
@@ -72,6 +73,7 @@ async def render_providers(
         config_providers=gw.config_providers,
         presets=providers.presets(),
         error=error,
+        detail=detail,
         status=status,
         typed=typed or {"groups": "all"},
         fetched=fetched,
@@ -127,7 +129,13 @@ async def add_provider(request: Request, portal: Portal) -> Response:
     except (InvalidRequest, Conflict) as error:
         typed["api_key"] = ""  # a refused form never sends the key back to the page
         return await render_providers(
-            request, portal, viewer, error=describe(error), status=400, typed=typed
+            request,
+            portal,
+            viewer,
+            error=describe(error),
+            detail=error.message,
+            status=400,
+            typed=typed,
         )
     await changed(request)
     return await done(request, viewer, "/admin/providers", "providers.added", name=name)
@@ -227,7 +235,7 @@ async def probe_provider(
 async def changed(request: Request) -> None:
     """This process serves the change now; the others within half a second."""
     gw = gateway(request)
-    gw.catalog_changed()
+    await gw.catalog_changed()
     await gw.reload_catalog()
 
 
@@ -290,6 +298,6 @@ async def set_permission(request: Request, portal: Portal) -> Response:
 
     await gw.transact(work)
     await changed(request)
-    gw.generation.bump()
+    await gw.callers_changed()
     message = "permissions.reset_done" if reset else "permissions.saved"
     return await done(request, viewer, "/admin/models", message, name=model_id)
