@@ -54,6 +54,7 @@ providers:
       - {{id: mock/chat, upstream: chat-upstream, context_length: 131072,
           capabilities: [vision, tools]}}
       - {{id: mock/thinker, upstream: chat-upstream, capabilities: [reasoning]}}
+      - {{id: mock/priced, upstream: chat-upstream, price: {{input: 2, output: 8}}}}
       - {{id: mock/embed, type: embedding, upstream: embed-upstream}}
   - name: down
     base_url: {dead}
@@ -550,3 +551,32 @@ def test_an_admin_grants_a_worker_tool_to_a_group_and_finds_it_in_the_audit_log(
         user = HepAI(base_url=server_.base_url, api_key=user_key)
         assert tool in [model.id for model in user.models.list().data]
         assert user.get_remote_model(tool).add(a=1, b=2) == 3
+
+
+def test_prices_costs_and_my_budget_show_where_people_look(
+    browser: Browser, platform_: Platform, server_: Server
+) -> None:
+    username = fresh("spender")
+    key = platform_.create_user(username)
+    platform_.cli("budget", "set", "--user", username, "--amount", "5", "--period", "month")
+    reply = server_.openai(key).chat.completions.create(
+        model="mock/priced", messages=[{"role": "user", "content": "what does this cost"}]
+    )
+    assert reply.usage is not None
+    wait_for_usage(platform_, username, 1)
+    cost = reply.usage.prompt_tokens * 2 / 1e6 + reply.usage.completion_tokens * 8 / 1e6
+    context = context_for(browser, server_)
+    page = context.new_page()
+    try:
+        sign_in(page, username, next_path="/models/mock/priced")
+        prices = page.locator("[data-prices]")
+        expect(prices).to_contain_text("input 2.0000 per million tokens")
+        expect(prices).to_contain_text("output 8.0000 per million tokens")
+        page.goto("/usage?days=7")
+        expect(page.locator("[data-total='cost']")).to_have_text(f"{cost:.4f}")
+        page.goto("/")
+        budget = page.locator("[data-budget='month']")
+        expect(budget).to_contain_text(f"{5 - cost:.2f}")
+        expect(budget).to_contain_text("of 5.00")
+    finally:
+        context.close()

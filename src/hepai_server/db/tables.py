@@ -253,6 +253,7 @@ DAILY_COUNTERS = (
     "total_tokens",
     "pages",
     "bytes",
+    "cost_nanos",
 )
 
 

@@ -27,6 +27,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from hepai_server.config import Settings
 from hepai_server.errors import HepAIError, PermissionDenied
 from hepai_server.gateway.runtime import Gateway
+from hepai_server.governance.prices import format_money
 from hepai_server.portal import flash as flashes
 from hepai_server.portal import sessions
 from hepai_server.portal.flash import Flash
@@ -214,6 +215,8 @@ class Portal:
             zone=zone,
             zone_label=zone.label(datetime.now(UTC)),
             when=zone.format,
+            money=format_money,
+            currency=self.settings.currency,
             **context,
         )
         return HTMLResponse(html, status_code=status)

@@ -27,6 +27,7 @@ COUNTERS = (
     "total_tokens",
     "pages",
     "bytes",
+    "cost_nanos",
 )
 
 
@@ -72,6 +73,8 @@ class Totals:
     total_tokens: int = 0
     pages: int = 0
     bytes: int = 0
+    #: What it cost at the prices of the time, in nanos of the currency (governance.prices).
+    cost_nanos: int = 0
 
 
 def _sums() -> list[Any]:
@@ -102,10 +105,13 @@ def report(session: Session, usage: UsageFilter) -> Report:
     day_model: dict[tuple[date, str], tuple[int, int]] = {}
     for day, model, *values in session.execute(query):
         day_model[day, model] = (int(values[0]), int(values[4]))
-        for bucket in (days.setdefault(day, [0] * 7), models.setdefault(model, [0] * 7)):
+        for bucket in (
+            days.setdefault(day, [0] * len(COUNTERS)),
+            models.setdefault(model, [0] * len(COUNTERS)),
+        ):
             for index, value in enumerate(values):
                 bucket[index] += int(value)
-    overall = [sum(column) for column in zip(*days.values(), strict=True)] or [0] * 7
+    overall = [sum(column) for column in zip(*days.values(), strict=True)] or [0] * len(COUNTERS)
     ranked = sorted(
         ((model, Totals(*values)) for model, values in models.items()),
         key=lambda row: (-row[1].total_tokens, -row[1].requests, row[0]),

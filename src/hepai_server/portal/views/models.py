@@ -14,6 +14,7 @@ from starlette.responses import Response
 from hepai_server.errors import NotFound
 from hepai_server.gateway import registry
 from hepai_server.gateway.runtime import Gateway
+from hepai_server.governance.prices import TOKEN_PRICES, Price, format_money
 from hepai_server.portal.snippets import for_model
 from hepai_server.portal.web import Portal, gateway
 from hepai_server.services import usage_log
@@ -129,10 +130,26 @@ async def model_page(request: Request, portal: Portal) -> Response:
     model = next((row for row in rows if row.id == model_id), None)
     if model is None:
         raise NotFound(f"no model {model_id!r}")
+    price = gateway(request).limiter.prices.get(model.id)
     return portal.render(
         request,
         "model.html",
         viewer=viewer,
         model=model,
+        prices=price_lines(price) if price is not None else [],
         snippets=for_model(model.id, model.type, portal.base_url(request)),
     )
+
+
+def price_lines(price: Price) -> list[tuple[str, str]]:
+    """The model's prices as the page lists them: (message key, amount), the token prices per
+    million tokens; prices that default to another (cached input, reasoning) only when set."""
+    lines = []
+    for name in TOKEN_PRICES:
+        nanos = getattr(price, name)
+        if nanos is not None and (nanos or name in ("input", "output")):
+            lines.append((f"models.price_{name}", format_money(nanos * 1_000_000)))
+    for name in ("per_page", "per_call"):
+        if getattr(price, name):
+            lines.append((f"models.price_{name}", format_money(getattr(price, name))))
+    return lines

@@ -25,6 +25,7 @@ COUNTERS = [
     "total_tokens",
     "pages",
     "bytes",
+    "cost_nanos",
 ]
 
 
