@@ -94,6 +94,9 @@ def seed(url: str, *, rows: int, users: int, models_per_user: int) -> int:
                 usage_estimated=False,
                 latency_ms=rng.uniform(100, 5000),
                 ttft_ms=None,
+                cost_nanos=prompt * 2000 + completion * 8000,  # 2 and 8 per million tokens
+                budgets=None,
+                client_request_id=None,
                 created_at=moment.timestamp(),
             )
         )

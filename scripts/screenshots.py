@@ -26,7 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.stack import UPSTREAM_KEY, Platform, Server, mock_upstream
 
-from hepai_server.gateway.usage import UsageRow, add_to_daily_totals, insert_rows
+from hepai_server.gateway.ledger import UsageRow
+from hepai_server.gateway.usage import add_to_daily_totals, insert_rows
 
 CHROMIUM = "/usr/bin/chromium"
 SIZES = {"desktop": {"width": 1366, "height": 900}, "phone": {"width": 390, "height": 844}}
@@ -69,7 +70,8 @@ def seed(made: Platform) -> None:
     """A month of usage for alice and bob, written as the usage writer writes it."""
     engine = sa.create_engine(made.sqlalchemy_url)
     with engine.connect() as connection:
-        ids = dict(connection.execute(sa.text("SELECT username, id FROM users")).all())
+        found = connection.execute(sa.text("SELECT username, id FROM users")).all()
+    ids: dict[str, int] = dict(found)
     rng, now = random.Random(17), datetime.now(UTC)
     rows, created = [], []
     for n in range(1500):
@@ -96,6 +98,9 @@ def seed(made: Platform) -> None:
                 usage_estimated=False,
                 latency_ms=rng.uniform(300, 4000),
                 ttft_ms=None,
+                cost_nanos=prompt * 2000 + completion * 8000,  # 2 and 8 per million tokens
+                budgets=None,
+                client_request_id=None,
                 created_at=moment.timestamp(),
             )
         )
