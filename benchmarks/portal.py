@@ -94,9 +94,10 @@ def seed(url: str, *, rows: int, users: int, models_per_user: int) -> int:
                 usage_estimated=False,
                 latency_ms=rng.uniform(100, 5000),
                 ttft_ms=None,
-                cost_nanos=prompt * 2000 + completion * 8000,  # 2 and 8 per million tokens
+                cost_nanos=(prompt * 2 + completion * 8) * 1000,
                 budgets=None,
                 client_request_id=None,
+                served_model=None,
                 created_at=moment.timestamp(),
             )
         )

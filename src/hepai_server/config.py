@@ -7,6 +7,7 @@ import ipaddress
 import json
 import logging
 import os
+import shutil
 from pathlib import Path
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo
@@ -22,9 +23,13 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from hepai_server.telemetry import logs
+
 log = logging.getLogger(__name__)
 
 ModelType = Literal["chat", "completion", "embedding", "rerank"]
+#: prometheus_client reads this when first imported: set before any process imports it.
+METRICS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 #: What a model can do beyond text, as the portal's model catalogue shows it.
 Capability = Literal["vision", "tools", "reasoning"]
 
@@ -354,7 +359,90 @@ class Settings(BaseSettings):
         description="The body the alert webhook takes: generic JSON, or the message format of "
         "WeCom, DingTalk, Feishu or Slack bots.",
     )
+    breaker_failures: int = Field(
+        default=5,
+        ge=1,
+        description="Failures of a deployment (a provider's model or a worker) within "
+        "breaker_window_seconds that cool it down.",
+    )
+    breaker_window_seconds: float = Field(
+        default=30.0, gt=0, description="The window breaker_failures are counted in."
+    )
+    breaker_cooldown_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="How long a failing deployment is left out before one call probes it.",
+    )
+    retry_budget_ratio: float = Field(
+        default=0.2,
+        ge=0,
+        description="Retries (failing over to another deployment or a fallback model) allowed "
+        "per request, so that retries never multiply the load during an outage.",
+    )
+    retry_budget_per_second: float = Field(
+        default=5.0, ge=0, description="Retries allowed each second whatever the traffic."
+    )
+    health_check_seconds: float = Field(
+        default=60.0,
+        ge=0,
+        description="How often each process checks every provider (its model list); 0: never.",
+    )
     log_level: str = Field(default="info", description="Python logging level name.")
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="text: one readable line per record; json: one JSON object per line with "
+        "the request id of the request it belongs to, for a log collector.",
+    )
+    database_connect_timeout: float = Field(
+        default=5.0,
+        gt=0,
+        description="Seconds to open a database connection (PostgreSQL counts whole seconds, "
+        "at least 2) before the call answers 503.",
+    )
+    database_statement_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        description="Seconds one statement may run: PostgreSQL cancels it, and a connection "
+        "still silent a second later (a hung server or network) is cut; on SQLite, how long "
+        "a statement waits for a lock. The call then answers 503.",
+    )
+    database_pool_timeout: float = Field(
+        default=3.0,
+        gt=0,
+        description="Seconds a call waits for a free pooled database connection before it "
+        "answers 503.",
+    )
+    database_pool_size: int = Field(
+        default=5, ge=1, description="Database connections each server process keeps open."
+    )
+    database_max_overflow: int = Field(
+        default=5,
+        ge=0,
+        description="Connections each process may open beyond the pool under load (closed "
+        "when returned). PostgreSQL's max_connections must exceed processes x (size + "
+        "overflow).",
+    )
+    metrics_token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token /metrics asks for; unset, /metrics answers only requests "
+        "from loopback that no proxy forwarded (X-Forwarded-For, X-Real-IP, Forwarded).",
+    )
+    otlp_endpoint: str | None = Field(
+        default=None,
+        description="An OpenTelemetry collector's OTLP/HTTP endpoint (http://collector:4318): "
+        "each relayed request becomes a span sent there. Unset: no tracing, at no cost "
+        "(needs the otel extra: pip install 'hepai-server[otel]').",
+    )
+    otel_service_name: str = Field(
+        default="hepai-server", description="The service.name of the spans."
+    )
+    drain_seconds: float = Field(
+        default=0.0,
+        ge=0,
+        description="After SIGTERM, keep serving this long with /health/ready answering 503 "
+        "(and every answer closing its connection) so a load balancer moves traffic away, "
+        "then stop; running requests still get up to 30 s to finish.",
+    )
 
     @field_validator("data_dir")
     @classmethod
@@ -377,10 +465,7 @@ class Settings(BaseSettings):
         return value
 
     def configure_logging(self) -> None:
-        logging.basicConfig(
-            level=self.log_level.upper(),
-            format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s",
-        )
+        logs.configure(level=self.log_level.upper(), json=self.log_format == "json")
 
     @field_validator("budget_timezone")
     @classmethod
@@ -414,6 +499,21 @@ class Settings(BaseSettings):
         return url
 
 
+class Timeouts(BaseModel):
+    """How long a model's upstreams may take, in seconds (unset: the platform's defaults)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: To open a connection.
+    connect: float | None = Field(default=None, gt=0)
+    #: From sending the request to the answer's first byte (its headers).
+    first_byte: float | None = Field(default=None, gt=0)
+    #: Between two chunks of the answer.
+    idle: float | None = Field(default=None, gt=0)
+    #: For the whole call, a stream included.
+    total: float | None = Field(default=None, gt=0)
+
+
 class ModelConfig(BaseModel):
     """One public model id served by a provider."""
 
@@ -431,6 +531,9 @@ class ModelConfig(BaseModel):
     #: Per million tokens (input, cached_input, output, reasoning, embedding), per page and
     #: per call, in the platform's currency (governance.prices).
     price: dict[str, float | str] | None = None
+    #: Models to try, in order, when every deployment of this one fails before answering.
+    fallbacks: list[str] = Field(default_factory=list)
+    timeouts: Timeouts | None = None
 
 
 class ProviderConfig(BaseModel):
@@ -468,6 +571,20 @@ class ProvidersFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     providers: list[ProviderConfig] = Field(default_factory=list)
+
+
+def metrics_dir() -> Path | None:
+    """Where this server's processes share their metrics files, if `serve` set one up."""
+    value = os.environ.get(METRICS_DIR_VARIABLE)
+    return Path(value) if value else None
+
+
+def share_metrics_in(path: Path) -> None:
+    """Have this process and every process it starts keep their metrics in files under
+    ``path`` (prometheus_client's multiprocess mode), left empty by a previous run."""
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    os.environ[METRICS_DIR_VARIABLE] = str(path)
 
 
 def hepai_api_key() -> str | None:

@@ -242,6 +242,8 @@ class UsageRecord(Base):
     budgets: Mapped[str | None] = mapped_column(String(256))
     #: The id the client gave in X-Request-ID, if any (the platform's own is request_id).
     client_request_id: Mapped[str | None] = mapped_column(String(64))
+    #: The fallback model that answered, when the requested one could not.
+    served_model: Mapped[str | None] = mapped_column(String(256))
 
 
 #: The counters of a daily total, in the order reports read them.

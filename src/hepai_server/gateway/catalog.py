@@ -7,7 +7,7 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
-from hepai_server.config import ModelType, ProviderConfig
+from hepai_server.config import ModelType, ProviderConfig, Timeouts
 from hepai_server.errors import ModelNotFound
 from hepai_server.protocol.openai import Endpoint
 from hepai_server.security.egress import WorkerAddress
@@ -72,6 +72,10 @@ class Model:
     groups: frozenset[str]
     users: frozenset[str]
     deployments: tuple[Deployment, ...]
+    #: Models to try, in order, when every deployment fails before answering.
+    fallbacks: tuple[str, ...] = ()
+    #: How long its upstreams may take; None: the platform's defaults.
+    timeouts: Timeouts | None = None
     #: What the config file says of the model, for the portal's catalogue.
     context_length: int | None = None
     capabilities: frozenset[str] = frozenset()
@@ -165,6 +169,8 @@ class Catalog:
                         groups=frozenset(entry.groups),
                         users=frozenset(entry.users),
                         deployments=(deployment,),
+                        fallbacks=tuple(entry.fallbacks),
+                        timeouts=entry.timeouts,
                         context_length=entry.context_length,
                         capabilities=frozenset(entry.capabilities),
                     )
@@ -184,6 +190,8 @@ class Catalog:
                     groups=known.groups | set(entry.groups),
                     users=known.users | set(entry.users),
                     deployments=(*known.deployments, deployment),
+                    fallbacks=known.fallbacks or tuple(entry.fallbacks),
+                    timeouts=known.timeouts or entry.timeouts,
                     context_length=known.context_length or entry.context_length,
                     capabilities=known.capabilities | set(entry.capabilities),
                 )

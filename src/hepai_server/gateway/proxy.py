@@ -13,20 +13,18 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import random
 import re
 import sys
 from array import array
 from dataclasses import dataclass
 from time import perf_counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import orjson
 
 from hepai_server.errors import (
     HepAIError,
-    InvalidRequest,
     RateLimited,
     ServiceUnavailable,
     UpstreamError,
@@ -34,8 +32,6 @@ from hepai_server.errors import (
 )
 from hepai_server.gateway.asgi import DisconnectWatch, Receive, Send, send_bytes
 from hepai_server.gateway.catalog import Deployment, Model
-from hepai_server.gateway.dispatch import WorkerSessions
-from hepai_server.gateway.routing import Occupancy, spread
 from hepai_server.protocol.anthropic import StreamTranslator, chat_to_message
 from hepai_server.protocol.anthropic import event as anthropic_event
 from hepai_server.protocol.openai import EMBEDDINGS, Endpoint, Usage
@@ -50,6 +46,9 @@ from hepai_server.protocol.sse import (
     split_events,
 )
 from hepai_server.services.accounts import Caller
+
+if TYPE_CHECKING:
+    from hepai_server.gateway.upstream import Upstreams
 
 SSE_HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
@@ -127,6 +126,8 @@ class Outcome:
     delivered: int = 0
     #: The deployment answers an Anthropic client in Anthropic's own format.
     native: bool = False
+    #: The fallback model that answered, when the requested one could not.
+    fallback: str | None = None
     #: The answer was cut after the upstream had the request (the client left, the stream
     #: broke, the server shut down): what was used is estimated if the upstream did not say.
     cut: bool = False
@@ -152,18 +153,8 @@ class Outcome:
 
 
 class Proxy:
-    def __init__(
-        self,
-        session: aiohttp.ClientSession,
-        workers: WorkerSessions,
-        occupancy: Occupancy,
-        rng: random.Random,
-    ) -> None:
-        self._session = session
-        #: Calls to workers go through the dispatcher's pools, whose connections are checked.
-        self._workers = workers
-        self._occupancy = occupancy
-        self._rng = rng
+    def __init__(self, upstreams: Upstreams) -> None:
+        self._upstreams = upstreams
 
     async def relay(self, call: Call, outcome: Outcome, receive: Receive, send: Send) -> None:
         """Answer the call from an upstream, noting in ``outcome`` what happened; an error
@@ -172,12 +163,17 @@ class Proxy:
         if call.stream:
             await self._relay_stream(call, outcome, receive, send)
             return
+        timeouts = call.model.timeouts
+        total = timeouts.total if timeouts is not None else None
         async with DisconnectWatch(receive) as watch:
             send = watch.guard(send)
             response: aiohttp.ClientResponse | None = None
             try:
-                response = await self._open(call, outcome)
-                await self._relay_whole(call, response, outcome, send)
+                async with asyncio.timeout(total):
+                    response = await self._upstreams.open(call, outcome)
+                    await self._relay_whole(call, response, outcome, send)
+            except TimeoutError:
+                raise UpstreamTimeout(f"{call.model.id} did not answer within {total} s") from None
             except asyncio.CancelledError:
                 if not watch.fired:
                     raise
@@ -187,88 +183,6 @@ class Proxy:
             finally:
                 if response is not None:
                     response.release()
-
-    def _load(self, deployment: Deployment) -> float:
-        if deployment.worker_id is None:
-            return 0.0
-        queued = deployment.queue_length + self._occupancy[deployment.worker_id]
-        return queued / deployment.speed
-
-    async def _open(self, call: Call, outcome: Outcome) -> aiohttp.ClientResponse:
-        """The first usable upstream response, trying deployments in turn.
-
-        A connection failure, a timeout, a 5xx or a 429 moves on to the next deployment; the last
-        deployment's answer, whatever it is, is returned.
-        """
-        attempts = spread(call.model.deployments, self._rng, self._load)
-        failure: HepAIError | None = None
-        for number, deployment in enumerate(attempts, 1):
-            outcome.deployment, outcome.served_by = deployment, deployment.name
-            outcome.native = call.anthropic and deployment.messages_url is not None
-            if outcome.native:
-                assert deployment.messages_url is not None
-                url, headers = deployment.messages_url, deployment.messages_headers
-            else:
-                url, headers = deployment.url(call.endpoint), deployment.headers
-            payload = self._payload(call, deployment, native=outcome.native)
-            try:
-                response = await self._post(deployment, url, payload, headers)
-            except TimeoutError:
-                failure = UpstreamTimeout(f"{deployment.provider} did not answer in time")
-                continue
-            except aiohttp.ClientError as exc:
-                failure = UpstreamError(
-                    f"could not reach {deployment.provider}: {exc.__class__.__name__}"
-                )
-                continue
-            if number < len(attempts) and (response.status >= 500 or response.status == 429):
-                response.release()
-                continue
-            return response
-        # Built only now: a request that gets an answer has no use for it.
-        if failure is None:
-            failure = UpstreamError(f"no deployment of {call.model.id} answered")
-        raise failure
-
-    async def _post(
-        self, deployment: Deployment, url: str, payload: bytes, headers: dict[str, str]
-    ) -> aiohttp.ClientResponse:
-        if deployment.worker_id is None:
-            return await self._post_on(self._session, url, payload, headers)
-        session = self._workers.for_owner(trusted=deployment.trusted)
-        with self._occupancy.holding(deployment.worker_id):
-            return await self._post_on(session, url, payload, headers)
-
-    @staticmethod
-    async def _post_on(
-        session: aiohttp.ClientSession, url: str, payload: bytes, headers: dict[str, str]
-    ) -> aiohttp.ClientResponse:
-        try:
-            return await session.post(url, data=payload, headers=headers, allow_redirects=False)
-        except aiohttp.ServerDisconnectedError:
-            # The upstream closed a pooled keep-alive connection: one fresh try is safe.
-            return await session.post(url, data=payload, headers=headers, allow_redirects=False)
-
-    def _payload(self, call: Call, deployment: Deployment, *, native: bool) -> bytes:
-        body = call.messages_body if native and call.messages_body is not None else call.body
-        body["model"] = deployment.upstream_model
-        if native:
-            return self._encode(body, deployment)
-        if call.stream:
-            options = body.get("stream_options") or {}
-            body["stream_options"] = {**options, "include_usage": True}
-        if call.wants_base64:
-            body["encoding_format"] = "float"
-        return self._encode(body, deployment)
-
-    @staticmethod
-    def _encode(body: dict[str, Any], deployment: Deployment) -> bytes:
-        try:
-            # A worker takes the request as the keyword arguments of its method.
-            return orjson.dumps({"kwargs": body} if deployment.worker_id else body)
-        except orjson.JSONEncodeError:
-            # orjson reads 1023 levels of nesting but writes only 254.
-            raise InvalidRequest("the request body is nested too deeply") from None
 
     async def _relay_whole(
         self, call: Call, response: aiohttp.ClientResponse, outcome: Outcome, send: Send
@@ -286,6 +200,7 @@ class Proxy:
             raw,
             request_id=call.request_id,
             content_type=content_type,
+            extra={"x-hepai-deployment": outcome.served_by or ""},
         )
 
     async def _relay_stream(
@@ -297,7 +212,7 @@ class Proxy:
         async with DisconnectWatch(receive) as watch:
             send = watch.guard(send)
             try:
-                response = await self._open(call, outcome)
+                response = await self._upstreams.open(call, outcome)
                 if response.status != 200 or not is_event_stream(response, outcome.deployment):
                     await self._relay_whole(call, response, outcome, send)
                 else:
@@ -337,10 +252,16 @@ class Proxy:
             {
                 "type": "http.response.start",
                 "status": 200,
-                "headers": [*SSE_HEADERS, (b"x-request-id", call.request_id.encode())],
+                "headers": [
+                    *SSE_HEADERS,
+                    (b"x-request-id", call.request_id.encode()),
+                    (b"x-hepai-deployment", (outcome.served_by or "").encode()),
+                ],
             }
         )
         rewriter = ModelRewriter(orjson.dumps(call.model.id))
+        timeouts = call.model.timeouts
+        deadline = call.started + timeouts.total if timeouts and timeouts.total else None
         splitter = EventSplitter()
         translator = (
             StreamTranslator(call.model.id) if call.anthropic and not outcome.native else None
@@ -368,6 +289,8 @@ class Proxy:
                     # The client has it all and may hang up now; whatever the upstream still
                     # sends (a worker's closing bytes) is not worth waiting for.
                     break
+                if deadline is not None and perf_counter() > deadline:
+                    raise TimeoutError  # the model's total time is up
             tail = splitter.rest()
         except (TimeoutError, aiohttp.ClientError) as exc:
             error: HepAIError = (

@@ -8,9 +8,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from itertools import groupby
 
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import Response
 
+from hepai_server.db.governance import ProviderHealth
 from hepai_server.errors import NotFound
 from hepai_server.gateway import registry
 from hepai_server.gateway.runtime import Gateway
@@ -53,19 +56,27 @@ class ModelRow:
 
 
 async def available_models(
-    gw: Gateway, caller: Caller, *, health: dict[str, tuple[int, int]] | None = None
+    gw: Gateway,
+    caller: Caller,
+    *,
+    health: dict[str, tuple[int, int]] | None = None,
+    down: frozenset[str] = frozenset(),
 ) -> list[ModelRow]:
-    """Every model the caller may use: the providers', then the workers' (live or not)."""
+    """Every model the caller may use: the providers', then the workers' (live or not).
+    ``health`` is each model's recent calls and failures; ``down`` the providers the last
+    health check found down: a model none of whose providers is up is failing."""
     health = health or {}
     rows = []
     for model in gw.catalog.visible_to(caller):
         calls, failed = health.get(model.id, (0, 0))
+        providers = {deployment.provider for deployment in model.deployments}
+        state = "failing" if providers <= down else usage_log.health_of(calls, failed)
         rows.append(
             ModelRow(
                 model.id,
                 model.type,
                 model.owned_by,
-                usage_log.health_of(calls, failed),
+                state,
                 context_length=model.context_length,
                 capabilities=tuple(sorted(model.capabilities)),
                 recent_calls=calls,
@@ -92,10 +103,16 @@ async def available_models(
 
 
 async def catalogue(gw: Gateway, caller: Caller) -> list[ModelRow]:
-    """The caller's models with how their calls of the last minutes went."""
+    """The caller's models with how their calls of the last minutes went, and what the
+    providers' health checks found."""
     since = datetime.now(UTC) - HEALTH_WINDOW
-    health = await gw.transact(lambda s: usage_log.recent_health(s, since=since))
-    return await available_models(gw, caller, health=health)
+
+    def work(session: Session) -> tuple[dict[str, tuple[int, int]], frozenset[str]]:
+        down = session.scalars(select(ProviderHealth.provider).where(ProviderHealth.down))
+        return usage_log.recent_health(session, since=since), frozenset(down)
+
+    health, down = await gw.transact(work)
+    return await available_models(gw, caller, health=health, down=down)
 
 
 async def models_page(request: Request, portal: Portal) -> Response:

@@ -18,6 +18,7 @@ from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import Response
 
+from hepai_server.db.governance import ProviderHealth
 from hepai_server.db.tables import AuditEvent, ModelName, WorkerModel
 from hepai_server.errors import Conflict, InvalidRequest
 from hepai_server.portal.notices import describe
@@ -63,7 +64,11 @@ async def render_providers(
     gw = gateway(request)
 
     def work(session: Session) -> dict[str, Any]:
-        return {"stored": list(providers.list_providers(session)), "tests": last_tests(session)}
+        return {
+            "stored": list(providers.list_providers(session)),
+            "tests": last_tests(session),
+            "checks": {row.provider: row for row in session.scalars(select(ProviderHealth))},
+        }
 
     context = await gw.transact(work)
     return portal.render(
