@@ -32,7 +32,7 @@ from hepai_server.gateway.frame import Frame
 from hepai_server.gateway.health import drain_on_sigterm
 from hepai_server.gateway.runtime import Gateway
 from hepai_server.portal.routes import portal_routes
-from hepai_server.portal.web import Portal
+from hepai_server.portal.web import Portal, error_page, wants_page
 from hepai_server.routes.api import api_routes
 
 log = logging.getLogger(__name__)
@@ -128,6 +128,8 @@ async def on_http_exception(request: Request, exc: Exception) -> Response:
         error = MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}")
     else:
         error = NotFound(f"no route {request.url.path}")
+    if wants_page(request):  # a browser gets the portal's page; programs keep the JSON
+        return await error_page(request, error)
     return Response(
         error.to_json(),
         status_code=error.status,
@@ -139,6 +141,8 @@ async def on_http_exception(request: Request, exc: Exception) -> Response:
 async def on_unexpected_error(request: Request, exc: Exception) -> Response:
     log.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
     error = HepAIError("The server had an error while processing your request.")
+    if wants_page(request):
+        return await error_page(request, error, signed_in=False)
     return Response(
         error.to_json(), status_code=500, headers=stamp(request), media_type="application/json"
     )

@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 ModelType = Literal["chat", "completion", "embedding", "rerank"]
 #: prometheus_client reads this when first imported: set before any process imports it.
 METRICS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
+#: What a model can do beyond text, as the portal's model catalogue shows it.
+Capability = Literal["vision", "tools", "reasoning"]
 
 #: Known OpenAI-compatible providers: the base URL and the variable that holds the key.
 PRESETS: dict[str, tuple[str, str | None]] = {
@@ -535,6 +537,9 @@ class ModelConfig(BaseModel):
     groups: list[str] = Field(default_factory=lambda: ["all"])
     users: list[str] = Field(default_factory=list)
     weight: float = Field(default=1.0, gt=0)
+    #: For the model catalogue: the context window in tokens, and what the model can do.
+    context_length: int | None = Field(default=None, gt=0)
+    capabilities: list[Capability] = Field(default_factory=list)
     #: Per million tokens (input, cached_input, output, reasoning, embedding), per page and
     #: per call, in the platform's currency (governance.prices).
     price: dict[str, float | str] | None = None

@@ -129,6 +129,9 @@ class WebSession(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    #: A notice a form's redirect leaves for the next page, sealed with a key only the
+    #: browser's cookie gives (it may carry a new key's secret); read once, then cleared.
+    flash: Mapped[str | None] = mapped_column(Text)
 
     user: Mapped[User] = relationship(lazy="joined")
 
@@ -243,6 +246,19 @@ class UsageRecord(Base):
     served_model: Mapped[str | None] = mapped_column(String(256))
 
 
+#: The counters of a daily total, in the order reports read them.
+DAILY_COUNTERS = (
+    "requests",
+    "errors",
+    "prompt_tokens",
+    "completion_tokens",
+    "total_tokens",
+    "pages",
+    "bytes",
+    "cost_nanos",
+)
+
+
 class UsageDaily(Base):
     """Usage summed per UTC day, user and model: what the usage pages read instead of the rows.
 
@@ -250,7 +266,12 @@ class UsageDaily(Base):
     """
 
     __tablename__ = "usage_daily"
-    __table_args__ = (Index("ix_usage_daily_user_day", "user_id", "day"),)
+    #: Both indexes carry every counter, so the usage pages read them alone, in order, never
+    #: the table: by day and model (every account's report), by user and day (one account's).
+    __table_args__ = (
+        Index("ix_usage_daily_user_day", "user_id", "day", "model", *DAILY_COUNTERS),
+        Index("ix_usage_daily_day_model", "day", "model", *DAILY_COUNTERS),
+    )
 
     day: Mapped[date] = mapped_column(Date, primary_key=True)
     #: 0 for requests no account made (none are recorded today; the key must not be null).

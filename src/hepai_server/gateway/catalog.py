@@ -76,6 +76,9 @@ class Model:
     fallbacks: tuple[str, ...] = ()
     #: How long its upstreams may take; None: the platform's defaults.
     timeouts: Timeouts | None = None
+    #: What the config file says of the model, for the portal's catalogue.
+    context_length: int | None = None
+    capabilities: frozenset[str] = frozenset()
 
     def is_callable_by(self, caller: Caller) -> bool:
         if caller.allowed_models is not None and self.id not in caller.allowed_models:
@@ -168,6 +171,8 @@ class Catalog:
                         deployments=(deployment,),
                         fallbacks=tuple(entry.fallbacks),
                         timeouts=entry.timeouts,
+                        context_length=entry.context_length,
+                        capabilities=frozenset(entry.capabilities),
                     )
                     continue
                 if known.type != entry.type:
@@ -187,6 +192,8 @@ class Catalog:
                     deployments=(*known.deployments, deployment),
                     fallbacks=known.fallbacks or tuple(entry.fallbacks),
                     timeouts=known.timeouts or entry.timeouts,
+                    context_length=known.context_length or entry.context_length,
+                    capabilities=known.capabilities | set(entry.capabilities),
                 )
         return cls(merged.values())
 
