@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Iterator
+from datetime import UTC, datetime
 
 import psycopg
 import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from sqlalchemy.orm import Session
 
 from hepai_server.db import migrate
 from hepai_server.db.tables import Base
@@ -94,3 +96,55 @@ def test_the_migrated_schema_is_the_declared_one(database: str) -> None:
     finally:
         engine.dispose()
     assert differences == []
+
+
+def test_a_budget_never_gets_the_id_of_one_cleared_before(database: str) -> None:
+    """A budget's spend and alerts are kept by its id: a new budget must not inherit a cleared
+    one's (SQLite hands a deleted row's id out again unless the table says AUTOINCREMENT),
+    whether it was cleared before this migration or after."""
+    from hepai_server.db.governance import BudgetDaily
+    from hepai_server.governance import budgets
+
+    now = datetime.now(UTC)
+
+    def spend_and_clear(subject_id: int) -> int:
+        with Session(engine) as session, session.begin():
+            budget = budgets.set_budget(
+                session,
+                scope="user",
+                subject_id=subject_id,
+                amount_nanos=10,
+                tokens=None,
+                period="month",
+                warn_at=0.8,
+                now=now,
+                by="test",
+            )
+            session.add(BudgetDaily(budget_id=budget.id, day=now.date(), requests=1, cost_nanos=9))
+            budget_id = budget.id
+        with Session(engine) as session, session.begin():
+            budgets.clear_budget(session, scope="user", subject_id=subject_id)
+        return budget_id
+
+    migrate.upgrade(database, "0009")
+    engine = sa.create_engine(database)
+    try:
+        before = spend_and_clear(1)
+        migrate.upgrade(database)
+        after = spend_and_clear(2)
+        with Session(engine) as session:
+            latest = budgets.set_budget(
+                session,
+                scope="user",
+                subject_id=3,
+                amount_nanos=10,
+                tokens=None,
+                period="month",
+                warn_at=0.8,
+                now=now,
+                by="test",
+            )
+            assert budgets.spent(session, latest.id, now.date()) == (0, 0)
+    finally:
+        engine.dispose()
+    assert before < after < latest.id

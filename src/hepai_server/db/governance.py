@@ -47,11 +47,15 @@ class Budget(Base):
     ``scope`` is ``user``, ``group`` or ``key`` and ``subject_id`` that row's id. ``period`` is
     ``day``, ``week``, ``month`` (calendar, in the platform's budget time zone) or ``once`` (a
     grant counted from ``starts_at``). ``warn_at`` is the share of either limit at which its
-    owner and the admins are warned.
+    owner and the admins are warned. An id is never reused.
     """
 
     __tablename__ = "budgets"
-    __table_args__ = (UniqueConstraint("scope", "subject_id", name="uq_budgets_subject"),)
+    __table_args__ = (
+        UniqueConstraint("scope", "subject_id", name="uq_budgets_subject"),
+        # Spend, alerts and counters are keyed by the id: SQLite must never hand it out again.
+        {"sqlite_autoincrement": True},
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     scope: Mapped[str] = mapped_column(String(8))
