@@ -18,6 +18,8 @@ from sqlalchemy.orm import Session
 
 from hepai_server.db.governance import Budget, BudgetDaily
 from hepai_server.errors import InvalidRequest, NotFound
+from hepai_server.governance import subjects
+from hepai_server.services.directory import Page, paged
 
 SCOPES = ("user", "group", "key")
 PERIODS = ("day", "week", "month", "once")
@@ -120,6 +122,26 @@ def list_budgets(session: Session) -> Sequence[Budget]:
     return session.scalars(select(Budget).order_by(Budget.scope, Budget.subject_id)).all()
 
 
+def of_users(session: Session, user_ids: Sequence[int]) -> Sequence[Budget]:
+    """The own budgets of these users."""
+    return session.scalars(
+        select(Budget).where(Budget.scope == "user", Budget.subject_id.in_(user_ids))
+    ).all()
+
+
+def find_budgets(
+    session: Session, *, text: str = "", scope: str = "", number: int = 1, size: int = 50
+) -> Page[Budget]:
+    """One page of the budgets of a kind of subject (``scope``, or all) whose subject's name
+    contains ``text``, by subject."""
+    query = select(Budget).order_by(Budget.scope, Budget.subject_id)
+    if scope:
+        query = query.where(Budget.scope == scope)
+    if text:
+        query = query.where(subjects.named_like(Budget.scope, Budget.subject_id, text))
+    return paged(session, query, number=number, size=size)
+
+
 def spent(
     session: Session, budget_id: int, since: date, until: date | None = None
 ) -> tuple[int, int]:
@@ -133,6 +155,48 @@ def spent(
         query = query.where(BudgetDaily.day < until)
     cost, tokens = session.execute(query).one()
     return int(cost), int(tokens)
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetStatus:
+    """A budget in its current period: what it allows, what is spent, what is left."""
+
+    rule: BudgetRule
+    #: The period's first day, and when it ends (None for a grant, which does not).
+    start: date
+    end: datetime | None
+    spent: int
+    spent_tokens: int
+
+    @property
+    def left(self) -> int | None:
+        amount = self.rule.amount_nanos
+        return None if amount is None else max(amount - self.spent, 0)
+
+    @property
+    def left_tokens(self) -> int | None:
+        tokens = self.rule.tokens
+        return None if tokens is None else max(tokens - self.spent_tokens, 0)
+
+    @property
+    def used_share(self) -> float:
+        """The larger share of either limit spent (1.0: exhausted), for a gauge."""
+        shares = [
+            spent / limit if limit else 1.0
+            for spent, limit in (
+                (self.spent, self.rule.amount_nanos),
+                (self.spent_tokens, self.rule.tokens),
+            )
+            if limit is not None
+        ]
+        return min(max(shares, default=0.0), 1.0)
+
+
+def status(session: Session, rule: BudgetRule, *, now: datetime, zone: tzinfo) -> BudgetStatus:
+    """``rule`` in the period ``now`` is in, with its spend so far."""
+    start, end = rule.window(now, zone)
+    money, tokens = spent(session, rule.id, start)
+    return BudgetStatus(rule, start, None if rule.period == "once" else end, money, tokens)
 
 
 def utcnow() -> datetime:

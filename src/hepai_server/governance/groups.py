@@ -123,12 +123,11 @@ def set_member_budget(
     admins are not bound)."""
     user = member(session, group, username)
     if not caller.is_admin:
-        ceiling = session.scalar(
-            select(Budget).where(Budget.scope == "group", Budget.subject_id == group.id)
-        )
+        ceiling = group_budget(session, group)
         if ceiling is None:
             raise PermissionDenied(
-                f"group {group.name!r} has no budget of its own to share; ask an admin"
+                f"group {group.name!r} has no budget of its own to share; ask an admin",
+                param="budget",
             )
         for given, own, what in (
             (amount_nanos, ceiling.amount_nanos, "amount"),
@@ -167,11 +166,7 @@ def set_member_limit(
     kind no higher than the group's; a kind the group does not limit is free)."""
     user = member(session, group, username)
     if not caller.is_admin:
-        own = session.scalar(
-            select(RateLimit).where(
-                RateLimit.scope == "group", RateLimit.subject_id == group.id, RateLimit.model == ""
-            )
-        )
+        own = group_limit(session, group)
         for given, ceiling, what in (
             (rpm, own.rpm if own else None, "rpm"),
             (tpm, own.tpm if own else None, "tpm"),
@@ -193,4 +188,31 @@ def set_member_limit(
         concurrency=concurrency,
         now=now,
         by=caller.username,
+    )
+
+
+def clear_member_budget(session: Session, *, group: Group, username: str) -> None:
+    """Remove a member's own budget (the group's still counts their calls)."""
+    user = member(session, group, username)
+    budgets.clear_budget(session, scope="user", subject_id=user.id)
+
+
+def clear_member_limit(session: Session, *, group: Group, username: str) -> None:
+    """Remove a member's own rate limits on every model (the group's still count their calls)."""
+    user = member(session, group, username)
+    limits.clear_limit(session, scope="user", subject_id=user.id, model="")
+
+
+def group_budget(session: Session, group: Group) -> Budget | None:
+    return session.scalar(
+        select(Budget).where(Budget.scope == "group", Budget.subject_id == group.id)
+    )
+
+
+def group_limit(session: Session, group: Group) -> RateLimit | None:
+    """The group's own rate limits on every model: the ceiling of its members'."""
+    return session.scalar(
+        select(RateLimit).where(
+            RateLimit.scope == "group", RateLimit.subject_id == group.id, RateLimit.model == ""
+        )
     )

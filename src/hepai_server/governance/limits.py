@@ -18,11 +18,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, or_, select
 from sqlalchemy.orm import Session
 
 from hepai_server.db.governance import RateLimit
 from hepai_server.errors import InvalidRequest, NotFound
+from hepai_server.governance import subjects
+from hepai_server.services.directory import Page, like, paged
 
 SCOPES = ("key", "user", "group", "model")
 
@@ -99,3 +101,35 @@ def list_limits(session: Session) -> Sequence[RateLimit]:
     return session.scalars(
         select(RateLimit).order_by(RateLimit.scope, RateLimit.subject_id, RateLimit.model)
     ).all()
+
+
+def of_users(session: Session, user_ids: Sequence[int]) -> Sequence[RateLimit]:
+    """The own rate limits of these users on every model."""
+    return session.scalars(
+        select(RateLimit).where(
+            RateLimit.scope == "user", RateLimit.subject_id.in_(user_ids), RateLimit.model == ""
+        )
+    ).all()
+
+
+def find_limits(
+    session: Session, *, text: str = "", scope: str = "", number: int = 1, size: int = 50
+) -> Page[RateLimit]:
+    """One page of the rate limits of a kind of subject (``scope``: ``user``, ``group``,
+    ``key``, ``model``, ``everyone`` for every user's default, or all) whose subject's name or
+    model contains ``text``, by subject and model."""
+    query = select(RateLimit).order_by(RateLimit.scope, RateLimit.subject_id, RateLimit.model)
+    if scope == "everyone":
+        query = query.where(RateLimit.scope == "user", RateLimit.subject_id == 0)
+    elif scope:
+        query = query.where(RateLimit.scope == scope)
+        if scope == "user":
+            query = query.where(RateLimit.subject_id != 0)
+    if text:
+        query = query.where(
+            or_(
+                subjects.named_like(RateLimit.scope, RateLimit.subject_id, text),
+                func.lower(RateLimit.model).like(like(text.lower()), escape="\\"),
+            )
+        )
+    return paged(session, query, number=number, size=size)

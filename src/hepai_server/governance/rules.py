@@ -72,6 +72,21 @@ class Rules:
     def budgets(self) -> list[BudgetRule]:
         return list(self._budgets.values())
 
+    def budget_of(self, scope: str, subject_id: int) -> BudgetRule | None:
+        return self._budgets.get((scope, subject_id))
+
+    def rates_of(self, scope: str, subject_id: int) -> list[RateRule]:
+        """The rate limits set for one subject (on every model or one)."""
+        return list(self._rates.get((scope, subject_id), ()))
+
+    def budgets_for(self, caller: Caller) -> list[BudgetRule]:
+        """The budgets that count the caller's calls: its user's, its groups', its key's."""
+        owners = [("user", caller.user_id)]
+        owners += [("group", group) for group in sorted(self.group_ids_of(caller))]
+        if caller.key_id:
+            owners.append(("key", caller.key_id))
+        return [self._budgets[owner] for owner in owners if owner in self._budgets]
+
     def group_ids_of(self, caller: Caller) -> set[int]:
         return {self._group_ids[g] for g in caller.groups if g in self._group_ids}
 

@@ -57,15 +57,7 @@ async def billing_limits(request: Request) -> Response:
 
 def applicable(rules: Rules, caller: Caller) -> list[budgets.BudgetRule]:
     """The caller's budgets: its user's, its groups', its key's."""
-    found = []
-    for budget in rules.budgets():
-        if (
-            (budget.scope == "user" and budget.subject_id == caller.user_id)
-            or (budget.scope == "key" and budget.subject_id == caller.key_id)
-            or (budget.scope == "group" and budget.subject_id in rules.group_ids_of(caller))
-        ):
-            found.append(budget)
-    return found
+    return rules.budgets_for(caller)
 
 
 def budget_view(

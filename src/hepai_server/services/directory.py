@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Generic, TypeVar
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import Select, func, or_, select
 from sqlalchemy.orm import Session
 
 from hepai_server.db.tables import AuditEvent, Group, User, user_groups
@@ -50,12 +50,15 @@ def search_users(session: Session, *, text: str, number: int, size: int) -> Page
                 func.lower(func.coalesce(User.email, "")).like(pattern, escape="\\"),
             )
         )
-    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    return paged(session, query.order_by(User.username), number=number, size=size)
+
+
+def paged(session: Session, query: Select[T], *, number: int, size: int) -> Page[T]:
+    """Page ``number`` of an ordered query (the last one when it asks past the end)."""
+    total = session.scalar(select(func.count()).select_from(query.order_by(None).subquery())) or 0
     number = max(1, min(number, -(-total // size) or 1))
-    users = session.scalars(
-        query.order_by(User.username).offset((number - 1) * size).limit(size)
-    ).all()
-    return Page(users, total, number, size)
+    items = session.scalars(query.offset((number - 1) * size).limit(size)).all()
+    return Page(items, total, number, size)
 
 
 @dataclass(frozen=True, slots=True)
