@@ -10,6 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from hepai_server.governance.budgets import PERIODS
+from hepai_server.governance.prices import TOKEN_PRICES, UNIT_PRICES
+from hepai_server.governance.subjects import LIMIT_SCOPES
 from hepai_server.portal.charts import nice_ceiling, stacked_chart
 from hepai_server.portal.i18n import choose_language, load_catalogs
 from hepai_server.portal.notices import every_key
@@ -25,7 +28,8 @@ def keys_in_use() -> set[str]:
     """Every message key the templates and views name, the computed ones spelled out."""
     quoted = re.compile(
         r"""['"]((?:nav|common|errors|auth|password|keys|models|usage|admin|files|play|workers|"""
-        r"""providers|permissions|flash|home|log|snippet|groups)\.[a-z_0-9]+)['"]"""
+        r"""providers|permissions|flash|home|log|snippet|groups|prices|budgets|limits|subjects|"""
+        r"""notices|mygroups)\.[a-z_0-9]+)['"]"""
     )
     keys: set[str] = set()
     for source in [*TEMPLATES.glob("*.html"), *VIEWS.glob("*.py")]:
@@ -48,6 +52,23 @@ def keys_in_use() -> set[str]:
     keys |= {f"workers.state_{state}" for state in ("live", "expired", "stopped", "held")}
     keys |= {f"audit.{action}" for action in AUDIT_ACTIONS}
     keys |= {f"detail.{name}" for name in AUDIT_DETAILS}
+    keys |= {f"prices.field_{name}" for name in (*TOKEN_PRICES, *UNIT_PRICES)}
+    keys |= {f"prices.defaults_to_{name}" for name in ("input", "output")}
+    keys |= {f"subjects.scope_{scope}" for scope in LIMIT_SCOPES}
+    keys |= {f"budgets.period_{period}" for period in PERIODS}
+    keys |= {f"limits.{name}" for name in ("rpm", "tpm", "concurrency")}
+    keys |= {f"limits.whose_{whom}" for whom in ("mine", "everyone", "group", "model", "key")}
+    keys |= {
+        f"notices.{whose}_{kind}_{measure}"
+        for whose in ("budget", "own")
+        for kind in ("warning", "exhausted")
+        for measure in ("money", "tokens")
+    }
+    keys |= {f"notices.kind_{kind}" for kind in ("warning", "exhausted")}
+    keys |= {
+        f"groups.{action}_done" for action in ("budget", "limits", "clear_budget", "clear_limits")
+    }
+    keys |= {f"{kind}s.cleared" for kind in ("budget", "limit")}
     return keys
 
 
@@ -65,9 +86,17 @@ AUDIT_ACTIONS = (
     "group.create",
     "group.add_member",
     "group.remove_member",
+    "group.admin_add",
+    "group.admin_remove",
+    *(f"group.member_{what}" for what in ("budget", "limits", "budget_clear", "limits_clear")),
+    *(f"{kind}.{action}" for kind in ("price", "budget", "limit") for action in ("set", "clear")),
+    # Recorded by the CLI and the API, shown on the same page.
+    *(f"key.{action}_for_user" for action in ("create", "revoke", "fetch")),
 )
 AUDIT_DETAILS = ("level", "groups", "email", "base_url", "models", "key_set", "users")
-AUDIT_DETAILS += ("result", "status", "added", "user")
+AUDIT_DETAILS += ("result", "status", "added", "user", "price", "currency", *TOKEN_PRICES)
+AUDIT_DETAILS += (*UNIT_PRICES, "amount", "tokens", "period", "warn_at", "model", "rpm", "tpm")
+AUDIT_DETAILS += ("concurrency", "via", "name", "key")
 
 
 def test_every_action_the_portal_audits_has_a_readable_name() -> None:

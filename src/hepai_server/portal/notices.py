@@ -7,7 +7,8 @@ status, so a Chinese page never shows an English sentence from the server.
 
 from __future__ import annotations
 
-from hepai_server.errors import Conflict, HepAIError
+from hepai_server.errors import Conflict, HepAIError, NotFound, PermissionDenied
+from hepai_server.governance.prices import TOKEN_PRICES, UNIT_PRICES
 
 #: The message for an error about one field, by the field's name.
 BY_PARAM = {
@@ -27,7 +28,29 @@ BY_PARAM = {
     "origin": "errors.other_site",
     "from": "errors.dates",
     "to": "errors.dates",
+    **dict.fromkeys(("price", *TOKEN_PRICES, *UNIT_PRICES), "errors.price"),
+    "amount": "errors.amount",
+    "tokens": "errors.tokens",
+    "warn_at": "errors.warn_at",
+    "period": "errors.period",
+    "rpm": "errors.rates",
+    "tpm": "errors.rates",
+    "concurrency": "errors.rates",
+    "scope": "errors.scope",
+    "subject": "errors.subject",
+    "self": "errors.not_self_group",
+    "budget": "errors.group_no_budget",
 }
+#: A group administrator's change beyond the group's own budget or rates.
+BEYOND_GROUP = {
+    "amount": "errors.within_group",
+    "tokens": "errors.within_group",
+    "rpm": "errors.within_group",
+    "tpm": "errors.within_group",
+    "concurrency": "errors.within_group",
+}
+#: Something named that does not exist.
+MISSING = {"username": "errors.no_user"}
 #: A conflict names what already exists.
 CONFLICTS = {
     "username": "errors.username_taken",
@@ -50,6 +73,10 @@ def describe(error: HepAIError) -> str:
     """The catalog key of the message a page shows for ``error``."""
     if isinstance(error, Conflict) and error.param in CONFLICTS:
         return CONFLICTS[error.param]
+    if isinstance(error, PermissionDenied) and error.param in BEYOND_GROUP:
+        return BEYOND_GROUP[error.param]
+    if isinstance(error, NotFound) and error.param in MISSING:
+        return MISSING[error.param]
     if error.param in BY_PARAM and error.status < 500:
         return BY_PARAM[error.param]
     if error.status >= 500:
@@ -59,4 +86,11 @@ def describe(error: HepAIError) -> str:
 
 def every_key() -> set[str]:
     """Every key ``describe`` may answer (the catalog test checks both languages have them)."""
-    return {*BY_PARAM.values(), *CONFLICTS.values(), *BY_STATUS.values(), "errors.server"}
+    return {
+        *BY_PARAM.values(),
+        *CONFLICTS.values(),
+        *BEYOND_GROUP.values(),
+        *MISSING.values(),
+        *BY_STATUS.values(),
+        "errors.server",
+    }

@@ -19,12 +19,14 @@ from typing import Any
 from urllib.parse import quote, urlsplit
 
 import jinja2
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 from starlette.datastructures import FormData
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from hepai_server.config import Settings
+from hepai_server.db.governance import GroupAdmin
 from hepai_server.errors import HepAIError, PermissionDenied
 from hepai_server.gateway.runtime import Gateway
 from hepai_server.governance.prices import format_money
@@ -73,6 +75,8 @@ class Viewer:
     groups: frozenset[str]
     #: False for accounts that sign in by single sign-on only.
     has_password: bool = True
+    #: An administrator of some group (a platform admin administers every group).
+    leads: bool = False
     #: The notice the last form left for this page (read once, on a GET).
     flash: Flash | None = None
 
@@ -152,6 +156,7 @@ class Portal:
                 is_admin=user.is_admin,
                 groups=frozenset(group.name for group in user.groups),
                 has_password=user.password_hash is not None,
+                leads=user.is_admin or leads_a_group(session, user.id),
                 flash=notice,
             )
 
@@ -244,6 +249,13 @@ class Portal:
             path="/",
             **options,
         )
+
+
+def leads_a_group(session: Session, user_id: int) -> bool:
+    found = session.scalar(
+        select(GroupAdmin.group_id).where(GroupAdmin.user_id == user_id).limit(1)
+    )
+    return found is not None
 
 
 def gateway(request: Request) -> Gateway:

@@ -41,8 +41,8 @@ def parse_groups(raw: object) -> list[str]:
     return [name for name in re.split(r"[\s,\uff0c]+", str(raw or "")) if name]
 
 
-def page_number(request: Request) -> int:
-    raw = request.query_params.get("page", "1")
+def page_number(request: Request, name: str = "page") -> int:
+    raw = request.query_params.get(name, "1")
     return int(raw) if raw.isdigit() and len(raw) < 7 else 1
 
 

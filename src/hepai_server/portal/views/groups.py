@@ -1,8 +1,10 @@
-"""Admin → groups: every group with its size; one group's members and the models its members
-may use through it; make a group, add and remove members."""
+"""Admin → groups: every group with its size; one group's members, administrators and budget,
+and the models its members may use through it; make a group, add and remove members, make a
+member the group's administrator (who then manages it on "My groups") or no longer one."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -12,11 +14,21 @@ from starlette.responses import Response
 
 from hepai_server.db.tables import Group, User
 from hepai_server.errors import InvalidRequest, NotFound
+from hepai_server.governance import budgets
+from hepai_server.governance import groups as governed
 from hepai_server.portal.notices import describe
 from hepai_server.portal.views.models import available_models
 from hepai_server.portal.web import Portal, done, gateway, record_action
 from hepai_server.services import accounts, directory
 from hepai_server.services.accounts import NAME, Caller
+
+#: What each change says on the page it leads to.
+DONE = {
+    "add": "groups.member_added",
+    "remove": "groups.member_removed",
+    "admin_add": "groups.admin_added",
+    "admin_remove": "groups.admin_removed",
+}
 
 
 def member_of(group: str) -> Caller:
@@ -66,12 +78,22 @@ async def create_group(request: Request, portal: Portal) -> Response:
 async def group_page(request: Request, portal: Portal) -> Response:
     viewer = await portal.viewer(request, admin=True)
     name = request.path_params["name"]
+    zone = portal.settings.budget_zone
 
     def work(session: Session) -> dict[str, Any]:
         group = session.scalar(select(Group).where(Group.name == name))
         if group is None:
             raise NotFound(f"no group {name!r}")
-        return {"group": group, "members": list(directory.members(session, group))}
+        own = governed.group_budget(session, group)
+        return {
+            "group": group,
+            "members": list(directory.members(session, group)),
+            "admins": {user.username for user in governed.admins_of(session, group)},
+            "budget": None
+            if own is None
+            else budgets.status(session, budgets.rule_of(own), now=datetime.now(UTC), zone=zone),
+            "limit": governed.group_limit(session, group),
+        }
 
     gw = gateway(request)
     context = await gw.transact(work)
@@ -82,7 +104,8 @@ async def group_page(request: Request, portal: Portal) -> Response:
 
 
 async def change_group(request: Request, portal: Portal) -> Response:
-    """Add a member (by username) or remove one."""
+    """Add a member (by username) or remove one; make a user the group's administrator (a
+    member too) or no longer one."""
     viewer = await portal.viewer(request, admin=True)
     form = await portal.form(request, viewer)
     name = request.path_params["name"]
@@ -100,7 +123,11 @@ async def change_group(request: Request, portal: Portal) -> Response:
         if action == "add":
             accounts.set_groups(session, user=user, groups=[*names, name])
         elif action == "remove":
-            accounts.set_groups(session, user=user, groups=[g for g in names if g != name])
+            governed.remove_member(session, group=group, username=username)
+        elif action in ("admin_add", "admin_remove"):
+            governed.set_admin(session, group=group, user=user, admin=action == "admin_add")
+            record_action(session, viewer, request, f"group.{action}", f"{name}:{username}")
+            return
         else:
             raise InvalidRequest(f"unknown action {action!r}", param="action")
         record_action(session, viewer, request, f"group.{action}_member", name, {"user": username})
@@ -108,9 +135,10 @@ async def change_group(request: Request, portal: Portal) -> Response:
     gw = gateway(request)
     try:
         await gw.transact(work)
-    except InvalidRequest as error:
+    except (InvalidRequest, NotFound) as error:
+        if error.param is None:
+            raise
         target = f"/admin/groups/{name}"
         return await done(request, viewer, target, describe(error), ok=False, name=username)
     await gw.callers_changed()
-    message = "groups.member_added" if action == "add" else "groups.member_removed"
-    return await done(request, viewer, f"/admin/groups/{name}", message, name=username)
+    return await done(request, viewer, f"/admin/groups/{name}", DONE[action], name=username)

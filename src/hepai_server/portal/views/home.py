@@ -1,5 +1,5 @@
-"""The home page: my usage today and this month, my keys, the models I use most, my recent
-errors; and until I have a key, the first steps."""
+"""The home page: my budget notices until I dismiss them, my usage today and this month, my
+keys, the models I use most, my recent errors; and until I have a key, the first steps."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from hepai_server.db.governance import Budget
-from hepai_server.governance import budgets
+from hepai_server.governance import budgets, notices
 from hepai_server.portal.snippets import for_model
 from hepai_server.portal.views.models import available_models
-from hepai_server.portal.web import Portal, gateway
+from hepai_server.portal.web import Portal, done, gateway, local_path
 from hepai_server.services import accounts, usage_log, usage_report
 from hepai_server.services.usage_report import UsageFilter
 
@@ -37,6 +37,7 @@ async def home(request: Request, portal: Portal) -> Response:
             select(Budget).where(Budget.scope == "user", Budget.subject_id == viewer.user_id)
         )
         return {
+            "notices": notices.unseen(session, user_id=viewer.user_id),
             "budget": budget_status(session, mine, zone) if mine is not None else None,
             "keys": sorted(keys, key=lambda key: -key.id)[:5],
             "key_count": len(keys),
@@ -75,3 +76,17 @@ def budget_status(session: Session, budget: Budget, zone: tzinfo) -> dict[str, A
         "left": None if rule.amount_nanos is None else max(0, rule.amount_nanos - cost),
         "left_tokens": None if rule.tokens is None else max(0, rule.tokens - tokens),
     }
+
+
+async def dismiss_notice(request: Request, portal: Portal) -> Response:
+    """Mark one of my notices seen (``/notices/ID/seen``), or all of them (``/notices/seen``):
+    the page I came from shows it no more."""
+    viewer = await portal.viewer(request)
+    form = await portal.form(request, viewer)
+    notice_id: int | None = request.path_params.get("notice_id")
+    back = local_path(str(form.get("back") or ""), "/")
+    now = datetime.now(UTC)
+    count = await gateway(request).transact(
+        lambda s: notices.dismiss(s, user_id=viewer.user_id, notice_id=notice_id, now=now)
+    )
+    return await done(request, viewer, back, "notices.dismissed", n=count)

@@ -160,11 +160,12 @@ async def model_page(request: Request, portal: Portal) -> Response:
 
 def price_lines(price: Price) -> list[tuple[str, str]]:
     """The model's prices as the page lists them: (message key, amount), the token prices per
-    million tokens; prices that default to another (cached input, reasoning) only when set."""
+    million tokens; input and output when they cost something, the prices that default to
+    them (cached input, reasoning, embedding) when set."""
     lines = []
     for name in TOKEN_PRICES:
         nanos = getattr(price, name)
-        if nanos is not None and (nanos or name in ("input", "output")):
+        if nanos is not None and (nanos or name not in ("input", "output")):
             lines.append((f"models.price_{name}", format_money(nanos * 1_000_000)))
     for name in ("per_page", "per_call"):
         if getattr(price, name):

@@ -1,0 +1,311 @@
+"""My groups: the pages of a group's administrator (an experiment's or a department's lead).
+
+A lead sees the groups they administer (a platform admin, every group): each group's members,
+budget and spend, rate limits and usage; adds and removes members; and gives each member a
+budget and rate limits within the group's own. The checks are the API's (governance.groups):
+a group a viewer does not administer is not found, a member's budget is no larger than the
+group's and their rates no higher. Every change is audited.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import quote
+
+from sqlalchemy.orm import Session
+from starlette.datastructures import FormData
+from starlette.requests import Request
+from starlette.responses import Response
+
+from hepai_server.db.governance import Budget, RateLimit
+from hepai_server.db.tables import Group
+from hepai_server.errors import HepAIError, InvalidRequest, NotFound
+from hepai_server.governance import budgets, groups, limits
+from hepai_server.governance.budgets import BudgetStatus
+from hepai_server.governance.prices import format_money, parse_amount
+from hepai_server.portal.notices import describe
+from hepai_server.portal.views.budgets import RATES, count, share
+from hepai_server.portal.views.providers import changed
+from hepai_server.portal.views.usage import charts
+from hepai_server.portal.web import Portal, Viewer, done, gateway, record_action
+from hepai_server.services import usage_report
+from hepai_server.services.usage_report import UsageFilter
+
+SPANS = (7, 30, 90)
+BUDGET_FIELDS = ("amount", "tokens", "period", "warn_at")
+
+
+def group_path(name: str, username: str | None = None) -> str:
+    path = "/groups/" + quote(name, safe="")
+    return path + ("/members/" + quote(username, safe="") if username else "")
+
+
+def status_of(
+    session: Session, row: Budget | None, now: datetime, zone: Any
+) -> BudgetStatus | None:
+    if row is None:
+        return None
+    return budgets.status(session, budgets.rule_of(row), now=now, zone=zone)
+
+
+async def my_groups_page(request: Request, portal: Portal) -> Response:
+    """The groups the viewer administers, each with its size, budget and spend."""
+    viewer = await portal.viewer(request)
+    now, zone = datetime.now(UTC), portal.settings.budget_zone
+
+    def work(session: Session) -> list[dict[str, Any]]:
+        return [
+            {
+                "group": group,
+                "members": len(groups.members(session, group)),
+                "admins": [user.username for user in groups.admins_of(session, group)],
+                "budget": status_of(session, groups.group_budget(session, group), now, zone),
+                "limit": groups.group_limit(session, group),
+            }
+            for group in groups.administered(session, viewer.caller())
+        ]
+
+    rows = await gateway(request).transact(work)
+    return portal.render(request, "my_groups.html", viewer=viewer, rows=rows)
+
+
+async def my_group_page(request: Request, portal: Portal) -> Response:
+    """One group: its budget and limits, its members with theirs and their spend, its usage."""
+    viewer = await portal.viewer(request)
+    name = request.path_params["name"]
+    raw = request.query_params.get("days", "")
+    days = int(raw) if raw.isdigit() and int(raw) in SPANS else 30
+    today = datetime.now(UTC).date()
+    usage = UsageFilter(first_day=today - timedelta(days=days - 1), last_day=today, group=name)
+    now, zone = datetime.now(UTC), portal.settings.budget_zone
+
+    def work(session: Session) -> dict[str, Any]:
+        group = groups.administer(session, viewer.caller(), name)
+        members = list(groups.members(session, group))
+        ids = [user.id for user in members]
+        own_budgets = {row.subject_id: row for row in budgets.of_users(session, ids)}
+        own_limits = {row.subject_id: row for row in limits.of_users(session, ids)}
+        spend = usage_report.per_account(session, usage)
+        return {
+            "group": group,
+            "members": [
+                {
+                    "user": user,
+                    "budget": status_of(session, own_budgets.get(user.id), now, zone),
+                    "limit": own_limits.get(user.id),
+                    "usage": spend.get(user.id),
+                }
+                for user in members
+            ],
+            "admins": {user.username for user in groups.admins_of(session, group)},
+            "budget": status_of(session, groups.group_budget(session, group), now, zone),
+            "limit": groups.group_limit(session, group),
+            "result": usage_report.report(session, usage),
+        }
+
+    context = await gateway(request).transact(work)
+    result = context["result"]
+    return portal.render(
+        request,
+        "my_group.html",
+        viewer=viewer,
+        days=days,
+        spans=SPANS,
+        overall=result.overall,
+        models=result.per_model,
+        **charts(result, portal.translator(request)),
+        **context,
+    )
+
+
+async def change_members(request: Request, portal: Portal) -> Response:
+    """Add a member (by username) or remove one; a lead cannot remove themselves."""
+    viewer = await portal.viewer(request)
+    form = await portal.form(request, viewer)
+    name = request.path_params["name"]
+    action = str(form.get("action") or "")
+    username = str(form.get("username") or "").strip()[:128]
+
+    def work(session: Session) -> None:
+        group = groups.administer(session, viewer.caller(), name)
+        if action == "add":
+            groups.add_member(session, group=group, username=username)
+        elif action == "remove":
+            if username == viewer.username and not viewer.is_admin:
+                raise InvalidRequest(
+                    "a group's administrator cannot remove themselves", param="self"
+                )
+            groups.remove_member(session, group=group, username=username)
+        else:
+            raise InvalidRequest(f"unknown action {action!r}", param="action")
+        record_action(session, viewer, request, f"group.{action}_member", name, {"user": username})
+
+    gw = gateway(request)
+    try:
+        await gw.transact(work)
+    except (InvalidRequest, NotFound) as error:
+        if isinstance(error, NotFound) and error.param == "group":
+            raise
+        message = describe(error)
+        return await done(request, viewer, group_path(name), message, ok=False, name=username)
+    await gw.callers_changed()
+    message = "groups.member_added" if action == "add" else "groups.member_removed"
+    return await done(request, viewer, group_path(name), message, name=username)
+
+
+async def member_page(request: Request, portal: Portal) -> Response:
+    viewer = await portal.viewer(request)
+    return await render_member(request, portal, viewer)
+
+
+async def render_member(
+    request: Request,
+    portal: Portal,
+    viewer: Viewer,
+    *,
+    typed: dict[str, str] | None = None,
+    refused: str = "",
+    error: str | None = None,
+    detail: str | None = None,
+) -> Response:
+    """A member's budget and limits with the forms to change them (after a refusal, with the
+    error and what was typed), and the group's own as their ceiling."""
+    name, username = request.path_params["name"], request.path_params["username"]
+    now, zone = datetime.now(UTC), portal.settings.budget_zone
+
+    def work(session: Session) -> dict[str, Any]:
+        group = groups.administer(session, viewer.caller(), name)
+        user = groups.member(session, group, username)
+        own_budget = next(iter(budgets.of_users(session, [user.id])), None)
+        own_limit = next(iter(limits.of_users(session, [user.id])), None)
+        return {
+            "group": group,
+            "member": user,
+            "budget": status_of(session, own_budget, now, zone),
+            "limit": own_limit,
+            "group_budget": status_of(session, groups.group_budget(session, group), now, zone),
+            "group_limit": groups.group_limit(session, group),
+            "typed": typed or filled(own_budget, own_limit),
+        }
+
+    context = await gateway(request).transact(work)
+    return portal.render(
+        request,
+        "my_group_member.html",
+        viewer=viewer,
+        periods=budgets.PERIODS,
+        refused=refused,
+        error=error,
+        detail=detail,
+        status=400 if error else 200,
+        **context,
+    )
+
+
+def filled(budget: Budget | None, limit: RateLimit | None) -> dict[str, str]:
+    """The forms filled with the member's own budget and limits."""
+    values = {"period": "month", "warn_at": "80"}
+    if budget is not None:
+        values |= {
+            "amount": ""
+            if budget.amount_nanos is None
+            else format_money(budget.amount_nanos, places=9),
+            "tokens": "" if budget.tokens is None else str(budget.tokens),
+            "period": budget.period,
+            "warn_at": f"{budget.warn_at * 100:g}",
+        }
+    if limit is not None:
+        values |= {
+            name: "" if getattr(limit, name) is None else str(getattr(limit, name))
+            for name in RATES
+        }
+    return values
+
+
+def typed_member(form: FormData) -> dict[str, str]:
+    return {name: str(form.get(name) or "").strip()[:32] for name in (*BUDGET_FIELDS, *RATES)}
+
+
+async def change_member(request: Request, portal: Portal) -> Response:
+    """Set or clear a member's budget or rate limits, within the group's own."""
+    viewer = await portal.viewer(request)
+    form = await portal.form(request, viewer)
+    name, username = request.path_params["name"], request.path_params["username"]
+    action = str(form.get("action") or "")
+    fields = typed_member(form)
+
+    def work(session: Session) -> str:
+        group = groups.administer(session, viewer.caller(), name)
+        detail: dict[str, Any] = {}
+        if action == "budget":
+            detail = set_budget(session, viewer, group, username, fields)
+        elif action == "limits":
+            rates = {what: count(fields[what], what) for what in RATES}
+            groups.set_member_limit(
+                session,
+                viewer.caller(),
+                group=group,
+                username=username,
+                now=datetime.now(UTC),
+                **rates,
+            )
+            detail = dict(rates)
+        elif action == "clear_budget":
+            groups.clear_member_budget(session, group=group, username=username)
+        elif action == "clear_limits":
+            groups.clear_member_limit(session, group=group, username=username)
+        else:
+            raise InvalidRequest(f"unknown action {action!r}", param="action")
+        audited = {
+            "budget": "group.member_budget",
+            "limits": "group.member_limits",
+            "clear_budget": "group.member_budget_clear",
+            "clear_limits": "group.member_limits_clear",
+        }[action]
+        record_action(session, viewer, request, audited, f"{name}:{username}", detail)
+        return f"groups.{action}_done"
+
+    try:
+        message = await gateway(request).transact(work)
+    except HepAIError as error:
+        if error.param in ("group", "username") or error.status >= 500:
+            raise
+        refused = "limits" if action in ("limits", "clear_limits") else "budget"
+        return await render_member(
+            request,
+            portal,
+            viewer,
+            typed=fields,
+            refused=refused,
+            error=describe(error),
+            detail=error.message,
+        )
+    await changed(request)
+    return await done(request, viewer, group_path(name, username), message, name=username)
+
+
+def set_budget(
+    session: Session, viewer: Viewer, group: Group, username: str, fields: dict[str, str]
+) -> dict[str, Any]:
+    """The member's budget from the form, through the group administrators' own check."""
+    amount = parse_amount(fields["amount"]) if fields["amount"] else None
+    tokens = count(fields["tokens"], "tokens")
+    warn_at = share(fields["warn_at"])
+    groups.set_member_budget(
+        session,
+        viewer.caller(),
+        group=group,
+        username=username,
+        amount_nanos=amount,
+        tokens=tokens,
+        period=fields["period"],
+        warn_at=warn_at,
+        now=datetime.now(UTC),
+    )
+    return {
+        "amount": fields["amount"] or None,
+        "tokens": tokens,
+        "period": fields["period"],
+        "warn_at": warn_at,
+    }
