@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.stack import UPSTREAM_KEY, Platform, Server, mock_upstream
 
 from hepai_server.gateway.ledger import UsageRow
-from hepai_server.gateway.usage import add_to_daily_totals, insert_rows
+from hepai_server.gateway.usage import add_to_budget_totals, add_to_daily_totals, insert_rows
 
 CHROMIUM = "/usr/bin/chromium"
 SIZES = {"desktop": {"width": 1366, "height": 900}, "phone": {"width": 390, "height": 844}}
@@ -66,21 +66,73 @@ def platform() -> Iterator[tuple[Platform, Server]]:
             yield made, server
 
 
+def govern(made: Platform) -> None:
+    """Prices for the chat models, alice the lead of physics with a budget to share, bob's
+    budget and limits within it, and a budget warning for alice."""
+    for model in ("deepseek-r1", "qwen3-vl", "glm-4.6"):
+        made.command("price", "set", model, "--input", "2", "--output", "8")
+    made.command("price", "set", "hep-embed", "--embedding", "0.5")
+    made.command("group", "admin", "physics", "alice")
+    made.command("budget", "set", "--group", "physics", "--amount", "10", "--tokens", "5000000")
+    made.command("limit", "set", "--group", "physics", "--rpm", "600", "--tpm", "2000000")
+    made.command("budget", "set", "--user", "alice", "--amount", "1.5", "--warn-at", "0.8")
+    made.command("budget", "set", "--user", "bob", "--amount", "1", "--period", "week")
+    made.command("limit", "set", "--user", "bob", "--rpm", "60", "--concurrency", "4")
+    made.command("limit", "set", "--everyone", "--rpm", "120")
+    made.command("limit", "set", "--model", "deepseek-r1", "--concurrency", "32")
+    engine = sa.create_engine(made.sqlalchemy_url)
+    with engine.begin() as connection:
+        alice = connection.execute(sa.text("SELECT id FROM users WHERE username = 'alice'"))
+        connection.execute(
+            sa.text(
+                "INSERT INTO notices (user_id, kind, detail, created_at) "
+                "VALUES (:u, 'budget.warning', :d, :t)"
+            ),
+            {
+                "u": alice.scalar_one(),
+                "d": json.dumps(
+                    {
+                        "budget_id": 0,
+                        "scope": "user",
+                        "subject": "alice",
+                        "spent": 1_204_000_000,
+                        "limit": 1_500_000_000,
+                        "measure": "money",
+                    }
+                ),
+                "t": datetime.now(UTC) - timedelta(hours=3),
+            },
+        )
+    engine.dispose()
+
+
 def seed(made: Platform) -> None:
-    """A month of usage for alice and bob, written as the usage writer writes it."""
+    """A month of usage for alice and bob, written as the usage writer writes it, charged to
+    their budgets and their group's."""
     engine = sa.create_engine(made.sqlalchemy_url)
     with engine.connect() as connection:
         found = connection.execute(sa.text("SELECT username, id FROM users")).all()
+        charged = connection.execute(
+            sa.text(
+                "SELECT u.username, b.id FROM budgets b JOIN users u "
+                "ON b.scope = 'user' AND b.subject_id = u.id"
+            )
+        ).all()
+        group_budget = connection.execute(
+            sa.text("SELECT id FROM budgets WHERE scope = 'group'")
+        ).scalar_one()
     ids: dict[str, int] = dict(found)
+    own: dict[str, int] = dict(charged)
     rng, now = random.Random(17), datetime.now(UTC)
     rows, created = [], []
     for n in range(1500):
         moment = now - timedelta(seconds=rng.uniform(0, 30 * 86400) ** 1.0)
         prompt, completion = rng.randint(50, 3000), rng.randint(20, 900)
+        who = "alice" if rng.random() < 0.6 else "bob"
         rows.append(
             UsageRow(
                 request_id=f"req-demo-{n:05d}",
-                user_id=ids["alice" if rng.random() < 0.6 else "bob"],
+                user_id=ids[who],
                 api_key_id=None,
                 endpoint="chat.completions",
                 model=rng.choice(MODELS),
@@ -99,8 +151,9 @@ def seed(made: Platform) -> None:
                 latency_ms=rng.uniform(300, 4000),
                 ttft_ms=None,
                 cost_nanos=prompt * 2000 + completion * 8000,  # 2 and 8 per million tokens
-                budgets=None,
+                budgets=f"{own[who]},{group_budget}",
                 client_request_id=None,
+                served_model=None,
                 created_at=moment.timestamp(),
             )
         )
@@ -108,6 +161,7 @@ def seed(made: Platform) -> None:
     with engine.begin() as connection:
         insert_rows(connection, rows, created)
         add_to_daily_totals(connection, rows, created)
+        add_to_budget_totals(connection, rows, created, UTC)
     engine.dispose()
 
 
@@ -143,10 +197,16 @@ def shoot(made: Platform, server: Server, out: Path) -> list[Path]:
                 page = context.new_page()
                 page.route("**/playground/v1/chat/completions", answer)
 
-                def save(name: str, page: Page = page, size: str = size, lang: str = lang) -> None:
+                def save(
+                    name: str,
+                    page: Page = page,
+                    size: str = size,
+                    lang: str = lang,
+                    full_page: bool = False,
+                ) -> None:
                     suffix = "" if lang == "en" else "-zh"
                     path = out / f"{name}{suffix}-{size}.png"
-                    page.screenshot(path=path)
+                    page.screenshot(path=path, full_page=full_page)
                     saved.append(path)
 
                 sign_in(page, "alice")
@@ -154,6 +214,8 @@ def shoot(made: Platform, server: Server, out: Path) -> list[Path]:
                 if lang == "zh":
                     page.goto("/usage")
                     save("usage")
+                    page.goto("/settings/limits")
+                    save("limits")
                     context.close()
                     continue
                 page.goto("/models")
@@ -167,9 +229,14 @@ def shoot(made: Platform, server: Server, out: Path) -> list[Path]:
                 page.press("#chat-prompt", "Enter")
                 page.locator(".turn.assistant .katex").first.wait_for()
                 save("playground")
+                page.goto("/settings/limits")
+                save("limits")
+                page.goto("/groups/physics")
+                save("my-group")
                 page.goto("/settings/keys")
                 page.fill("#key-name", "notebook")
                 page.click("form[action='/settings/keys'] button[type=submit]")
+                page.locator("#flash-secret").wait_for()
                 save("keys")
                 context.clear_cookies()
                 sign_in(page, "root")
@@ -177,6 +244,10 @@ def shoot(made: Platform, server: Server, out: Path) -> list[Path]:
                 save("admin-users")
                 page.goto("/admin/models")
                 save("admin-models")
+                page.goto("/admin/prices")
+                save("admin-prices")
+                page.goto("/admin/budgets")
+                save("admin-budgets", full_page=size == "desktop")
                 page.goto("/admin/audit")
                 save("admin-audit")
                 context.close()
@@ -194,6 +265,7 @@ def main() -> None:
         made.cli("user", "create", "alice", "--group", "physics", input="a-password\n")
         made.cli("user", "create", "bob", "--group", "physics", input="a-password\n")
         made.create_key("alice", "--name", "laptop")
+        govern(made)
         seed(made)
         for path in shoot(made, server, options.out):
             print(path)
