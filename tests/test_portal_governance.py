@@ -170,7 +170,7 @@ async def test_an_admin_sets_budgets_and_limits_that_hold_at_once(
         assert "75 %" in cells and admin.username in cells
         # The change link fills the form with the budget's values.
         edit = await visitor.get(f"/admin/budgets?budget={rule.id}")
-        assert f'value="{user.username}"' in edit.text and 'value="5.000000000"' in edit.text
+        assert f'value="{user.username}"' in edit.text and 'value="5"' in edit.text
 
         # A limit of no requests refuses the user's next call in this process at once.
         limited = await visitor.submit(
@@ -441,6 +441,10 @@ async def test_a_group_lead_manages_members_budgets_and_limits_within_the_groups
         row = re.search(rf'<tr data-member="{member.username}">(.*?)</tr>', group_page.text, re.S)
         assert row and "0.00 of 5.00 CNY" in row.group(1) and "30 requests/min" in row.group(1)
         assert 'data-total="requests"' in group_page.text
+        searched = await visitor.get(f"{mine}?q={member.username.upper()}")
+        assert 'data-total-members="1"' in searched.text
+        assert f'data-member="{member.username}"' in searched.text
+        assert "No member matches." in text_of(await visitor.get(f"{mine}?q=nobody-at-all"))
 
         for action in ("clear_budget", "clear_limits"):
             assert (

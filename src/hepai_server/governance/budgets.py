@@ -122,10 +122,10 @@ def list_budgets(session: Session) -> Sequence[Budget]:
     return session.scalars(select(Budget).order_by(Budget.scope, Budget.subject_id)).all()
 
 
-def of_users(session: Session, user_ids: Sequence[int]) -> Sequence[Budget]:
-    """The own budgets of these users."""
+def of_subjects(session: Session, scope: str, ids: Sequence[int]) -> Sequence[Budget]:
+    """The own budgets of these users, groups or keys (``scope``)."""
     return session.scalars(
-        select(Budget).where(Budget.scope == "user", Budget.subject_id.in_(user_ids))
+        select(Budget).where(Budget.scope == scope, Budget.subject_id.in_(ids))
     ).all()
 
 

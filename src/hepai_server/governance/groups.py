@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from hepai_server.db.governance import Budget, GroupAdmin, RateLimit
@@ -17,6 +17,7 @@ from hepai_server.errors import InvalidRequest, NotFound, PermissionDenied
 from hepai_server.governance import budgets, limits
 from hepai_server.services import accounts
 from hepai_server.services.accounts import Caller
+from hepai_server.services.directory import Page, like, paged
 
 
 def get_group(session: Session, name: str) -> Group:
@@ -79,6 +80,21 @@ def members(session: Session, group: Group) -> Sequence[User]:
         .where(user_groups.c.group_id == group.id)
         .order_by(User.username)
     ).all()
+
+
+def find_members(
+    session: Session, group: Group, *, text: str = "", number: int = 1, size: int = 50
+) -> Page[User]:
+    """One page of the group's members whose username contains ``text``, by username."""
+    query = (
+        select(User)
+        .join(user_groups, user_groups.c.user_id == User.id)
+        .where(user_groups.c.group_id == group.id)
+        .order_by(User.username)
+    )
+    if text:
+        query = query.where(func.lower(User.username).like(like(text.lower()), escape="\\"))
+    return paged(session, query, number=number, size=size)
 
 
 def add_member(session: Session, *, group: Group, username: str) -> User:
@@ -216,3 +232,27 @@ def group_limit(session: Session, group: Group) -> RateLimit | None:
             RateLimit.scope == "group", RateLimit.subject_id == group.id, RateLimit.model == ""
         )
     )
+
+
+def member_counts(session: Session, group_ids: Sequence[int]) -> dict[int, int]:
+    """How many members each of these groups has (none: absent)."""
+    query = (
+        select(user_groups.c.group_id, func.count())
+        .where(user_groups.c.group_id.in_(group_ids))
+        .group_by(user_groups.c.group_id)
+    )
+    return {group_id: int(count) for group_id, count in session.execute(query)}
+
+
+def admin_names(session: Session, group_ids: Sequence[int]) -> dict[int, list[str]]:
+    """The usernames of each of these groups' administrators."""
+    query = (
+        select(GroupAdmin.group_id, User.username)
+        .join(User, User.id == GroupAdmin.user_id)
+        .where(GroupAdmin.group_id.in_(group_ids))
+        .order_by(User.username)
+    )
+    found: dict[int, list[str]] = {}
+    for group_id, username in session.execute(query):
+        found.setdefault(group_id, []).append(username)
+    return found

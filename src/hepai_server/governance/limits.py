@@ -103,11 +103,11 @@ def list_limits(session: Session) -> Sequence[RateLimit]:
     ).all()
 
 
-def of_users(session: Session, user_ids: Sequence[int]) -> Sequence[RateLimit]:
-    """The own rate limits of these users on every model."""
+def of_subjects(session: Session, scope: str, ids: Sequence[int]) -> Sequence[RateLimit]:
+    """The own rate limits on every model of these users, groups or keys (``scope``)."""
     return session.scalars(
         select(RateLimit).where(
-            RateLimit.scope == "user", RateLimit.subject_id.in_(user_ids), RateLimit.model == ""
+            RateLimit.scope == scope, RateLimit.subject_id.in_(ids), RateLimit.model == ""
         )
     ).all()
 

@@ -142,6 +142,11 @@ def parse_amount(value: Any, *, param: str = "amount") -> int:
     return int(nanos)
 
 
+def written_amount(nanos: int) -> str:
+    """An amount as people type it (``5``, ``1.25``): what ``parse_amount`` reads back."""
+    return _decimal(nanos, NANOS)
+
+
 def format_money(nanos: int, *, places: int = 4) -> str:
     """An amount for people: ``12.3456`` (rounded to ``places`` decimals)."""
     return f"{Decimal(nanos) / NANOS:.{places}f}"

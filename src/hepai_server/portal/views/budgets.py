@@ -8,7 +8,7 @@ catalog's generation (and Redis), as the CLI's do.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from typing import Any
 
 from sqlalchemy import select
@@ -21,7 +21,7 @@ from hepai_server.db.governance import Budget, RateLimit
 from hepai_server.db.tables import ModelName
 from hepai_server.errors import InvalidRequest, NotFound
 from hepai_server.governance import budgets, limits, subjects
-from hepai_server.governance.prices import format_money, parse_amount
+from hepai_server.governance.prices import parse_amount, written_amount
 from hepai_server.portal.notices import describe
 from hepai_server.portal.views.admin import page_number
 from hepai_server.portal.views.providers import changed
@@ -61,31 +61,9 @@ async def render_budgets(
     gw = gateway(request)
 
     def work(session: Session) -> dict[str, Any]:
-        found = (
-            budgets.find_budgets(
-                session, text=text, scope=scope, number=page_number(request), size=PAGE_SIZE
-            )
-            if scope in ("", *subjects.BUDGET_SCOPES)
-            else Page[Budget]([], 0, 1, PAGE_SIZE)
-        )
-        rates = limits.find_limits(
-            session,
-            text=text,
-            scope=scope,
-            number=page_number(request, "lpage"),
-            size=PAGE_SIZE,
-        )
-        owners = [(row.scope, row.subject_id) for row in found.items]
-        owners += [(row.scope, row.subject_id) for row in rates.items]
-        named = subjects.describe(session, owners)
-        statuses = [
-            budgets.status(session, budgets.rule_of(row), now=now, zone=zone) for row in found.items
-        ]
+        pages = (page_number(request), page_number(request, "lpage"))
         return {
-            "found": found,
-            "statuses": statuses,
-            "rates": rates,
-            "named": named,
+            **listing(session, text=text, scope=scope, pages=pages, now=now, zone=zone),
             "budget_typed": budget_typed or edited_budget(session, query.get("budget", "")),
             "limit_typed": limit_typed or edited_limit(session, query.get("limit", "")),
             "worker_models": list(session.scalars(select(ModelName.name))),
@@ -113,6 +91,35 @@ async def render_budgets(
     )
 
 
+def listing(
+    session: Session,
+    *,
+    text: str,
+    scope: str,
+    pages: tuple[int, int],
+    now: datetime,
+    zone: tzinfo,
+) -> dict[str, Any]:
+    """A page of the budgets (each in its current period) and one of the rate limits whose
+    subject is named like ``text`` and of the kind ``scope`` (all: ""), with their names."""
+    found = (
+        budgets.find_budgets(session, text=text, scope=scope, number=pages[0], size=PAGE_SIZE)
+        if scope in ("", *subjects.BUDGET_SCOPES)
+        else Page[Budget]([], 0, 1, PAGE_SIZE)
+    )
+    rates = limits.find_limits(session, text=text, scope=scope, number=pages[1], size=PAGE_SIZE)
+    owners = [(row.scope, row.subject_id) for row in found.items]
+    owners += [(row.scope, row.subject_id) for row in rates.items]
+    return {
+        "found": found,
+        "statuses": [
+            budgets.status(session, budgets.rule_of(row), now=now, zone=zone) for row in found.items
+        ],
+        "rates": rates,
+        "named": subjects.describe(session, owners),
+    }
+
+
 def edited_budget(session: Session, raw: str) -> dict[str, str]:
     """The form filled with a budget's values (the edit link), or blank."""
     row = session.get(Budget, int(raw)) if raw.isdigit() and len(raw) < 12 else None
@@ -123,7 +130,7 @@ def edited_budget(session: Session, raw: str) -> dict[str, str]:
     return {
         "scope": row.scope,
         "subject": str(row.subject_id) if row.scope == "key" else (subject.name if subject else ""),
-        "amount": "" if row.amount_nanos is None else format_money(row.amount_nanos, places=9),
+        "amount": "" if row.amount_nanos is None else written_amount(row.amount_nanos),
         "tokens": "" if row.tokens is None else str(row.tokens),
         "period": row.period,
         "warn_at": f"{row.warn_at * 100:g}",

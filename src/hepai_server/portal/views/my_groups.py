@@ -9,7 +9,7 @@ group's and their rates no higher. Every change is audited.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 from urllib.parse import quote
 
@@ -23,8 +23,9 @@ from hepai_server.db.tables import Group
 from hepai_server.errors import HepAIError, InvalidRequest, NotFound
 from hepai_server.governance import budgets, groups, limits
 from hepai_server.governance.budgets import BudgetStatus
-from hepai_server.governance.prices import format_money, parse_amount
+from hepai_server.governance.prices import parse_amount, written_amount
 from hepai_server.portal.notices import describe
+from hepai_server.portal.views.admin import page_number
 from hepai_server.portal.views.budgets import RATES, count, share
 from hepai_server.portal.views.providers import changed
 from hepai_server.portal.views.usage import charts
@@ -33,6 +34,8 @@ from hepai_server.services import usage_report
 from hepai_server.services.usage_report import UsageFilter
 
 SPANS = (7, 30, 90)
+#: Members a page lists.
+PAGE_SIZE = 50
 BUDGET_FIELDS = ("amount", "tokens", "period", "warn_at")
 
 
@@ -42,8 +45,9 @@ def group_path(name: str, username: str | None = None) -> str:
 
 
 def status_of(
-    session: Session, row: Budget | None, now: datetime, zone: Any
+    session: Session, row: Budget | None, now: datetime, zone: tzinfo
 ) -> BudgetStatus | None:
+    """The budget in its current period, if there is one."""
     if row is None:
         return None
     return budgets.status(session, budgets.rule_of(row), now=now, zone=zone)
@@ -55,15 +59,20 @@ async def my_groups_page(request: Request, portal: Portal) -> Response:
     now, zone = datetime.now(UTC), portal.settings.budget_zone
 
     def work(session: Session) -> list[dict[str, Any]]:
+        chosen = groups.administered(session, viewer.caller())
+        ids = [group.id for group in chosen]
+        counts, admins = groups.member_counts(session, ids), groups.admin_names(session, ids)
+        own = {row.subject_id: row for row in budgets.of_subjects(session, "group", ids)}
+        rates = {row.subject_id: row for row in limits.of_subjects(session, "group", ids)}
         return [
             {
                 "group": group,
-                "members": len(groups.members(session, group)),
-                "admins": [user.username for user in groups.admins_of(session, group)],
-                "budget": status_of(session, groups.group_budget(session, group), now, zone),
-                "limit": groups.group_limit(session, group),
+                "members": counts.get(group.id, 0),
+                "admins": admins.get(group.id, []),
+                "budget": status_of(session, own.get(group.id), now, zone),
+                "limit": rates.get(group.id),
             }
-            for group in groups.administered(session, viewer.caller())
+            for group in chosen
         ]
 
     rows = await gateway(request).transact(work)
@@ -71,24 +80,29 @@ async def my_groups_page(request: Request, portal: Portal) -> Response:
 
 
 async def my_group_page(request: Request, portal: Portal) -> Response:
-    """One group: its budget and limits, its members with theirs and their spend, its usage."""
+    """One group: its budget and limits, its members with theirs and their spend (found by
+    name, a page at a time), its usage."""
     viewer = await portal.viewer(request)
     name = request.path_params["name"]
     raw = request.query_params.get("days", "")
     days = int(raw) if raw.isdigit() and int(raw) in SPANS else 30
+    text = request.query_params.get("q", "").strip()[:128]
     today = datetime.now(UTC).date()
     usage = UsageFilter(first_day=today - timedelta(days=days - 1), last_day=today, group=name)
     now, zone = datetime.now(UTC), portal.settings.budget_zone
 
     def work(session: Session) -> dict[str, Any]:
         group = groups.administer(session, viewer.caller(), name)
-        members = list(groups.members(session, group))
-        ids = [user.id for user in members]
-        own_budgets = {row.subject_id: row for row in budgets.of_users(session, ids)}
-        own_limits = {row.subject_id: row for row in limits.of_users(session, ids)}
+        found = groups.find_members(
+            session, group, text=text, number=page_number(request), size=PAGE_SIZE
+        )
+        ids = [user.id for user in found.items]
+        own_budgets = {row.subject_id: row for row in budgets.of_subjects(session, "user", ids)}
+        own_limits = {row.subject_id: row for row in limits.of_subjects(session, "user", ids)}
         spend = usage_report.per_account(session, usage)
         return {
             "group": group,
+            "found": found,
             "members": [
                 {
                     "user": user,
@@ -96,7 +110,7 @@ async def my_group_page(request: Request, portal: Portal) -> Response:
                     "limit": own_limits.get(user.id),
                     "usage": spend.get(user.id),
                 }
-                for user in members
+                for user in found.items
             ],
             "admins": {user.username for user in groups.admins_of(session, group)},
             "budget": status_of(session, groups.group_budget(session, group), now, zone),
@@ -112,6 +126,7 @@ async def my_group_page(request: Request, portal: Portal) -> Response:
         viewer=viewer,
         days=days,
         spans=SPANS,
+        q=text,
         overall=result.overall,
         models=result.per_model,
         **charts(result, portal.translator(request)),
@@ -177,8 +192,8 @@ async def render_member(
     def work(session: Session) -> dict[str, Any]:
         group = groups.administer(session, viewer.caller(), name)
         user = groups.member(session, group, username)
-        own_budget = next(iter(budgets.of_users(session, [user.id])), None)
-        own_limit = next(iter(limits.of_users(session, [user.id])), None)
+        own_budget = next(iter(budgets.of_subjects(session, "user", [user.id])), None)
+        own_limit = next(iter(limits.of_subjects(session, "user", [user.id])), None)
         return {
             "group": group,
             "member": user,
@@ -208,9 +223,7 @@ def filled(budget: Budget | None, limit: RateLimit | None) -> dict[str, str]:
     values = {"period": "month", "warn_at": "80"}
     if budget is not None:
         values |= {
-            "amount": ""
-            if budget.amount_nanos is None
-            else format_money(budget.amount_nanos, places=9),
+            "amount": "" if budget.amount_nanos is None else written_amount(budget.amount_nanos),
             "tokens": "" if budget.tokens is None else str(budget.tokens),
             "period": budget.period,
             "warn_at": f"{budget.warn_at * 100:g}",
