@@ -28,7 +28,8 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from hepai_server.gateway.ledger import UsageRow
-from hepai_server.gateway.usage import add_to_daily_totals, insert_rows
+from hepai_server.gateway.usage import add_to_budget_totals, add_to_daily_totals, insert_rows
+from hepai_server.governance import budgets, groups, limits
 from hepai_server.services import accounts
 from seqlatency import percentile
 from services import _cli, free_port, prepare_workspace, start_gateway
@@ -51,6 +52,13 @@ PAGES = [
     ("/admin/groups/g1", "one group"),
     ("/admin/models", "model permissions"),
     ("/admin/audit", "audit log"),
+    ("/admin/prices", "prices"),
+    ("/admin/budgets", "budgets and limits (first page of 206)"),
+    ("/admin/budgets?q=user-1", "budgets and limits, a search"),
+    ("/settings/limits", "limits & spend (own, group and key budgets)"),
+    ("/groups", "my groups (an admin: every group)"),
+    ("/groups/g1", "one group: members' budgets, limits, spend; its usage, 30 days"),
+    ("/groups/g1/members/user-1", "a member's budget and limits"),
 ]
 
 
@@ -60,7 +68,9 @@ def seed(url: str, *, rows: int, users: int, models_per_user: int) -> int:
     with Session(engine) as session:
         for n in range(users):
             accounts.create_user(session, username=f"user-{n}", password=None, groups=[f"g{n % 5}"])
+        accounts.set_groups(session, user=accounts.get_user(session, "bench-admin"), groups=["g1"])
         session.commit()
+        charged = budgets_for_everyone(session)
     with engine.connect() as connection:
         ids = [row[0] for row in connection.execute(sa.text("SELECT id FROM users"))]
     rng = random.Random(7)
@@ -95,7 +105,7 @@ def seed(url: str, *, rows: int, users: int, models_per_user: int) -> int:
                 latency_ms=rng.uniform(100, 5000),
                 ttft_ms=None,
                 cost_nanos=(prompt * 2 + completion * 8) * 1000,
-                budgets=None,
+                budgets=charged.get(user),
                 client_request_id=None,
                 served_model=None,
                 created_at=moment.timestamp(),
@@ -106,11 +116,57 @@ def seed(url: str, *, rows: int, users: int, models_per_user: int) -> int:
             with engine.begin() as connection:  # as the usage writer writes a batch
                 insert_rows(connection, batch, created)
                 add_to_daily_totals(connection, batch, created)
+                add_to_budget_totals(connection, batch, created, UTC)
             batch, created = [], []
     with engine.connect() as connection:
         daily = int(connection.execute(sa.text("SELECT count(*) FROM usage_daily")).scalar_one())
     engine.dispose()
     return daily
+
+
+def budgets_for_everyone(session: Session) -> dict[int, str]:
+    """A monthly budget for every account and group, and rate limits for every group: what
+    each account's rows are charged to (its budget and its group's)."""
+    now = datetime.now(UTC)
+    charged: dict[int, str] = {}
+    for group in accounts.list_groups(session):
+        own = budgets.set_budget(
+            session,
+            scope="group",
+            subject_id=group.id,
+            amount_nanos=1000 * 10**9,
+            tokens=None,
+            period="month",
+            warn_at=0.8,
+            now=now,
+            by="bench",
+        )
+        limits.set_limit(
+            session,
+            scope="group",
+            subject_id=group.id,
+            model="",
+            rpm=600,
+            tpm=2_000_000,
+            concurrency=None,
+            now=now,
+            by="bench",
+        )
+        for user in groups.members(session, group):
+            mine = budgets.set_budget(
+                session,
+                scope="user",
+                subject_id=user.id,
+                amount_nanos=100 * 10**9,
+                tokens=50_000_000,
+                period="month",
+                warn_at=0.8,
+                now=now,
+                by="bench",
+            )
+            charged[user.id] = f"{mine.id},{own.id}"
+    session.commit()
+    return charged
 
 
 def timed(call: Callable[[], Any], repeat: int) -> list[float]:
