@@ -45,14 +45,15 @@ def index(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ChunkIndex
         built = SqliteIndex(tmp_path / "knowledge.db")
     else:
         engine = sa.create_engine(request.getfixturevalue("pgvector_url"))
-        built = PgvectorIndex(engine, DIMENSION)
+        built = PgvectorIndex(engine)
     asyncio.run(built.prepare())
     asyncio.run(built.prepare())  # twice: preparing is idempotent
     yield built
     asyncio.run(built.close())
     if engine is not None:
         with engine.begin() as connection:
-            connection.exec_driver_sql(f"DROP TABLE {built.terms_table}, {built.chunks_table}")
+            for dimension in built.dimensions:
+                connection.exec_driver_sql(f"DROP TABLE kb_terms_{dimension}, kb_chunks_{dimension}")
         engine.dispose()
 
 

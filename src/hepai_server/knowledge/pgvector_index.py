@@ -12,8 +12,10 @@ index gave them (pgvector 0.6 has no iterative scans): when a search of a few sm
 among many large ones finds fewer chunks than asked for, it is run again exactly, past the
 index, over those stores' chunks only.
 
-The tables carry the vectors' dimension in their names (``kb_chunks_384``): a store keeps
-the vectors of the model it was made with, and stores of several models can coexist.
+The tables carry the vectors' dimension in their names (``kb_chunks_384``, made when the
+first chunks of that dimension arrive): a store keeps the vectors of the model it was made
+with, and stores of models of several dimensions coexist. Chunk ids come from one sequence,
+so they are unique across the tables.
 """
 
 from __future__ import annotations
@@ -38,11 +40,10 @@ def vector_literal(vector: Vector) -> str:
 
 
 class PgvectorIndex:
-    def __init__(self, engine: Engine, dimension: int) -> None:
+    def __init__(self, engine: Engine) -> None:
         self.engine = engine
-        self.dimension = dimension
-        self.chunks_table = f"kb_chunks_{dimension}"
-        self.terms_table = f"kb_terms_{dimension}"
+        #: Dimensions whose tables exist (read at prepare, added to as they are made).
+        self.dimensions: set[int] = set()
 
     async def _run(self, work: Callable[[Connection], T]) -> T:
         def run() -> T:
@@ -52,11 +53,24 @@ class PgvectorIndex:
         return await asyncio.to_thread(run)
 
     async def prepare(self) -> None:
-        chunks, terms = self.chunks_table, self.terms_table
-        statements = [
-            "CREATE EXTENSION IF NOT EXISTS vector",
+        def work(connection: Connection) -> set[int]:
+            # One replica at a time: CREATE ... IF NOT EXISTS races with itself.
+            connection.exec_driver_sql("SELECT pg_advisory_xact_lock(4260015)")
+            connection.exec_driver_sql("CREATE EXTENSION IF NOT EXISTS vector")
+            connection.exec_driver_sql("CREATE SEQUENCE IF NOT EXISTS kb_chunk_ids")
+            rows = connection.exec_driver_sql(
+                "SELECT tablename FROM pg_tables WHERE tablename LIKE 'kb\\_chunks\\_%%'"
+            )
+            return {int(name.rsplit("_", 1)[1]) for (name,) in rows}
+
+        self.dimensions = await self._run(work)
+
+    def _make_tables(self, connection: Connection, dimension: int) -> None:
+        chunks, terms = f"kb_chunks_{dimension}", f"kb_terms_{dimension}"
+        connection.exec_driver_sql("SELECT pg_advisory_xact_lock(4260015)")
+        for statement in (
             f"""CREATE TABLE IF NOT EXISTS {chunks} (
-                id BIGSERIAL PRIMARY KEY,
+                id BIGINT PRIMARY KEY DEFAULT nextval('kb_chunk_ids'),
                 store_id TEXT NOT NULL,
                 file_id TEXT NOT NULL,
                 ordinal INTEGER NOT NULL,
@@ -65,7 +79,7 @@ class PgvectorIndex:
                 page INTEGER,
                 tokens INTEGER NOT NULL,
                 length INTEGER NOT NULL,
-                embedding vector({self.dimension}) NOT NULL)""",
+                embedding vector({dimension}) NOT NULL)""",
             f"CREATE INDEX IF NOT EXISTS {chunks}_store_file ON {chunks} (store_id, file_id)",
             f"CREATE INDEX IF NOT EXISTS {chunks}_hnsw ON {chunks} "
             "USING hnsw (embedding vector_cosine_ops)",
@@ -76,32 +90,32 @@ class PgvectorIndex:
                 tf INTEGER NOT NULL,
                 PRIMARY KEY (store_id, term, chunk_id))""",
             f"CREATE INDEX IF NOT EXISTS {terms}_chunk ON {terms} (chunk_id)",
-        ]
+        ):
+            connection.exec_driver_sql(statement)
 
-        def work(connection: Connection) -> None:
-            # One replica at a time: CREATE ... IF NOT EXISTS races with itself.
-            connection.exec_driver_sql("SELECT pg_advisory_xact_lock(4260015)")
-            for statement in statements:
-                connection.exec_driver_sql(statement)
-
-        await self._run(work)
+    def _delete(self, connection: Connection, where: str, parameters: tuple[str, ...]) -> None:
+        for dimension in sorted(self.dimensions):
+            connection.exec_driver_sql(
+                f"DELETE FROM kb_chunks_{dimension} WHERE {where}", parameters
+            )
 
     async def replace_file(
         self, store_id: str, file_id: str, chunks: Sequence[IndexedChunk]
     ) -> None:
-        table, terms_table = self.chunks_table, self.terms_table
+        dimension = len(chunks[0].vector) if chunks else None
+        if dimension is not None and dimension not in self.dimensions:
+            await self._run(lambda c: self._make_tables(c, dimension))
+            self.dimensions.add(dimension)
+        table, terms_table = f"kb_chunks_{dimension}", f"kb_terms_{dimension}"
 
         def work(connection: Connection) -> None:
-            connection.exec_driver_sql(
-                f"DELETE FROM {table} WHERE store_id = %s AND file_id = %s", (store_id, file_id)
-            )
+            self._delete(connection, "store_id = %s AND file_id = %s", (store_id, file_id))
             if not chunks:
                 return
             ids = [
                 row[0]
                 for row in connection.exec_driver_sql(
-                    f"SELECT nextval('{table}_id_seq') FROM generate_series(1, %s)",
-                    (len(chunks),),
+                    "SELECT nextval('kb_chunk_ids') FROM generate_series(1, %s)", (len(chunks),)
                 )
             ]
             raw: Any = connection.connection.driver_connection
@@ -135,18 +149,12 @@ class PgvectorIndex:
         await self._run(work)
 
     async def remove_file(self, store_id: str, file_id: str) -> None:
-        table = self.chunks_table
         await self._run(
-            lambda c: c.exec_driver_sql(
-                f"DELETE FROM {table} WHERE store_id = %s AND file_id = %s", (store_id, file_id)
-            )
+            lambda c: self._delete(c, "store_id = %s AND file_id = %s", (store_id, file_id))
         )
 
     async def remove_store(self, store_id: str) -> None:
-        table = self.chunks_table
-        await self._run(
-            lambda c: c.exec_driver_sql(f"DELETE FROM {table} WHERE store_id = %s", (store_id,))
-        )
+        await self._run(lambda c: self._delete(c, "store_id = %s", (store_id,)))
 
     async def nearest(
         self,
@@ -155,9 +163,9 @@ class PgvectorIndex:
         limit: int,
         file_ids: Collection[str] | None = None,
     ) -> list[int]:
-        if not store_ids:
+        if not store_ids or len(vector) not in self.dimensions:
             return []
-        table = self.chunks_table
+        table = f"kb_chunks_{len(vector)}"
         where = "store_id = ANY(%s)"
         parameters: list[Any] = [list(store_ids)]
         if file_ids is not None:
@@ -190,9 +198,30 @@ class PgvectorIndex:
     ) -> list[int]:
         if not terms or not store_ids:
             return []
-        chunks, postings = self.chunks_table, self.terms_table
-        files = " AND c.file_id = ANY(%(files)s)" if file_ids is not None else ""
-        sql = f"""
+        parameters = {
+            "terms": list(dict.fromkeys(terms)),
+            "stores": list(store_ids),
+            "files": list(file_ids or ()),
+            "limit": limit,
+        }
+        queries = [self._bm25(dimension, file_ids is not None) for dimension in self.dimensions]
+        if not queries:
+            return []
+
+        def work(connection: Connection) -> list[int]:
+            found: list[tuple[float, int]] = []
+            for sql in queries:
+                found += [(row[1], row[0]) for row in connection.exec_driver_sql(sql, parameters)]
+            found.sort(key=lambda pair: (-pair[0], pair[1]))
+            return [chunk_id for _, chunk_id in found[:limit]]
+
+        return await self._run(work)
+
+    @staticmethod
+    def _bm25(dimension: int, by_file: bool) -> str:
+        chunks, postings = f"kb_chunks_{dimension}", f"kb_terms_{dimension}"
+        files = " AND c.file_id = ANY(%(files)s)" if by_file else ""
+        return f"""
             WITH q(term) AS (SELECT unnest(%(terms)s::text[])),
             stats AS (
                 SELECT count(*)::float8 AS n, coalesce(avg(length), 1)::float8 AS avgdl
@@ -200,48 +229,39 @@ class PgvectorIndex:
             df AS (
                 SELECT p.term, count(*)::float8 AS df FROM {postings} p JOIN q ON q.term = p.term
                 WHERE p.store_id = ANY(%(stores)s) GROUP BY p.term)
-            SELECT p.chunk_id
+            SELECT p.chunk_id, sum(
+                greatest(ln((stats.n - df.df + 0.5) / (df.df + 0.5)), 1e-6) * p.tf * {K1 + 1}
+                / (p.tf + {K1} * ({1 - B} + {B} * c.length / stats.avgdl))
+            ) AS score
             FROM {postings} p
             JOIN df ON df.term = p.term
             JOIN {chunks} c ON c.id = p.chunk_id
             CROSS JOIN stats
             WHERE p.store_id = ANY(%(stores)s){files}
             GROUP BY p.chunk_id
-            ORDER BY sum(
-                greatest(ln((stats.n - df.df + 0.5) / (df.df + 0.5)), 1e-6) * p.tf * {K1 + 1}
-                / (p.tf + {K1} * ({1 - B} + {B} * c.length / stats.avgdl))
-            ) DESC, p.chunk_id
+            ORDER BY score DESC, p.chunk_id
             LIMIT %(limit)s"""
-        parameters = {
-            "terms": list(dict.fromkeys(terms)),
-            "stores": list(store_ids),
-            "files": list(file_ids or ()),
-            "limit": limit,
-        }
-        return await self._run(lambda c: [row[0] for row in c.exec_driver_sql(sql, parameters)])
 
     async def chunks(self, ids: Sequence[int]) -> dict[int, StoredChunk]:
-        if not ids:
+        if not ids or not self.dimensions:
             return {}
-        table = self.chunks_table
-        sql = (
-            f"SELECT id, store_id, file_id, ordinal, text, heading, page FROM {table} "
-            "WHERE id = ANY(%s)"
+        sql = " UNION ALL ".join(
+            f"SELECT id, store_id, file_id, ordinal, text, heading, page FROM kb_chunks_{d} "
+            "WHERE id = ANY(%(ids)s)"
+            for d in sorted(self.dimensions)
         )
-        rows = await self._run(lambda c: c.exec_driver_sql(sql, (list(ids),)).all())
+        rows = await self._run(lambda c: c.exec_driver_sql(sql, {"ids": list(ids)}).all())
         return {row[0]: StoredChunk(*row) for row in rows}
 
     async def count(self, store_id: str, file_id: str | None = None) -> int:
-        sql, parameters = (
-            f"SELECT count(*) FROM {self.chunks_table} WHERE store_id = %s",
-            [store_id],
+        if not self.dimensions:
+            return 0
+        where = "store_id = %(store)s" + (" AND file_id = %(file)s" if file_id else "")
+        sql = "SELECT " + " + ".join(
+            f"(SELECT count(*) FROM kb_chunks_{d} WHERE {where})" for d in sorted(self.dimensions)
         )
-        if file_id is not None:
-            sql += " AND file_id = %s"
-            parameters.append(file_id)
-        return int(
-            await self._run(lambda c: c.exec_driver_sql(sql, tuple(parameters)).scalar_one())
-        )
+        parameters = {"store": store_id, "file": file_id}
+        return int(await self._run(lambda c: c.exec_driver_sql(sql, parameters).scalar_one()))
 
     async def close(self) -> None:
         return None
