@@ -162,6 +162,21 @@ class Proxy:
         finally:
             response.release()
 
+    async def fetch(self, call: Call, outcome: Outcome) -> bytes:
+        """The whole answer to a call the gateway makes itself (knowledge bases embedding and
+        reranking), chosen and failed over as ``relay`` does; an upstream error is raised."""
+        response = await self._open(call, outcome)
+        try:
+            raw = await response.read()
+        finally:
+            response.release()
+        if 200 <= response.status < 300:
+            raw, outcome.usage = finish_json(call, raw)
+            return raw
+        outcome.status, outcome.error = response.status, upstream_message(raw)
+        raise_for_upstream(response.status, raw, outcome)
+        raise InvalidRequest(f"{call.model.id} refused the request: {upstream_message(raw)}")
+
     def _load(self, deployment: Deployment) -> float:
         if deployment.worker_id is None:
             return 0.0

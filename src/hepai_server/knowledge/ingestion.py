@@ -19,6 +19,7 @@ import logging
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
@@ -42,6 +43,9 @@ KIND = "knowledge.ingest"
 MAX_ATTEMPTS = 3
 #: Statuses of a tool or model that may pass: the job is tried again later.
 PASSING = frozenset({429, 502, 503, 504})
+#: A run renews its claim on the file this often; a claim older than LEASE_SECONDS is a run
+#: that died (the process was killed), and the file may be taken up again.
+HEARTBEAT_SECONDS, LEASE_SECONDS = 30.0, 90.0
 
 
 def job_for(store_id: str, file_id: str) -> Job:
@@ -93,6 +97,7 @@ class Ingestion:
         if work is None:
             return
         request_id = f"kb-{secrets.token_hex(8)}"
+        heartbeat = asyncio.create_task(self._renew(work))
         try:
             await self._ingest(work, request_id)
         except ToolFailed as failure:
@@ -106,10 +111,24 @@ class Ingestion:
         except Exception:
             log.exception("ingesting %s into %s failed", file_id, store_id)
             await self._fail(work, "server_error", "the file could not be processed")
+        finally:
+            heartbeat.cancel()
+
+    async def _renew(self, work: Work) -> None:
+        """Keep the claim on the file fresh while this run works on it."""
+        while True:
+            await asyncio.sleep(HEARTBEAT_SECONDS)
+            await self._update(work, lambda row: None)
 
     def _begin(self, session: Session, store_id: str, file_id: str) -> Work | None:
+        """Claim the file for this run, unless it is done or another run holds it: several
+        processes may each find the same unfinished file."""
         row = session.get(VectorStoreFile, (store_id, file_id))
         if row is None or row.status != "in_progress":
+            return None
+        now = utcnow()
+        claimed = row.attempts > 0 and not row.stage.startswith("waiting")
+        if claimed and row.updated_at > now - timedelta(seconds=LEASE_SECONDS):
             return None
         store = session.get(VectorStore, store_id)
         file = session.get(StoredFile, file_id)
@@ -117,7 +136,7 @@ class Ingestion:
         if store is None or file is None or user is None:
             return None
         row.attempts += 1
-        row.updated_at = utcnow()
+        row.updated_at = now
         owner = Caller(
             key_id=row.api_key_id or 0,
             user_id=user.id,

@@ -320,17 +320,14 @@ class KnowledgeService:
 
     async def forget_file(self, user_id: int, file_id: str) -> None:
         """A platform file was deleted: its chunks leave every store it was in."""
-        rows = await self._transact(
-            lambda s: list(
-                s.scalars(
-                    select(VectorStoreFile.store_id).where(VectorStoreFile.file_id == file_id)
-                )
-            )
-        )
-        await self._transact(
-            lambda s: s.execute(delete(VectorStoreFile).where(VectorStoreFile.file_id == file_id))
-        )
-        for store_id in rows:
+        mine = (VectorStoreFile.file_id == file_id, VectorStoreFile.user_id == user_id)
+
+        def work(session: Session) -> list[str]:
+            found = list(session.scalars(select(VectorStoreFile.store_id).where(*mine)))
+            session.execute(delete(VectorStoreFile).where(*mine))
+            return found
+
+        for store_id in await self._transact(work):
             await self.index.remove_file(store_id, file_id)
 
     # -- batches --------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from hepai_server.gateway.frame import Frame
 from hepai_server.gateway.gate import GateCall
 from hepai_server.gateway.relay import OpenAIRelay
 from hepai_server.protocol.openai import CHAT, COMPLETIONS, EMBEDDINGS, RERANK
-from hepai_server.routes import accounts, ddf, files, openai
+from hepai_server.routes import accounts, ddf, files, openai, vector_stores
 from hepai_server.routes.http import json_response
 
 #: Every API route is served under each prefix: the platform's own, and the two that
@@ -39,6 +39,7 @@ def api_routes() -> list[BaseRoute]:
         routes.append(Route(path + "/count_tokens", openai.count_tokens, methods=["POST"]))
     for prefix in PREFIXES:
         routes += file_routes(prefix)
+        routes += vector_store_routes(prefix)
     routes += ddf_routes("/apiv2")
     routes += account_routes("/apiv2")
     routes += [Route(prefix, probe, methods=["GET"]) for prefix in PREFIXES]
@@ -59,6 +60,30 @@ def file_routes(prefix: str) -> list[BaseRoute]:
         Route(upload + "/parts", files.add_upload_part, methods=["POST"]),
         Route(upload + "/complete", files.complete_upload, methods=["POST"]),
         Route(upload + "/cancel", files.cancel_upload, methods=["POST"]),
+    ]
+
+
+def vector_store_routes(prefix: str) -> list[BaseRoute]:
+    stores, v = prefix + "/vector_stores", vector_stores
+    store = stores + "/{store_id}"
+    file, batch = store + "/files/{file_id}", store + "/file_batches/{batch_id}"
+    return [
+        Route(stores, v.create_store, methods=["POST"]),
+        Route(stores, v.list_stores, methods=["GET"]),
+        Route(store, v.retrieve_store, methods=["GET"]),
+        Route(store, v.modify_store, methods=["POST"]),
+        Route(store, v.delete_store, methods=["DELETE"]),
+        Route(store + "/search", v.search_store, methods=["POST"]),
+        Route(store + "/share", v.share_store, methods=["POST"]),
+        Route(store + "/files", v.attach_file, methods=["POST"]),
+        Route(store + "/files", v.list_files, methods=["GET"]),
+        Route(file, v.retrieve_file, methods=["GET"]),
+        Route(file, v.update_file, methods=["POST"]),
+        Route(file, v.delete_file, methods=["DELETE"]),
+        Route(store + "/file_batches", v.create_batch, methods=["POST"]),
+        Route(batch, v.retrieve_batch, methods=["GET"]),
+        Route(batch + "/cancel", v.cancel_batch, methods=["POST"]),
+        Route(batch + "/files", v.list_files, methods=["GET"]),
     ]
 
 

@@ -39,9 +39,7 @@ def upgrade() -> None:
     )
     op.create_index("ix_vector_stores_expires_at", "vector_stores", ["expires_at"])
     op.create_index("ix_vector_stores_shared", "vector_stores", ["shared"])
-    op.create_index(
-        "ix_vector_stores_user_created", "vector_stores", ["user_id", "created_at"]
-    )
+    op.create_index("ix_vector_stores_user_created", "vector_stores", ["user_id", "created_at"])
     op.create_table(
         "vector_store_files",
         sa.Column("store_id", sa.String(length=40), nullable=False),
