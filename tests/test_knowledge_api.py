@@ -19,7 +19,7 @@ import sqlalchemy as sa
 
 from tests import documents
 from tests.pgvector_server import pgvector_postgres
-from tests.stack import Platform, Server, run_worker
+from tests.stack import MockProcess, Platform, Server, run_worker
 
 #: Workers load torch, markitdown and docvortex at start.
 STARTUP = 180
@@ -254,3 +254,54 @@ def test_deleting_a_file_takes_its_chunks_with_it(stack: Stack) -> None:
     assert client.vector_stores.delete(store.id).deleted
     with pytest.raises(openai.NotFoundError):
         client.vector_stores.retrieve(store.id)
+
+
+def test_chat_with_file_search_answers_with_citations(
+    stack: Stack, knowledge: dict[str, Any], mock: MockProcess
+) -> None:
+    client = stack.server.openai(stack.owner)
+    reply = "They used cosmic muons [1]."
+    raw = client.chat.completions.with_raw_response.create(
+        model="mock/chat",
+        messages=[{"role": "user", "content": "How was the calorimeter calibrated?"}],
+        tools=[{"type": "file_search", "vector_store_ids": [knowledge["store"]]}],  # type: ignore[list-item]
+        extra_body={"mock": {"reply": reply, "tag": "file-search"}},
+    )
+    message = raw.http_response.json()["choices"][0]["message"]
+    assert message["content"] == reply
+    [citation] = message["annotations"]
+    assert citation["type"] == "file_citation" and citation["text"] == "[1]"
+    assert reply[citation["start_index"] : citation["end_index"]] == "[1]"
+    assert citation["file_citation"]["file_id"] == knowledge["files"]["docx"]
+    assert citation["file_citation"]["filename"] == "report.docx"
+    assert "Calibration Results" in citation["file_citation"]["heading"]
+
+    [sent] = [
+        r
+        for r in mock.requests_for("chat-upstream")
+        if r["body"].get("mock", {}).get("tag") == "file-search"
+    ][-1:]
+    system = sent["body"]["messages"][0]
+    assert system["role"] == "system" and "[1] (report.docx" in system["content"]
+    assert "cosmic muons" in system["content"] and "tools" not in sent["body"]
+
+    stream = client.chat.completions.create(
+        model="mock/chat",
+        messages=[{"role": "user", "content": "How was the calorimeter calibrated?"}],
+        tools=[{"type": "file_search", "vector_store_ids": [knowledge["store"]]}],  # type: ignore[list-item]
+        extra_body={"mock": {"reply": reply}},
+        stream=True,
+    )
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text.strip() == reply
+    annotations = chunks[-1].choices[0].delta.model_extra["annotations"]
+    assert [a["file_citation"]["file_id"] for a in annotations] == [knowledge["files"]["docx"]]
+
+    other = stack.server.openai(stack.other)
+    with pytest.raises(openai.NotFoundError):
+        other.chat.completions.create(
+            model="mock/chat",
+            messages=[{"role": "user", "content": "How was the calorimeter calibrated?"}],
+            tools=[{"type": "file_search", "vector_store_ids": [knowledge["store"]]}],  # type: ignore[list-item]
+        )
