@@ -512,4 +512,6 @@ def paginate(
         end = ids.index(before)
         start = max(start, end - limit) if not after else start
     page = rows[start:end][:limit]
+    if before and not after:
+        return page, start > 0  # more lie further back, before this page
     return page, start + len(page) < end
