@@ -38,7 +38,7 @@ from hepai_server.knowledge.pgvector_index import PgvectorIndex
 from hepai_server.knowledge.retrieval import Query, retrieve
 from hepai_server.knowledge.sqlite_index import SqliteIndex
 from hepai_server.worker.builtin.encoder import TextEncoder, packaged_minilm
-from knowledge_quality import documentation
+from knowledge_quality import documentation, encode_cached
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -150,10 +150,10 @@ async def search(encoder: TextEncoder, segmenter: Segmenter, total: int) -> dict
     documents = documentation()
     chunks = [c for d in documents for c in chunk_markdown(d.markdown, STRATEGY)]
     texts = [c.indexed_text() for c in chunks]
-    vectors, _ = await encoder.encode(texts)
+    vectors = await encode_cached(encoder, texts)
     base = [(c.text, segmenter.terms(t), v) for c, t, v in zip(chunks, texts, vectors, strict=True)]
     asked = [d.summary for d in documents[:200]]
-    query_vectors, _ = await encoder.encode(asked)
+    query_vectors = await encode_cached(encoder, asked)
     queries = list(zip(asked, query_vectors, strict=True))
 
     async def rerank(query: str, candidates: list[str]) -> list[float]:
