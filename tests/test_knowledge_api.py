@@ -305,3 +305,18 @@ def test_chat_with_file_search_answers_with_citations(
             messages=[{"role": "user", "content": "How was the calorimeter calibrated?"}],
             tools=[{"type": "file_search", "vector_store_ids": [knowledge["store"]]}],  # type: ignore[list-item]
         )
+
+
+def test_the_hepai_client_gets_answers_with_sources(
+    stack: Stack, knowledge: dict[str, Any]
+) -> None:
+    """The recipe of docs/knowledge.md: the hepai client's chat with the file_search tool."""
+    client = stack.server.hepai(stack.owner)
+    answer = client.chat.completions.create(
+        model="mock/chat",
+        messages=[{"role": "user", "content": "How was the calorimeter calibrated?"}],
+        tools=[{"type": "file_search", "vector_store_ids": [knowledge["store"]]}],
+        extra_body={"mock": {"reply": "With cosmic muons [1]."}},
+    )
+    [citation] = answer.choices[0].message.model_dump()["annotations"]
+    assert citation["file_citation"]["file_id"] == knowledge["files"]["docx"]

@@ -9,10 +9,10 @@ files whose ingestion completed.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, delete, select
 from sqlalchemy.orm import Session
@@ -44,6 +44,7 @@ from hepai_server.protocol.vector_stores import (
 )
 from hepai_server.services.accounts import Caller
 
+T = TypeVar("T")
 MAX_FILES_PER_BATCH = 500
 MAX_RESULTS = 50
 
@@ -89,7 +90,7 @@ class KnowledgeService:
         )
         runner.register(KIND, self.ingestion.run, self.ingestion.pending)
 
-    async def _transact(self, work: Any) -> Any:
+    async def _transact(self, work: Callable[[Session], T]) -> T:
         return await transact(self.engine, work)
 
     # -- stores ---------------------------------------------------------------------------------
@@ -145,16 +146,14 @@ class KnowledgeService:
             page, more = paginate(found, [s.id for s in found], limit, after, before)
             return stores.store_facts(session, page, now), more
 
-        result: tuple[list[StoreFacts], bool] = await self._transact(work)
-        return result
+        return await self._transact(work)
 
     async def get_store(self, caller: Caller, store_id: str, *, now: datetime) -> StoreFacts:
         def work(session: Session) -> StoreFacts:
             store = stores.readable(session, caller, store_id)
             return stores.store_facts(session, [store], now)[0]
 
-        result: StoreFacts = await self._transact(work)
-        return result
+        return await self._transact(work)
 
     async def update_store(
         self,
@@ -181,8 +180,7 @@ class KnowledgeService:
             stores.touch(store, now)
             return stores.store_facts(session, [store], now)[0]
 
-        result: StoreFacts = await self._transact(work)
-        return result
+        return await self._transact(work)
 
     async def share_store(
         self, caller: Caller, store_id: str, *, groups: list[str], users: list[str], now: datetime
@@ -196,8 +194,7 @@ class KnowledgeService:
             store.shared = bool(groups or users)
             return stores.store_facts(session, [store], now)[0]
 
-        result: StoreFacts = await self._transact(work)
-        return result
+        return await self._transact(work)
 
     async def delete_store(self, caller: Caller, store_id: str) -> None:
         def work(session: Session) -> None:
@@ -285,16 +282,14 @@ class KnowledgeService:
             page, more = paginate(rows, [r.file_id for r in rows], limit, after, before)
             return [stores.file_facts(row) for row in page], more
 
-        result: tuple[list[StoreFileFacts], bool] = await self._transact(work)
-        return result
+        return await self._transact(work)
 
     async def get_file(self, caller: Caller, store_id: str, file_id: str) -> StoreFileFacts:
         def work(session: Session) -> StoreFileFacts:
             store = stores.readable(session, caller, store_id)
             return stores.file_facts(stores.store_file(session, store, file_id))
 
-        result: StoreFileFacts = await self._transact(work)
-        return result
+        return await self._transact(work)
 
     async def update_file(
         self, caller: Caller, store_id: str, file_id: str, *, attributes: dict[str, Any]
@@ -305,8 +300,7 @@ class KnowledgeService:
             row.attributes = attributes
             return stores.file_facts(row)
 
-        result: StoreFileFacts = await self._transact(work)
-        return result
+        return await self._transact(work)
 
     async def delete_file(self, caller: Caller, store_id: str, file_id: str) -> None:
         """Detach the file: its chunks leave the index (the platform file itself stays)."""
@@ -373,8 +367,7 @@ class KnowledgeService:
                 cancelled=batch.cancelled,
             )
 
-        result: dict[str, Any] = await self._transact(work)
-        return result
+        return await self._transact(work)
 
     async def cancel_batch(self, caller: Caller, store_id: str, batch_id: str) -> dict[str, Any]:
         def work(session: Session) -> list[str]:
