@@ -112,6 +112,10 @@ def test_a_store_of_three_documents_completes(stack: Stack, knowledge: dict[str,
     assert {f.id for f in listed.data} == set(knowledge["files"].values())
     assert all(f.usage_bytes > 0 and f.chunking_strategy is not None for f in listed.data)
     assert knowledge["store"] in {s.id for s in client.vector_stores.list().data}
+    content = client.vector_stores.files.content(
+        file_id=knowledge["files"]["docx"], vector_store_id=store.id
+    )
+    assert any("| HCAL-7 | 0.97 | noisy |" in part.text for part in content)
 
 
 def test_search_in_english_cites_file_page_and_heading(

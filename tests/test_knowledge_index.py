@@ -53,7 +53,9 @@ def index(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ChunkIndex
     if engine is not None:
         with engine.begin() as connection:
             for dimension in built.dimensions:
-                connection.exec_driver_sql(f"DROP TABLE kb_terms_{dimension}, kb_chunks_{dimension}")
+                connection.exec_driver_sql(
+                    f"DROP TABLE kb_terms_{dimension}, kb_chunks_{dimension}"
+                )
         engine.dispose()
 
 
@@ -109,6 +111,7 @@ def test_matching_ranks_chinese_and_english_terms_as_bm25_does(index: ChunkIndex
 def test_replacing_a_file_twice_leaves_one_copy(index: ChunkIndex) -> None:
     run(index.replace_file("vs_a", "file-1", chunks_of(TEXTS)))
     run(index.replace_file("vs_a", "file-1", chunks_of(TEXTS)))
+    assert [c.text for c in run(index.file_chunks("vs_a", "file-1"))] == TEXTS
     assert run(index.count("vs_a")) == len(TEXTS)
     assert run(index.count("vs_a", "file-1")) == len(TEXTS)
 

@@ -80,6 +80,9 @@ class ChunkIndex(Protocol):
 
     async def chunks(self, ids: Sequence[int]) -> dict[int, StoredChunk]: ...
 
+    async def file_chunks(self, store_id: str, file_id: str) -> list[StoredChunk]:
+        """The file's chunks in the store, in reading order."""
+
     async def count(self, store_id: str, file_id: str | None = None) -> int: ...
 
     async def close(self) -> None: ...

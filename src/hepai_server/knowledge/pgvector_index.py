@@ -253,6 +253,18 @@ class PgvectorIndex:
         rows = await self._run(lambda c: c.exec_driver_sql(sql, {"ids": list(ids)}).all())
         return {row[0]: StoredChunk(*row) for row in rows}
 
+    async def file_chunks(self, store_id: str, file_id: str) -> list[StoredChunk]:
+        if not self.dimensions:
+            return []
+        sql = " UNION ALL ".join(
+            f"SELECT id, store_id, file_id, ordinal, text, heading, page FROM kb_chunks_{d} "
+            "WHERE store_id = %(store)s AND file_id = %(file)s"
+            for d in sorted(self.dimensions)
+        )
+        parameters = {"store": store_id, "file": file_id}
+        rows = await self._run(lambda c: c.exec_driver_sql(sql, parameters).all())
+        return sorted((StoredChunk(*row) for row in rows), key=lambda chunk: chunk.ordinal)
+
     async def count(self, store_id: str, file_id: str | None = None) -> int:
         if not self.dimensions:
             return 0

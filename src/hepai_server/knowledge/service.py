@@ -291,6 +291,15 @@ class KnowledgeService:
 
         return await self._transact(work)
 
+    async def file_content(self, caller: Caller, store_id: str, file_id: str) -> list[str]:
+        """The texts of the file's chunks, in reading order, as search returns them."""
+
+        def work(session: Session) -> None:
+            stores.store_file(session, stores.readable(session, caller, store_id), file_id)
+
+        await self._transact(work)
+        return [chunk.text for chunk in await self.index.file_chunks(store_id, file_id)]
+
     async def update_file(
         self, caller: Caller, store_id: str, file_id: str, *, attributes: dict[str, Any]
     ) -> StoreFileFacts:

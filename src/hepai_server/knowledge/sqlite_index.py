@@ -231,6 +231,18 @@ class SqliteIndex:
 
         return await asyncio.to_thread(work)
 
+    async def file_chunks(self, store_id: str, file_id: str) -> list[StoredChunk]:
+        def work() -> list[StoredChunk]:
+            with self._connect() as connection:
+                rows = connection.execute(
+                    "SELECT id, store_id, file_id, ordinal, text, heading, page FROM chunks "
+                    "WHERE store_id = ? AND file_id = ? ORDER BY ordinal",
+                    (store_id, file_id),
+                ).fetchall()
+            return [StoredChunk(*row) for row in rows]
+
+        return await asyncio.to_thread(work)
+
     async def count(self, store_id: str, file_id: str | None = None) -> int:
         sql, parameters = "SELECT count(*) FROM chunks WHERE store_id = ?", [store_id]
         if file_id is not None:

@@ -131,6 +131,15 @@ def store_file_object(file: StoreFileFacts) -> dict[str, Any]:
     }
 
 
+def file_content_page(texts: list[str]) -> dict[str, Any]:
+    return {
+        "object": "vector_store.file_content.page",
+        "data": [{"type": "text", "text": text} for text in texts],
+        "has_more": False,
+        "next_page": None,
+    }
+
+
 def store_file_deleted(file_id: str) -> dict[str, Any]:
     return {"id": file_id, "object": "vector_store.file.deleted", "deleted": True}
 

@@ -80,6 +80,7 @@ def vector_store_routes(prefix: str) -> list[BaseRoute]:
         Route(file, v.retrieve_file, methods=["GET"]),
         Route(file, v.update_file, methods=["POST"]),
         Route(file, v.delete_file, methods=["DELETE"]),
+        Route(file + "/content", v.file_content, methods=["GET"]),
         Route(store + "/file_batches", v.create_batch, methods=["POST"]),
         Route(batch, v.retrieve_batch, methods=["GET"]),
         Route(batch + "/cancel", v.cancel_batch, methods=["POST"]),

@@ -298,6 +298,13 @@ async def retrieve_file(request: Request) -> Response:
     return json_response(wire.store_file_object(facts))
 
 
+async def file_content(request: Request) -> Response:
+    gateway, caller = await authenticate(request)
+    params = request.path_params
+    texts = await gateway.knowledge.file_content(caller, params["store_id"], params["file_id"])
+    return json_response(wire.file_content_page(texts))
+
+
 async def update_file(request: Request) -> Response:
     gateway, caller = await authenticate(request)
     body = await json_body(request)
