@@ -43,8 +43,14 @@ CREATE TABLE IF NOT EXISTS chunks (
 );
 CREATE INDEX IF NOT EXISTS chunks_store_file ON chunks (store_id, file_id);
 CREATE VIRTUAL TABLE IF NOT EXISTS chunk_terms USING fts5 (terms, tokenize = 'unicode61');
+CREATE VIRTUAL TABLE IF NOT EXISTS chunk_terms_vocab USING fts5vocab (chunk_terms, 'row');
 CREATE TABLE IF NOT EXISTS revisions (store_id TEXT PRIMARY KEY, revision INTEGER NOT NULL);
 """
+#: Query terms in more chunks than this share of all (and this many at least) are left out of
+#: the match: they weigh next to nothing in BM25 (an idf under log 3), and matching them would
+#: have FTS5 score most of the index (a query's time at 100k chunks fell from hundreds of
+#: milliseconds to tens, benchmarks/RESULTS.md).
+COMMON_SHARE, COMMON_FLOOR = 0.25, 5000
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,13 +202,12 @@ class SqliteIndex:
     ) -> list[int]:
         if not terms or not store_ids:
             return []
-        query = " OR ".join('"' + term.replace('"', '""') + '"' for term in terms)
         stores = ", ".join("?" * len(store_ids))
         sql = (
             "SELECT chunks.id FROM chunk_terms JOIN chunks ON chunks.id = chunk_terms.rowid "
             f"WHERE chunk_terms MATCH ? AND chunks.store_id IN ({stores})"
         )
-        parameters: list[object] = [query, *store_ids]
+        parameters: list[object] = [*store_ids]
         if file_ids is not None:
             sql += f" AND chunks.file_id IN ({', '.join('?' * len(file_ids))})"
             parameters += list(file_ids)
@@ -212,7 +217,9 @@ class SqliteIndex:
 
         def work() -> list[int]:
             with self._connect() as connection:
-                return [row[0] for row in connection.execute(sql, parameters)]
+                kept = _uncommon(connection, list(dict.fromkeys(terms)))
+                query = " OR ".join('"' + term.replace('"', '""') + '"' for term in kept)
+                return [row[0] for row in connection.execute(sql, [query, *parameters])]
 
         return await asyncio.to_thread(work)
 
@@ -258,6 +265,20 @@ class SqliteIndex:
     async def close(self) -> None:
         with self._lock:
             self._matrices.clear()
+
+
+def _uncommon(connection: sqlite3.Connection, terms: list[str]) -> list[str]:
+    """The terms worth matching (see COMMON_SHARE); the rarest one if all are common."""
+    marks = ", ".join("?" * len(terms))
+    counts = dict(
+        connection.execute(
+            f"SELECT term, doc FROM chunk_terms_vocab WHERE term IN ({marks})", terms
+        ).fetchall()
+    )
+    total = connection.execute("SELECT count(*) FROM chunks").fetchone()[0]
+    limit = max(COMMON_FLOOR, total * COMMON_SHARE)
+    kept = [term for term in terms if counts.get(term, 0) <= limit]
+    return kept or [min(terms, key=lambda term: counts.get(term, 0))]
 
 
 def _delete(connection: sqlite3.Connection, where: str, parameters: tuple[str, ...]) -> None:
