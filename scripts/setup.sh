@@ -2,8 +2,13 @@
 # Make .venv with hepai-server and its test tools, at the versions in constraints.txt, and
 # install the Debian packages the tests drive (Chromium for pages; browsers are never
 # downloaded at run time). Safe to run again: it only installs what is missing.
+# --fast: only what the in-process tier needs (no MinerU environment, no Chromium).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+fast=false
+if [ "${1:-}" = "--fast" ]; then
+    fast=true
+fi
 
 python=${PYTHON:-python3.11}
 command -v "$python" >/dev/null || python=python3
@@ -23,26 +28,34 @@ fi
 # MinerU (2.x) in its own environment: its pins clash with docvortex's (pypdfium2), and the
 # platform only talks to it over HTTP (mineru-api), as it does on a GPU node. The tests run
 # it with its vlm-http-client backend against a stand-in for the VLM (no model weights).
-if [ ! -x .venv-mineru/bin/python ]; then
-    "$python" -m venv .venv-mineru
-fi
-stamp=$(sha256sum constraints-mineru.txt | cut -d' ' -f1)
-if [ "$(cat .venv-mineru/.installed 2>/dev/null)" != "$stamp" ]; then
-    .venv-mineru/bin/python -m pip install --quiet --disable-pip-version-check \
-        -c constraints-mineru.txt 'mineru[api]'
-    echo "$stamp" > .venv-mineru/.installed
+if ! $fast; then
+    if [ ! -x .venv-mineru/bin/python ]; then
+        "$python" -m venv .venv-mineru
+    fi
+    stamp=$(sha256sum constraints-mineru.txt | cut -d' ' -f1)
+    if [ "$(cat .venv-mineru/.installed 2>/dev/null)" != "$stamp" ]; then
+        .venv-mineru/bin/python -m pip install --quiet --disable-pip-version-check \
+            -c constraints-mineru.txt 'mineru[api]'
+        echo "$stamp" > .venv-mineru/.installed
+    fi
 fi
 
 # Debian packages, each with a file that shows it is installed: Chromium for the page tests,
-# Tesseract with its Chinese and English data for OCR, fonts to draw test documents with.
+# Tesseract with its Chinese and English data for OCR, fonts to draw test documents with, and
+# nginx and Redis for the deployment topology the tests build (tests/topology.py).
 declare -A packages=(
     [chromium]=/usr/bin/chromium
+    [nginx]=/usr/sbin/nginx
+    [redis-server]=/usr/bin/redis-server
     [tesseract-ocr]=/usr/bin/tesseract
     [tesseract-ocr-eng]=/usr/share/tesseract-ocr/5/tessdata/eng.traineddata
     [tesseract-ocr-chi-sim]=/usr/share/tesseract-ocr/5/tessdata/chi_sim.traineddata
     [fonts-dejavu-core]=/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf
     [fonts-wqy-microhei]=/usr/share/fonts/truetype/wqy/wqy-microhei.ttc
 )
+if $fast; then
+    unset 'packages[chromium]'
+fi
 missing=()
 for package in "${!packages[@]}"; do
     [ -e "${packages[$package]}" ] || missing+=("$package")

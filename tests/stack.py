@@ -136,17 +136,34 @@ class Platform:
             raise AssertionError(f"hepai-server {' '.join(args)} failed:\n{result.stderr}")
         return result
 
+    def command(self, *args: str, input: str = "") -> str:
+        """The CLI's own code run in this process, for the accounts and keys tests need: what
+        `cli` does, without a Python start-up per call (test_cli runs it as scripts do)."""
+        from click.testing import CliRunner
+
+        from hepai_server.cli.main import cli
+
+        unset: dict[str, str | None] = dict.fromkeys(
+            (key for key in os.environ if key.startswith("HEPAI_SERVER_")), None
+        )
+        result = CliRunner().invoke(
+            cli, list(args), input=input, env={**unset, **self.env}, catch_exceptions=False
+        )
+        if result.exit_code != 0:
+            raise AssertionError(f"hepai-server {' '.join(args)} failed:\n{result.stderr}")
+        return result.stdout
+
     def create_user(self, name: str, *options: str) -> str:
-        """Create a user and return a fresh API key for it."""
-        self.cli("user", "create", name, *options, input="a-password\n")
+        """Create a user (password ``a-password``) and return a fresh API key for it."""
+        self.command("user", "create", name, *options, input="a-password\n")
         return self.create_key(name)
 
     def create_key(self, user: str, *options: str) -> str:
-        return self.cli("key", "create", "--user", user, *options).stdout.strip()
+        return self.command("key", "create", "--user", user, *options).strip()
 
     def key_id(self, key: str) -> int:
         prefix = key[:10]
-        for line in self.cli("key", "list").stdout.splitlines():
+        for line in self.command("key", "list").splitlines():
             columns = line.split("\t")
             if columns[1] == prefix + "…":
                 return int(columns[0])
@@ -178,8 +195,12 @@ class Platform:
         try:
             while True:
                 with engine.connect() as connection:
+                    # The platform's own id, or the one the client sent in X-Request-ID.
                     rows = connection.execute(
-                        sa.text("SELECT * FROM usage_records WHERE request_id = :r"),
+                        sa.text(
+                            "SELECT * FROM usage_records "
+                            "WHERE request_id = :r OR client_request_id = :r"
+                        ),
                         {"r": request_id},
                     )
                     found = [dict(row._mapping) for row in rows]
@@ -274,9 +295,11 @@ def run_worker(
     heartbeat: float = 60,
     timeout: float = 30,
     port: int | None = None,
+    host: str = "127.0.0.1",
     args: Sequence[str] = (),
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """`hepai-server worker run SPEC`, registered with ``server`` under ``key``'s owner.
+    """`hepai-server worker run SPEC`, registered with ``server`` under ``key``'s owner and
+    listening on ``host``.
 
     Task journals go to a directory of the test's unless ``env`` names one."""
     port = port or free_port()
@@ -293,6 +316,8 @@ def run_worker(
                 str(port),
                 "--heartbeat",
                 str(heartbeat),
+                "--host",
+                host,
                 *args,
             ],
             env={
@@ -304,7 +329,7 @@ def run_worker(
             cwd=Path(__file__).parent.parent,
         )
         try:
-            wait_until_up(f"http://127.0.0.1:{port}/apiv2/worker/get_status", process, timeout)
+            wait_until_up(f"http://{host}:{port}/apiv2/worker/get_status", process, timeout)
             yield process
         finally:
             stop(process)

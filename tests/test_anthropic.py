@@ -1,26 +1,35 @@
-"""Anthropic Messages through the real anthropic client, translated to chat completions."""
+"""Anthropic Messages through the real anthropic client, translated to chat completions (in
+process), or passed as sent to native providers and to workers that speak Messages (the
+workers are real processes)."""
 
 from __future__ import annotations
+
+from collections.abc import AsyncIterator
 
 import anthropic
 import httpx
 import pytest
 
-from tests.stack import MockProcess, Platform, Server
+from tests.inprocess import BASE_URL, Account, App, Upstream
+from tests.stack import Platform, Server
 
 
 @pytest.fixture
-def claude(server: Server, user_key: str) -> anthropic.Anthropic:
-    client = anthropic.Anthropic(
-        base_url=server.base_url + "/anthropic", api_key=user_key, max_retries=0
-    )
-    server.clients.enter_context(client)
-    return client
+async def claude(app: App, account: Account) -> AsyncIterator[anthropic.AsyncAnthropic]:
+    async with anthropic.AsyncAnthropic(
+        base_url=BASE_URL + "/apiv2/anthropic",
+        api_key=account.key,
+        max_retries=0,
+        http_client=app.client(),
+    ) as client:
+        yield client
 
 
-def test_message_round_trip(claude: anthropic.Anthropic, mock: MockProcess, unique) -> None:
+async def test_message_round_trip(
+    claude: anthropic.AsyncAnthropic, upstream: Upstream, unique
+) -> None:
     marker = unique("claude")
-    message = claude.messages.create(
+    message = await claude.messages.create(
         model="mock/chat",
         max_tokens=64,
         system="be brief",
@@ -31,7 +40,7 @@ def test_message_round_trip(claude: anthropic.Anthropic, mock: MockProcess, uniq
     assert message.content[0].text == "word0 word1 word2 word3 word4"
     assert message.stop_reason == "end_turn" and message.model == "mock/chat"
     assert message.usage.output_tokens == 5 and message.usage.input_tokens > 0
-    sent = next(r["body"] for r in mock.requests() if marker in str(r["body"]))
+    sent = next(r["body"] for r in upstream.requests() if marker in str(r["body"]))
     assert sent["messages"] == [
         {"role": "system", "content": "be brief"},
         {"role": "user", "content": marker},
@@ -39,15 +48,15 @@ def test_message_round_trip(claude: anthropic.Anthropic, mock: MockProcess, uniq
     assert sent["max_tokens"] == 64 and sent["model"] == "chat-upstream"
 
 
-def test_stream_events_with_thinking(claude: anthropic.Anthropic) -> None:
-    with claude.messages.stream(
+async def test_stream_events_with_thinking(claude: anthropic.AsyncAnthropic) -> None:
+    async with claude.messages.stream(
         model="deepseek-ai/deepseek-r1:671b",
         max_tokens=64,
         messages=[{"role": "user", "content": "think"}],
         extra_body={"mock": {"reasoning": True}},
     ) as stream:
-        text = "".join(stream.text_stream)
-        final = stream.get_final_message()
+        text = "".join([piece async for piece in stream.text_stream])
+        final = await stream.get_final_message()
     assert text == "word0 word1 word2 word3 word4 "
     kinds = [block.type for block in final.content]
     assert kinds == ["thinking", "text"]
@@ -55,7 +64,9 @@ def test_stream_events_with_thinking(claude: anthropic.Anthropic) -> None:
     assert final.stop_reason == "end_turn" and final.usage.output_tokens == 5
 
 
-def test_tools_round_trip(claude: anthropic.Anthropic, mock: MockProcess, unique) -> None:
+async def test_tools_round_trip(
+    claude: anthropic.AsyncAnthropic, upstream: Upstream, unique
+) -> None:
     marker = unique("tools")
     tools = [
         {
@@ -64,7 +75,7 @@ def test_tools_round_trip(claude: anthropic.Anthropic, mock: MockProcess, unique
             "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}},
         }
     ]
-    message = claude.messages.create(
+    message = await claude.messages.create(
         model="mock/chat",
         max_tokens=64,
         tools=tools,
@@ -74,10 +85,10 @@ def test_tools_round_trip(claude: anthropic.Anthropic, mock: MockProcess, unique
     )
     (call,) = [block for block in message.content if block.type == "tool_use"]
     assert call.name == "get_weather" and call.input == {"city": "Beijing"}
-    sent = next(r["body"] for r in mock.requests() if marker in str(r["body"]))
+    sent = next(r["body"] for r in upstream.requests() if marker in str(r["body"]))
     assert sent["tools"][0]["function"]["name"] == "get_weather"
     assert sent["tool_choice"] == "required"
-    with claude.messages.stream(
+    async with claude.messages.stream(
         model="mock/chat",
         max_tokens=64,
         tools=tools,
@@ -96,37 +107,70 @@ def test_tools_round_trip(claude: anthropic.Anthropic, mock: MockProcess, unique
         ],
         extra_body={"mock": {"tool_call": True}},
     ) as stream:
-        final = stream.get_final_message()
+        final = await stream.get_final_message()
     assert [b.type for b in final.content] == ["tool_use", "text"]
     assert final.content[0].input == {"city": "Beijing"}
 
 
-def test_every_messages_path_and_count_tokens(server: Server, user_key: str) -> None:
+async def test_every_messages_path_and_count_tokens(
+    client: httpx.AsyncClient, account: Account
+) -> None:
     body = {"model": "mock/chat", "max_tokens": 8, "messages": [{"role": "user", "content": "x"}]}
+    headers = {"x-api-key": account.key}
     for path in ("/anthropic/v1/messages", "/anthropic/messages", "/v1/messages"):
-        response = httpx.post(server.base_url + path, headers={"x-api-key": user_key}, json=body)
+        response = await client.post("/apiv2" + path, headers=headers, json=body)
         assert response.status_code == 200 and response.json()["type"] == "message", path
-    counted = httpx.post(
-        server.base_url + "/anthropic/v1/messages/count_tokens",
-        headers={"x-api-key": user_key},
+    counted = await client.post(
+        "/apiv2/anthropic/v1/messages/count_tokens",
+        headers=headers,
         json={"model": "mock/chat", "messages": [{"role": "user", "content": "hello " * 40}]},
     )
     assert counted.status_code == 200 and 40 <= counted.json()["input_tokens"] <= 200
-    hidden = httpx.post(
-        server.base_url + "/anthropic/v1/messages/count_tokens",
-        headers={"x-api-key": user_key},
+    hidden = await client.post(
+        "/apiv2/anthropic/v1/messages/count_tokens",
+        headers=headers,
         json={"model": "team/physics-only", "messages": []},
     )
     assert hidden.status_code == 404
 
 
-def test_bad_messages_requests_are_400(claude: anthropic.Anthropic) -> None:
+async def test_bad_messages_requests_are_400(claude: anthropic.AsyncAnthropic) -> None:
     with pytest.raises(anthropic.BadRequestError):
-        claude.messages.create(
+        await claude.messages.create(
             model="mock/chat", max_tokens=0, messages=[{"role": "user", "content": "x"}]
         )
     with pytest.raises(anthropic.BadRequestError):
-        claude.messages.create(model="mock/chat", max_tokens=5, messages=[])
+        await claude.messages.create(model="mock/chat", max_tokens=5, messages=[])
+
+
+async def test_native_providers_get_messages_as_sent(
+    app: App, claude: anthropic.AsyncAnthropic, upstream: Upstream, unique
+) -> None:
+    request_id = unique("native")
+    message = await claude.messages.create(
+        model="native/claude",
+        max_tokens=32,
+        messages=[{"role": "user", "content": [{"type": "text", "text": request_id}]}],
+        extra_headers={"x-request-id": request_id},
+    )
+    assert message.content[0].text == "native anthropic reply"
+    assert message.model == "native/claude"
+    sent = next(r for r in upstream.requests() if request_id in str(r["body"]))
+    assert sent["path"] == "/v1/messages" and sent["body"]["model"] == "claude-upstream"
+    assert sent["body"]["messages"][0]["content"] == [{"type": "text", "text": request_id}]
+    assert sent["headers"]["x-api-key"].startswith("upstream-secret")
+    row = await app.platform.usage_row(request_id)
+    assert (row["prompt_tokens"], row["completion_tokens"]) == (11, 3)
+    stream_id = unique("native-stream")
+    async with claude.messages.stream(
+        model="native/claude",
+        max_tokens=32,
+        messages=[{"role": "user", "content": "hi"}],
+        extra_headers={"x-request-id": stream_id},
+    ) as stream:
+        assert "".join([piece async for piece in stream.text_stream]) == "native anthropic reply"
+    row = await app.platform.usage_row(stream_id)
+    assert (row["prompt_tokens"], row["completion_tokens"], row["total_tokens"]) == (11, 3, 14)
 
 
 def test_worker_models_speak_messages_too(platform: Platform, server: Server, unique) -> None:
@@ -143,41 +187,6 @@ def test_worker_models_speak_messages_too(platform: Platform, server: Server, un
         )
         assert message.content[0].text == f"{name} chats"
         assert message.usage.output_tokens == 2
-
-
-def test_native_providers_get_messages_as_sent(
-    platform: Platform,
-    server: Server,
-    user_key: str,
-    claude: anthropic.Anthropic,
-    mock: MockProcess,
-    unique,
-) -> None:
-    request_id = unique("native")
-    message = claude.messages.create(
-        model="native/claude",
-        max_tokens=32,
-        messages=[{"role": "user", "content": [{"type": "text", "text": request_id}]}],
-        extra_headers={"x-request-id": request_id},
-    )
-    assert message.content[0].text == "native anthropic reply"
-    assert message.model == "native/claude"
-    sent = next(r for r in mock.requests() if request_id in str(r["body"]))
-    assert sent["path"] == "/v1/messages" and sent["body"]["model"] == "claude-upstream"
-    assert sent["body"]["messages"][0]["content"] == [{"type": "text", "text": request_id}]
-    assert sent["headers"]["x-api-key"].startswith("upstream-secret")
-    row = platform.usage_row(request_id)
-    assert (row["prompt_tokens"], row["completion_tokens"]) == (11, 3)
-    stream_id = unique("native-stream")
-    with claude.messages.stream(
-        model="native/claude",
-        max_tokens=32,
-        messages=[{"role": "user", "content": "hi"}],
-        extra_headers={"x-request-id": stream_id},
-    ) as stream:
-        assert "".join(stream.text_stream) == "native anthropic reply"
-    row = platform.usage_row(stream_id)
-    assert (row["prompt_tokens"], row["completion_tokens"], row["total_tokens"]) == (11, 3, 14)
 
 
 def test_worker_with_anthropic_messages_gets_them_as_sent(

@@ -1,12 +1,13 @@
-"""Hostile and broken input against the real server: every refusal is the right status with
-OpenAI's error body, nothing reaches the upstream, and the server stays healthy afterwards."""
+"""Hostile and broken input against the app: every refusal is the right status with OpenAI's
+error body, nothing reaches the upstream, and the app stays healthy afterwards.
+
+What only the wire shows (bodies refused before they are sent, chunked transfer, bytes that
+are not HTTP) is in test_wire.py, against a real server.
+"""
 
 from __future__ import annotations
 
-import socket
-import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 from unittest.mock import ANY
 
@@ -14,12 +15,11 @@ import httpx
 import orjson
 import pytest
 
-from tests.stack import UPSTREAM_KEY, MockProcess, Platform, Server
+from tests.inprocess import Account, App, Upstream
+from tests.stack import UPSTREAM_KEY
 
 CHAT = "/chat/completions"
-MiB = 1024 * 1024
-LIMIT = 32 * MiB
-WRONG_PROVIDER_KEY = "not-the-upstream-key"  # tests.stack.Platform.env sets WRONG_KEY to it
+WRONG_PROVIDER_KEY = "not-the-upstream-key"  # tests/conftest.py's provider_keys sets WRONG_KEY
 REPLY = "word0 word1 word2 word3 word4"
 
 
@@ -34,21 +34,17 @@ def chat_body(**fields: Any) -> dict[str, Any]:
     return {"model": "mock/chat", "messages": [{"role": "user", "content": "hi"}], **fields}
 
 
-def post(
-    server: Server,
+async def post(
+    client: httpx.AsyncClient,
     key: str,
     body: dict[str, Any] | None = None,
     *,
-    content: bytes | Iterator[bytes] | None = None,
+    content: bytes | None = None,
     headers: dict[str, str] | None = None,
     path: str = CHAT,
 ) -> httpx.Response:
-    return httpx.post(
-        server.base_url + path,
-        json=body,
-        content=content,
-        headers=auth(key, **(headers or {})),
-        timeout=60,
+    return await client.post(
+        "/apiv2" + path, json=body, content=content, headers=auth(key, **(headers or {}))
     )
 
 
@@ -77,15 +73,15 @@ def assert_bad_request(response: httpx.Response, param: str | Any | None = ANY) 
     assert_error(response, 400, "invalid_request_error", param=param)
 
 
-def assert_healthy(server: Server, key: str) -> None:
+async def assert_healthy(client: httpx.AsyncClient, key: str) -> None:
     """A normal call right after still gets its answer."""
-    response = post(server, key, chat_body())
+    response = await post(client, key, chat_body())
     assert response.status_code == 200, response.text
     assert response.json()["choices"][0]["message"]["content"] == REPLY
 
 
-def reached_upstream(mock: MockProcess, marker: str) -> bool:
-    return marker in orjson.dumps(mock.requests()).decode()
+def reached_upstream(upstream: Upstream, marker: str) -> bool:
+    return marker in orjson.dumps(upstream.requests()).decode()
 
 
 @pytest.fixture
@@ -94,66 +90,9 @@ def marker(unique: Callable[[str], str]) -> str:
     return unique("marker")
 
 
-@dataclass
-class RawResponse:
-    status: int
-    headers: dict[str, str]
-    body: bytes
-
-    def json(self) -> Any:
-        return orjson.loads(self.body)
-
-
-def connect(server: Server, timeout: float = 5) -> socket.socket:
-    sock = socket.create_connection(("127.0.0.1", server.port), timeout=timeout)
-    sock.settimeout(timeout)
-    return sock
-
-
-def read_response(sock: socket.socket) -> RawResponse | None:
-    """One HTTP/1.1 response with a Content-Length, or None when the server just closed."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = sock.recv(65536)
-        if not chunk:
-            assert not data, f"the server closed mid-response: {data!r}"
-            return None
-        data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    status_line, *lines = head.decode("latin-1").split("\r\n")
-    headers = {}
-    for line in lines:
-        name, _, value = line.partition(":")
-        headers[name.strip().lower()] = value.strip()
-    length = int(headers["content-length"])
-    while len(body) < length:
-        chunk = sock.recv(65536)
-        assert chunk, "the server closed mid-body"
-        body += chunk
-    return RawResponse(int(status_line.split()[1]), headers, body[:length])
-
-
-def request_head(
-    server: Server, key: str, *, length: int, extra: bytes = b"", path: str = CHAT
-) -> bytes:
-    return (
-        (
-            f"POST /apiv2{path} HTTP/1.1\r\n"
-            f"Host: 127.0.0.1:{server.port}\r\n"
-            f"Authorization: Bearer {key}\r\n"
-            "Content-Type: application/json\r\n"
-            f"Content-Length: {length}\r\n"
-        ).encode()
-        + extra
-        + b"\r\n"
-    )
-
-
-def raw_error_body(response: RawResponse) -> dict[str, Any]:
-    body = response.json()
-    assert set(body) == {"error", "detail"} and body["detail"] == body["error"]["message"]
-    assert set(body["error"]) == {"message", "type", "param", "code"}
-    return dict(body["error"])
+@pytest.fixture
+def key(account: Account) -> str:
+    return account.key
 
 
 def sse_payloads(raw: bytes) -> list[bytes]:
@@ -176,9 +115,9 @@ def sse_payloads(raw: bytes) -> list[bytes]:
     ],
     ids=["truncated", "single-quotes", "trailing-comma", "invalid-utf8", "nan"],
 )
-def test_malformed_json_is_400(server: Server, user_key: str, content: bytes) -> None:
-    assert_bad_request(post(server, user_key, content=content), param=None)
-    assert_healthy(server, user_key)
+async def test_malformed_json_is_400(client: httpx.AsyncClient, key: str, content: bytes) -> None:
+    assert_bad_request(await post(client, key, content=content), param=None)
+    await assert_healthy(client, key)
 
 
 @pytest.mark.parametrize(
@@ -186,26 +125,28 @@ def test_malformed_json_is_400(server: Server, user_key: str, content: bytes) ->
     [["mock/chat"], "mock/chat", 42, None, True],
     ids=["array", "string", "number", "null", "boolean"],
 )
-def test_json_that_is_not_an_object_is_400(server: Server, user_key: str, value: Any) -> None:
-    response = post(server, user_key, content=orjson.dumps(value))
+async def test_json_that_is_not_an_object_is_400(
+    client: httpx.AsyncClient, key: str, value: Any
+) -> None:
+    response = await post(client, key, content=orjson.dumps(value))
     assert_bad_request(response, param=None)
     assert "object" in response.json()["error"]["message"]
-    assert_healthy(server, user_key)
+    await assert_healthy(client, key)
 
 
-def test_empty_body_is_400(server: Server, user_key: str) -> None:
-    response = post(server, user_key, content=b"")
+async def test_empty_body_is_400(client: httpx.AsyncClient, key: str) -> None:
+    response = await post(client, key, content=b"")
     assert_bad_request(response, param=None)
     assert "empty" in response.json()["error"]["message"]
-    assert_healthy(server, user_key)
+    await assert_healthy(client, key)
 
 
-def test_marker_of_an_accepted_request_reaches_the_upstream(
-    server: Server, user_key: str, mock: MockProcess, marker: str
+async def test_marker_of_an_accepted_request_reaches_the_upstream(
+    client: httpx.AsyncClient, key: str, upstream: Upstream, marker: str
 ) -> None:
     """The control for every `not reached_upstream` below: the check can see a marker."""
-    assert post(server, user_key, chat_body(user=marker)).status_code == 200
-    assert reached_upstream(mock, marker)
+    assert (await post(client, key, chat_body(user=marker))).status_code == 200
+    assert reached_upstream(upstream, marker)
 
 
 # --- fields of the wrong type or out of range ---------------------------------------------------
@@ -234,31 +175,33 @@ def test_marker_of_an_accepted_request_reaches_the_upstream(
     ],
     ids=lambda value: repr(value)[:20],
 )
-def test_wrong_type_or_range_is_400_naming_the_field(
-    server: Server, user_key: str, mock: MockProcess, marker: str, field: str, value: Any
+async def test_wrong_type_or_range_is_400_naming_the_field(
+    client: httpx.AsyncClient, key: str, upstream: Upstream, marker: str, field: str, value: Any
 ) -> None:
-    response = post(server, user_key, chat_body(user=marker, **{field: value}))
+    response = await post(client, key, chat_body(user=marker, **{field: value}))
     assert_bad_request(response, param=field)
-    assert not reached_upstream(mock, marker)
-    assert_healthy(server, user_key)
+    assert not reached_upstream(upstream, marker)
+    await assert_healthy(client, key)
 
 
-def test_max_tokens_out_of_range_is_400(
-    server: Server, user_key: str, mock: MockProcess, marker: str
+async def test_max_tokens_out_of_range_is_400(
+    client: httpx.AsyncClient, key: str, upstream: Upstream, marker: str
 ) -> None:
     for value in (-1, 10**12):
-        response = post(server, user_key, chat_body(user=marker, max_tokens=value))
+        response = await post(client, key, chat_body(user=marker, max_tokens=value))
         assert_bad_request(response, param="max_tokens")
         assert "max_tokens" in response.json()["error"]["message"]
-    assert not reached_upstream(mock, marker)
-    assert_healthy(server, user_key)
+    assert not reached_upstream(upstream, marker)
+    await assert_healthy(client, key)
 
 
-def test_missing_model_is_400(server: Server, user_key: str, mock: MockProcess, marker: str):
+async def test_missing_model_is_400(
+    client: httpx.AsyncClient, key: str, upstream: Upstream, marker: str
+) -> None:
     body = chat_body(user=marker)
     del body["model"]
-    assert_bad_request(post(server, user_key, body), param="model")
-    assert not reached_upstream(mock, marker)
+    assert_bad_request(await post(client, key, body), param="model")
+    assert not reached_upstream(upstream, marker)
 
 
 @pytest.mark.parametrize(
@@ -282,19 +225,19 @@ def test_missing_model_is_400(server: Server, user_key: str, mock: MockProcess, 
     ],
     ids=lambda value: value if isinstance(value, str) else "",
 )
-def test_other_endpoints_check_their_fields(
-    server: Server,
-    user_key: str,
-    mock: MockProcess,
+async def test_other_endpoints_check_their_fields(
+    client: httpx.AsyncClient,
+    key: str,
+    upstream: Upstream,
     marker: str,
     path: str,
     body: dict[str, Any],
     param: str,
 ) -> None:
-    response = post(server, user_key, {**body, "user": marker}, path=path)
+    response = await post(client, key, {**body, "user": marker}, path=path)
     assert_bad_request(response, param=param)
-    assert not reached_upstream(mock, marker)
-    assert_healthy(server, user_key)
+    assert not reached_upstream(upstream, marker)
+    await assert_healthy(client, key)
 
 
 # --- model ids -----------------------------------------------------------------------------------
@@ -305,95 +248,48 @@ def test_other_endpoints_check_their_fields(
     ["", "m" * 10_000, "\x00", "mock/chat\x00", "mock/chat\n", "mock/\x1b[31mchat", "\u200b"],
     ids=["empty", "10k-chars", "nul", "trailing-nul", "newline", "ansi-escape", "zero-width"],
 )
-def test_absurd_model_id_is_400(
-    server: Server, user_key: str, mock: MockProcess, marker: str, model: str
+async def test_absurd_model_id_is_400(
+    client: httpx.AsyncClient, key: str, upstream: Upstream, marker: str, model: str
 ) -> None:
-    response = post(server, user_key, chat_body(model=model, user=marker))
+    response = await post(client, key, chat_body(model=model, user=marker))
     assert_bad_request(response, param="model")
     assert len(response.content) < 1024, "the error must not echo an absurd id back"
-    assert not reached_upstream(mock, marker)
-    assert_healthy(server, user_key)
+    assert not reached_upstream(upstream, marker)
+    await assert_healthy(client, key)
 
 
-def test_unknown_model_is_404_model_not_found(
-    server: Server, user_key: str, mock: MockProcess, marker: str
+async def test_unknown_model_is_404_model_not_found(
+    client: httpx.AsyncClient, key: str, upstream: Upstream, marker: str
 ) -> None:
-    response = post(server, user_key, chat_body(model="no-such/model", user=marker))
+    response = await post(client, key, chat_body(model="no-such/model", user=marker))
     error = assert_error(
         response, 404, "invalid_request_error", param="model", code="model_not_found"
     )
     assert "no-such/model" in error["message"]
-    assert not reached_upstream(mock, marker)
-    assert_healthy(server, user_key)
+    assert not reached_upstream(upstream, marker)
+    await assert_healthy(client, key)
 
 
-def test_wrong_model_type_is_400_naming_model(server: Server, user_key: str) -> None:
-    assert_bad_request(post(server, user_key, chat_body(model="mock/embed")), param="model")
+async def test_wrong_model_type_is_400_naming_model(client: httpx.AsyncClient, key: str) -> None:
+    assert_bad_request(await post(client, key, chat_body(model="mock/embed")), param="model")
 
 
 # --- size limits --------------------------------------------------------------------------------
 
 
-def test_declared_50mb_body_is_413_before_it_is_sent(
-    server: Server, user_key: str, mock: MockProcess, marker: str
+async def test_body_declared_over_the_limit_is_413_and_not_relayed(
+    client: httpx.AsyncClient, key: str, upstream: Upstream, app: App, marker: str
 ) -> None:
-    start = f'{{"model": "mock/chat", "user": "{marker}", "messages": [{{"content": "'.encode()
-    started = time.monotonic()
-    with connect(server, timeout=5) as sock:
-        sock.sendall(request_head(server, user_key, length=50 * MiB) + start + b"x" * 1024)
-        response = read_response(sock)
-    assert response is not None
-    assert time.monotonic() - started < 5
-    assert response.status == 413
-    error = raw_error_body(response)
-    assert (error["type"], error["code"]) == ("invalid_request_error", "payload_too_large")
-    assert not reached_upstream(mock, marker)
-    assert_healthy(server, user_key)
-
-
-def test_refused_oversized_body_is_not_drained(server: Server, user_key: str) -> None:
-    """After an early 413 the server stops taking the body it refused (it closes the
-    connection) instead of reading and discarding every declared byte."""
-    with connect(server, timeout=10) as sock:
-        sock.sendall(request_head(server, user_key, length=50 * MiB) + b"{")
-        response = read_response(sock)
-        assert response is not None and response.status == 413
-        try:
-            sock.sendall(b" " * (50 * MiB - 1))
-        except OSError:
-            pass  # refused: the connection was closed (or the server stopped reading)
-        else:
-            pytest.fail("the server read all 50 MB of the body it had refused with 413")
-    assert_healthy(server, user_key)
-
-
-def test_chunked_body_over_the_limit_is_413(
-    server: Server, user_key: str, mock: MockProcess, marker: str
-) -> None:
-    def chunks() -> Iterator[bytes]:
-        yield f'{{"model": "mock/chat", "user": "{marker}", "messages": [{{"content": "'.encode()
-        for _ in range(LIMIT // MiB + 1):
-            yield b"x" * MiB
-        yield b'"}]}'
-
-    response = post(server, user_key, content=chunks())
-    assert "content-length" not in response.request.headers
-    assert response.request.headers["transfer-encoding"] == "chunked"
+    """The app refuses by the declared length (a real socket shows it refuses before the body
+    is sent: test_wire.py); here the body is all there, one byte over."""
+    limit = app.gateway.settings.max_body_bytes
+    head = orjson.dumps(chat_body(user=marker, messages=[{"role": "user", "content": ""}]))
+    body = head.replace(b'"content":""', b'"content":"' + b"x" * (limit + 1 - len(head)) + b'"')
+    assert len(body) == limit + 1
+    response = await post(client, key, content=body)
     assert_error(response, 413, "invalid_request_error", param=None, code="payload_too_large")
-    assert not reached_upstream(mock, marker)
-    assert_healthy(server, user_key)
-
-
-def test_chunked_body_under_the_limit_is_served(
-    server: Server, user_key: str, mock: MockProcess, marker: str
-) -> None:
-    def chunks() -> Iterator[bytes]:
-        yield f'{{"model": "mock/chat", "user": "{marker}", '.encode()
-        yield b'"messages": [{"role": "user", "content": "hi"}]}'
-
-    response = post(server, user_key, content=chunks())
-    assert response.status_code == 200, response.text
-    assert reached_upstream(mock, marker)
+    assert not reached_upstream(upstream, marker)
+    await assert_healthy(client, key)
 
 
 # --- deep nesting -------------------------------------------------------------------------------
@@ -441,32 +337,32 @@ def content_of(value: bytes) -> bytes:
         "content-arrays-600",
     ],
 )
-def test_deeply_nested_json_is_400_not_500(
-    server: Server,
-    user_key: str,
-    mock: MockProcess,
+async def test_deeply_nested_json_is_400_not_500(
+    client: httpx.AsyncClient,
+    key: str,
+    upstream: Upstream,
     marker: str,
     build: Callable[[str], bytes],
 ) -> None:
-    response = post(server, user_key, content=build(marker))
+    response = await post(client, key, content=build(marker))
     assert_bad_request(response)
-    assert not reached_upstream(mock, marker)
-    assert_healthy(server, user_key)
+    assert not reached_upstream(upstream, marker)
+    await assert_healthy(client, key)
 
 
-def test_usage_row_of_a_request_the_gateway_cannot_forward_has_its_real_status(
-    server: Server, platform: Platform, user_key: str, unique: Callable[[str], str]
+async def test_usage_row_of_a_request_the_gateway_cannot_forward_has_its_real_status(
+    client: httpx.AsyncClient, app: App, key: str, unique: Callable[[str], str]
 ) -> None:
     """Nesting the parser accepts but the encoder refuses (>254 levels) must not be recorded
     as a success: the row's status is the status the client got."""
     request_id = unique("deep")
-    response = post(
-        server,
-        user_key,
+    response = await post(
+        client,
+        key,
         content=body_with(request_id, b"metadata", nested_objects(300)),
         headers={"x-request-id": request_id},
     )
-    row = platform.usage_row(request_id)
+    row = await app.platform.usage_row(request_id)
     assert row["status_code"] == response.status_code
     assert row["status_code"] != 200 and row["error"]
 
@@ -475,36 +371,24 @@ def test_usage_row_of_a_request_the_gateway_cannot_forward_has_its_real_status(
 
 
 @pytest.mark.parametrize(
-    "header",
-    [b"X-Note: a\x00b\r\n", b"X-Request-ID: req\x00id\r\n", b"X-\x00Name: value\r\n"],
-    ids=["value", "request-id", "name"],
-)
-def test_nul_byte_in_a_header_is_refused_cleanly(
-    server: Server, user_key: str, mock: MockProcess, marker: str, header: bytes
-) -> None:
-    body = orjson.dumps(chat_body(user=marker))
-    with connect(server) as sock:
-        sock.sendall(request_head(server, user_key, length=len(body), extra=header) + body)
-        response = read_response(sock)
-    if response is not None:
-        assert 400 <= response.status < 500, response
-    assert not reached_upstream(mock, marker)
-    assert_healthy(server, user_key)
-
-
-@pytest.mark.parametrize(
     "content_type", ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data", None]
 )
-def test_json_body_is_read_whatever_the_content_type(
-    server: Server, user_key: str, mock: MockProcess, marker: str, content_type: str | None
+async def test_json_body_is_read_whatever_the_content_type(
+    client: httpx.AsyncClient,
+    key: str,
+    upstream: Upstream,
+    marker: str,
+    content_type: str | None,
 ) -> None:
     """The gateway reads every relay body as JSON, as OpenAI does: a wrong or missing
     Content-Type is no reason to refuse a valid body."""
     headers = {"Content-Type": content_type} if content_type else {}
-    response = post(server, user_key, content=orjson.dumps(chat_body(user=marker)), headers=headers)
+    response = await post(
+        client, key, content=orjson.dumps(chat_body(user=marker)), headers=headers
+    )
     assert response.status_code == 200, response.text
     assert response.json()["choices"][0]["message"]["content"] == REPLY
-    assert reached_upstream(mock, marker)
+    assert reached_upstream(upstream, marker)
 
 
 @pytest.mark.parametrize(
@@ -517,18 +401,18 @@ def test_json_body_is_read_whatever_the_content_type(
         ("POST", "/healthz"),
     ],
 )
-def test_wrong_method_is_405_with_json_error(
-    server: Server, user_key: str, method: str, path: str
+async def test_wrong_method_is_405_with_json_error(
+    client: httpx.AsyncClient, key: str, method: str, path: str
 ) -> None:
-    response = httpx.request(method, server.url + path, headers=auth(user_key))
+    response = await client.request(method, path, headers=auth(key))
     error = assert_error(response, 405, "invalid_request_error", param=None)
     assert method in error["message"]
-    assert_healthy(server, user_key)
+    await assert_healthy(client, key)
 
 
-def test_405_names_the_allowed_method(server: Server, user_key: str) -> None:
+async def test_405_names_the_allowed_method(client: httpx.AsyncClient, key: str) -> None:
     """RFC 9110 §15.5.6: a 405 response MUST carry an Allow header."""
-    response = httpx.get(server.base_url + CHAT, headers=auth(user_key))
+    response = await client.get("/apiv2" + CHAT, headers=auth(key))
     assert response.status_code == 405
     assert response.headers.get("allow") == "POST"
 
@@ -542,31 +426,30 @@ def test_405_names_the_allowed_method(server: Server, user_key: str) -> None:
         ("POST", "/v1/v1/chat/completions"),
     ],
 )
-def test_unknown_route_is_404_with_json_error(
-    server: Server, user_key: str, method: str, path: str
+async def test_unknown_route_is_404_with_json_error(
+    client: httpx.AsyncClient, key: str, method: str, path: str
 ) -> None:
-    response = httpx.request(method, server.url + path, headers=auth(user_key))
+    response = await client.request(method, path, headers=auth(key))
     assert_error(response, 404, "not_found_error", param=None)
-    assert_healthy(server, user_key)
+    await assert_healthy(client, key)
 
 
 # --- upstream failures --------------------------------------------------------------------------
 
 
-def test_stream_broken_by_the_upstream_ends_with_one_error_event_and_no_done(
-    server: Server, platform: Platform, user_key: str, unique: Callable[[str], str]
+async def test_stream_broken_by_the_upstream_ends_with_one_error_event_and_no_done(
+    client: httpx.AsyncClient, app: App, key: str, unique: Callable[[str], str]
 ) -> None:
     request_id = unique("broken-stream")
-    with httpx.stream(
-        "POST",
-        server.base_url + CHAT,
-        headers=auth(user_key, **{"x-request-id": request_id}),
-        json=chat_body(stream=True, mock={"break_after": 2}),
-        timeout=30,
-    ) as response:
-        assert response.status_code == 200
-        assert response.headers["content-type"].startswith("text/event-stream")
-        payloads = sse_payloads(response.read())
+    response = await post(
+        client,
+        key,
+        chat_body(stream=True, mock={"break_after": 2}),
+        headers={"x-request-id": request_id},
+    )
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/event-stream")
+    payloads = sse_payloads(response.content)
     assert b"[DONE]" not in payloads
     chunks = [orjson.loads(payload) for payload in payloads]
     assert [("error" in chunk) for chunk in chunks] == [False, False, True]
@@ -578,44 +461,44 @@ def test_stream_broken_by_the_upstream_ends_with_one_error_event_and_no_done(
     error = chunks[-1]["error"]
     assert set(error) == {"message", "type", "param", "code"}
     assert (error["type"], error["param"], error["code"]) == ("upstream_error", None, None)
-    row = platform.usage_row(request_id)
+    row = await app.platform.usage_row(request_id)
     assert (row["status_code"], bool(row["stream"])) == (502, True)
     assert row["error"] == error["message"]
-    assert_healthy(server, user_key)
+    await assert_healthy(client, key)
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
-def test_upstream_500_on_the_only_deployment_is_502(
-    server: Server, platform: Platform, user_key: str, unique: Callable[[str], str], stream: bool
+async def test_upstream_500_on_the_only_deployment_is_502(
+    client: httpx.AsyncClient, app: App, key: str, unique: Callable[[str], str], stream: bool
 ) -> None:
     request_id = unique("all-failing")
-    response = post(
-        server,
-        user_key,
+    response = await post(
+        client,
+        key,
         chat_body(model="failover/all-failing", stream=stream),
         headers={"x-request-id": request_id},
     )
     error = assert_error(response, 502, "upstream_error", param=None)
     assert "500" in error["message"]
-    assert platform.usage_row(request_id)["status_code"] == 502
-    assert_healthy(server, user_key)
+    assert (await app.platform.usage_row(request_id))["status_code"] == 502
+    await assert_healthy(client, key)
 
 
-def test_connection_refused_is_502(server: Server, user_key: str) -> None:
-    response = post(server, user_key, chat_body(model="failover/all-dead"))
+async def test_connection_refused_is_502(client: httpx.AsyncClient, key: str) -> None:
+    response = await post(client, key, chat_body(model="failover/all-dead"))
     error = assert_error(response, 502, "upstream_error", param=None)
     assert "dead" in error["message"]
-    assert_healthy(server, user_key)
+    await assert_healthy(client, key)
 
 
-def test_rejected_provider_credentials_are_502_without_the_key(
-    server: Server, user_key: str, mock: MockProcess, marker: str
+async def test_rejected_provider_credentials_are_502_without_the_key(
+    client: httpx.AsyncClient, key: str, upstream: Upstream, marker: str
 ) -> None:
-    response = post(server, user_key, chat_body(model="broken/wrong-provider-key", user=marker))
+    response = await post(client, key, chat_body(model="broken/wrong-provider-key", user=marker))
     error = assert_error(response, 502, "upstream_error", param=None)
     assert "credentials" in error["message"]
-    assert reached_upstream(mock, marker), "the gateway did try the provider"
-    for secret in (WRONG_PROVIDER_KEY, UPSTREAM_KEY, user_key):
+    assert reached_upstream(upstream, marker), "the gateway did try the provider"
+    for secret in (WRONG_PROVIDER_KEY, UPSTREAM_KEY, key):
         assert secret not in response.text
         assert secret not in str(response.headers)
-    assert_healthy(server, user_key)
+    await assert_healthy(client, key)

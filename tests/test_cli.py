@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from tests.stack import Platform
 
 
@@ -61,6 +63,7 @@ def test_admin_user_and_groups_are_listed(platform: Platform, unique) -> None:
     assert "\tadmin\t" in line and "ops,physics" in line
 
 
+@pytest.mark.both_databases
 def test_db_upgrade_is_idempotent(platform: Platform) -> None:
     from hepai_server.db.migrate import HEAD
 

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import signal
-import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import sqlalchemy as sa
 from hepai import HepAI
 from hepai.components.haiddf.hclient._exceptions import HAPIStatusError
 
 from tests.stack import Platform, Server, hepai_worker
+from tests.workers.registration import worker_info
 
 
 def hepai(server: Server, key: str) -> HepAI:
@@ -23,46 +22,6 @@ def hepai(server: Server, key: str) -> HepAI:
 def model_ids(server: Server, key: str) -> set[str]:
     response = httpx.get(server.base_url + "/models", headers={"x-api-key": key})
     return {row["id"] for row in response.json()["data"]}
-
-
-def worker_info(
-    name: str,
-    worker_id: str,
-    *,
-    address: str = "http://127.0.0.1:9/apiv2",
-    groups: list[str] | None = None,
-    **extra: Any,
-) -> dict[str, Any]:
-    """A registration body shaped like the SDK's (plus ``extra`` top-level keys)."""
-    return {
-        "id": worker_id,
-        "type": "common",
-        "network_info": {
-            "host": "127.0.0.1",
-            "port": 9,
-            "route_prefix": "/apiv2",
-            "host_name": "test",
-            "worker_address": address,
-        },
-        "resource_info": [
-            {
-                "model_name": name,
-                "model_type": "common",
-                "model_groups": groups or [],
-                "model_users": [],
-                "model_functions": ["__call__", "add"],
-                "id": "md-x",
-                "object": "model",
-                "owned_by": "someone-else",
-            }
-        ],
-        "status_info": {"speed": 1, "queue_length": 0, "status": "ready", "start_time": 1.0},
-        "check_heartbeat": True,
-        "last_heartbeat": None,
-        "version": "2.0",
-        "metadata": {"permissions": {"groups": groups or [], "owner": "someone-else"}},
-        **extra,
-    }
 
 
 def register(server: Server, key: str, body: dict[str, Any]) -> httpx.Response:
@@ -121,6 +80,7 @@ def test_worker_errors_pass_through_with_their_status(
         assert missing.status_code == 404 and "no_such_function" in missing.json()["detail"]
 
 
+@pytest.mark.both_databases
 def test_permissions_owner_user_group_all_denied(platform: Platform, server: Server, unique):
     owner = unique("perm-owner")
     key = platform.create_user(owner)
@@ -161,11 +121,12 @@ def test_permissions_owner_user_group_all_denied(platform: Platform, server: Ser
         assert caught.value.status_code == 404
 
 
+@pytest.mark.both_databases
 def test_model_name_takeover_is_refused(platform: Platform, server: Server, unique) -> None:
     owner, thief = unique("name-owner"), unique("thief")
     key, thief_key = platform.create_user(owner), platform.create_user(thief)
     admin_key = platform.create_user(unique("name-admin"), "--admin")
-    name = f"hepai/{unique('bge')}"
+    name = f"team/{unique('bge')}"
     assert register(server, key, worker_info(name, unique("wk"))).status_code == 200
     taken = register(server, thief_key, worker_info(name, unique("wk")))
     assert taken.status_code == 403 and "belongs to another user" in taken.json()["detail"]
@@ -174,41 +135,6 @@ def test_model_name_takeover_is_refused(platform: Platform, server: Server, uniq
     assert register(server, admin_key, worker_info(name, unique("wk"))).status_code == 200
     provider = register(server, thief_key, worker_info("mock/chat", unique("wk")))
     assert provider.status_code == 409
-
-
-def test_secret_is_never_returned_nor_stored_in_clear(
-    platform: Platform, server: Server, unique
-) -> None:
-    key = platform.create_user(unique("secretive-owner"))
-    worker_id, name = unique("wk-secret"), unique("owner/secret-model")
-    secret = "sk-" + "w" * 47
-    body = worker_info(name, worker_id, groups=["all"], secret_key=secret, unknown_extra=1)
-    answer = register(server, key, body)
-    assert answer.status_code == 200 and secret not in answer.text
-    assert "unknown_extra" not in answer.json()
-    for response in (
-        httpx.get(server.base_url + "/worker/list_workers", headers={"x-api-key": key}),
-        httpx.post(
-            server.base_url + "/worker/get_worker_info",
-            headers={"x-api-key": key},
-            json={"worker_id": worker_id, "model_name": None},
-        ),
-    ):
-        assert response.status_code == 200 and secret not in response.text
-    engine = sa.create_engine(platform.sqlalchemy_url)
-    with engine.connect() as connection:
-        dump = str(connection.execute(sa.text("SELECT * FROM workers")).all())
-    engine.dispose()
-    assert worker_id in dump and secret not in dump
-
-
-def test_registration_needs_a_valid_key(server: Server, unique) -> None:
-    response = httpx.post(
-        server.base_url + "/worker/register_worker",
-        headers={"Authorization": ""},
-        json=worker_info(unique("x/y"), unique("wk")),
-    )
-    assert response.status_code == 401
 
 
 def test_stop_removes_the_worker_until_it_registers_again(
@@ -226,27 +152,7 @@ def test_stop_removes_the_worker_until_it_registers_again(
     assert name in model_ids(server, key)
 
 
-def test_missed_heartbeats_expire_a_worker_and_the_next_one_returns_it(
-    platform: Platform, unique
-) -> None:
-    key = platform.create_user(unique("heartbeat"))
-    worker_id, name = unique("wk-beat"), unique("beat/model")
-    with platform.serve(env={"HEPAI_SERVER_WORKER_EXPIRY_SECONDS": "1.5"}) as server:
-        assert register(server, key, worker_info(name, worker_id)).status_code == 200
-        assert name in model_ids(server, key)
-        time.sleep(2)
-        assert name not in model_ids(server, key)
-        gate = httpx.post(
-            server.base_url + "/worker/unified_gate/",
-            params={"model": name, "function": "add"},
-            headers={"x-api-key": key},
-            json={},
-        )
-        assert gate.status_code == 503
-        assert register(server, key, worker_info(name, worker_id)).status_code == 200
-        assert name in model_ids(server, key)
-
-
+@pytest.mark.both_databases
 def test_restarted_server_still_knows_its_workers(platform: Platform, unique) -> None:
     key = platform.create_user(unique("durable"))
     worker_id, name = unique("wk-durable"), unique("durable/model")
@@ -371,6 +277,7 @@ def test_permanent_stop_shuts_the_worker_down(platform: Platform, server: Server
         assert name not in model_ids(server, key)
 
 
+@pytest.mark.both_databases
 def test_every_gateway_process_dispatches_from_the_shared_registry(
     platform: Platform, unique
 ) -> None:

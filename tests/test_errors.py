@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import inspect
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,7 @@ import pytest
 
 from hepai_server import errors
 from hepai_server.errors import HepAIError, InvalidRequest, ModelNotFound
-from tests.stack import Server
+from tests.inprocess import Account, App
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "errors.md"
 
@@ -36,11 +36,19 @@ EXPECTED: dict[str, tuple[int, str, str | None, str | None]] = {
     "UnprocessableEntity": (422, "invalid_request_error", None, "InvalidRequest"),
     "AuthenticationFailed": (401, "authentication_error", "invalid_api_key", "HepAIError"),
     "PermissionDenied": (403, "permission_error", None, "HepAIError"),
+    "AddressRefused": (403, "permission_error", "address_refused", "PermissionDenied"),
     "NotFound": (404, "not_found_error", None, "HepAIError"),
     "Conflict": (409, "conflict_error", None, "HepAIError"),
     "RateLimited": (429, "rate_limit_error", "rate_limit_exceeded", "HepAIError"),
+    "InsufficientQuota": (429, "insufficient_quota", "insufficient_quota", "RateLimited"),
     "UpstreamError": (502, "upstream_error", None, "HepAIError"),
     "ServiceUnavailable": (503, "service_unavailable", "no_deployment_available", "HepAIError"),
+    "DatabaseUnavailable": (
+        503,
+        "service_unavailable",
+        "database_unavailable",
+        "ServiceUnavailable",
+    ),
     "StorageUnavailable": (503, "service_unavailable", "storage_unavailable", "ServiceUnavailable"),
     "UpstreamTimeout": (504, "timeout", None, "HepAIError"),
 }
@@ -170,13 +178,9 @@ def test_docs_describe_the_in_stream_error_event() -> None:
 # --- the official openai client -----------------------------------------------------------------
 
 
-def openai_client(server: Server, key: str) -> openai.OpenAI:
-    return server.openai(key, timeout=60)
-
-
 def chat(model: str = "mock/chat", content: str = "hi", **extra: Any) -> Callable[..., Any]:
-    def call(api: openai.OpenAI) -> Any:
-        return api.chat.completions.create(
+    async def call(api: openai.AsyncOpenAI) -> Any:
+        return await api.chat.completions.create(
             model=model, messages=[{"role": "user", "content": content}], **extra
         )
 
@@ -215,19 +219,20 @@ def chat(model: str = "mock/chat", content: str = "hi", **extra: Any) -> Callabl
     ],
     ids=["400", "401", "404", "413", "502"],
 )
-def test_openai_client_raises_the_typed_exception_for_each_status(
-    server: Server,
-    user_key: str,
-    call: Callable[[openai.OpenAI], Any],
+async def test_openai_client_raises_the_typed_exception_for_each_status(
+    app: App,
+    account: Account,
+    call: Callable[[openai.AsyncOpenAI], Awaitable[Any]],
     bad_key: bool,
     exception: type[openai.APIStatusError],
     status: int,
     type_: str,
     code: str | None,
 ) -> None:
-    key = "sk-not-a-real-key-0000000000000000" if bad_key else user_key
-    with pytest.raises(openai.APIStatusError) as caught:
-        call(openai_client(server, key))
+    key = "sk-not-a-real-key-0000000000000000" if bad_key else account.key
+    async with app.openai(key) as api:
+        with pytest.raises(openai.APIStatusError) as caught:
+            await call(api)
     assert type(caught.value) is exception
     assert caught.value.status_code == status
     assert (caught.value.type, caught.value.code) == (type_, code)
@@ -236,8 +241,8 @@ def test_openai_client_raises_the_typed_exception_for_each_status(
     assert body["message"] in caught.value.message
 
 
-def test_openai_client_raises_on_the_in_stream_error_event(server: Server, user_key: str) -> None:
-    stream = openai_client(server, user_key).chat.completions.create(
+async def test_openai_client_raises_on_the_in_stream_error_event(api: openai.AsyncOpenAI) -> None:
+    stream = await api.chat.completions.create(
         model="mock/chat",
         messages=[{"role": "user", "content": "hi"}],
         stream=True,
@@ -245,7 +250,7 @@ def test_openai_client_raises_on_the_in_stream_error_event(server: Server, user_
     )
     received = []
     with pytest.raises(openai.APIError) as caught:
-        for chunk in stream:
+        async for chunk in stream:
             received.append(chunk)
     assert not isinstance(caught.value, openai.APIStatusError)
     assert len(received) == 2

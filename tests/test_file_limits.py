@@ -36,13 +36,14 @@ def assert_413(response: httpx.Response, code: str) -> None:
     assert response.json()["error"]["code"] == code
 
 
+@pytest.mark.both_databases
 def test_quota_exceeded_is_413_and_leaves_nothing(
     limited: Server, platform: Platform, unique: Callable[[str], str]
 ) -> None:
     key = platform.create_user(unique("quota"))
     client = limited.openai(key)
     client.files.create(file=("a.bin", os.urandom(500 * KiB)), purpose="user_data")
-    objects = set(stored_objects(platform))
+    objects = set(stored_objects(platform.data_dir))
 
     with pytest.raises(openai.APIStatusError) as refused:
         client.files.create(file=("b.bin", os.urandom(550 * KiB)), purpose="user_data")
@@ -62,8 +63,8 @@ def test_quota_exceeded_is_413_and_leaves_nothing(
     )
     assert_413(streamed, "storage_quota_exceeded")
     assert [f.filename for f in client.files.list()] == ["a.bin"]
-    assert set(stored_objects(platform)) == objects
-    assert spooled(platform) == []
+    assert set(stored_objects(platform.data_dir)) == objects
+    assert spooled(platform.data_dir) == []
 
     # Resumable: refused at the declaration, and a part past the quota leaves nothing either.
     with pytest.raises(openai.APIStatusError) as declared:
@@ -78,9 +79,9 @@ def test_quota_exceeded_is_413_and_leaves_nothing(
     with pytest.raises(openai.APIStatusError) as part:
         client.uploads.parts.create(upload.id, data=os.urandom(300 * KiB))
     assert part.value.status_code == 413
-    assert len(set(stored_objects(platform)) - objects) == 1  # the first part only
+    assert len(set(stored_objects(platform.data_dir)) - objects) == 1  # the first part only
     client.uploads.cancel(upload.id)
-    assert set(stored_objects(platform)) == objects
+    assert set(stored_objects(platform.data_dir)) == objects
 
 
 def test_file_over_the_size_limit_is_413(
@@ -95,7 +96,7 @@ def test_file_over_the_size_limit_is_413(
     )
     assert_413(response, "payload_too_large")
     assert "at most 614400 bytes" in response.json()["error"]["message"]
-    assert spooled(platform) == []
+    assert spooled(platform.data_dir) == []
 
 
 def test_retention_and_upload_expiry(platform: Platform, unique: Callable[[str], str]) -> None:
@@ -107,19 +108,19 @@ def test_retention_and_upload_expiry(platform: Platform, unique: Callable[[str],
     key = platform.create_user(unique("retention"))
     with platform.serve(env=env) as server:
         client = server.openai(key)
-        before = set(stored_objects(platform))
+        before = set(stored_objects(platform.data_dir))
         file = client.files.create(file=("short.txt", b"short-lived"), purpose="user_data")
         assert file.expires_at is not None and file.expires_at - file.created_at in (2, 3, 4)
         upload = client.uploads.create(
             bytes=10, filename="u.bin", mime_type="x/y", purpose="user_data"
         )
         client.uploads.parts.create(upload.id, data=b"12345")
-        assert len(set(stored_objects(platform)) - before) == 2
+        assert len(set(stored_objects(platform.data_dir)) - before) == 2
 
         deadline = time.monotonic() + 15
-        while set(stored_objects(platform)) - before and time.monotonic() < deadline:
+        while set(stored_objects(platform.data_dir)) - before and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert set(stored_objects(platform)) - before == set()
+        assert set(stored_objects(platform.data_dir)) - before == set()
         with pytest.raises(openai.NotFoundError):
             client.files.retrieve(file.id)
         with pytest.raises(openai.BadRequestError) as expired:

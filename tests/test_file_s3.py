@@ -43,12 +43,12 @@ def test_files_live_in_the_bucket(
 ) -> None:
     key = platform.create_user(unique("s3"))
     client = s3_server.openai(key)
-    local_before = set(stored_objects(platform))
+    local_before = set(stored_objects(platform.data_dir))
     objects_before = s3.keys(bucket)  # the bucket was created at startup
     content = os.urandom(3 * MiB + 17)
     created = client.files.create(file=("data.bin", content), purpose="user_data")
     assert len(s3.keys(bucket) - objects_before) == 1
-    assert set(stored_objects(platform)) == local_before, "nothing goes to the local store"
+    assert set(stored_objects(platform.data_dir)) == local_before, "nothing goes to the local store"
 
     assert client.files.content(created.id).content == content
     ranged = httpx.get(

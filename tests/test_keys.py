@@ -1,25 +1,33 @@
-"""API key lifecycle: how keys arrive, expire, get revoked, and that secrets stay secret."""
+"""API key lifecycle: how keys arrive, expire, get revoked, and that secrets stay secret.
+
+In process, but for what the CLI and the server's log show."""
 
 from __future__ import annotations
 
 import time
+from datetime import timedelta
 
 import httpx
 import openai
 import pytest
 
+from hepai_server.gateway import auth
+from hepai_server.services import accounts
+from tests.inprocess import Account, App
 from tests.stack import Platform, Server
 
 CHAT = {"model": "mock/chat", "messages": [{"role": "user", "content": "hi"}]}
 
 
-def chat(server: Server, headers: dict[str, str]) -> httpx.Response:
-    return httpx.post(server.base_url + "/chat/completions", headers=headers, json=CHAT)
+async def chat(client: httpx.AsyncClient, headers: dict[str, str]) -> httpx.Response:
+    return await client.post("/apiv2/chat/completions", headers=headers, json=CHAT)
 
 
-def test_bearer_and_x_api_key_both_authenticate(server: Server, user_key: str) -> None:
-    assert chat(server, {"Authorization": f"Bearer {user_key}"}).status_code == 200
-    assert chat(server, {"x-api-key": user_key}).status_code == 200
+async def test_bearer_and_x_api_key_both_authenticate(
+    client: httpx.AsyncClient, account: Account
+) -> None:
+    assert (await chat(client, {"Authorization": f"Bearer {account.key}"})).status_code == 200
+    assert (await chat(client, {"x-api-key": account.key})).status_code == 200
 
 
 @pytest.mark.parametrize(
@@ -34,57 +42,67 @@ def test_bearer_and_x_api_key_both_authenticate(server: Server, user_key: str) -
     ],
     ids=["missing", "not-given", "empty", "basic", "unknown", "unknown-x-api-key"],
 )
-def test_missing_or_unknown_keys_get_401(server: Server, headers: dict[str, str]) -> None:
-    response = chat(server, headers)
+async def test_missing_or_unknown_keys_get_401(
+    client: httpx.AsyncClient, headers: dict[str, str]
+) -> None:
+    response = await chat(client, headers)
     assert response.status_code == 401
     error = response.json()["error"]
     assert error["type"] == "authentication_error" and error["code"] == "invalid_api_key"
     assert response.json()["detail"] == error["message"]
-    assert httpx.get(server.base_url + "/models", headers=headers).status_code == 401
+    assert (await client.get("/apiv2/models", headers=headers)).status_code == 401
 
 
-def test_hepai_style_client_without_key_gets_401(server: Server) -> None:
-    api = server.openai("NOT_GIVEN")
-    with pytest.raises(openai.AuthenticationError):
-        api.models.list()
+async def test_hepai_style_client_without_key_gets_401(app: App) -> None:
+    async with app.openai("NOT_GIVEN") as api:
+        with pytest.raises(openai.AuthenticationError):
+            await api.models.list()
 
 
-def test_revocation_takes_effect_on_the_next_request(
-    platform: Platform, server: Server, unique
+async def test_revocation_takes_effect_on_the_next_request(
+    app: App, client: httpx.AsyncClient, make_user
 ) -> None:
-    user = unique("revokee")
-    key = platform.create_user(user)
-    other = platform.create_key(user, "--name", "second")
-    for _ in range(3):  # warm the server's key cache
-        assert chat(server, {"x-api-key": key}).status_code == 200
-    platform.cli("key", "revoke", str(platform.key_id(key)))
-    response = chat(server, {"x-api-key": key})
+    user = make_user()
+    _, other = app.platform.make_key(user.username, name="second")
+    for _ in range(3):  # warm the app's key cache
+        assert (await chat(client, {"x-api-key": user.key})).status_code == 200
+    with app.platform.session() as session:  # as `hepai-server key revoke` does
+        accounts.revoke_api_key(session, key_id=user.key_id)
+    app.platform.callers_changed()
+    response = await chat(client, {"x-api-key": user.key})
     assert response.status_code == 401
-    assert chat(server, {"x-api-key": other}).status_code == 200, "only the revoked key stops"
+    assert (await chat(client, {"x-api-key": other})).status_code == 200, "only the revoked stops"
 
 
-def test_expired_key_gets_401(platform: Platform, server: Server, unique) -> None:
-    user = unique("expiring")
-    platform.cli("user", "create", user, input="a-password\n")
-    # 0.00005 days is 4.32 seconds: long enough to use once, short enough to wait out.
-    key = platform.create_key(user, "--expires-days", "0.00005")
-    assert chat(server, {"x-api-key": key}).status_code == 200
-    time.sleep(4.5)
-    response = chat(server, {"x-api-key": key})
+class TwoHoursLater:
+    """The auth module's clock moved on: wall time two hours ahead, the cache's own unchanged."""
+
+    monotonic = staticmethod(time.monotonic)
+
+    @staticmethod
+    def time() -> float:
+        return time.time() + 2 * 3600
+
+
+async def test_expired_key_gets_401_even_from_the_cache(
+    client: httpx.AsyncClient, make_user, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    key = make_user(expires_in=timedelta(hours=1)).key
+    assert (await chat(client, {"x-api-key": key})).status_code == 200  # now cached
+    monkeypatch.setattr(auth, "time", TwoHoursLater)
+    response = await chat(client, {"x-api-key": key})
     assert response.status_code == 401
     assert "expired" in response.json()["error"]["message"]
 
 
-def test_key_limited_to_models(platform: Platform, server: Server, unique) -> None:
-    user = unique("limited")
-    platform.cli("user", "create", user, input="a-password\n")
-    key = platform.create_key(user, "--models", "mock/chat,mock/embed")
-    api = server.openai(key)
-    assert {m.id for m in api.models.list()} == {"mock/chat", "mock/embed"}
-    with pytest.raises(openai.NotFoundError):
-        api.chat.completions.create(
-            model="deepseek-ai/deepseek-r1:671b", messages=[{"role": "user", "content": "x"}]
-        )
+async def test_key_limited_to_models(app: App, make_user) -> None:
+    key = make_user(allowed_models=["mock/chat", "mock/embed"]).key
+    async with app.openai(key) as api:
+        assert {m.id async for m in api.models.list()} == {"mock/chat", "mock/embed"}
+        with pytest.raises(openai.NotFoundError):
+            await api.chat.completions.create(
+                model="deepseek-ai/deepseek-r1:671b", messages=[{"role": "user", "content": "x"}]
+            )
 
 
 def test_keys_are_long_random_and_never_listed_or_stored(platform: Platform, unique) -> None:
@@ -104,7 +122,11 @@ def test_keys_are_long_random_and_never_listed_or_stored(platform: Platform, uni
 
 
 def test_secrets_never_reach_the_server_log(platform: Platform, server: Server) -> None:
-    chat(server, {"x-api-key": "sk-this-key-does-not-exist-0123456789"})
+    httpx.post(
+        server.base_url + "/chat/completions",
+        headers={"x-api-key": "sk-this-key-does-not-exist-0123456789"},
+        json=CHAT,
+    )
     log = server.logs()
     assert "sk-this-key-does-not-exist" not in log
     assert "upstream-secret-key" not in log

@@ -21,6 +21,8 @@ from tests import documents
 from tests.pgvector_server import pgvector_postgres
 from tests.stack import MockProcess, Platform, Server, run_worker
 
+pytestmark = pytest.mark.e2e
+
 #: Workers load torch, markitdown and docvortex at start.
 STARTUP = 180
 SCAN_LINES = ["探测器刻度使用宇宙线缪子", "Beam monitor scan of run 1201"]
@@ -35,7 +37,9 @@ class Stack:
     other_name: str
 
 
-@pytest.fixture(scope="module", params=["sqlite", "pgvector"])
+@pytest.fixture(
+    scope="module", params=["sqlite", pytest.param("pgvector", marks=pytest.mark.postgres)]
+)
 def stack(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, providers_file: Path
 ) -> Iterator[Stack]:

@@ -37,7 +37,8 @@ def pgvector_url() -> Iterator[str]:
         yield url.replace("postgresql://", "postgresql+psycopg://", 1)
 
 
-@pytest.fixture(params=["sqlite", "pgvector"])
+#: The pgvector variant runs a private PostgreSQL: the postgres tier.
+@pytest.fixture(params=["sqlite", pytest.param("pgvector", marks=pytest.mark.postgres)])
 def index(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ChunkIndex]:
     engine: sa.Engine | None = None
     built: Any

@@ -14,7 +14,7 @@ from alembic.migration import MigrationContext
 
 from hepai_server.db import migrate
 from hepai_server.db.tables import Base
-from tests.conftest import POSTGRES_ADMIN_URL
+from tests.conftest import DATABASES, POSTGRES_ADMIN_URL
 
 #: Rows that reference users (several with ON DELETE CASCADE), which a careless table rebuild
 #: of users would take with it.
@@ -37,7 +37,7 @@ SEED = [
 TABLES = ("users", "user_groups", "api_keys", "workers", "worker_models", "files")
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=DATABASES)
 def database(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path / 'hepai.db'}"

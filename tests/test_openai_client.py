@@ -1,4 +1,7 @@
-"""The official openai client against the real server: models, chat, completions, embeddings."""
+"""The official openai client against the app: models, chat, completions, embeddings, rerank.
+
+In process (ASGITransport), but for the last test, which streams from a real server over a
+socket as every client outside the tests does."""
 
 from __future__ import annotations
 
@@ -9,15 +12,12 @@ import httpx
 import openai
 import pytest
 
-from tests.stack import MockProcess, Server
+from tests.inprocess import Account, App, Upstream
+from tests.stack import Server
 
 
-def client(server: Server, key: str) -> openai.OpenAI:
-    return server.openai(key)
-
-
-def test_lists_models_with_slashes_and_colons(server: Server, user_key: str) -> None:
-    models = client(server, user_key).models.list()
+async def test_lists_models_with_slashes_and_colons(api: openai.AsyncOpenAI) -> None:
+    models = [model async for model in api.models.list()]
     ids = {model.id for model in models}
     assert {"mock/chat", "deepseek-ai/deepseek-r1:671b", "mock/embed"} <= ids
     row = next(model for model in models if model.id == "mock/chat")
@@ -25,35 +25,38 @@ def test_lists_models_with_slashes_and_colons(server: Server, user_key: str) -> 
     assert "openai/gpt-4o" not in ids, "a provider without its key must not be listed"
 
 
-def test_retrieves_one_model_by_path_id(server: Server, user_key: str) -> None:
-    model = client(server, user_key).models.retrieve("deepseek-ai/deepseek-r1:671b")
+async def test_retrieves_one_model_by_path_id(api: openai.AsyncOpenAI) -> None:
+    model = await api.models.retrieve("deepseek-ai/deepseek-r1:671b")
     assert model.id == "deepseek-ai/deepseek-r1:671b"
 
 
 @pytest.mark.parametrize("prefix", ["/apiv2", "/v1", "/apiv2/v1"])
-def test_every_prefix_serves_the_api(server: Server, user_key: str, prefix: str) -> None:
-    api = server.openai(user_key, prefix=prefix)
-    reply = api.chat.completions.create(
-        model="mock/chat", messages=[{"role": "user", "content": "hello"}]
-    )
+async def test_every_prefix_serves_the_api(app: App, account: Account, prefix: str) -> None:
+    async with app.openai(account.key, prefix=prefix) as api:
+        reply = await api.chat.completions.create(
+            model="mock/chat", messages=[{"role": "user", "content": "hello"}]
+        )
     assert reply.choices[0].message.content == "word0 word1 word2 word3 word4"
 
 
-def test_chat_returns_our_model_id_and_usage(server: Server, user_key: str, mock: MockProcess):
-    reply = client(server, user_key).chat.completions.create(
+async def test_chat_returns_our_model_id_and_usage(
+    api: openai.AsyncOpenAI, upstream: Upstream, unique
+) -> None:
+    marker = unique("count please")
+    reply = await api.chat.completions.create(
         model="mock/chat",
-        messages=[{"role": "user", "content": "count please"}],
+        messages=[{"role": "user", "content": marker}],
         extra_headers={"x-request-id": "chat-nonstream-1"},
     )
     assert reply.model == "mock/chat"
     assert reply.usage is not None and reply.usage.completion_tokens == 5
-    sent = mock.requests_for("chat-upstream")[-1]
+    sent = upstream.requests_for("chat-upstream")[-1]
     assert sent["headers"]["authorization"].startswith("Bearer upstream-secret")
-    assert sent["body"]["messages"] == [{"role": "user", "content": "count please"}]
+    assert sent["body"]["messages"] == [{"role": "user", "content": marker}]
 
 
-def test_unknown_fields_vision_parts_and_tools_reach_the_upstream(
-    server: Server, user_key: str, mock: MockProcess, unique
+async def test_unknown_fields_vision_parts_and_tools_reach_the_upstream(
+    api: openai.AsyncOpenAI, upstream: Upstream, unique
 ) -> None:
     marker = unique("marker")
     messages = [
@@ -66,7 +69,7 @@ def test_unknown_fields_vision_parts_and_tools_reach_the_upstream(
         }
     ]
     tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
-    reply = client(server, user_key).chat.completions.create(
+    reply = await api.chat.completions.create(
         model="mock/chat",
         messages=messages,
         tools=tools,
@@ -76,7 +79,9 @@ def test_unknown_fields_vision_parts_and_tools_reach_the_upstream(
     )
     assert len(reply.choices) == 2
     sent = next(
-        r["body"] for r in mock.requests() if r["body"].get("vendor_field") == {"marker": marker}
+        r["body"]
+        for r in upstream.requests()
+        if r["body"].get("vendor_field") == {"marker": marker}
     )
     assert sent["messages"] == messages
     assert sent["tools"] == tools
@@ -85,9 +90,8 @@ def test_unknown_fields_vision_parts_and_tools_reach_the_upstream(
     assert sent["model"] == "chat-upstream"
 
 
-def test_tool_calls_and_reasoning_survive(server: Server, user_key: str) -> None:
-    api = client(server, user_key)
-    reply = api.chat.completions.create(
+async def test_tool_calls_and_reasoning_survive(api: openai.AsyncOpenAI) -> None:
+    reply = await api.chat.completions.create(
         model="deepseek-ai/deepseek-r1:671b",
         messages=[{"role": "user", "content": "weather?"}],
         extra_body={"mock": {"tool_call": True, "reasoning": True}},
@@ -97,13 +101,13 @@ def test_tool_calls_and_reasoning_survive(server: Server, user_key: str) -> None
     assert message.model_extra and message.model_extra["reasoning_content"] == "thinking it over"
     assert reply.model == "deepseek-ai/deepseek-r1:671b"
 
-    stream = api.chat.completions.create(
+    stream = await api.chat.completions.create(
         model="deepseek-ai/deepseek-r1:671b",
         messages=[{"role": "user", "content": "weather?"}],
         stream=True,
         extra_body={"mock": {"tool_call": True, "reasoning": True}},
     )
-    chunks = list(stream)
+    chunks = [chunk async for chunk in stream]
     reasoning = "".join(
         (c.choices[0].delta.model_extra or {}).get("reasoning_content") or ""
         for c in chunks
@@ -117,91 +121,87 @@ def test_tool_calls_and_reasoning_survive(server: Server, user_key: str) -> None
     assert {c.model for c in chunks} == {"deepseek-ai/deepseek-r1:671b"}
 
 
-def test_stream_relays_chunks_and_hides_the_usage_chunk_it_asked_for(
-    server: Server, user_key: str, mock: MockProcess
+async def test_stream_relays_chunks_and_hides_the_usage_chunk_it_asked_for(
+    api: openai.AsyncOpenAI, upstream: Upstream, unique
 ) -> None:
-    stream = client(server, user_key).chat.completions.create(
+    tag = unique("hidden-usage")
+    stream = await api.chat.completions.create(
         model="mock/chat",
         messages=[{"role": "user", "content": "stream please"}],
         stream=True,
-        extra_body={"mock": {"chunks": 7, "tag": "hidden-usage"}},
+        extra_body={"mock": {"chunks": 7, "tag": tag}},
         extra_headers={"x-request-id": "stream-no-usage"},
     )
-    chunks = list(stream)
+    chunks = [chunk async for chunk in stream]
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == "".join(f"word{i} " for i in range(7))
     assert all(c.choices for c in chunks), "the usage-only chunk must not reach this client"
     assert all(c.usage is None for c in chunks)
-    sent = next(
-        r for r in mock.requests() if r["body"].get("mock", {}).get("tag") == "hidden-usage"
-    )
+    sent = next(r for r in upstream.requests() if r["body"].get("mock", {}).get("tag") == tag)
     assert sent["body"]["stream_options"] == {"include_usage": True}
 
 
-def test_stream_keeps_usage_when_the_client_asks(server: Server, user_key: str) -> None:
-    stream = client(server, user_key).chat.completions.create(
+async def test_stream_keeps_usage_when_the_client_asks(api: openai.AsyncOpenAI) -> None:
+    stream = await api.chat.completions.create(
         model="mock/chat",
         messages=[{"role": "user", "content": "usage please"}],
         stream=True,
         stream_options={"include_usage": True},
     )
-    chunks = list(stream)
+    chunks = [chunk async for chunk in stream]
     assert chunks[-1].choices == [] and chunks[-1].usage is not None
     assert chunks[-1].usage.completion_tokens == 5
 
 
-def test_raw_sse_ends_with_done(server: Server, user_key: str) -> None:
-    with httpx.stream(
-        "POST",
-        server.base_url + "/chat/completions",
-        headers={"Authorization": f"Bearer {user_key}"},
+async def test_raw_sse_ends_with_done(client: httpx.AsyncClient, account: Account) -> None:
+    response = await client.post(
+        "/apiv2/chat/completions",
+        headers={"Authorization": f"Bearer {account.key}"},
         json={"model": "mock/chat", "stream": True, "messages": [{"role": "user", "content": "x"}]},
-    ) as response:
-        assert response.headers["content-type"].startswith("text/event-stream")
-        body = response.read()
-    events = [e for e in body.split(b"\n\n") if e]
+    )
+    assert response.headers["content-type"].startswith("text/event-stream")
+    events = [e for e in response.content.split(b"\n\n") if e]
     assert events[-1] == b"data: [DONE]"
     assert all(e.startswith(b"data: ") for e in events)
 
 
-def test_legacy_completions_stream_and_not(server: Server, user_key: str) -> None:
-    api = client(server, user_key)
-    reply = api.completions.create(model="mock/complete", prompt="once upon")
+async def test_legacy_completions_stream_and_not(api: openai.AsyncOpenAI) -> None:
+    reply = await api.completions.create(model="mock/complete", prompt="once upon")
     assert reply.choices[0].text == "word0 word1 word2 word3 word4"
     assert reply.model == "mock/complete"
-    pieces = [
-        c.choices[0].text
-        for c in api.completions.create(model="mock/complete", prompt="once upon", stream=True)
-        if c.choices
-    ]
+    stream = await api.completions.create(model="mock/complete", prompt="once upon", stream=True)
+    pieces = [c.choices[0].text async for c in stream if c.choices]
     assert "".join(pieces) == "word0 word1 word2 word3 word4 "
 
 
-def test_embeddings_float_and_base64(server: Server, user_key: str, mock: MockProcess) -> None:
-    api = client(server, user_key)
-    floats = api.embeddings.create(
+async def test_embeddings_float_and_base64(
+    api: openai.AsyncOpenAI, client: httpx.AsyncClient, account: Account
+) -> None:
+    floats = await api.embeddings.create(
         model="mock/embed", input=["alpha", "beta"], encoding_format="float"
     )
     assert len(floats.data) == 2 and len(floats.data[0].embedding) == 8
     assert floats.model == "mock/embed" and floats.usage.total_tokens == 2
     # The openai client asks for base64 by default and decodes it itself.
-    default = api.embeddings.create(model="mock/embed", input=["alpha", "beta"])
+    default = await api.embeddings.create(model="mock/embed", input=["alpha", "beta"])
     # The mock's components are multiples of 1/128, exact in float32 and float64 alike.
     assert [d.embedding for d in default.data] == [d.embedding for d in floats.data]
-    raw = httpx.post(
-        server.base_url + "/embeddings",
-        headers={"Authorization": f"Bearer {user_key}"},
-        json={"model": "mock/embed", "input": "alpha", "encoding_format": "base64"},
+    raw = (
+        await client.post(
+            "/apiv2/embeddings",
+            headers={"Authorization": f"Bearer {account.key}"},
+            json={"model": "mock/embed", "input": "alpha", "encoding_format": "base64"},
+        )
     ).json()
     packed = base64.b64decode(raw["data"][0]["embedding"])
     assert list(struct.unpack("<8f", packed)) == floats.data[0].embedding
     assert raw["model"] == "mock/embed"
 
 
-def test_rerank_passes_jina_shape(server: Server, user_key: str) -> None:
-    response = httpx.post(
-        server.base_url + "/rerank",
-        headers={"Authorization": f"Bearer {user_key}"},
+async def test_rerank_passes_jina_shape(client: httpx.AsyncClient, account: Account) -> None:
+    response = await client.post(
+        "/apiv2/rerank",
+        headers={"Authorization": f"Bearer {account.key}"},
         json={
             "model": "mock/rerank",
             "query": "high energy physics",
@@ -217,18 +217,34 @@ def test_rerank_passes_jina_shape(server: Server, user_key: str) -> None:
     assert body["model"] == "mock/rerank"
 
 
-def test_wrong_model_type_for_endpoint_is_a_clear_400(server: Server, user_key: str) -> None:
+async def test_wrong_model_type_for_endpoint_is_a_clear_400(api: openai.AsyncOpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as caught:
-        client(server, user_key).chat.completions.create(
+        await api.chat.completions.create(
             model="mock/embed", messages=[{"role": "user", "content": "x"}]
         )
     assert "embedding model" in caught.value.message
 
 
-def test_trailing_slash_is_accepted(server: Server, user_key: str) -> None:
-    response = httpx.get(server.base_url + "/models/", headers={"x-api-key": user_key})
+async def test_trailing_slash_is_accepted(client: httpx.AsyncClient, account: Account) -> None:
+    response = await client.get("/apiv2/models/", headers={"x-api-key": account.key})
     assert response.status_code == 200 and response.json()["object"] == "list"
 
 
-def test_probe_answers(server: Server) -> None:
-    assert httpx.get(server.base_url).status_code == 200
+async def test_probe_answers(client: httpx.AsyncClient) -> None:
+    assert (await client.get("/apiv2")).status_code == 200
+
+
+def test_a_served_stream_reaches_the_client_over_a_socket(server: Server, user_key: str) -> None:
+    """uvicorn and httptools between the app and the client: each chunk, then [DONE]."""
+    stream = server.openai(user_key).chat.completions.create(
+        model="mock/chat",
+        messages=[{"role": "user", "content": "over a socket"}],
+        stream=True,
+        stream_options={"include_usage": True},
+        extra_body={"mock": {"chunks": 7}},
+    )
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "".join(f"word{i} " for i in range(7))
+    assert {c.model for c in chunks} == {"mock/chat"}
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 7

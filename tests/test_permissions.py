@@ -36,6 +36,7 @@ def keys(platform: Platform) -> dict[str, str]:
     }
 
 
+@pytest.mark.both_databases
 @pytest.mark.parametrize(
     ("account", "allowed"),
     [

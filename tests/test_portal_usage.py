@@ -18,7 +18,7 @@ import sqlalchemy as sa
 
 from hepai_server.db import migrate
 from hepai_server.portal.views.usage import spreadsheet_safe
-from tests.conftest import POSTGRES_ADMIN_URL
+from tests.conftest import DATABASES, POSTGRES_ADMIN_URL
 from tests.portal import Visitor
 from tests.stack import Platform, Server
 
@@ -76,6 +76,7 @@ def totals_by_model(platform: Platform, username: str, table: str) -> dict[str, 
         engine.dispose()
 
 
+@pytest.mark.both_databases
 def test_daily_totals_add_up_the_usage_rows_and_keys_show_their_last_use(
     platform: Platform, server: Server, unique: Callable[[str], str]
 ) -> None:
@@ -113,6 +114,7 @@ def test_daily_totals_add_up_the_usage_rows_and_keys_show_their_last_use(
     )
 
 
+@pytest.mark.both_databases
 def test_each_account_sees_its_own_usage_and_admins_filter_everyones(
     platform: Platform, server: Server, unique: Callable[[str], str]
 ) -> None:
@@ -160,7 +162,7 @@ def test_csv_cells_that_look_like_formulas_stay_text() -> None:
     assert spreadsheet_safe(-3) == -3
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=DATABASES)
 def empty_database(request: pytest.FixtureRequest, tmp_path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'old.db'}"

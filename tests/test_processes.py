@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 
 import httpx
+import pytest
 
 from tests.stack import Platform
 
@@ -34,6 +35,7 @@ def test_revocation_reaches_every_worker_process(platform: Platform, unique) -> 
         assert statuses == {401}
 
 
+@pytest.mark.both_databases
 def test_sigterm_drains_pending_usage_rows(platform: Platform, unique) -> None:
     key = platform.create_user(unique("drain"))
     ids = [unique("drain-req") for _ in range(5)]

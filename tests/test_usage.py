@@ -1,4 +1,8 @@
-"""Usage rows: one per request, with tokens, timings and status, for every way a request ends."""
+"""Usage rows: one per request, with tokens, timings and status, for every way a request ends.
+
+Rows of whole and streamed answers are checked against a real server on both databases, and
+so is what a client hanging up does; refusals and failures in process; the writer itself on
+both databases."""
 
 from __future__ import annotations
 
@@ -19,9 +23,11 @@ from sqlalchemy.orm import Session
 
 from hepai_server.db import migrate
 from hepai_server.db.tables import UsageRecord
-from hepai_server.gateway.usage import UsageRecorder, UsageRow
+from hepai_server.gateway.ledger import Journal, UsageRow
+from hepai_server.gateway.usage import UsageRecorder
 from hepai_server.services import accounts
-from tests.conftest import POSTGRES_ADMIN_URL
+from tests.conftest import DATABASES, POSTGRES_ADMIN_URL
+from tests.inprocess import Account, App
 from tests.stack import MockProcess, Platform, Server
 
 
@@ -37,6 +43,7 @@ def usage_row(request_id: str, **fields) -> UsageRow:
         status_code=200,
         usage_estimated=False,
         latency_ms=1.0,
+        cost_nanos=0,
         created_at=time.time(),
     )
     defaults.update(fields)
@@ -47,6 +54,7 @@ def api(server: Server, key: str) -> openai.OpenAI:
     return server.openai(key)
 
 
+@pytest.mark.both_databases
 def test_non_stream_row(platform: Platform, server: Server, user_key: str, unique) -> None:
     request_id = unique("usage-plain")
     api(server, user_key).chat.completions.create(
@@ -68,6 +76,7 @@ def test_non_stream_row(platform: Platform, server: Server, user_key: str, uniqu
     assert row["usage_estimated"] in (False, 0)
 
 
+@pytest.mark.both_databases
 def test_stream_row_has_upstream_usage_and_ttft(
     platform: Platform, server: Server, user_key: str, unique
 ) -> None:
@@ -86,33 +95,35 @@ def test_stream_row_has_upstream_usage_and_ttft(
     assert 0 < row["ttft_ms"] <= row["latency_ms"]
 
 
-def test_embeddings_and_refusals_are_recorded(
-    platform: Platform, server: Server, user_key: str, unique
+async def test_embeddings_and_refusals_are_recorded(
+    app: App, api: openai.AsyncOpenAI, client: httpx.AsyncClient, account: Account, unique
 ) -> None:
     embed_id, refused_id = unique("usage-embed"), unique("usage-refused")
-    api(server, user_key).embeddings.create(
+    await api.embeddings.create(
         model="mock/embed", input=["x y z"], extra_headers={"x-request-id": embed_id}
     )
-    row = platform.usage_row(embed_id)
+    row = await app.platform.usage_row(embed_id)
     assert row["endpoint"] == "embeddings" and row["prompt_tokens"] == 3
-    httpx.post(
-        server.base_url + "/chat/completions",
-        headers={"x-api-key": user_key, "x-request-id": refused_id},
+    await client.post(
+        "/apiv2/chat/completions",
+        headers={"x-api-key": account.key, "x-request-id": refused_id},
         json={"model": "team/physics-only", "messages": [{"role": "user", "content": "x"}]},
     )
-    row = platform.usage_row(refused_id)
+    row = await app.platform.usage_row(refused_id)
     assert row["status_code"] == 404 and row["deployment"] is None
 
 
-def test_upstream_failure_row(platform: Platform, server: Server, user_key: str, unique) -> None:
+async def test_upstream_failure_row(
+    app: App, client: httpx.AsyncClient, account: Account, unique
+) -> None:
     request_id = unique("usage-failed")
-    response = httpx.post(
-        server.base_url + "/chat/completions",
-        headers={"x-api-key": user_key, "x-request-id": request_id},
+    response = await client.post(
+        "/apiv2/chat/completions",
+        headers={"x-api-key": account.key, "x-request-id": request_id},
         json={"model": "failover/all-failing", "messages": [{"role": "user", "content": "x"}]},
     )
     assert response.status_code == 502
-    row = platform.usage_row(request_id)
+    row = await app.platform.usage_row(request_id)
     assert row["status_code"] == 502 and "500" in row["error"]
     assert row["deployment"] == "failing/failover/all-failing"
 
@@ -189,7 +200,9 @@ def test_a_failed_write_retries_only_what_was_not_committed(tmp_path) -> None:
     url = f"sqlite:///{tmp_path / 'usage.db'}"
     migrate.upgrade(url)
     engine = sa.create_engine(url)
-    recorder = UsageRecorder(engine, flush_seconds=60, batch_size=2)
+    recorder = UsageRecorder(
+        engine, Journal(tmp_path / "ledger"), flush_seconds=60, batch_size=2, budget_zone=UTC
+    )
     for n, model in enumerate(["m/ok", "m/ok", "m/ok", None]):  # the fourth breaks its chunk
         recorder.record(usage_row(f"r{n}", model=model, total_tokens=5))
     assert asyncio.run(recorder._flush()) is False
@@ -201,7 +214,7 @@ def test_a_failed_write_retries_only_what_was_not_committed(tmp_path) -> None:
     engine.dispose()
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=DATABASES)
 def usage_database(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
     """An empty, migrated database of each backend."""
     if request.param == "sqlite":
@@ -220,7 +233,7 @@ def usage_database(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
         connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def test_the_writer_stores_rows_as_sqlalchemy_does(usage_database: str) -> None:
+def test_the_writer_stores_rows_as_sqlalchemy_does(usage_database: str, tmp_path) -> None:
     """Rows written through the driver read back, byte for byte, like one SQLAlchemy wrote;
     a batch too big for one statement's parameters still lands whole, with its daily totals
     and its keys' last use, which never goes backwards."""
@@ -235,7 +248,13 @@ def test_the_writer_stores_rows_as_sqlalchemy_does(usage_database: str) -> None:
     # Either side of a UTC midnight, one of them on a whole second.
     midnight = datetime(2026, 11, 21, tzinfo=UTC)
     moments = [midnight - timedelta(microseconds=1), midnight, midnight + timedelta(seconds=1.5)]
-    recorder = UsageRecorder(engine, flush_seconds=60, batch_size=2000)
+    recorder = UsageRecorder(
+        engine,
+        Journal(tmp_path / "ledger"),
+        flush_seconds=60,
+        batch_size=2000,
+        budget_zone=UTC,
+    )
     for n in range(2000):  # 40,000 values: more than one statement may carry
         recorder.record(
             usage_row(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 
@@ -88,6 +89,10 @@ def test_heartbeats_keep_it_listed_and_exit_deregisters(platform: Platform, uniq
         assert name not in model_ids(server, key), "a clean exit deregisters at once"
 
 
+def without_key_but_importable() -> dict[str, str]:
+    return {"PYTHONPATH": os.environ["PYTHONPATH"]} if "PYTHONPATH" in os.environ else {}
+
+
 def test_missing_key_refuses_to_start(platform: Platform, server: Server) -> None:
     import subprocess
 
@@ -102,7 +107,8 @@ def test_missing_key_refuses_to_start(platform: Platform, server: Server) -> Non
             "--controller",
             server.url,
         ],
-        env={"PATH": "/usr/bin:/bin"},
+        # No HEPAI_API_KEY; PYTHONPATH kept for a checkout whose venv does not install it.
+        env={"PATH": "/usr/bin:/bin", **without_key_but_importable()},
         capture_output=True,
         text=True,
         timeout=60,

@@ -1,9 +1,11 @@
 """hepai-server: the HepAI model and tool API platform."""
 
 from hepai_server.errors import (
+    AddressRefused,
     AuthenticationFailed,
     Conflict,
     HepAIError,
+    InsufficientQuota,
     InvalidRequest,
     MethodNotAllowed,
     ModelNotFound,
@@ -20,9 +22,11 @@ from hepai_server.errors import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "AddressRefused",
     "AuthenticationFailed",
     "Conflict",
     "HepAIError",
+    "InsufficientQuota",
     "InvalidRequest",
     "MethodNotAllowed",
     "ModelNotFound",

@@ -3,10 +3,14 @@ providers file. This is the only module that reads the environment."""
 
 from __future__ import annotations
 
+import ipaddress
+import json
 import logging
 import os
+import shutil
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
+from zoneinfo import ZoneInfo
 
 import yaml
 from pydantic import (
@@ -17,11 +21,17 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from hepai_server.telemetry import logs
 
 log = logging.getLogger(__name__)
 
 ModelType = Literal["chat", "completion", "embedding", "rerank"]
+#: prometheus_client reads this when first imported: set before any process imports it.
+METRICS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
+#: What a model can do beyond text, as the portal's model catalogue shows it.
+Capability = Literal["vision", "tools", "reasoning"]
 
 #: Known OpenAI-compatible providers: the base URL and the variable that holds the key.
 PRESETS: dict[str, tuple[str, str | None]] = {
@@ -318,18 +328,208 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Members of these identity-provider groups become admins (a JSON list).",
     )
+    worker_allowed_networks: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: [
+            "127.0.0.0/8",
+            "::1/128",
+            "10.0.0.0/8",
+            "172.16.0.0/12",
+            "192.168.0.0/16",
+            "fc00::/7",
+        ],
+        description="The networks (CIDRs, a JSON list or comma-separated) users' workers may "
+        "be reached at; the platform refuses to register or call a worker elsewhere. The "
+        "default is this machine and the private networks; narrow it to the GPU subnets in "
+        "production (docs/security.md). Link-local, multicast, broadcast and unspecified "
+        "addresses are refused whatever this says; admins' workers (the built-in ones "
+        "included) may use any other address.",
+    )
+    redis_url: str | None = Field(
+        default=None,
+        description="Redis (redis://host:6379/0) that several replicas share: the counters of "
+        "budgets and rate limits, so N replicas enforce one global limit, and revocations "
+        "and permission changes, which reach every replica within a second. Unset: in-process.",
+    )
+    currency: str = Field(
+        default="CNY",
+        description="What prices and budgets are in: a currency code, or 'points' for an "
+        "institute that meters with its own.",
+    )
+    budget_timezone: str = Field(
+        default="UTC",
+        description="The time zone budgets' days, weeks and months follow (e.g. Asia/Shanghai).",
+    )
+    limits_redis_failure: Literal["closed", "local"] = Field(
+        default="closed",
+        description="What calls do when limits are set and Redis cannot be reached: closed "
+        "answers 503; local limits each replica by itself, every rate divided by "
+        "limits_replicas (budgets still start from the ledger's spend).",
+    )
+    limits_replicas: int = Field(
+        default=1,
+        ge=1,
+        description="How many replicas share the limits: each enforces its share of every "
+        "rate when it limits by itself (limits_redis_failure=local).",
+    )
+    limits_reservation_seconds: float = Field(
+        default=3600.0,
+        gt=0,
+        description="How long a call's reservation (a concurrency slot, a budget's estimate) "
+        "holds if the process that made it dies: longer than any call lasts.",
+    )
+    default_output_tokens: int = Field(
+        default=1024,
+        ge=0,
+        description="The output a call without max_tokens is estimated at, when budgets and "
+        "token limits reserve for it.",
+    )
+    default_rpm: int | None = Field(
+        default=None, description="Requests per minute of each user without a limit of their own."
+    )
+    default_tpm: int | None = Field(
+        default=None, description="Tokens per minute of each user without a limit of their own."
+    )
+    default_concurrency: int | None = Field(
+        default=None, description="Requests at once of each user without a limit of their own."
+    )
+    alert_webhook_url: str | None = Field(
+        default=None,
+        description="Where budget warnings and exhaustion are posted (JSON); unset: none.",
+    )
+    alert_webhook_format: Literal["json", "wecom", "dingtalk", "feishu", "slack"] = Field(
+        default="json",
+        description="The body the alert webhook takes: generic JSON, or the message format of "
+        "WeCom, DingTalk, Feishu or Slack bots.",
+    )
+    smtp_host: str | None = Field(
+        default=None, description="The SMTP server budget alerts are e-mailed through; unset: none."
+    )
+    smtp_port: int = Field(default=587, description="The SMTP server's port.")
+    smtp_username: str | None = Field(default=None, description="The SMTP login, if it needs one.")
+    smtp_password: SecretStr | None = Field(default=None, description="The SMTP password.")
+    smtp_from: str = Field(
+        default="hepai-server@localhost", description="The sender of alert e-mails."
+    )
+    smtp_starttls: bool = Field(
+        default=True, description="Upgrade the SMTP connection with STARTTLS before sending."
+    )
+    breaker_failures: int = Field(
+        default=5,
+        ge=1,
+        description="Failures of a deployment (a provider's model or a worker) within "
+        "breaker_window_seconds that cool it down.",
+    )
+    breaker_window_seconds: float = Field(
+        default=30.0, gt=0, description="The window breaker_failures are counted in."
+    )
+    breaker_cooldown_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="How long a failing deployment is left out before one call probes it.",
+    )
+    retry_budget_ratio: float = Field(
+        default=0.2,
+        ge=0,
+        description="Retries (failing over to another deployment or a fallback model) allowed "
+        "per request, so that retries never multiply the load during an outage.",
+    )
+    retry_budget_per_second: float = Field(
+        default=5.0, ge=0, description="Retries allowed each second whatever the traffic."
+    )
+    health_check_seconds: float = Field(
+        default=60.0,
+        ge=0,
+        description="How often each process checks every provider (its model list); 0: never.",
+    )
     log_level: str = Field(default="info", description="Python logging level name.")
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="text: one readable line per record; json: one JSON object per line with "
+        "the request id of the request it belongs to, for a log collector.",
+    )
+    database_connect_timeout: float = Field(
+        default=5.0,
+        gt=0,
+        description="Seconds to open a database connection (PostgreSQL counts whole seconds, "
+        "at least 2) before the call answers 503.",
+    )
+    database_statement_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        description="Seconds one statement may run: PostgreSQL cancels it, and a connection "
+        "still silent a second later (a hung server or network) is cut; on SQLite, how long "
+        "a statement waits for a lock. The call then answers 503.",
+    )
+    database_pool_timeout: float = Field(
+        default=3.0,
+        gt=0,
+        description="Seconds a call waits for a free pooled database connection before it "
+        "answers 503.",
+    )
+    database_pool_size: int = Field(
+        default=5, ge=1, description="Database connections each server process keeps open."
+    )
+    database_max_overflow: int = Field(
+        default=5,
+        ge=0,
+        description="Connections each process may open beyond the pool under load (closed "
+        "when returned). PostgreSQL's max_connections must exceed processes x (size + "
+        "overflow).",
+    )
+    metrics_token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token /metrics asks for; unset, /metrics answers only requests "
+        "from loopback that no proxy forwarded (X-Forwarded-For, X-Real-IP, Forwarded).",
+    )
+    otlp_endpoint: str | None = Field(
+        default=None,
+        description="An OpenTelemetry collector's OTLP/HTTP endpoint (http://collector:4318): "
+        "each relayed request becomes a span sent there. Unset: no tracing, at no cost "
+        "(needs the otel extra: pip install 'hepai-server[otel]').",
+    )
+    otel_service_name: str = Field(
+        default="hepai-server", description="The service.name of the spans."
+    )
+    drain_seconds: float = Field(
+        default=0.0,
+        ge=0,
+        description="After SIGTERM, keep serving this long with /health/ready answering 503 "
+        "(and every answer closing its connection) so a load balancer moves traffic away, "
+        "then stop; running requests still get up to 30 s to finish.",
+    )
 
     @field_validator("data_dir")
     @classmethod
     def _expand(cls, value: Path) -> Path:
         return value.expanduser()
 
+    @field_validator("worker_allowed_networks", mode="before")
+    @classmethod
+    def _networks(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            value = (
+                json.loads(text)
+                if text.startswith("[")
+                else [part.strip() for part in text.split(",") if part.strip()]
+            )
+        if isinstance(value, list):
+            for network in value:
+                ipaddress.ip_network(str(network), strict=False)  # ValueError names it
+        return value
+
     def configure_logging(self) -> None:
-        logging.basicConfig(
-            level=self.log_level.upper(),
-            format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s",
-        )
+        logs.configure(level=self.log_level.upper(), json=self.log_format == "json")
+
+    @field_validator("budget_timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        ZoneInfo(value)  # ZoneInfoNotFoundError names it
+        return value
+
+    @property
+    def budget_zone(self) -> ZoneInfo:
+        return ZoneInfo(self.budget_timezone)
 
     @property
     def oidc_enabled(self) -> bool:
@@ -353,6 +553,21 @@ class Settings(BaseSettings):
         return url
 
 
+class Timeouts(BaseModel):
+    """How long a model's upstreams may take, in seconds (unset: the platform's defaults)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: To open a connection.
+    connect: float | None = Field(default=None, gt=0)
+    #: From sending the request to the answer's first byte (its headers).
+    first_byte: float | None = Field(default=None, gt=0)
+    #: Between two chunks of the answer.
+    idle: float | None = Field(default=None, gt=0)
+    #: For the whole call, a stream included.
+    total: float | None = Field(default=None, gt=0)
+
+
 class ModelConfig(BaseModel):
     """One public model id served by a provider."""
 
@@ -364,6 +579,15 @@ class ModelConfig(BaseModel):
     groups: list[str] = Field(default_factory=lambda: ["all"])
     users: list[str] = Field(default_factory=list)
     weight: float = Field(default=1.0, gt=0)
+    #: For the model catalogue: the context window in tokens, and what the model can do.
+    context_length: int | None = Field(default=None, gt=0)
+    capabilities: list[Capability] = Field(default_factory=list)
+    #: Per million tokens (input, cached_input, output, reasoning, embedding), per page and
+    #: per call, in the platform's currency (governance.prices).
+    price: dict[str, float | str] | None = None
+    #: Models to try, in order, when every deployment of this one fails before answering.
+    fallbacks: list[str] = Field(default_factory=list)
+    timeouts: Timeouts | None = None
 
 
 class ProviderConfig(BaseModel):
@@ -401,6 +625,20 @@ class ProvidersFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     providers: list[ProviderConfig] = Field(default_factory=list)
+
+
+def metrics_dir() -> Path | None:
+    """Where this server's processes share their metrics files, if `serve` set one up."""
+    value = os.environ.get(METRICS_DIR_VARIABLE)
+    return Path(value) if value else None
+
+
+def share_metrics_in(path: Path) -> None:
+    """Have this process and every process it starts keep their metrics in files under
+    ``path`` (prometheus_client's multiprocess mode), left empty by a previous run."""
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    os.environ[METRICS_DIR_VARIABLE] = str(path)
 
 
 def hepai_api_key() -> str | None:

@@ -10,16 +10,21 @@
     │   └── UnprocessableEntity (422)
     ├── AuthenticationFailed (401 authentication_error, code invalid_api_key)
     ├── PermissionDenied (403 permission_error)
+    │   └── AddressRefused (403, code address_refused)
     ├── NotFound (404 not_found_error)
     ├── Conflict (409 conflict_error)
     ├── RateLimited (429 rate_limit_error)
+    │   └── InsufficientQuota (429 insufficient_quota)
     ├── UpstreamError (502 upstream_error)
     ├── ServiceUnavailable (503 service_unavailable)
+    │   ├── DatabaseUnavailable (503, code database_unavailable)
     │   └── StorageUnavailable (503, code storage_unavailable)
     └── UpstreamTimeout (504 timeout)
 
-The status lives on the class. The body is OpenAI's ``{"error": {message, type, param, code}}``
-with a ``detail`` string beside it, which the hepai client reads.
+The status lives on the class, and so does ``retry_after``: the seconds a client should wait
+before trying again, sent as ``Retry-After`` when set. The body is OpenAI's
+``{"error": {message, type, param, code}}`` with a ``detail`` string beside it, which the hepai
+client reads.
 """
 
 from __future__ import annotations
@@ -29,9 +34,12 @@ from typing import Any, ClassVar
 import orjson
 
 __all__ = [
+    "AddressRefused",
     "AuthenticationFailed",
     "Conflict",
+    "DatabaseUnavailable",
     "HepAIError",
+    "InsufficientQuota",
     "InvalidRequest",
     "MethodNotAllowed",
     "ModelNotFound",
@@ -55,11 +63,21 @@ class HepAIError(Exception):
     status: ClassVar[int] = 500
     type: ClassVar[str] = "server_error"
     code: ClassVar[str | None] = None
+    #: Seconds to wait before retrying, sent as ``Retry-After``; None sends no header.
+    retry_after: ClassVar[int | None] = None
 
-    def __init__(self, message: str, *, param: str | None = None) -> None:
+    #: Headers the answer carries beside the body (Retry-After and the rate-limit headers of a
+    #: 429); None for none.
+    headers: dict[str, str] | None = None
+
+    def __init__(
+        self, message: str, *, param: str | None = None, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.param = param
+        if headers is not None:
+            self.headers = headers
 
     def to_body(self) -> dict[str, Any]:
         error = {
@@ -117,6 +135,12 @@ class PermissionDenied(HepAIError):
     status, type = 403, "permission_error"
 
 
+class AddressRefused(PermissionDenied):
+    """An address the platform will not connect to on a user's behalf (the egress guard)."""
+
+    code = "address_refused"
+
+
 class NotFound(HepAIError):
     status, type = 404, "not_found_error"
 
@@ -129,12 +153,25 @@ class RateLimited(HepAIError):
     status, type, code = 429, "rate_limit_error", "rate_limit_exceeded"
 
 
+class InsufficientQuota(RateLimited):
+    """A budget is spent: OpenAI's "You exceeded your current quota" (429, insufficient_quota),
+    answered before any upstream is called."""
+
+    type, code = "insufficient_quota", "insufficient_quota"
+
+
 class UpstreamError(HepAIError):
     status, type = 502, "upstream_error"
 
 
 class ServiceUnavailable(HepAIError):
     status, type, code = 503, "service_unavailable", "no_deployment_available"
+
+
+class DatabaseUnavailable(ServiceUnavailable):
+    """The database did not answer in time (refused, hung, or every pooled connection busy)."""
+
+    code, retry_after = "database_unavailable", 5
 
 
 class StorageUnavailable(ServiceUnavailable):

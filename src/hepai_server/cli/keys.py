@@ -29,7 +29,17 @@ def key() -> None:
     default=None,
     help="Comma-separated model ids the key is limited to (default: all the user may call).",
 )
-def create(username: str, name: str, expires_days: float | None, models: str | None) -> None:
+@click.option(
+    "--scope",
+    type=click.Choice(accounts.SCOPES),
+    default=accounts.FULL,
+    show_default=True,
+    help="inference: models, tools and files only; full: also the account routes and "
+    "registering workers.",
+)
+def create(
+    username: str, name: str, expires_days: float | None, models: str | None, scope: str
+) -> None:
     """Create a key and print it, alone, on stdout. It is shown only this once."""
     allowed = [m.strip() for m in models.split(",") if m.strip()] if models is not None else None
     with database() as session:
@@ -39,6 +49,7 @@ def create(username: str, name: str, expires_days: float | None, models: str | N
             name=name,
             expires_in=timedelta(days=expires_days) if expires_days is not None else None,
             allowed_models=allowed,
+            scope=scope,
         )
     click.echo(secret)
 
@@ -54,7 +65,8 @@ def list_(username: str | None) -> None:
             state = "revoked" if row.revoked_at else "active"
             models = ",".join(row.allowed_models) if row.allowed_models is not None else "*"
             click.echo(
-                f"{row.id}\t{row.prefix}…\t{row.user.username}\t{row.name}\t{expires}\t{state}\t{models}"
+                f"{row.id}\t{row.prefix}…\t{row.user.username}\t{row.name}\t{expires}\t{state}"
+                f"\t{models}\t{row.scope}"
             )
 
 

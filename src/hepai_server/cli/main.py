@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from hepai_server import __version__
-from hepai_server.cli import db, files, keys, serve, users, worker
+from hepai_server.cli import db, files, governance, groups, keys, serve, usage, users, worker
 
 
 @click.group()
@@ -20,3 +20,8 @@ cli.add_command(users.user)
 cli.add_command(keys.key)
 cli.add_command(worker.worker)
 cli.add_command(files.files)
+cli.add_command(governance.price)
+cli.add_command(governance.budget)
+cli.add_command(governance.limit)
+cli.add_command(usage.usage)
+cli.add_command(groups.group)

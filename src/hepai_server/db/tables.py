@@ -102,6 +102,9 @@ class ApiKey(Base):
     prefix: Mapped[str] = mapped_column(String(16))
     #: Public model ids this key may call; null means every model its user may call.
     allowed_models: Mapped[list[str] | None] = mapped_column(JSON)
+    #: ``inference`` (models, tools and files) or ``full`` (also the account routes and
+    #: registering workers): a leaked inference key of an admin is not an admin.
+    scope: Mapped[str] = mapped_column(String(16), default="full", server_default="full")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -126,6 +129,9 @@ class WebSession(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    #: A notice a form's redirect leaves for the next page, sealed with a key only the
+    #: browser's cookie gives (it may carry a new key's secret); read once, then cleared.
+    flash: Mapped[str | None] = mapped_column(Text)
 
     user: Mapped[User] = relationship(lazy="joined")
 
@@ -191,13 +197,15 @@ class ModelPermission(Base):
 
 
 class UsageRecord(Base):
-    """One row per API request, written in batches after the response."""
+    """One row per API request, written in batches after the response (and from the write-ahead
+    journal after a crash): the ledger every total and every budget's spend is summed from."""
 
     __tablename__ = "usage_records"
     __table_args__ = (
         Index("ix_usage_user_created", "user_id", "created_at"),
         Index("ix_usage_model_created", "model", "created_at"),
         Index("ix_usage_created", "created_at"),
+        Index("ix_usage_key_created", "api_key_id", "created_at"),
     )
 
     id: Mapped[int] = mapped_column(
@@ -205,7 +213,8 @@ class UsageRecord(Base):
         primary_key=True,
         autoincrement=True,
     )
-    request_id: Mapped[str] = mapped_column(String(64), index=True)
+    #: The platform's own id of the request: one row each, whatever happened.
+    request_id: Mapped[str] = mapped_column(String(64), index=True, unique=True)
     user_id: Mapped[int | None] = mapped_column(Integer)
     api_key_id: Mapped[int | None] = mapped_column(Integer)
     endpoint: Mapped[str] = mapped_column(String(32))
@@ -227,6 +236,27 @@ class UsageRecord(Base):
     latency_ms: Mapped[float] = mapped_column(Float)
     ttft_ms: Mapped[float | None] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    #: What the request cost, in nanos of the currency, at the prices when it ended.
+    cost_nanos: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
+    #: The ids of the budgets it was charged to, comma-separated ("3,7"), or null.
+    budgets: Mapped[str | None] = mapped_column(String(256))
+    #: The id the client gave in X-Request-ID, if any (the platform's own is request_id).
+    client_request_id: Mapped[str | None] = mapped_column(String(64))
+    #: The fallback model that answered, when the requested one could not.
+    served_model: Mapped[str | None] = mapped_column(String(256))
+
+
+#: The counters of a daily total, in the order reports read them.
+DAILY_COUNTERS = (
+    "requests",
+    "errors",
+    "prompt_tokens",
+    "completion_tokens",
+    "total_tokens",
+    "pages",
+    "bytes",
+    "cost_nanos",
+)
 
 
 class UsageDaily(Base):
@@ -236,7 +266,12 @@ class UsageDaily(Base):
     """
 
     __tablename__ = "usage_daily"
-    __table_args__ = (Index("ix_usage_daily_user_day", "user_id", "day"),)
+    #: Both indexes carry every counter, so the usage pages read them alone, in order, never
+    #: the table: by day and model (every account's report), by user and day (one account's).
+    __table_args__ = (
+        Index("ix_usage_daily_user_day", "user_id", "day", "model", *DAILY_COUNTERS),
+        Index("ix_usage_daily_day_model", "day", "model", *DAILY_COUNTERS),
+    )
 
     day: Mapped[date] = mapped_column(Date, primary_key=True)
     #: 0 for requests no account made (none are recorded today; the key must not be null).
@@ -250,6 +285,7 @@ class UsageDaily(Base):
     total_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
     pages: Mapped[int] = mapped_column(BigInteger, default=0)
     bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    cost_nanos: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
 class AuditEvent(Base):
@@ -317,11 +353,14 @@ class WorkerModel(Base):
 
 
 class ModelName(Base):
-    """Who a worker model name belongs to: the first owner to publish it, for good."""
+    """Who a worker model name belongs to: the first owner to publish it, for good (an admin
+    may take it over)."""
 
     __tablename__ = "model_names"
 
     name: Mapped[str] = mapped_column(String(256), primary_key=True)
+    #: security.names.claim_key of the name: look-alikes share it, so only one is claimed.
+    key: Mapped[str] = mapped_column(String(256), index=True, unique=True)
     owner_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
@@ -465,3 +504,7 @@ class VectorStoreFileBatch(Base):
     )
     cancelled: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+# The governance tables (prices, budgets, limits) declare themselves on the same metadata.
+from hepai_server.db import governance  # noqa: E402, F401

@@ -24,6 +24,8 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 JSON_TYPE = (b"content-type", b"application/json")
+#: Where the edge middleware leaves each request's id in its scope.
+REQUEST_ID_KEY = "hepai.request_id"
 
 
 class ClientDisconnected(Exception):
@@ -61,11 +63,11 @@ new_request_id = RequestIds()
 os.register_at_fork(after_in_child=new_request_id.reseed)
 
 
-def client_request_id(value: bytes | None) -> str:
-    """The client's X-Request-ID when it is a sane token, else a fresh one."""
+def client_request_id(value: bytes | None) -> str | None:
+    """The client's own X-Request-ID when it is a sane token (kept beside the platform's)."""
     if value and len(value) <= 64 and value.isascii() and value.replace(b"-", b"").isalnum():
         return value.decode()
-    return new_request_id()
+    return None
 
 
 def refuse_declared(declared: int | None, limit: int) -> None:
@@ -125,6 +127,7 @@ async def send_bytes(
     request_id: str,
     content_type: bytes = b"application/json",
     close: bool = False,
+    extra: dict[str, str] | None = None,
 ) -> None:
     headers = [
         (b"content-type", content_type),
@@ -133,6 +136,8 @@ async def send_bytes(
     ]
     if close:
         headers.append((b"connection", b"close"))
+    if extra:
+        headers += [(name.encode(), value.encode()) for name, value in extra.items()]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
@@ -141,7 +146,12 @@ async def send_error(send: Send, error: HepAIError, *, request_id: str) -> None:
     # After a 413 the rest of the body is still on its way: closing the connection spares
     # reading and discarding it.
     close = isinstance(error, PayloadTooLarge)
-    await send_bytes(send, error.status, error.to_json(), request_id=request_id, close=close)
+    extra = dict(error.headers or {})
+    if error.retry_after is not None:
+        extra.setdefault("retry-after", str(error.retry_after))
+    await send_bytes(
+        send, error.status, error.to_json(), request_id=request_id, close=close, extra=extra
+    )
 
 
 class DisconnectWatch:

@@ -6,11 +6,12 @@ import logging
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from urllib.parse import urlencode
 
-from hepai_server.config import ModelType, ProviderConfig
+from hepai_server.config import ModelType, ProviderConfig, Timeouts
 from hepai_server.errors import ModelNotFound
 from hepai_server.protocol.openai import Endpoint
+from hepai_server.security.egress import WorkerAddress
+from hepai_server.security.names import claim_key
 from hepai_server.services.accounts import Caller
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,9 @@ class Deployment:
     #: A worker's calls queued at its last heartbeat, and how fast it works through them.
     queue_length: int = 0
     speed: float = 1.0
+    #: A worker's address as the egress guard admitted it; its owner is trusted (an admin).
+    worker_address: WorkerAddress | None = None
+    trusted: bool = False
     #: Where Anthropic Messages go natively: a provider's /v1/messages URL, or for a worker
     #: the gate URL of its ``anthropic_messages`` method. None: translate to chat completions.
     messages_url: str | None = None
@@ -49,14 +53,14 @@ class Deployment:
         return f"{self.provider}/{self.upstream_model}"
 
     def url(self, endpoint: Endpoint) -> str:
-        if self.worker_id is None:
+        if self.worker_address is None:
             return self.base_url + endpoint.path
-        return gate_url(self.base_url, self.upstream_model, endpoint.worker_function)
+        return gate_url(self.worker_address, self.upstream_model, endpoint.worker_function)
 
 
-def gate_url(address: str, model: str, function: str) -> str:
-    query = urlencode({"model": model, "function": function})
-    return f"{address}/worker_unified_gate/?{query}"
+def gate_url(address: WorkerAddress, model: str, function: str) -> str:
+    """A worker's unified gate for one method: the protocol's fixed path, our own query."""
+    return address.url("/worker_unified_gate/", {"model": model, "function": function})
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +72,13 @@ class Model:
     groups: frozenset[str]
     users: frozenset[str]
     deployments: tuple[Deployment, ...]
+    #: Models to try, in order, when every deployment fails before answering.
+    fallbacks: tuple[str, ...] = ()
+    #: How long its upstreams may take; None: the platform's defaults.
+    timeouts: Timeouts | None = None
+    #: What the config file says of the model, for the portal's catalogue.
+    context_length: int | None = None
+    capabilities: frozenset[str] = frozenset()
 
     def is_callable_by(self, caller: Caller) -> bool:
         if caller.allowed_models is not None and self.id not in caller.allowed_models:
@@ -97,6 +108,7 @@ class Catalog:
         self._models = {model.id: model for model in models}
         #: A catalog never changes (a new one replaces it), so its ids are computed once.
         self._ids = frozenset(self._models)
+        self._claim_keys: frozenset[str] | None = None
 
     @classmethod
     def from_providers(
@@ -157,6 +169,10 @@ class Catalog:
                         groups=frozenset(entry.groups),
                         users=frozenset(entry.users),
                         deployments=(deployment,),
+                        fallbacks=tuple(entry.fallbacks),
+                        timeouts=entry.timeouts,
+                        context_length=entry.context_length,
+                        capabilities=frozenset(entry.capabilities),
                     )
                     continue
                 if known.type != entry.type:
@@ -174,14 +190,28 @@ class Catalog:
                     groups=known.groups | set(entry.groups),
                     users=known.users | set(entry.users),
                     deployments=(*known.deployments, deployment),
+                    fallbacks=known.fallbacks or tuple(entry.fallbacks),
+                    timeouts=known.timeouts or entry.timeouts,
+                    context_length=known.context_length or entry.context_length,
+                    capabilities=known.capabilities | set(entry.capabilities),
                 )
         return cls(merged.values())
 
     def ids(self) -> frozenset[str]:
         return self._ids
 
+    def claim_keys(self) -> frozenset[str]:
+        """The ids' claim keys: no worker may take a name that looks like one of them."""
+        if self._claim_keys is None:
+            self._claim_keys = frozenset(claim_key(model_id) for model_id in self._ids)
+        return self._claim_keys
+
     def visible_to(self, caller: Caller) -> list[Model]:
         return [model for model in self._models.values() if model.is_callable_by(caller)]
+
+    def resolve_or_none(self, model_id: str, caller: Caller) -> Model | None:
+        model = self._models.get(model_id)
+        return model if model is not None and model.is_callable_by(caller) else None
 
     def resolve(self, model_id: str, caller: Caller) -> Model:
         """The model the caller asked for; one it may not call is reported as missing."""

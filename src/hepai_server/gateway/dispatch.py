@@ -12,6 +12,11 @@ task lookup (``status``, ``result``, ``cancel``) that a worker answers 404 is as
 model's next worker: with several workers of hepai/mineru, ``HepAI().parse()`` finds its task
 wherever it runs, with no shared state among the workers. A ``submit`` with an idempotency key
 goes to the worker the key picks, so a retry finds the task the first attempt started.
+
+Workers are not trusted (security/egress.py): their addresses are admitted at registration by
+the egress guard, every URL is built from the parsed address and a fixed path of the hepai
+protocol, redirects are never followed, and the connection pools check the address of every
+connection they open. A worker answering with a redirect gets the call failed, not followed.
 """
 
 from __future__ import annotations
@@ -19,10 +24,9 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import IO, Any, cast
-from urllib.parse import urlencode
 
 import aiohttp
 import orjson
@@ -30,8 +34,10 @@ from sqlalchemy import Engine
 
 from hepai_server.config import ModelType
 from hepai_server.db.engine import transact
+from hepai_server.db.tables import Worker
 from hepai_server.errors import (
     HepAIError,
+    InvalidRequest,
     ModelNotFound,
     ServiceUnavailable,
     UpstreamError,
@@ -46,6 +52,7 @@ from hepai_server.gateway.registry import WorkerRoute
 from hepai_server.gateway.routing import Occupancy, keyed, spread
 from hepai_server.protocol.openai import Endpoint
 from hepai_server.protocol.sse import error_event
+from hepai_server.security.egress import EgressPolicy, SocketFactory, WorkerAddress, parse_address
 from hepai_server.services.accounts import Caller
 
 READ_CHUNK = 1024 * 1024
@@ -54,6 +61,25 @@ STREAM_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"
 TASK_LOOKUPS = frozenset({"status", "result", "cancel"})
 #: How long the platform waits for a worker's own status or shutdown route.
 MANAGEMENT_SECONDS = 5.0
+
+
+class WorkerSessions:
+    """The connection pools calls to workers go through: one for the workers of trusted owners
+    (admins, the platform's own), one for everyone else's. Each checks the address of every
+    connection it opens against the egress policy, after DNS."""
+
+    def __init__(
+        self, make: Callable[[SocketFactory], aiohttp.ClientSession], policy: EgressPolicy
+    ) -> None:
+        self.trusted = make(policy.socket_factory(trusted=True))
+        self.untrusted = make(policy.socket_factory(trusted=False))
+
+    def for_owner(self, *, trusted: bool) -> aiohttp.ClientSession:
+        return self.trusted if trusted else self.untrusted
+
+    async def close(self) -> None:
+        await self.trusted.close()
+        await self.untrusted.close()
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,15 +94,17 @@ class Dispatcher:
     def __init__(
         self,
         *,
-        session: aiohttp.ClientSession,
+        sessions: WorkerSessions,
+        policy: EgressPolicy,
         engine: Engine,
         grants: FileGrants,
         occupancy: Occupancy,
         rng: random.Random,
         expiry: float,
     ) -> None:
-        #: The session every call to a worker goes through.
-        self.session = session
+        #: The pools every call to a worker goes through.
+        self.sessions = sessions
+        self._policy = policy
         self._engine = engine
         self._grants = grants
         self._occupancy = occupancy
@@ -98,6 +126,13 @@ class Dispatcher:
         if not routes:
             raise ServiceUnavailable(f"no worker of {model} is alive right now")
         return routes
+
+    async def admit(self, raw: object, *, trusted: bool) -> WorkerAddress:
+        """A worker's address as the platform will call it, or a 4xx naming the rule it
+        breaks (InvalidRequest for its form, AddressRefused for where it leads)."""
+        address = parse_address(raw)
+        await asyncio.to_thread(self._policy.check, address, trusted=trusted)
+        return address
 
     def load(self, route: WorkerRoute) -> float:
         return (route.queue_length + self._occupancy[route.worker_id]) / route.speed
@@ -129,15 +164,15 @@ class Dispatcher:
                 headers[grant.HEADER] = self._grants.mint(caller.user_id, file_ids)
             if function == "submit" and (key := idempotency_key(parsed)):
                 ordered = keyed(ordered, f"{caller.user_id}:{key}", lambda r: r.worker_id)
-        query = urlencode({"model": model, "function": function})
         failure: HepAIError = ServiceUnavailable(f"no worker of {model} answered")
         unreachable = False
         for position, route in enumerate(ordered, 1):
             body.seek(0)
-            url = f"{route.address}/worker_unified_gate/?{query}"
+            url = gate_url(route.address, model, function)
+            session = self.sessions.for_owner(trusted=route.trusted)
             try:
                 with self._occupancy.holding(route.worker_id):
-                    response = await self.session.post(
+                    response = await session.post(
                         url, data=read_chunks(body), headers=headers, allow_redirects=False
                     )
             except aiohttp.ClientConnectionError as exc:
@@ -148,6 +183,12 @@ class Dispatcher:
                 continue
             except TimeoutError:
                 raise UpstreamTimeout(f"worker of {model} did not answer in time") from None
+            if 300 <= response.status < 400:
+                response.release()
+                raise UpstreamError(
+                    f"a worker of {model} answered with a redirect, which the platform never "
+                    "follows"
+                )
             if response.status == 404 and function in TASK_LOOKUPS:
                 if position < len(ordered):
                     response.release()  # not this worker's task: maybe the next one's
@@ -208,7 +249,7 @@ class Dispatcher:
         deployments = tuple(
             Deployment(
                 provider=f"worker:{route.worker_id}",
-                base_url=route.address,
+                base_url=str(route.address),
                 upstream_model=model_id,
                 headers=headers,
                 weight=route.weight,
@@ -216,6 +257,8 @@ class Dispatcher:
                 worker_id=route.worker_id,
                 queue_length=route.queue_length,
                 speed=route.speed,
+                worker_address=route.address,
+                trusted=route.trusted,
                 messages_url=gate_url(route.address, model_id, "anthropic_messages")
                 if "anthropic_messages" in route.functions
                 else None,
@@ -234,13 +277,19 @@ class Dispatcher:
             deployments=deployments,
         )
 
-    async def manage(self, method: str, url: str) -> Any:
-        """A worker's own management route (status, shutdown): its JSON, or None when it does
-        not answer."""
+    async def manage(self, worker: Worker, method: str, path: str) -> Any:
+        """A worker's own management route (``/worker/get_status``, ``/shutdown_worker``):
+        its JSON, or None when it does not answer (or its address is no longer one the
+        platform calls)."""
         try:
-            async with self.session.request(
+            address = parse_address(worker.address)
+        except InvalidRequest:
+            return None
+        session = self.sessions.for_owner(trusted=worker.owner.is_admin)
+        try:
+            async with session.request(
                 method,
-                url,
+                address.url(path),
                 timeout=aiohttp.ClientTimeout(total=MANAGEMENT_SECONDS),
                 allow_redirects=False,
             ) as response:

@@ -8,9 +8,12 @@ worker's isolated child where it cannot take the gateway down, and a conversion 
 permitted, spread over the tool's workers and billed exactly as the user's own call of that
 tool would be. Plain text and markdown need no tool and are read directly.
 
-Every call records one usage row through the same row builder as every request
-(``Exchange.usage_row``): the endpoint names the step (``knowledge.convert``,
-``knowledge.embed``, ``vector_stores.search``), the model the tool or model that did it.
+Every step is a call of its own, in an ``Exchange`` as every request is: admitted against
+the user's budgets and rate limits (a spent budget stops ingestion too), journaled, and ending
+in one usage row (``Exchange.finish``) with a request id of its own. The endpoint names the
+step (``knowledge.convert``, ``knowledge.embed``, ``vector_stores.search``), the model the tool
+or model that did it, and the row's ``client_request_id`` the request it was taken for (the
+ingestion's, or the search's or chat's that asked).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import orjson
 
 from hepai_server.db.tables import StoredFile
 from hepai_server.errors import HepAIError, ModelNotFound, ServiceUnavailable, UpstreamError
+from hepai_server.gateway.asgi import new_request_id
 from hepai_server.gateway.catalog import Model
 from hepai_server.gateway.frame import Exchange
 from hepai_server.gateway.proxy import Call, Outcome
@@ -41,13 +45,12 @@ class PlatformTools:
     def __init__(self, gateway: Gateway) -> None:
         self.gateway = gateway
 
-    def _exchange(self, request_id: str, endpoint: str, model: str) -> Exchange:
-        exchange = Exchange(self.gateway, request_id, perf_counter(), {}, endpoint)
+    def _exchange(self, for_request: str, endpoint: str, model: str) -> Exchange:
+        exchange = Exchange(
+            self.gateway, new_request_id(), perf_counter(), {}, endpoint, for_request
+        )
         exchange.model = model
         return exchange
-
-    def _record(self, exchange: Exchange, caller: Caller) -> None:
-        self.gateway.recorder.record(exchange.usage_row(caller))
 
     # -- documents ------------------------------------------------------------------------------
 
@@ -81,12 +84,18 @@ class PlatformTools:
         exchange = self._exchange(request_id, "knowledge.convert", model)
         outcome = exchange.outcome
         try:
+            await exchange.admit(caller, prompt=0, output=0, embedding=False)
             dispatcher = self.gateway.dispatcher
             routes = await dispatcher.routes(caller, model)
             body = io.BytesIO(orjson.dumps({"kwargs": {"file_id": file.id}}))
             body.seek(0, io.SEEK_END)
             answer = await dispatcher.call(
-                caller, routes, model=model, function="convert", body=body, request_id=request_id
+                caller,
+                routes,
+                model=model,
+                function="convert",
+                body=body,
+                request_id=exchange.request_id,
             )
             try:
                 raw = await answer.response.read()
@@ -97,9 +106,9 @@ class PlatformTools:
             outcome.usage = Usage.from_tool_header(response.headers.get("x-hepai-usage"))
         except HepAIError as error:
             outcome.fail(error.status, error.message)
-            self._record(exchange, caller)
+            exchange.finish(caller)
             raise
-        self._record(exchange, caller)
+        exchange.finish(caller)
         if response.status != 200:
             message = detail_of(raw)
             outcome.error = message
@@ -165,6 +174,8 @@ class PlatformTools:
         vectors: list[Vector] = []
         try:
             resolved = await self._model(caller, model, EMBEDDINGS, request_id)
+            prompt = sum(map(len, texts)) // 4 + 1
+            await exchange.admit(caller, prompt=prompt, output=0, embedding=True)
             for start in range(0, len(texts), EMBED_BATCH):
                 batch = texts[start : start + EMBED_BATCH]
                 answer = await self._call(
@@ -185,8 +196,11 @@ class PlatformTools:
         except HepAIError as error:
             exchange.outcome.fail(error.status, error.message)
             raise
+        except Exception:
+            exchange.outcome.fail(500, "internal error")
+            raise
         finally:
-            self._record(exchange, caller)
+            exchange.finish(caller)
         return vectors
 
     async def rerank(
@@ -195,6 +209,8 @@ class PlatformTools:
         exchange = self._exchange(request_id, "knowledge.rerank", model)
         try:
             resolved = await self._model(caller, model, RERANK, request_id)
+            prompt = (len(query) + sum(map(len, documents))) // 4 + 1
+            await exchange.admit(caller, prompt=prompt, output=0, embedding=False)
             answer = await self._call(
                 exchange,
                 caller,
@@ -205,8 +221,11 @@ class PlatformTools:
         except HepAIError as error:
             exchange.outcome.fail(error.status, error.message)
             raise
+        except Exception:
+            exchange.outcome.fail(500, "internal error")
+            raise
         finally:
-            self._record(exchange, caller)
+            exchange.finish(caller)
         scores = [0.0] * len(documents)
         for row in answer.get("results") or []:
             scores[int(row["index"])] = float(row["relevance_score"])

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import random
+import contextlib
 import re
 import sys
 from array import array
 from dataclasses import dataclass
 from time import perf_counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import orjson
@@ -27,12 +27,12 @@ from hepai_server.errors import (
     HepAIError,
     InvalidRequest,
     RateLimited,
+    ServiceUnavailable,
     UpstreamError,
     UpstreamTimeout,
 )
 from hepai_server.gateway.asgi import DisconnectWatch, Receive, Send, send_bytes
 from hepai_server.gateway.catalog import Deployment, Model
-from hepai_server.gateway.routing import Occupancy, spread
 from hepai_server.protocol.anthropic import StreamTranslator, chat_to_message
 from hepai_server.protocol.anthropic import event as anthropic_event
 from hepai_server.protocol.openai import EMBEDDINGS, Endpoint, Usage
@@ -47,6 +47,9 @@ from hepai_server.protocol.sse import (
     split_events,
 )
 from hepai_server.services.accounts import Caller
+
+if TYPE_CHECKING:
+    from hepai_server.gateway.upstream import Upstreams
 
 SSE_HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
@@ -124,139 +127,84 @@ class Outcome:
     delivered: int = 0
     #: The deployment answers an Anthropic client in Anthropic's own format.
     native: bool = False
+    #: The fallback model that answered, when the requested one could not.
+    fallback: str | None = None
+    #: The answer was cut after the upstream had the request (the client left, the stream
+    #: broke, the server shut down): what was used is estimated if the upstream did not say.
+    cut: bool = False
 
     def fail(self, status: int, error: str) -> None:
         self.status, self.error = status, error
 
-    def final_usage(self) -> Usage:
+    def final_usage(self, prompt_estimate: int) -> Usage:
+        """What the request used: as the upstream reported it; for an answer cut before the
+        upstream said, the prompt estimated from its size and the chunks delivered; else
+        nothing (refused before any upstream had it)."""
         if self.usage is not None:
             return self.usage
-        if self.delivered:
-            return Usage(completion_tokens=self.delivered, estimated=True)
+        if self.cut or self.delivered:
+            completion = self.delivered
+            return Usage(
+                prompt_tokens=prompt_estimate,
+                completion_tokens=completion,
+                total_tokens=prompt_estimate + completion,
+                estimated=True,
+            )
         return Usage()
 
 
 class Proxy:
-    def __init__(
-        self,
-        session: aiohttp.ClientSession,
-        workers: aiohttp.ClientSession,
-        occupancy: Occupancy,
-        rng: random.Random,
-    ) -> None:
-        self._session = session
-        #: Calls to workers go through the dispatcher's session, whose connections are checked.
-        self._workers = workers
-        self._occupancy = occupancy
-        self._rng = rng
+    def __init__(self, upstreams: Upstreams) -> None:
+        self._upstreams = upstreams
 
     async def relay(self, call: Call, outcome: Outcome, receive: Receive, send: Send) -> None:
         """Answer the call from an upstream, noting in ``outcome`` what happened; an error
-        before the answer began is raised for the frame to send."""
+        before the answer began is raised for the frame to send. A client that goes away
+        cancels the upstream call at once, stream or not."""
         if call.stream:
             await self._relay_stream(call, outcome, receive, send)
             return
-        response = await self._open(call, outcome)
-        try:
-            await self._relay_whole(call, response, outcome, send)
-        finally:
-            response.release()
+        timeouts = call.model.timeouts
+        total = timeouts.total if timeouts is not None else None
+        async with DisconnectWatch(receive) as watch:
+            send = watch.guard(send)
+            response: aiohttp.ClientResponse | None = None
+            try:
+                async with asyncio.timeout(total):
+                    response = await self._upstreams.open(call, outcome)
+                    await self._relay_whole(call, response, outcome, send)
+            except TimeoutError:
+                raise UpstreamTimeout(f"{call.model.id} did not answer within {total} s") from None
+            except asyncio.CancelledError:
+                if not watch.fired:
+                    raise
+                watch.withdraw()
+                outcome.fail(CLIENT_CLOSED, "client closed the connection")
+                outcome.cut = outcome.served_by is not None
+            finally:
+                if response is not None:
+                    response.release()
 
     async def fetch(self, call: Call, outcome: Outcome) -> bytes:
         """The whole answer to a call the gateway makes itself (knowledge bases embedding and
         reranking), chosen and failed over as ``relay`` does; an upstream error is raised."""
-        response = await self._open(call, outcome)
+        timeouts = call.model.timeouts
+        total = timeouts.total if timeouts is not None else None
         try:
-            raw = await response.read()
-        finally:
-            response.release()
+            async with asyncio.timeout(total):
+                response = await self._upstreams.open(call, outcome)
+                try:
+                    raw = await response.read()
+                finally:
+                    response.release()
+        except TimeoutError:
+            raise UpstreamTimeout(f"{call.model.id} did not answer within {total} s") from None
         if 200 <= response.status < 300:
             raw, outcome.usage = finish_json(call, raw)
             return raw
         outcome.status, outcome.error = response.status, upstream_message(raw)
         raise_for_upstream(response.status, raw, outcome)
         raise InvalidRequest(f"{call.model.id} refused the request: {upstream_message(raw)}")
-
-    def _load(self, deployment: Deployment) -> float:
-        if deployment.worker_id is None:
-            return 0.0
-        queued = deployment.queue_length + self._occupancy[deployment.worker_id]
-        return queued / deployment.speed
-
-    async def _open(self, call: Call, outcome: Outcome) -> aiohttp.ClientResponse:
-        """The first usable upstream response, trying deployments in turn.
-
-        A connection failure, a timeout, a 5xx or a 429 moves on to the next deployment; the last
-        deployment's answer, whatever it is, is returned.
-        """
-        attempts = spread(call.model.deployments, self._rng, self._load)
-        failure: HepAIError | None = None
-        for number, deployment in enumerate(attempts, 1):
-            outcome.deployment, outcome.served_by = deployment, deployment.name
-            outcome.native = call.anthropic and deployment.messages_url is not None
-            if outcome.native:
-                assert deployment.messages_url is not None
-                url, headers = deployment.messages_url, deployment.messages_headers
-            else:
-                url, headers = deployment.url(call.endpoint), deployment.headers
-            payload = self._payload(call, deployment, native=outcome.native)
-            try:
-                response = await self._post(deployment, url, payload, headers)
-            except TimeoutError:
-                failure = UpstreamTimeout(f"{deployment.provider} did not answer in time")
-                continue
-            except aiohttp.ClientError as exc:
-                failure = UpstreamError(
-                    f"could not reach {deployment.provider}: {exc.__class__.__name__}"
-                )
-                continue
-            if number < len(attempts) and (response.status >= 500 or response.status == 429):
-                response.release()
-                continue
-            return response
-        # Built only now: a request that gets an answer has no use for it.
-        if failure is None:
-            failure = UpstreamError(f"no deployment of {call.model.id} answered")
-        raise failure
-
-    async def _post(
-        self, deployment: Deployment, url: str, payload: bytes, headers: dict[str, str]
-    ) -> aiohttp.ClientResponse:
-        if deployment.worker_id is None:
-            return await self._post_on(self._session, url, payload, headers)
-        with self._occupancy.holding(deployment.worker_id):
-            return await self._post_on(self._workers, url, payload, headers)
-
-    @staticmethod
-    async def _post_on(
-        session: aiohttp.ClientSession, url: str, payload: bytes, headers: dict[str, str]
-    ) -> aiohttp.ClientResponse:
-        try:
-            return await session.post(url, data=payload, headers=headers, allow_redirects=False)
-        except aiohttp.ServerDisconnectedError:
-            # The upstream closed a pooled keep-alive connection: one fresh try is safe.
-            return await session.post(url, data=payload, headers=headers, allow_redirects=False)
-
-    def _payload(self, call: Call, deployment: Deployment, *, native: bool) -> bytes:
-        body = call.messages_body if native and call.messages_body is not None else call.body
-        body["model"] = deployment.upstream_model
-        if native:
-            return self._encode(body, deployment)
-        if call.stream:
-            options = body.get("stream_options") or {}
-            body["stream_options"] = {**options, "include_usage": True}
-        if call.wants_base64:
-            body["encoding_format"] = "float"
-        return self._encode(body, deployment)
-
-    @staticmethod
-    def _encode(body: dict[str, Any], deployment: Deployment) -> bytes:
-        try:
-            # A worker takes the request as the keyword arguments of its method.
-            return orjson.dumps({"kwargs": body} if deployment.worker_id else body)
-        except orjson.JSONEncodeError:
-            # orjson reads 1023 levels of nesting but writes only 254.
-            raise InvalidRequest("the request body is nested too deeply") from None
 
     async def _relay_whole(
         self, call: Call, response: aiohttp.ClientResponse, outcome: Outcome, send: Send
@@ -274,6 +222,7 @@ class Proxy:
             raw,
             request_id=call.request_id,
             content_type=content_type,
+            extra={"x-hepai-deployment": outcome.served_by or ""},
         )
 
     async def _relay_stream(
@@ -285,7 +234,7 @@ class Proxy:
         async with DisconnectWatch(receive) as watch:
             send = watch.guard(send)
             try:
-                response = await self._open(call, outcome)
+                response = await self._upstreams.open(call, outcome)
                 if response.status != 200 or not is_event_stream(response, outcome.deployment):
                     await self._relay_whole(call, response, outcome, send)
                 else:
@@ -293,9 +242,27 @@ class Proxy:
                 finished = True
             except asyncio.CancelledError:
                 if not watch.fired:
+                    # The server is shutting down past its drain deadline: say so in the
+                    # stream, and in the row.
+                    outcome.fail(503, "the server shut down before the stream finished")
+                    outcome.cut = outcome.served_by is not None
+                    if outcome.first_byte_at is not None:
+                        with contextlib.suppress(Exception):
+                            await send(
+                                {
+                                    "type": "http.response.body",
+                                    "body": error_event(
+                                        ServiceUnavailable(
+                                            "the server shut down before the stream finished"
+                                        )
+                                    ),
+                                    "more_body": False,
+                                }
+                            )
                     raise
                 watch.withdraw()
-                outcome.status, outcome.error = CLIENT_CLOSED, "client closed the connection"
+                outcome.fail(CLIENT_CLOSED, "client closed the connection")
+                outcome.cut = outcome.served_by is not None
             finally:
                 if response is not None:
                     response.release() if finished else response.close()
@@ -307,10 +274,16 @@ class Proxy:
             {
                 "type": "http.response.start",
                 "status": 200,
-                "headers": [*SSE_HEADERS, (b"x-request-id", call.request_id.encode())],
+                "headers": [
+                    *SSE_HEADERS,
+                    (b"x-request-id", call.request_id.encode()),
+                    (b"x-hepai-deployment", (outcome.served_by or "").encode()),
+                ],
             }
         )
         rewriter = ModelRewriter(orjson.dumps(call.model.id))
+        timeouts = call.model.timeouts
+        deadline = call.started + timeouts.total if timeouts and timeouts.total else None
         splitter = EventSplitter()
         translator = (
             StreamTranslator(call.model.id) if call.anthropic and not outcome.native else None
@@ -338,6 +311,8 @@ class Proxy:
                     # The client has it all and may hang up now; whatever the upstream still
                     # sends (a worker's closing bytes) is not worth waiting for.
                     break
+                if deadline is not None and perf_counter() > deadline:
+                    raise TimeoutError  # the model's total time is up
             tail = splitter.rest()
         except (TimeoutError, aiohttp.ClientError) as exc:
             error: HepAIError = (
@@ -346,6 +321,7 @@ class Proxy:
                 else UpstreamError(f"the upstream stream broke: {exc.__class__.__name__}")
             )
             outcome.status, outcome.error = error.status, error.message
+            outcome.cut = True
             tail = anthropic_error_event(error) if translator is not None else error_event(error)
         await send({"type": "http.response.body", "body": tail, "more_body": False})
 

@@ -19,9 +19,10 @@ from hepai_server.gateway.asgi import (
     read_body,
 )
 from hepai_server.gateway.frame import Exchange
+from hepai_server.gateway.limiter import estimate_tokens
 from hepai_server.gateway.proxy import Call
 from hepai_server.protocol.anthropic import messages_to_chat
-from hepai_server.protocol.openai import CHAT, Endpoint, check_request
+from hepai_server.protocol.openai import CHAT, EMBEDDINGS, Endpoint, check_request
 from hepai_server.services.accounts import Caller
 
 
@@ -60,9 +61,6 @@ class OpenAIRelay:
                 f"'{model.id}' is a {model.type} model; it cannot serve {self.endpoint.path}",
                 param="model",
             )
-        sources = None
-        if self.endpoint is CHAT and messages_body is None and "tools" in body:
-            sources = await file_search.ground(gateway, caller, body, exchange.request_id)
         call = Call.create(
             request_id=exchange.request_id,
             caller=caller,
@@ -73,6 +71,16 @@ class OpenAIRelay:
             messages_body=messages_body,
         )
         exchange.stream = call.stream
-        if sources is not None:
-            send = sources.wrap(send, stream=call.stream)
+        prompt, output = estimate_tokens(
+            self.endpoint, len(raw), body, gateway.settings.default_output_tokens
+        )
+        await exchange.admit(
+            caller, prompt=prompt, output=output, embedding=self.endpoint is EMBEDDINGS
+        )
+        if self.endpoint is CHAT and messages_body is None and "tools" in body:
+            # After admission: a caller the limits refuse gets no searches (nor their rows).
+            # The call holds the body, so the sources put into its prompt go upstream.
+            sources = await file_search.ground(gateway, caller, body, exchange.request_id)
+            if sources is not None:
+                send = sources.wrap(send, stream=call.stream)
         await gateway.proxy.relay(call, exchange.outcome, receive, send)

@@ -106,7 +106,13 @@ class Ingestion:
             if error.status in PASSING and work.row.attempts < MAX_ATTEMPTS:
                 await self._stage(work, f"waiting to retry: {error.message}"[:128])
                 raise  # the job ends; the runner's recovery submits it again later
-            code = "server_error" if error.status >= 500 else "invalid_file"
+            code = (
+                "rate_limit_exceeded"
+                if error.status == 429
+                else "server_error"
+                if error.status >= 500
+                else "invalid_file"
+            )
             await self._fail(work, code, error.message)
         except Exception:
             log.exception("ingesting %s into %s failed", file_id, store_id)

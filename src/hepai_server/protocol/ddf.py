@@ -101,7 +101,7 @@ def parse_registration(body: Any) -> Registration:
     address = payload.get("network_info", {}).get("worker_address")
     if not isinstance(address, str) or not address.startswith(("http://", "https://")):
         raise InvalidRequest(
-            "'network_info.worker_address' must be an http(s) URL", param="network_info"
+            "'worker_address' must be an http(s) URL", param="network_info.worker_address"
         )
     models = []
     for resource in payload["resource_info"]:

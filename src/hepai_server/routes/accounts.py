@@ -8,7 +8,7 @@ from its next request.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -21,7 +21,10 @@ from hepai_server.errors import (
     InvalidRequest,
     NotFound,
     PermissionDenied,
+    RateLimited,
 )
+from hepai_server.gateway import registry
+from hepai_server.gateway.runtime import Gateway
 from hepai_server.protocol import accounts as wire
 from hepai_server.routes.http import authenticate, json_body, json_response
 from hepai_server.security.credentials import looks_like_api_key
@@ -62,7 +65,7 @@ def _id(body: dict[str, Any], name: str) -> int | None:
 
 
 async def create_api_key(request: Request) -> Response:
-    gateway, caller = await authenticate(request)
+    gateway, caller = await authenticate(request, full=True)
     body = await json_body(request)
     user_id = _id(body, "user_id")
     if body.get("umt_id") is not None:
@@ -84,6 +87,18 @@ async def create_api_key(request: Request) -> Response:
             "'key_name' must be a string of at most 128 characters", param="key_name"
         )
     allowed = wire.allowed_models(body.get("allowed_models"))
+    scope = body.get("scope", accounts.INFERENCE)
+    if scope not in accounts.SCOPES:
+        raise InvalidRequest(f"'scope' is one of {', '.join(accounts.SCOPES)}", param="scope")
+    if allowed is not None:
+        owner_caller = await gateway.transact(
+            lambda s: accounts.caller_of(accounts.get_user_by_id(s, user_id or caller.user_id))
+        )
+        if refused := await uncallable(gateway, owner_caller, allowed):
+            raise PermissionDenied(
+                "the key's owner may not call " + ", ".join(repr(m) for m in refused),
+                param="allowed_models",
+            )
 
     def work(session: Session) -> dict[str, Any]:
         owner = accounts.get_user_by_id(session, user_id or caller.user_id)
@@ -93,6 +108,7 @@ async def create_api_key(request: Request) -> Response:
             name=name,
             expires_in=timedelta(days=days) if days is not None else None,
             allowed_models=allowed,
+            scope=scope,
         )
         if owner.id != caller.user_id:
             record(session, caller, request, "key.create_for_user", owner.username, name=name)
@@ -102,7 +118,7 @@ async def create_api_key(request: Request) -> Response:
 
 
 async def list_api_keys(request: Request) -> Response:
-    gateway, caller = await authenticate(request)
+    gateway, caller = await authenticate(request, full=True)
 
     def work(session: Session) -> list[dict[str, Any]]:
         owner = None if caller.is_admin else accounts.get_user_by_id(session, caller.user_id)
@@ -115,7 +131,7 @@ async def list_api_keys(request: Request) -> Response:
 
 
 async def delete_api_key(request: Request) -> Response:
-    gateway, caller = await authenticate(request)
+    gateway, caller = await authenticate(request, full=True)
     key_id = _id(await json_body(request), "api_key_id")
     if key_id is None:
         raise InvalidRequest("'api_key_id' is required", param="api_key_id")
@@ -133,13 +149,13 @@ async def delete_api_key(request: Request) -> Response:
         )
 
     deleted = await gateway.transact(work)
-    gateway.generation.bump()
+    await gateway.callers_changed()
     return json_response(deleted)
 
 
 async def verify_api_key(request: Request) -> Response:
     """Whether a key works, as plain text: the SDK fails to parse any JSON object here."""
-    gateway, _caller = await authenticate(request)
+    gateway, _caller = await authenticate(request, full=True)
     key = (await json_body(request)).get("api_key")
     if not isinstance(key, str) or not looks_like_api_key(key):
         raise AuthenticationFailed("the API key is not valid")
@@ -150,7 +166,7 @@ async def verify_api_key(request: Request) -> Response:
 async def fetch_api_key(request: Request) -> Response:
     """A new key for a user, by e-mail or username (admins only). Keys are stored hashed, so
     an existing secret can never be fetched; the user gets a fresh one instead."""
-    gateway, caller = await authenticate(request)
+    gateway, caller = await authenticate(request, full=True)
     require_admin(caller)
     username = (await json_body(request)).get("username")
     if not isinstance(username, str) or not username:
@@ -168,7 +184,7 @@ async def fetch_api_key(request: Request) -> Response:
 
 
 async def list_users(request: Request) -> Response:
-    gateway, caller = await authenticate(request)
+    gateway, caller = await authenticate(request, full=True)
     require_admin(caller)
     users = await gateway.transact(
         lambda s: [wire.user_info(accounts.user_facts(user)) for user in accounts.list_users(s)]
@@ -177,7 +193,7 @@ async def list_users(request: Request) -> Response:
 
 
 async def create_user(request: Request) -> Response:
-    gateway, caller = await authenticate(request)
+    gateway, caller = await authenticate(request, full=True)
     require_admin(caller)
     body = await json_body(request)
     username, password, email = body.get("username"), body.get("password"), body.get("email")
@@ -205,7 +221,7 @@ async def create_user(request: Request) -> Response:
 
 
 async def delete_user(request: Request) -> Response:
-    gateway, caller = await authenticate(request)
+    gateway, caller = await authenticate(request, full=True)
     require_admin(caller)
     user_id = _id(await json_body(request), "user_id")
     if user_id is None:
@@ -219,22 +235,55 @@ async def delete_user(request: Request) -> Response:
         return wire.user_deleted(accounts.user_facts(accounts.disable_user(session, user=user)))
 
     deleted = await gateway.transact(work)
-    gateway.generation.bump()
+    await gateway.callers_changed()
     return json_response(deleted)
 
 
 async def auth_user(request: Request) -> Response:
-    """Check a username and password: admins for anyone, others for themselves."""
-    gateway, caller = await authenticate(request)
+    """Check a username and password: admins for anyone, others for themselves. Guesses are
+    counted with the portal's sign-ins, per account and address: an account locked in one is
+    locked in the other."""
+    gateway, caller = await authenticate(request, full=True)
     body = await json_body(request)
     username, password = body.get("username"), body.get("password")
     if not isinstance(username, str) or not isinstance(password, str):
         raise InvalidRequest("'username' and 'password' are required")
     if username != caller.username:
         require_admin(caller)
+    ip = request.client.host if request.client else "unknown"
+    now = datetime.now(UTC)
+    throttle = gateway.throttle
+    if not await gateway.transact(
+        lambda s: throttle.attempt(s, username=username[:128], ip=ip, now=now)
+    ):
+        raise RateLimited(
+            "too many failed password checks for this account from this address; "
+            f"wait {int(throttle.window.total_seconds() // 60)} minutes"
+        )
     user = await gateway.transact(
         lambda s: accounts.check_password(s, username=username, password=password)
     )
     if user is None:
         raise AuthenticationFailed("wrong username or password")
+    await gateway.transact(lambda s: throttle.forgive(s, username=username))
     return json_response(wire.user_info(accounts.user_facts(user)))
+
+
+async def uncallable(gateway: Gateway, owner: Caller, models: list[str]) -> list[str]:
+    """The models of ``models`` that ``owner`` may not call (or that do not exist)."""
+    wanted = list(dict.fromkeys(models))
+    catalog = gateway.catalog
+    refused = {m for m in wanted if m in catalog.ids() and not catalog.resolve_or_none(m, owner)}
+
+    def workers_refused(session: Session) -> set[str]:
+        # Permitted even while none of its workers is live: routes_for answers [] then.
+        return {
+            m
+            for m in wanted
+            if m not in catalog.ids()
+            and registry.routes_for(session, caller=owner, model_name=m, now=0.0, expiry=0.0)
+            is None
+        }
+
+    refused |= await gateway.transact(workers_refused)
+    return [m for m in wanted if m in refused]

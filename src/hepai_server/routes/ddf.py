@@ -26,28 +26,37 @@ def _text(body: dict[str, Any], name: str) -> str | None:
 
 async def register_worker(request: Request) -> Response:
     """First registration and every heartbeat: an idempotent upsert keyed by worker id."""
-    gateway, caller = await authenticate(request)
+    gateway, caller = await authenticate(request, full=True)
     body = await json_body(request)
     registration = parse_registration(body)
     secret = body.get("secret_key") if isinstance(body.get("secret_key"), str) else None
-    reserved = gateway.catalog.ids()
+    address = await gateway.dispatcher.admit(registration.address, trusted=caller.is_admin)
+    names = registry.Names(
+        provider_keys=gateway.catalog.claim_keys(), builtin_keys=gateway.builtin_name_keys
+    )
 
     def work(session: Session) -> dict[str, Any]:
         worker = registry.register(
             session,
             caller=caller,
             registration=registration,
+            address=address,
             secret=secret,
             now=time.time(),
-            reserved=reserved,
+            names=names,
         )
         return registry.info_for(worker, caller=caller)
 
-    return json_response(await gateway.transact(work))
+    info = await gateway.transact(work)
+    for model in registration.models:
+        gateway.metrics.worker_queue.labels(registration.worker_id, model).set(
+            registration.queue_length
+        )
+    return json_response(info)
 
 
 async def stop_worker(request: Request) -> Response:
-    gateway, caller = await authenticate(request)
+    gateway, caller = await authenticate(request, full=True)
     body = await json_body(request)
     worker_id = _text(body, "worker_id")
     if not worker_id:
@@ -55,9 +64,7 @@ async def stop_worker(request: Request) -> Response:
     worker = await gateway.transact(lambda s: registry.stop(s, caller=caller, worker_id=worker_id))
     shutdown = False
     if body.get("permanent") is True:
-        shutdown = (
-            await gateway.dispatcher.manage("POST", f"{worker.address}/shutdown_worker") is not None
-        )
+        shutdown = await gateway.dispatcher.manage(worker, "POST", "/shutdown_worker") is not None
     return json_response(
         {
             "id": worker.id,
@@ -116,7 +123,7 @@ async def get_worker_status(request: Request) -> Response:
     status: dict[str, Any] = dict(worker.info.get("status_info") or {})
     status["status"] = worker.status
     if body.get("refresh") is True:
-        fresh = await gateway.dispatcher.manage("GET", f"{worker.address}/worker/get_status")
+        fresh = await gateway.dispatcher.manage(worker, "GET", "/worker/get_status")
         if isinstance(fresh, dict):
             status.update({k: v for k, v in fresh.items() if k in STATUS_KEYS})
     return json_response({k: v for k, v in status.items() if k in STATUS_KEYS})

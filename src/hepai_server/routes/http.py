@@ -8,16 +8,24 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from hepai_server.errors import InvalidRequest
+from hepai_server.errors import InvalidRequest, PermissionDenied
 from hepai_server.gateway.auth import token_from_headers
 from hepai_server.gateway.runtime import Gateway
-from hepai_server.services.accounts import Caller
+from hepai_server.services.accounts import FULL, Caller
 
 
-async def authenticate(request: Request) -> tuple[Gateway, Caller]:
+async def authenticate(request: Request, *, full: bool = False) -> tuple[Gateway, Caller]:
+    """Who calls, by API key; with ``full``, only a key of full scope (the account routes and
+    registering workers are not for inference-only keys)."""
     gateway: Gateway = request.state.gateway
     token = token_from_headers(dict(request.scope["headers"]))
-    return gateway, await gateway.auth.authenticate(token)
+    caller = await gateway.auth.authenticate(token)
+    if full and caller.scope != FULL:
+        raise PermissionDenied(
+            "this API key is for inference only (models, tools and files); manage accounts "
+            "and register workers with a key of full access"
+        )
+    return gateway, caller
 
 
 async def json_body(request: Request) -> dict[str, Any]:

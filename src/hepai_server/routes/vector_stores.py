@@ -10,7 +10,7 @@ from starlette.responses import Response
 
 from hepai_server.db.tables import utcnow
 from hepai_server.errors import InvalidRequest
-from hepai_server.gateway.asgi import client_request_id
+from hepai_server.gateway.asgi import REQUEST_ID_KEY, new_request_id
 from hepai_server.knowledge.chunking import ChunkingStrategy, strategy_from_request
 from hepai_server.knowledge.filters import check_filter
 from hepai_server.knowledge.service import Attachment, Search
@@ -240,7 +240,7 @@ async def search_store(request: Request) -> Response:
             score_threshold=float(threshold),
             rerank=options.get("ranker") != "none",
         ),
-        request_id=client_request_id(request.headers.get("x-request-id", "").encode() or None),
+        request_id=request.scope.get(REQUEST_ID_KEY) or new_request_id(),
         now=utcnow(),
     )
     return json_response(wire.search_page(query, hits))

@@ -1,2 +1,2 @@
-"""What keeps untrusted callers in bounds: secrets at rest, the addresses the platform may call
-for a user, the names users may claim, and sign-in throttling."""
+"""What keeps untrusted callers in bounds, as pure rules: secrets at rest, the addresses the
+platform may call for a user (the egress guard), and the model names users may claim."""

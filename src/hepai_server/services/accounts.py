@@ -25,6 +25,10 @@ from hepai_server.security import credentials
 log = logging.getLogger(__name__)
 
 LEVELS = ("user", "admin")
+#: Key scopes: an inference key calls models, tools and files; a full key also manages
+#: accounts and keys and registers workers.
+INFERENCE, FULL = "inference", "full"
+SCOPES = (INFERENCE, FULL)
 MIN_PASSWORD = 8
 #: What user and group names may be: what the forms, the CLI and the API accept.
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@+-]{0,127}$")
@@ -44,6 +48,8 @@ class Caller:
     allowed_models: frozenset[str] | None
     #: Epoch seconds after which the key stops working, or None.
     expires_at: float | None
+    #: INFERENCE or FULL (a portal session acts with FULL).
+    scope: str = FULL
 
 
 def create_user(
@@ -230,8 +236,11 @@ def create_api_key(
     name: str = "default",
     expires_in: timedelta | None = None,
     allowed_models: Iterable[str] | None = None,
+    scope: str = FULL,
 ) -> tuple[ApiKey, str]:
     """Make a key; the secret is returned once and only its hash is stored."""
+    if scope not in SCOPES:
+        raise InvalidRequest(f"a key's scope is one of {', '.join(SCOPES)}", param="scope")
     secret = credentials.new_api_key()
     key = ApiKey(
         user_id=user.id,
@@ -240,6 +249,7 @@ def create_api_key(
         prefix=credentials.shown_prefix(secret),
         allowed_models=sorted(set(allowed_models)) if allowed_models is not None else None,
         expires_at=datetime.now(UTC) + expires_in if expires_in is not None else None,
+        scope=scope,
     )
     session.add(key)
     session.flush()
@@ -267,16 +277,26 @@ def find_caller(session: Session, key_hash: str) -> Caller | None:
     key = session.scalar(select(ApiKey).where(ApiKey.key_hash == key_hash))
     if key is None or key.revoked_at is not None or key.user.disabled:
         return None
-    user = key.user
+    return caller_of(key.user, key)
+
+
+def caller_of(user: User, key: ApiKey | None = None) -> Caller:
+    """The user as the gateway judges callers: through ``key`` (its limits and scope), or as
+    the user themselves (every model they may use, full scope)."""
     return Caller(
-        key_id=key.id,
+        key_id=key.id if key is not None else 0,
         user_id=user.id,
         username=user.username,
         email=user.email,
         is_admin=user.is_admin,
         groups=frozenset(group.name for group in user.groups),
-        allowed_models=frozenset(key.allowed_models) if key.allowed_models is not None else None,
-        expires_at=key.expires_at.timestamp() if key.expires_at is not None else None,
+        allowed_models=frozenset(key.allowed_models)
+        if key is not None and key.allowed_models is not None
+        else None,
+        expires_at=key.expires_at.timestamp()
+        if key is not None and key.expires_at is not None
+        else None,
+        scope=key.scope if key is not None else FULL,
     )
 
 

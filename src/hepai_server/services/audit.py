@@ -15,7 +15,7 @@ from hepai_server.db.tables import AuditEvent
 def record(
     session: Session,
     *,
-    actor_id: int,
+    actor_id: int | None,
     actor: str,
     action: str,
     target: str,

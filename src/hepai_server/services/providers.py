@@ -24,6 +24,8 @@ from hepai_server.config import PRESETS, ModelConfig, ModelType, ProviderConfig
 from hepai_server.db.tables import ModelName, ModelPermission, Provider, ProviderModel, utcnow
 from hepai_server.errors import Conflict, InvalidRequest, NotFound
 from hepai_server.security.credentials import Sealer
+from hepai_server.security.egress import parse_base_url
+from hepai_server.security.names import claim_key
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +73,8 @@ def add_provider(
     taken_names: Collection[str],
 ) -> Provider:
     """Store a provider; ``taken_names`` are the config file's, which it may not shadow."""
-    if base_url and len(base_url) > 512:
-        raise InvalidRequest("the base URL has at most 512 characters", param="base_url")
+    if base_url:
+        base_url = parse_base_url(base_url)
     try:
         config = ProviderConfig(name=name, preset=preset or None, base_url=base_url or None)
     except ValidationError as exc:
@@ -82,9 +84,8 @@ def add_provider(
     exists = session.scalar(select(Provider.id).where(Provider.name == name))
     if name in taken_names or exists is not None:
         raise Conflict(f"a provider named {name!r} exists already", param="name")
-    claimed = session.scalars(
-        select(ModelName.name).where(ModelName.name.in_([m.id for m in models]))
-    ).all()
+    keys = {claim_key(m.id): m.id for m in models}
+    claimed = session.scalars(select(ModelName.name).where(ModelName.key.in_(keys))).all()
     if claimed:
         raise Conflict(f"{claimed[0]!r} is the name of a worker model", param="models")
     assert config.base_url is not None  # the validator sets it or fails
@@ -126,6 +127,26 @@ def replace_key(session: Session, *, provider: Provider, api_key: str, sealer: S
 
 def delete_provider(session: Session, *, provider: Provider) -> None:
     session.delete(provider)
+
+
+def add_models(session: Session, *, provider: Provider, model_ids: Iterable[str]) -> int:
+    """Add the chat models ``model_ids`` the provider lacks, by public or upstream name (its
+    ``/models`` listed them), but none a worker has claimed; how many were added. New models
+    are for admins only until a permission says otherwise."""
+    have = {name for m in provider.models for name in (m.model_id, m.upstream) if name}
+    wanted = {
+        claim_key(m): m for m in dict.fromkeys(model_ids) if m not in have and 0 < len(m) <= 256
+    }
+    claimed = set(session.scalars(select(ModelName.key).where(ModelName.key.in_(wanted))).all())
+    added = [ProviderModel(model_id=m, type="chat") for k, m in wanted.items() if k not in claimed]
+    provider.models.extend(added)
+    provider.updated_at = utcnow()
+    return len(added)
+
+
+def preset_url(preset: str) -> str | None:
+    """The base URL a preset stands for."""
+    return PRESETS[preset][0] if preset in PRESETS else None
 
 
 def stored_providers(session: Session, sealer: Sealer) -> list[ProviderConfig]:
@@ -197,17 +218,22 @@ def clear_permission(session: Session, *, model_id: str) -> None:
 async def probe(
     http: aiohttp.ClientSession, base_url: str, api_key: str | None
 ) -> tuple[bool, str]:
-    """Whether the provider answers its model list with this key, and what it said."""
+    """Whether the provider answers its model list with this key, in a few words: its status
+    and how many models it listed, never what else it said (the page must not become a way to
+    read an internal service's answers)."""
     headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
     try:
         async with http.get(
-            base_url.rstrip("/") + "/models", headers=headers, timeout=PROBE_TIMEOUT
+            base_url.rstrip("/") + "/models",
+            headers=headers,
+            timeout=PROBE_TIMEOUT,
+            allow_redirects=False,
         ) as response:
             text = await response.text()
             if response.status != 200:
-                return False, f"HTTP {response.status}: {text[:200]}"
+                return False, f"HTTP {response.status}"
     except (aiohttp.ClientError, TimeoutError) as exc:
-        return False, f"unreachable: {exc.__class__.__name__} {exc}"[:300]
+        return False, f"unreachable: {exc.__class__.__name__}"
     try:
         count = len(orjson.loads(text).get("data", []))
     except (ValueError, AttributeError):

@@ -12,8 +12,11 @@ extra ``"mock"`` object in its body (which the gateway passes through untouched)
     {"mock": {"usage": false}}           never report usage
     {"mock": {"reply": "text"}}          answer a chat with this text (streamed word by word)
 
-``GET /_mock/requests`` returns the recorded requests (path, headers, body) and
-``GET /_mock/events`` what happened to streams (finished, cancelled by the client).
+``GET /_mock/requests`` returns the recorded requests (path, headers, body),
+``GET /_mock/events`` what happened to streams (finished, cancelled by the client), and
+``GET /_mock/stats`` what it served in all: requests answered, and the prompt and completion
+tokens it reported or streamed (a stream cut short counts the chunks it sent), and
+``GET /_mock/served`` the same per request tagged ``{"mock": {"tag": ...}}``.
 Run it with ``python -m hepai_server.testing.mock_upstream --port 9000``.
 """
 
@@ -42,6 +45,8 @@ class MockUpstream:
         self.fail_status = fail_status
         self.requests: deque[dict[str, Any]] = deque(maxlen=RECORDED)
         self.events: deque[dict[str, Any]] = deque(maxlen=RECORDED)
+        self.stats = {"requests": 0, "prompt_tokens": 0, "completion_tokens": 0}
+        self.tagged: dict[str, dict[str, int]] = {}
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=256 * 1024 * 1024)
@@ -53,6 +58,8 @@ class MockUpstream:
         app.router.add_get("/v1/models", self.models)
         app.router.add_get("/_mock/requests", self.recorded)
         app.router.add_get("/_mock/events", self.recorded_events)
+        app.router.add_get("/_mock/stats", self.served)
+        app.router.add_get("/_mock/served", self.served_by_tag)
         app.router.add_post("/_mock/reset", self.reset)
         return app
 
@@ -73,9 +80,22 @@ class MockUpstream:
         status = mock.get("status", self.fail_status)
         if status:
             raise _Failure(status, f"mock failure {status}", "mock_failure")
+        self.stats["requests"] += 1
+        if (tag := mock.get("tag")) is not None:
+            self.tagged[str(tag)] = {"prompt_tokens": 0, "completion_tokens": 0}
         if mock.get("delay") and not body.get("stream"):
             await asyncio.sleep(mock["delay"])
         return body, mock
+
+    def _count(self, mock: dict[str, Any], kind: str, tokens: int) -> None:
+        self.stats[kind] += tokens
+        if (tag := mock.get("tag")) is not None and str(tag) in self.tagged:
+            self.tagged[str(tag)][kind] += tokens
+
+    def _served(self, mock: dict[str, Any], usage: dict[str, Any]) -> dict[str, Any]:
+        self._count(mock, "prompt_tokens", usage.get("prompt_tokens", 0))
+        self._count(mock, "completion_tokens", usage.get("completion_tokens", 0))
+        return usage
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
         body, mock = await self._accept(request)
@@ -103,7 +123,9 @@ class MockUpstream:
                 "created": int(time.time()),
                 "model": body["model"],
                 "choices": choices,
-                "usage": _usage(words, completion, reasoning=bool(mock.get("reasoning"))),
+                "usage": self._served(
+                    mock, _usage(words, completion, reasoning=bool(mock.get("reasoning")))
+                ),
             }
         )
 
@@ -120,7 +142,7 @@ class MockUpstream:
                 "created": int(time.time()),
                 "model": body["model"],
                 "choices": [{"index": 0, "text": reply, "finish_reason": "stop", "logprobs": None}],
-                "usage": _usage(words, len(reply.split())),
+                "usage": self._served(mock, _usage(words, len(reply.split()))),
             }
         )
 
@@ -147,6 +169,7 @@ class MockUpstream:
             "model": body["model"],
         }
         sent = 0
+        self._count(mock, "prompt_tokens", words)
         try:
             for piece in _pieces(mock, chunks, chat):
                 if break_after is not None and sent >= break_after:
@@ -160,6 +183,8 @@ class MockUpstream:
                     b"data: " + orjson.dumps({**base, "choices": [piece]}) + b"\n\n"
                 )
                 sent += 1
+                if piece.get("text") or (piece.get("delta") or {}).get("content"):
+                    self._count(mock, "completion_tokens", 1)
             if include_usage and mock.get("usage", True):
                 usage = _usage(words, chunks, reasoning=bool(mock.get("reasoning")))
                 await response.write(
@@ -186,6 +211,7 @@ class MockUpstream:
                 embedding = base64.b64encode(struct.pack(f"<{DIM}f", *vector)).decode()
             data.append({"object": "embedding", "index": index, "embedding": embedding})
         tokens = sum(len(str(text).split()) for text in inputs)
+        self._count(_mock, "prompt_tokens", tokens)
         return _json(
             {
                 "object": "list",
@@ -299,9 +325,17 @@ class MockUpstream:
     async def recorded_events(self, _request: web.Request) -> web.StreamResponse:
         return _json(list(self.events))
 
+    async def served(self, _request: web.Request) -> web.StreamResponse:
+        return _json(self.stats)
+
+    async def served_by_tag(self, _request: web.Request) -> web.StreamResponse:
+        return _json(self.tagged)
+
     async def reset(self, _request: web.Request) -> web.StreamResponse:
         self.requests.clear()
         self.events.clear()
+        self.stats = dict.fromkeys(self.stats, 0)
+        self.tagged.clear()
         return _json({"ok": True})
 
 

@@ -10,9 +10,10 @@ from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import Response
 
+from hepai_server.db.tables import Worker
 from hepai_server.errors import InvalidRequest
 from hepai_server.gateway import registry
-from hepai_server.portal.web import Portal, gateway, record_action, redirect
+from hepai_server.portal.web import Portal, done, gateway, record_action
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,13 +70,14 @@ async def change_worker(request: Request, portal: Portal) -> Response:
         raise InvalidRequest("action must be stop or release", param="action")
     held = action == "stop"
 
-    def work(session: Session) -> str:
+    def work(session: Session) -> Worker:
         worker = registry.hold(session, caller=viewer.caller(), worker_id=worker_id, held=held)
         detail = {"models": [model.model_name for model in worker.models]}
         record_action(session, viewer, request, f"worker.{action}", worker.id, detail)
-        return worker.address
+        return worker
 
-    address = await gateway(request).transact(work)
+    worker = await gateway(request).transact(work)
     if held:
-        await gateway(request).dispatcher.manage("POST", f"{address}/shutdown_worker")
-    return redirect("/admin/workers")
+        await gateway(request).dispatcher.manage(worker, "POST", "/shutdown_worker")
+    message = "workers.stopped_notice" if held else "workers.released_notice"
+    return await done(request, viewer, "/admin/workers", message, id=worker_id)

@@ -3,8 +3,8 @@
 The chunks themselves live in the chunk index (a SQLite file of their own, or pgvector tables
 the index creates), not in these tables.
 
-Revision ID: 0008
-Revises: 0005 (the lead renumbers on merge: 0007 in the brief)
+Revision ID: 0010
+Revises: 0009
 Create Date: 2026-12-07 03:20:00
 """
 
@@ -13,8 +13,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0008"
-down_revision = "0005"
+revision = "0010"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 

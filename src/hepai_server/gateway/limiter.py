@@ -1,0 +1,272 @@
+"""The limiter: admits a call against the budgets and rate limits that apply to it, before any
+upstream is called, and settles it with what it used.
+
+A call is admitted against a reservation made from an estimate (its prompt's size, and
+``max_tokens`` or the default output estimate), in one atomic step of the counters (one Redis
+round trip when replicas share them): every budget and limit it touches has room, or it is
+refused (429, OpenAI's ``insufficient_quota`` for a spent budget, ``rate_limit_exceeded`` for
+a rate, with ``Retry-After`` and the ``x-ratelimit-*`` headers) and nothing is reserved. When
+the call ends (however it ends) its reservation is released and what it actually used is
+counted; a reservation a crash never releases expires. Budget counters the counters have not
+seen are seeded from the ledger (``budget_daily``), so spend survives a restart of Redis.
+
+When Redis cannot be reached, ``limits_redis_failure`` decides: ``closed`` refuses calls with
+503; ``local`` limits each replica by itself, every rate divided by ``limits_replicas``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, tzinfo
+from typing import Any
+
+from sqlalchemy import Engine
+
+from hepai_server.db.engine import transact
+from hepai_server.errors import InsufficientQuota, RateLimited, ServiceUnavailable
+from hepai_server.governance import budgets
+from hepai_server.governance.prices import PriceBook, format_money
+from hepai_server.governance.rules import Plan, Rules
+from hepai_server.protocol.openai import Endpoint
+from hepai_server.services.accounts import Caller
+from hepai_server.state.counters import Check, Counters, Decision, MemoryCounters
+
+log = logging.getLogger(__name__)
+
+#: Called when a budget's spend crosses its warning threshold or its limit:
+#: (budget, "warning" or "exhausted", first day of the period, "money" or "tokens", spent,
+#: limit).
+OnThreshold = Callable[[budgets.BudgetRule, str, date, str, int, int], Awaitable[None]]
+
+
+@dataclass(slots=True)
+class Ticket:
+    """An admitted call's reservation."""
+
+    plan: Plan
+    at: float
+    counters: Counters
+    #: The x-ratelimit-* headers of the answer.
+    headers: dict[str, str]
+
+
+class Limiter:
+    def __init__(
+        self,
+        counters: Counters,
+        *,
+        engine: Engine,
+        zone: tzinfo,
+        reservation_ttl: float,
+        redis_failure: str,
+        replicas: int,
+        on_threshold: OnThreshold | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._counters = counters
+        self._local = counters if isinstance(counters, MemoryCounters) else MemoryCounters()
+        self._engine = engine
+        self._zone = zone
+        self._ttl = reservation_ttl
+        self._redis_failure = redis_failure
+        self._replicas = replicas
+        self._on_threshold = on_threshold
+        self._clock = clock
+        self.rules = Rules((), (), {})
+        self.prices = PriceBook({})
+        self._settling: set[asyncio.Task[None]] = set()
+
+    @property
+    def active(self) -> bool:
+        return not self.rules.empty
+
+    async def admit(
+        self, caller: Caller, model: str, *, request_id: str, tokens: int, cost: int
+    ) -> Ticket | None:
+        """Reserve room for the call, or raise the 429 (or, without its counters, 503)."""
+        rules = self.rules
+        if rules.empty:
+            return None
+        now = self._clock()
+        plan = rules.plan(
+            caller,
+            model,
+            tokens=tokens,
+            cost=cost,
+            now=now,
+            zone=self._zone,
+            reservation_ttl=self._ttl,
+        )
+        if not plan.checks:
+            return None
+        counters = self._counters
+        try:
+            decision = await self._admit(counters, request_id, plan)
+        except Exception as exc:  # the shared counters are unreachable
+            if counters is self._local or self._redis_failure != "local":
+                log.error("limits: the shared counters failed (%s); refusing calls", exc)
+                raise ServiceUnavailable(
+                    "the platform cannot check its limits right now; try again shortly",
+                    headers={"retry-after": "1"},
+                ) from None
+            log.warning("limits: the shared counters failed (%s); limiting locally", exc)
+            counters = self._local
+            plan = rules.divided(self._replicas).plan(
+                caller,
+                model,
+                tokens=tokens,
+                cost=cost,
+                now=now,
+                zone=self._zone,
+                reservation_ttl=self._ttl,
+            )
+            decision = await self._admit(counters, request_id, plan)
+        headers = rate_headers(plan, decision)
+        if not decision.admitted:
+            raise refusal(plan, decision, model, headers)
+        return Ticket(plan, decision.at, counters, headers)
+
+    async def _admit(self, counters: Counters, request_id: str, plan: Plan) -> Decision:
+        decision = await counters.admit(request_id, plan.checks, reservation_ttl=self._ttl)
+        if decision.unseeded:
+            seeded = await self._seeded(plan)
+            decision = await counters.admit(request_id, seeded.checks, reservation_ttl=self._ttl)
+        return decision
+
+    async def _seeded(self, plan: Plan) -> Plan:
+        """The plan with every budget check seeded from the ledger."""
+        starts = {
+            meter.budget.id: plan.periods[meter.budget.id][0]
+            for meter in plan.meters
+            if meter.budget
+        }
+
+        def work(session: Any) -> dict[int, tuple[int, int]]:
+            return {
+                budget_id: budgets.spent(session, budget_id, date.fromisoformat(start))
+                for budget_id, start in starts.items()
+            }
+
+        spent = await transact(self._engine, work)
+        checks = []
+        for check, meter in zip(plan.checks, plan.meters, strict=True):
+            if meter.budget is not None:
+                money, tokens = spent[meter.budget.id]
+                seed = money if meter.measure == "money" else tokens
+                check = Check(check.kind, check.key, check.limit, check.amount, check.span, seed)
+            checks.append(check)
+        return Plan(tuple(checks), plan.meters, plan.budget_ids, plan.periods)
+
+    def settle(self, ticket: Ticket, request_id: str, *, tokens: int, cost: int) -> None:
+        """Release the call's reservation, counting what it used (in the background)."""
+        task = asyncio.get_running_loop().create_task(
+            self._settle(ticket, request_id, tokens=tokens, cost=cost)
+        )
+        self._settling.add(task)
+        task.add_done_callback(self._settling.discard)
+
+    async def _settle(self, ticket: Ticket, request_id: str, *, tokens: int, cost: int) -> None:
+        plan = ticket.plan
+        actuals = plan.actuals(tokens=tokens, cost=cost)
+        try:
+            spent = await ticket.counters.settle(request_id, plan.checks, actuals, at=ticket.at)
+        except Exception:
+            log.warning("limits: settling %s failed; its reservation expires", request_id)
+            return
+        if self._on_threshold is None:
+            return
+        for check, meter, used, after in zip(plan.checks, plan.meters, actuals, spent, strict=True):
+            budget = meter.budget
+            if budget is None:
+                continue
+            start = date.fromisoformat(plan.periods[budget.id][0])
+            measure = "money" if meter.measure == "money" else "tokens"
+            thresholds = (("warning", budget.warn_at * check.limit), ("exhausted", check.limit))
+            for kind, threshold in thresholds:
+                if after >= threshold > after - used:
+                    await self._on_threshold(budget, kind, start, measure, after, check.limit)
+
+    async def drain(self) -> None:
+        """Wait for settlements still in flight (at shutdown)."""
+        if self._settling:
+            await asyncio.gather(*self._settling, return_exceptions=True)
+
+
+def estimate_tokens(
+    endpoint: Endpoint, size: int, body: dict[str, Any], default_output: int
+) -> tuple[int, int]:
+    """A call's prompt and output tokens, estimated before it runs: about four bytes of request
+    a token, and ``max_tokens`` (or the default) of output per choice."""
+    prompt = size // 4 + 1
+    if not endpoint.can_stream:
+        return prompt, 0
+    output = body.get("max_completion_tokens") or body.get("max_tokens") or default_output
+    choices = body.get("n") or 1
+    return prompt, int(output) * int(choices)
+
+
+def rate_headers(plan: Plan, decision: Decision) -> dict[str, str]:
+    """OpenAI's x-ratelimit-* headers: for requests and for tokens, the window closest to
+    its limit."""
+    headers: dict[str, str] = {}
+    known = list(decision.used)
+    if decision.failed is not None:  # the refusing window: nothing left until it resets
+        known.append((plan.checks[decision.failed].limit, decision.retry_after))
+    for measure, suffix in (("requests", "requests"), ("tokens", "tokens")):
+        tightest: tuple[int, int, float] | None = None
+        for check, meter, used in zip(plan.checks, plan.meters, known, strict=False):
+            if meter.measure != measure:
+                continue
+            remaining = max(check.limit - used[0], 0)
+            if tightest is None or remaining < tightest[1]:
+                tightest = (check.limit, remaining, used[1])
+        if tightest is not None:
+            headers[f"x-ratelimit-limit-{suffix}"] = str(tightest[0])
+            headers[f"x-ratelimit-remaining-{suffix}"] = str(tightest[1])
+            headers[f"x-ratelimit-reset-{suffix}"] = duration(tightest[2])
+    return headers
+
+
+def refusal(plan: Plan, decision: Decision, model: str, headers: dict[str, str]) -> RateLimited:
+    assert decision.failed is not None
+    check, meter = plan.checks[decision.failed], plan.meters[decision.failed]
+    headers = {**headers, "retry-after": str(max(math.ceil(decision.retry_after), 1))}
+    if meter.budget is not None:
+        budget = meter.budget
+        limit = (
+            format_money(check.limit, places=2)
+            if meter.measure == "money"
+            else f"{check.limit} tokens"
+        )
+        return InsufficientQuota(
+            "You exceeded your current quota: the budget of this "
+            f"{budget.scope} ({limit} per {budget.period}) is spent. Ask an administrator for "
+            "more, or wait for the next period.",
+            headers={"retry-after": headers["retry-after"]},
+        )
+    if meter.measure == "concurrency":
+        message = f"Too many requests at once on {model}: at most {check.limit} at a time."
+    else:
+        kind = (
+            "requests per minute (RPM)"
+            if meter.measure == "requests"
+            else "tokens per minute (TPM)"
+        )
+        message = (
+            f"Rate limit reached for {kind} on {model}: limit {check.limit}. "
+            f"Try again in {duration(decision.retry_after)}."
+        )
+    return RateLimited(message, headers=headers)
+
+
+def duration(seconds: float) -> str:
+    """Seconds as OpenAI's reset headers write them: ``20ms``, ``1s``, ``6m0s``."""
+    if seconds < 1:
+        return f"{max(int(seconds * 1000), 0)}ms"
+    minutes, rest = divmod(seconds, 60)
+    rest_text = f"{rest:.3f}".rstrip("0").rstrip(".") + "s"
+    return f"{int(minutes)}m{rest_text}" if minutes else rest_text

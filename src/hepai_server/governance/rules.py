@@ -1,0 +1,155 @@
+"""The limits in force, as the hot path reads them: which budgets and rate limits apply to a
+call, turned into the counters' checks. A snapshot: loaded with the catalog, replaced whole."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, tzinfo
+
+from hepai_server.governance.budgets import BudgetRule
+from hepai_server.governance.limits import RateRule
+from hepai_server.services.accounts import Caller
+from hepai_server.state.counters import Check
+
+WINDOW = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class Meter:
+    """What one check of a plan measures, for headers, settlement and alerts."""
+
+    #: "requests", "tokens", "concurrency", "money" or "budget-tokens".
+    measure: str
+    budget: BudgetRule | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """The checks one call is admitted against, with what each measures."""
+
+    checks: tuple[Check, ...]
+    meters: tuple[Meter, ...]
+    budget_ids: tuple[int, ...]
+    #: Each budget check's period: its first day (ISO) and end, for seeding and alerts.
+    periods: Mapping[int, tuple[str, datetime]] = field(default_factory=dict)
+
+    def actuals(self, *, tokens: int, cost: int) -> list[int]:
+        """What each check counts once the call is over."""
+        amounts = {"tokens": tokens, "money": cost, "budget-tokens": tokens}
+        return [
+            amounts.get(meter.measure, check.amount)
+            for check, meter in zip(self.checks, self.meters, strict=True)
+        ]
+
+
+class Rules:
+    """Every budget and rate limit, indexed by whom it is for."""
+
+    def __init__(
+        self,
+        budgets: Iterable[BudgetRule],
+        rates: Iterable[RateRule],
+        group_ids: Mapping[str, int],
+        *,
+        divide: int = 1,
+    ) -> None:
+        self._budgets = {(b.scope, b.subject_id): b for b in budgets}
+        self._rates: dict[tuple[str, int], list[RateRule]] = {}
+        for rule in rates:
+            self._rates.setdefault((rule.scope, rule.subject_id), []).append(rule)
+        self._group_ids = dict(group_ids)
+        #: Replicas sharing the limits without shared counters: each enforces its share.
+        self._divide = max(divide, 1)
+        self.empty = not self._budgets and not self._rates
+
+    def divided(self, replicas: int) -> Rules:
+        """These rules with every limit divided among ``replicas`` (local counters only)."""
+        rules = Rules((), (), self._group_ids, divide=replicas)
+        rules._budgets, rules._rates, rules.empty = self._budgets, self._rates, self.empty
+        return rules
+
+    def budgets(self) -> list[BudgetRule]:
+        return list(self._budgets.values())
+
+    def group_ids_of(self, caller: Caller) -> set[int]:
+        return {self._group_ids[g] for g in caller.groups if g in self._group_ids}
+
+    def rates_for(self, caller: Caller) -> list[RateRule]:
+        """The rate limits that count the caller's calls (on some model or all)."""
+        groups = sorted(self.group_ids_of(caller))
+        found = [
+            rule
+            for scope, subject, _counted in self._rate_subjects(caller, groups)
+            for rule in self._rates.get((scope, subject), ())
+        ]
+        return found + list(self._rates.get(("model", 0), ()))
+
+    def plan(
+        self,
+        caller: Caller,
+        model: str,
+        *,
+        tokens: int,
+        cost: int,
+        now: datetime,
+        zone: tzinfo,
+        reservation_ttl: float,
+    ) -> Plan:
+        checks: list[Check] = []
+        meters: list[Meter] = []
+        groups = [self._group_ids[g] for g in sorted(caller.groups) if g in self._group_ids]
+        for scope, subject, counted_as in self._rate_subjects(caller, groups):
+            for rule in self._rates.get((scope, subject), ()):
+                if rule.model in ("", model):
+                    self._add_rates(checks, meters, rule, counted_as, tokens)
+        for rule in self._rates.get(("model", 0), ()):
+            if rule.model == model:
+                self._add_rates(checks, meters, rule, "model:0", tokens)
+        budget_ids: list[int] = []
+        periods: dict[int, tuple[str, datetime]] = {}
+        owners = [("user", caller.user_id), *(("group", g) for g in groups)]
+        if caller.key_id:
+            owners.append(("key", caller.key_id))
+        for owner in owners:
+            budget = self._budgets.get(owner)
+            if budget is None:
+                continue
+            start, end = budget.window(now, zone)
+            span = max((end - now).total_seconds(), reservation_ttl)
+            key = f"hepai:budget:{budget.id}:{start.isoformat()}"
+            budget_ids.append(budget.id)
+            periods[budget.id] = (start.isoformat(), end)
+            if budget.amount_nanos is not None:
+                checks.append(Check("budget", key + ":m", budget.amount_nanos, cost, span))
+                meters.append(Meter("money", budget))
+            if budget.tokens is not None:
+                checks.append(Check("budget", key + ":t", budget.tokens, tokens, span))
+                meters.append(Meter("budget-tokens", budget))
+        return Plan(tuple(checks), tuple(meters), tuple(budget_ids), periods)
+
+    def _rate_subjects(self, caller: Caller, groups: Sequence[int]) -> list[tuple[str, int, str]]:
+        """(scope, subject id of the rules, what the counters count per)."""
+        subjects = []
+        if caller.key_id:
+            subjects.append(("key", caller.key_id, f"key:{caller.key_id}"))
+        own = ("user", caller.user_id) in self._rates
+        subjects.append(("user", caller.user_id if own else 0, f"user:{caller.user_id}"))
+        subjects += [("group", g, f"group:{g}") for g in groups]
+        return subjects
+
+    def _add_rates(
+        self, checks: list[Check], meters: list[Meter], rule: RateRule, counted: str, tokens: int
+    ) -> None:
+        base = f"hepai:rl:{counted}:{rule.model}"
+        divide = self._divide
+        if rule.rpm is not None:
+            checks.append(Check("window", base + ":rpm", rule.rpm // divide, 1, WINDOW))
+            meters.append(Meter("requests"))
+        if rule.tpm is not None:
+            checks.append(Check("window", base + ":tpm", rule.tpm // divide, tokens, WINDOW))
+            meters.append(Meter("tokens"))
+        if rule.concurrency is not None:
+            limit = max(rule.concurrency // divide, 1)
+            checks.append(Check("concurrency", base + ":conc", limit, 1, 0.0))
+            meters.append(Meter("concurrency"))

@@ -1,0 +1,183 @@
+"""The limits' counters, in process and in a real Redis, held to the same contract: admission
+is all or nothing, windows count at their boundary, concurrency slots and budget reservations
+are freed on settlement or when they expire, and budgets settle with what was actually spent."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterator
+from typing import TypeVar
+
+import pytest
+
+from hepai_server.state.counters import Check, Counters, MemoryCounters
+from hepai_server.state.redis_counters import RedisCounters
+from tests.redisserver import RedisServer, redis_server
+
+T = TypeVar("T")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture(scope="module")
+def redis() -> Iterator[RedisServer]:
+    with redis_server() as server:
+        yield server
+
+
+@pytest.fixture(params=["memory", pytest.param("redis", marks=pytest.mark.e2e)])
+def counters(request: pytest.FixtureRequest, unique) -> tuple[Callable[[], Counters], str]:
+    """How to make each backend (inside the test's event loop), and a key prefix of its own."""
+    if request.param == "memory":
+        return MemoryCounters, unique("t")
+    server: RedisServer = request.getfixturevalue("redis")
+    return (lambda: RedisCounters(server.url)), unique("t")
+
+
+def run(make: Callable[[], Counters], scenario: Callable[[Counters], Awaitable[T]]) -> T:
+    async def main() -> T:
+        backend = make()
+        try:
+            return await scenario(backend)
+        finally:
+            await backend.close()
+
+    return asyncio.run(main())
+
+
+def test_a_window_admits_up_to_its_limit_and_not_one_more(counters) -> None:
+    make, prefix = counters
+    rpm = Check("window", f"{prefix}:rpm", limit=3, amount=1, span=60)
+
+    async def scenario(backend: Counters) -> list[bool]:
+        return [
+            (await backend.admit(f"r{n}", [rpm], reservation_ttl=30)).admitted for n in range(4)
+        ]
+
+    assert run(make, scenario) == [True, True, True, False]
+
+
+def test_refusal_touches_no_other_counter(counters) -> None:
+    make, prefix = counters
+    loose = Check("window", f"{prefix}:loose", limit=100, amount=1, span=60)
+    tight = Check("window", f"{prefix}:tight", limit=1, amount=1, span=60)
+
+    async def scenario(backend: Counters):
+        first = await backend.admit("a", [loose, tight], reservation_ttl=30)
+        second = await backend.admit("b", [loose, tight], reservation_ttl=30)
+        third = await backend.admit("c", [loose], reservation_ttl=30)
+        return first, second, third
+
+    first, second, third = run(make, scenario)
+    assert first.admitted and not second.admitted and second.failed == 1
+    assert second.retry_after > 0
+    assert third.used[0][0] == 2, "the refused request reserved nothing on the loose window"
+
+
+def test_tokens_per_minute_settle_to_the_actual(counters) -> None:
+    make, prefix = counters
+    tpm = Check("window", f"{prefix}:tpm", limit=1000, amount=800, span=60)
+
+    async def scenario(backend: Counters):
+        first = await backend.admit("a", [tpm], reservation_ttl=30)
+        assert not (await backend.admit("b", [tpm], reservation_ttl=30)).admitted
+        await backend.settle("a", [tpm], [100], at=first.at)
+        return await backend.admit("c", [tpm], reservation_ttl=30)
+
+    assert run(make, scenario).admitted, "settled at 100 actual tokens, 800 more fit"
+
+
+def test_concurrency_frees_a_slot_on_settlement(counters) -> None:
+    make, prefix = counters
+    slot = Check("concurrency", f"{prefix}:conc", limit=2, amount=1, span=0)
+
+    async def scenario(backend: Counters):
+        a = await backend.admit("a", [slot], reservation_ttl=30)
+        b = await backend.admit("b", [slot], reservation_ttl=30)
+        c = await backend.admit("c", [slot], reservation_ttl=30)
+        await backend.settle("a", [slot], [1], at=a.at)
+        d = await backend.admit("d", [slot], reservation_ttl=30)
+        return a.admitted, b.admitted, c.admitted, d.admitted
+
+    assert run(make, scenario) == (True, True, False, True)
+
+
+def test_a_budget_needs_its_seed_then_counts_spend_and_reservations(counters) -> None:
+    make, prefix = counters
+    key = f"{prefix}:budget"
+
+    def budget(amount: int, seed: int | None = None) -> Check:
+        return Check("budget", key, limit=100, amount=amount, span=3600, seed=seed)
+
+    async def scenario(backend: Counters):
+        unseeded = await backend.admit("a", [budget(10)], reservation_ttl=30)
+        assert not unseeded.admitted and unseeded.unseeded
+        a = await backend.admit("a", [budget(30, seed=50)], reservation_ttl=30)
+        assert a.admitted
+        assert not (await backend.admit("b", [budget(30)], reservation_ttl=30)).admitted
+        spent = await backend.settle("a", [budget(30)], [20], at=a.at)
+        assert spent == [70]
+        b = await backend.admit("b", [budget(30)], reservation_ttl=30)
+        assert b.admitted
+        await backend.settle("b", [budget(30)], [40], at=b.at)
+        # Spent 110 > 100: exhausted, even for a request estimated at nothing.
+        return await backend.admit("c", [budget(0)], reservation_ttl=30)
+
+    assert not run(make, scenario).admitted
+
+
+def test_a_burst_against_a_budget_overshoots_by_at_most_one_request(counters) -> None:
+    """Fifty requests at once, each estimated at what it will cost, against a budget that
+    allows ten: ten are admitted, none more."""
+    make, prefix = counters
+    check = Check("budget", f"{prefix}:burst", limit=100, amount=10, span=3600, seed=0)
+
+    async def one(backend: Counters, n: int) -> bool:
+        decision = await backend.admit(f"r{n}", [check], reservation_ttl=30)
+        if decision.admitted:
+            await asyncio.sleep(0.01)
+            await backend.settle(f"r{n}", [check], [10], at=decision.at)
+        return decision.admitted
+
+    async def burst(backend: Counters) -> list[bool]:
+        return list(await asyncio.gather(*(one(backend, n) for n in range(50))))
+
+    assert sum(run(make, burst)) == 10
+
+
+def test_reservations_of_a_crashed_request_expire(unique) -> None:
+    clock = Clock()
+    make = lambda: MemoryCounters(clock)  # noqa: E731
+    slot = Check("concurrency", unique("c"), limit=1, amount=1, span=0)
+    budget = Check("budget", unique("b"), limit=10, amount=10, span=3600, seed=0)
+
+    async def scenario(backend: Counters):
+        assert (await backend.admit("dead", [slot, budget], reservation_ttl=30)).admitted
+        assert not (await backend.admit("next", [slot], reservation_ttl=30)).admitted
+        clock.now += 31  # the dead request never settles
+        return await backend.admit("next", [slot, budget], reservation_ttl=30)
+
+    assert run(make, scenario).admitted
+
+
+def test_a_window_resets_at_its_boundary(unique) -> None:
+    clock = Clock()
+    clock.now = 600.0  # the start of a minute
+    make = lambda: MemoryCounters(clock)  # noqa: E731
+    rpm = Check("window", unique("w"), limit=1, amount=1, span=60)
+
+    async def scenario(backend: Counters):
+        assert (await backend.admit("a", [rpm], reservation_ttl=30)).admitted
+        clock.now = 659.9
+        refused = await backend.admit("b", [rpm], reservation_ttl=30)
+        assert not refused.admitted and refused.retry_after == pytest.approx(0.1)
+        clock.now = 660.0
+        return await backend.admit("c", [rpm], reservation_ttl=30)
+
+    assert run(make, scenario).admitted
