@@ -32,7 +32,7 @@ from hepai_server.gateway.usage import add_to_budget_totals, add_to_daily_totals
 from hepai_server.governance import budgets, groups, limits
 from hepai_server.services import accounts
 from seqlatency import percentile
-from services import _cli, free_port, prepare_workspace, start_gateway
+from services import cli, free_port, prepare_workspace, start_gateway
 
 PAGES = [
     ("/", "home"),
@@ -246,7 +246,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="hepai-portal-bench-") as tmp:
         root = Path(tmp)
         ws = prepare_workspace(root, database_url=None)
-        _cli(["user", "create", "bench-admin", "--admin"], ws.env, root, stdin="bench-password\n")
+        cli(["user", "create", "bench-admin", "--admin"], ws.env, root, stdin="bench-password\n")
         started = time.perf_counter()
         daily = seed(
             ws.database_url,

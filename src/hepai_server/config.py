@@ -240,6 +240,48 @@ class Settings(BaseSettings):
         default=2 * 1024 * 1024 * 1024,
         description="Memory one conversion may take beyond the worker's own.",
     )
+    job_queue: Literal["auto", "in-process", "procrastinate"] = Field(
+        default="auto",
+        description="What runs background jobs (knowledge-base ingestion): procrastinate, a "
+        "queue in the platform's PostgreSQL that every replica shares, or each process "
+        "itself; auto means procrastinate on PostgreSQL and in-process on SQLite.",
+    )
+    job_concurrency: int = Field(
+        default=2, ge=1, description="Background jobs one server process runs at once."
+    )
+    job_recovery_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="How often each process looks for unfinished jobs (after a restart, or "
+        "of a replica that died) and submits them again.",
+    )
+    knowledge_store: Literal["auto", "sqlite", "pgvector"] = Field(
+        default="auto",
+        description="Where knowledge-base chunks are indexed: a SQLite file in data_dir, or "
+        "the platform's PostgreSQL with pgvector (for several replicas); auto means pgvector "
+        "when the database is PostgreSQL and has the extension, else the SQLite file.",
+    )
+    knowledge_embedding_model: str = Field(
+        default="hepai/all-minilm-l6-v2",
+        description="The platform's embedding model new vector stores are embedded with "
+        "(hepai/bge-m3 in production); a store keeps the model it was made with.",
+    )
+    knowledge_rerank_model: str | None = Field(
+        default=None,
+        description="The platform's rerank model that reorders search results (hepai/"
+        "bge-reranker-v2-m3 in production); unset ranks by fusion alone.",
+    )
+    knowledge_quota_bytes: int = Field(
+        default=1024 * 1024 * 1024,
+        ge=0,
+        description="Bytes of chunk text one user's vector stores may hold in all.",
+    )
+    knowledge_candidates: int = Field(
+        default=50,
+        ge=1,
+        le=1000,
+        description="Chunks each ranking (vectors, full text) hands to fusion and rerank.",
+    )
     portal_session_idle_hours: float = Field(
         default=12.0, gt=0, description="A portal session unused this long ends."
     )

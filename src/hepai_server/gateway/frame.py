@@ -100,6 +100,20 @@ class Exchange:
             )
         )
 
+    def finish(self, caller: Caller | None) -> UsageRow:
+        """The call is over: its row recorded (when someone was let in), its reservation
+        settled with what it used, its metrics counted."""
+        gateway = self.gateway
+        row = self.usage_row(caller)
+        if caller is not None:
+            gateway.recorder.record(row, self.started_in)
+            if self.ticket is not None:
+                gateway.limiter.settle(
+                    self.ticket, self.request_id, tokens=row.total_tokens or 0, cost=row.cost_nanos
+                )
+        gateway.meter.add(row)
+        return row
+
     def _budgets(self) -> str | None:
         if self.ticket is None or not self.ticket.plan.budget_ids:
             return None
@@ -209,17 +223,7 @@ class Frame:
                 raise
             await refuse(exchange, unavailable(exc), send)
         finally:
-            row = exchange.usage_row(caller)
-            if caller is not None:
-                gateway.recorder.record(row, exchange.started_in)
-                if exchange.ticket is not None:
-                    gateway.limiter.settle(
-                        exchange.ticket,
-                        exchange.request_id,
-                        tokens=row.total_tokens or 0,
-                        cost=row.cost_nanos,
-                    )
-            gateway.meter.add(row)
+            row = exchange.finish(caller)
             if gateway.tracing is not None:
                 trace(gateway.tracing, row, exchange.headers.get(b"traceparent"))
 

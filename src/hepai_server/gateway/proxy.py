@@ -25,6 +25,7 @@ import orjson
 
 from hepai_server.errors import (
     HepAIError,
+    InvalidRequest,
     RateLimited,
     ServiceUnavailable,
     UpstreamError,
@@ -183,6 +184,27 @@ class Proxy:
             finally:
                 if response is not None:
                     response.release()
+
+    async def fetch(self, call: Call, outcome: Outcome) -> bytes:
+        """The whole answer to a call the gateway makes itself (knowledge bases embedding and
+        reranking), chosen and failed over as ``relay`` does; an upstream error is raised."""
+        timeouts = call.model.timeouts
+        total = timeouts.total if timeouts is not None else None
+        try:
+            async with asyncio.timeout(total):
+                response = await self._upstreams.open(call, outcome)
+                try:
+                    raw = await response.read()
+                finally:
+                    response.release()
+        except TimeoutError:
+            raise UpstreamTimeout(f"{call.model.id} did not answer within {total} s") from None
+        if 200 <= response.status < 300:
+            raw, outcome.usage = finish_json(call, raw)
+            return raw
+        outcome.status, outcome.error = response.status, upstream_message(raw)
+        raise_for_upstream(response.status, raw, outcome)
+        raise InvalidRequest(f"{call.model.id} refused the request: {upstream_message(raw)}")
 
     async def _relay_whole(
         self, call: Call, response: aiohttp.ClientResponse, outcome: Outcome, send: Send

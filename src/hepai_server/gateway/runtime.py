@@ -39,6 +39,9 @@ from hepai_server.gateway.routing import Occupancy
 from hepai_server.gateway.upstream import Upstreams
 from hepai_server.gateway.usage import UsageRecorder
 from hepai_server.governance import store
+from hepai_server.jobs.runner import open_runner
+from hepai_server.knowledge.engines import open_index
+from hepai_server.knowledge.service import KnowledgeService
 from hepai_server.security.credentials import Sealer, signing_secret
 from hepai_server.security.egress import EgressPolicy, SocketFactory
 from hepai_server.security.names import claim_key
@@ -98,6 +101,8 @@ class Gateway:
     refresher: asyncio.Task[None] | None = None
     #: When this process started: the ``created`` of its catalog's models.
     started: int = field(default_factory=lambda: int(time.time()))
+    #: Knowledge bases (vector stores): built once the rest is, since their tools call it.
+    knowledge: KnowledgeService = field(init=False)
 
     @classmethod
     async def start(cls, settings: Settings, config_providers: list[ProviderConfig]) -> Gateway:
@@ -267,6 +272,7 @@ class Gateway:
 
             gateway.broadcast = Broadcast(settings.redis_url, gateway.heard)
             gateway.broadcast.start()
+        await gateway.start_knowledge()
         # Read before loading: a change made while this process loads is then seen as one.
         seen = gateway.catalog_generation.read()
         try:
@@ -278,6 +284,25 @@ class Gateway:
             refresh(gateway, settings.catalog_refresh_seconds, seen)
         )
         return gateway
+
+    async def start_knowledge(self) -> None:
+        """The knowledge service, its chunk index and the job runner that ingests its files.
+
+        Its tools call back into this gateway (the dispatcher, the proxy, the recorder), so
+        the module that makes them is imported here, once the gateway exists.
+        """
+        from hepai_server.gateway.knowledge_tools import PlatformTools
+
+        settings = self.settings
+        runner = open_runner(settings)
+        self.knowledge = KnowledgeService(
+            settings=settings,
+            engine=self.engine,
+            index=await open_index(settings, self.engine),
+            tools=PlatformTools(self),
+            runner=runner,
+        )
+        await runner.start()
 
     async def reload_catalog(self) -> None:
         """Rebuild the catalog from the config file's providers and the stored ones, and the
@@ -325,8 +350,10 @@ class Gateway:
         return await transact(self.engine, work)
 
     async def close(self) -> None:
-        """Stop in dependency order: no new upstream calls, then drain usage, then the database."""
+        """Stop in dependency order: no new jobs or upstream calls, then drain usage, then the
+        database."""
         self.sweeper.cancel()
+        await self.knowledge.close()
         if self.refresher is not None:
             self.refresher.cancel()
         await self.probes.close()

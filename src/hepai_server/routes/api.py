@@ -19,7 +19,16 @@ from hepai_server.gateway.gate import GateCall
 from hepai_server.gateway.relay import OpenAIRelay
 from hepai_server.gateway.runtime import Gateway
 from hepai_server.protocol.openai import CHAT, COMPLETIONS, EMBEDDINGS, RERANK
-from hepai_server.routes import accounts, billing, ddf, files, groups, openai, providers
+from hepai_server.routes import (
+    accounts,
+    billing,
+    ddf,
+    files,
+    groups,
+    openai,
+    providers,
+    vector_stores,
+)
 from hepai_server.routes.http import json_response
 from hepai_server.telemetry.metrics import CONTENT_TYPE
 
@@ -49,6 +58,7 @@ def api_routes() -> list[BaseRoute]:
         routes.append(Route(path + "/count_tokens", openai.count_tokens, methods=["POST"]))
     for prefix in PREFIXES:
         routes += file_routes(prefix)
+        routes += vector_store_routes(prefix)
         routes += [
             Route(prefix + "/billing/limits", billing.billing_limits, methods=["GET"]),
             Route(
@@ -83,6 +93,31 @@ def file_routes(prefix: str) -> list[BaseRoute]:
         Route(upload + "/parts", files.add_upload_part, methods=["POST"]),
         Route(upload + "/complete", files.complete_upload, methods=["POST"]),
         Route(upload + "/cancel", files.cancel_upload, methods=["POST"]),
+    ]
+
+
+def vector_store_routes(prefix: str) -> list[BaseRoute]:
+    stores, v = prefix + "/vector_stores", vector_stores
+    store = stores + "/{store_id}"
+    file, batch = store + "/files/{file_id}", store + "/file_batches/{batch_id}"
+    return [
+        Route(stores, v.create_store, methods=["POST"]),
+        Route(stores, v.list_stores, methods=["GET"]),
+        Route(store, v.retrieve_store, methods=["GET"]),
+        Route(store, v.modify_store, methods=["POST"]),
+        Route(store, v.delete_store, methods=["DELETE"]),
+        Route(store + "/search", v.search_store, methods=["POST"]),
+        Route(store + "/share", v.share_store, methods=["POST"]),
+        Route(store + "/files", v.attach_file, methods=["POST"]),
+        Route(store + "/files", v.list_files, methods=["GET"]),
+        Route(file, v.retrieve_file, methods=["GET"]),
+        Route(file, v.update_file, methods=["POST"]),
+        Route(file, v.delete_file, methods=["DELETE"]),
+        Route(file + "/content", v.file_content, methods=["GET"]),
+        Route(store + "/file_batches", v.create_batch, methods=["POST"]),
+        Route(batch, v.retrieve_batch, methods=["GET"]),
+        Route(batch + "/cancel", v.cancel_batch, methods=["POST"]),
+        Route(batch + "/files", v.list_files, methods=["GET"]),
     ]
 
 

@@ -10,6 +10,7 @@ extra ``"mock"`` object in its body (which the gateway passes through untouched)
     {"mock": {"reasoning": true}}        stream reasoning_content deltas before the content
     {"mock": {"tool_call": true}}        answer with a tool call
     {"mock": {"usage": false}}           never report usage
+    {"mock": {"reply": "text"}}          answer a chat with this text (streamed word by word)
 
 ``GET /_mock/requests`` returns the recorded requests (path, headers, body),
 ``GET /_mock/events`` what happened to streams (finished, cancelled by the client), and
@@ -357,6 +358,8 @@ def _words(body: dict[str, Any]) -> int:
 
 
 def _reply(mock: dict[str, Any]) -> str:
+    if isinstance(mock.get("reply"), str):
+        return str(mock["reply"])
     return " ".join(f"word{i}" for i in range(mock.get("chunks", 5)))
 
 
@@ -397,10 +400,12 @@ def _pieces(mock: dict[str, Any], chunks: int, chat: bool) -> list[dict[str, Any
     if mock.get("tool_call"):
         call = {**_tool_call(), "index": 0}
         pieces.append({"index": 0, "delta": {"tool_calls": [call]}, "finish_reason": None})
-    pieces += [
-        {"index": 0, "delta": {"content": f"word{i} "}, "finish_reason": None}
-        for i in range(chunks)
-    ]
+    words = (
+        [word + " " for word in mock["reply"].split(" ")]
+        if isinstance(mock.get("reply"), str)
+        else [f"word{i} " for i in range(chunks)]
+    )
+    pieces += [{"index": 0, "delta": {"content": word}, "finish_reason": None} for word in words]
     pieces.append({"index": 0, "delta": {}, "finish_reason": "stop"})
     return pieces
 

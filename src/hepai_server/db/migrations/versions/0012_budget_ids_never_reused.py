@@ -4,8 +4,8 @@ budget set after another was cleared started with the cleared one's spend and al
 PostgreSQL's sequences never reuse an id; on SQLite the table becomes AUTOINCREMENT, its
 counter starting past every id the spend and alerts still name.
 
-Revision ID: 0010
-Revises: 0009
+Revision ID: 0012
+Revises: 0011
 Create Date: 2026-12-09 10:00:00
 """
 
@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from alembic import op
 
-revision = "0010"
-down_revision = "0009"
+revision = "0012"
+down_revision = "0011"
 branch_labels = None
 depends_on = None
 
