@@ -150,8 +150,12 @@ class LocalPlatform:
         try:
             while True:
                 with engine.connect() as connection:
+                    # The platform's own id, or the one the client sent in X-Request-ID.
                     rows = connection.execute(
-                        sa.text("SELECT * FROM usage_records WHERE request_id = :r"),
+                        sa.text(
+                            "SELECT * FROM usage_records "
+                            "WHERE request_id = :r OR client_request_id = :r"
+                        ),
                         {"r": request_id},
                     )
                     found = [dict(row._mapping) for row in rows]

@@ -34,10 +34,9 @@ from hepai_server.errors import (
 )
 from hepai_server.gateway.asgi import DisconnectWatch, Receive, Send, send_bytes
 from hepai_server.gateway.catalog import Deployment, Model
+from hepai_server.gateway.dialect import Dialect, Translator
 from hepai_server.gateway.dispatch import WorkerSessions
 from hepai_server.gateway.routing import Occupancy, spread
-from hepai_server.protocol.anthropic import StreamTranslator, chat_to_message
-from hepai_server.protocol.anthropic import event as anthropic_event
 from hepai_server.protocol.openai import EMBEDDINGS, Endpoint, Usage
 from hepai_server.protocol.sse import (
     DONE,
@@ -75,14 +74,10 @@ class Call:
     wants_usage: bool
     #: The client asked for base64 embeddings (the gateway asks the upstream for floats).
     wants_base64: bool
-    #: The client speaks Anthropic Messages: its request as sent. Deployments that speak
-    #: Messages get it as it is; others get ``body``, its translation, and answers are translated
-    #: back.
-    messages_body: dict[str, Any] | None = None
-
-    @property
-    def anthropic(self) -> bool:
-        return self.messages_body is not None
+    #: The client speaks another API (Anthropic Messages, Responses): deployments that speak it
+    #: get the request as the dialect says; others get ``body``, its translation to a chat
+    #: completion, and answers are translated back.
+    dialect: Dialect | None = None
 
     @classmethod
     def create(
@@ -94,7 +89,7 @@ class Call:
         model: Model,
         body: dict[str, Any],
         started: float,
-        messages_body: dict[str, Any] | None = None,
+        dialect: Dialect | None = None,
     ) -> Call:
         options = body.get("stream_options")
         return cls(
@@ -107,7 +102,7 @@ class Call:
             stream=endpoint.can_stream and body.get("stream") is True,
             wants_usage=isinstance(options, dict) and options.get("include_usage") is True,
             wants_base64=endpoint is EMBEDDINGS and body.get("encoding_format") == "base64",
-            messages_body=messages_body,
+            dialect=dialect,
         )
 
 
@@ -125,7 +120,7 @@ class Outcome:
     #: Stream chunks with a delta relayed to the client: the estimate of completion tokens
     #: when the upstream reported no usage (a client that left early, a broken stream).
     delivered: int = 0
-    #: The deployment answers an Anthropic client in Anthropic's own format.
+    #: The deployment answers in the client's own API (the call's dialect), not translated.
     native: bool = False
     #: The answer was cut after the upstream had the request (the client left, the stream
     #: broke, the server shut down): what was used is estimated if the upstream did not say.
@@ -204,10 +199,10 @@ class Proxy:
         failure: HepAIError | None = None
         for number, deployment in enumerate(attempts, 1):
             outcome.deployment, outcome.served_by = deployment, deployment.name
-            outcome.native = call.anthropic and deployment.messages_url is not None
-            if outcome.native:
-                assert deployment.messages_url is not None
-                url, headers = deployment.messages_url, deployment.messages_headers
+            target = call.dialect.native(deployment) if call.dialect is not None else None
+            outcome.native = target is not None
+            if target is not None:
+                url, headers = target
             else:
                 url, headers = deployment.url(call.endpoint), deployment.headers
             payload = self._payload(call, deployment, native=outcome.native)
@@ -250,10 +245,12 @@ class Proxy:
             return await session.post(url, data=payload, headers=headers, allow_redirects=False)
 
     def _payload(self, call: Call, deployment: Deployment, *, native: bool) -> bytes:
-        body = call.messages_body if native and call.messages_body is not None else call.body
-        body["model"] = deployment.upstream_model
-        if native:
+        if native and call.dialect is not None:
+            body = call.dialect.native_body(deployment)
+            body["model"] = deployment.upstream_model
             return self._encode(body, deployment)
+        body = call.body
+        body["model"] = deployment.upstream_model
         if call.stream:
             options = body.get("stream_options") or {}
             body["stream_options"] = {**options, "include_usage": True}
@@ -276,6 +273,8 @@ class Proxy:
         raw = await response.read()
         if 200 <= response.status < 300:
             raw, outcome.usage = finish_json(call, raw, native=outcome.native)
+            if call.dialect is not None and call.dialect.ready:
+                await call.dialect.finishing()
         else:
             raise_for_upstream(response.status, raw, outcome)
             outcome.status, outcome.error = response.status, upstream_message(raw)
@@ -342,25 +341,28 @@ class Proxy:
         )
         rewriter = ModelRewriter(orjson.dumps(call.model.id))
         splitter = EventSplitter()
-        translator = (
-            StreamTranslator(call.model.id) if call.anthropic and not outcome.native else None
-        )
+        dialect = call.dialect
+        translator: Translator | None = None
+        if dialect is not None and not outcome.native:
+            translator = dialect.translator(call.model.id)
         try:
             async for chunk in response.content.iter_any():
                 events = splitter.feed(chunk)
                 if not events:
                     continue
                 events = rewriter.rewrite(events)
-                if b'"usage"' in events:
-                    if outcome.native:
-                        take_messages_usage(events, outcome)
-                    else:
-                        keep = call.wants_usage or translator is not None
-                        events = take_usage(events, outcome, keep=keep)
+                if outcome.native:
+                    assert dialect is not None
+                    outcome.usage = dialect.native_events(events, outcome.usage)
+                elif b'"usage"' in events:
+                    keep = call.wants_usage or translator is not None
+                    events = take_usage(events, outcome, keep=keep)
                 outcome.delivered += events.count(b'"delta"')
                 done = events.endswith(DONE)
                 if translator is not None:
                     events = translate_events(events, translator)
+                if dialect is not None and dialect.ready:
+                    await dialect.finishing()
                 if outcome.first_byte_at is None:
                     outcome.first_byte_at = perf_counter()
                 await send({"type": "http.response.body", "body": events, "more_body": True})
@@ -377,7 +379,12 @@ class Proxy:
             )
             outcome.status, outcome.error = error.status, error.message
             outcome.cut = True
-            tail = anthropic_error_event(error) if translator is not None else error_event(error)
+            if translator is not None:
+                tail = translator.fail(error)
+            elif outcome.native and dialect is not None:
+                tail = dialect.native_error(error)
+            else:
+                tail = error_event(error)
         await send({"type": "http.response.body", "body": tail, "more_body": False})
 
 
@@ -415,7 +422,8 @@ def upstream_message(raw: bytes) -> str:
 
 
 def finish_json(call: Call, raw: bytes, *, native: bool = False) -> tuple[bytes, Usage]:
-    """The upstream's JSON answer with our model id, and the usage it reports."""
+    """The upstream's JSON answer with our model id (in the client's API), and the usage it
+    reports."""
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -423,8 +431,13 @@ def finish_json(call: Call, raw: bytes, *, native: bool = False) -> tuple[bytes,
     if not isinstance(body, dict):
         return raw, Usage()
     usage = Usage.from_block(body.get("usage"))
-    if call.anthropic and not native:
-        return orjson.dumps(chat_to_message(body, call.model.id)), usage
+    if call.dialect is not None:
+        if not native:
+            return orjson.dumps(call.dialect.answer(body, call.model.id)), usage
+        raw = rewrite_model(raw, orjson.dumps(call.model.id))
+        body["model"] = call.model.id
+        call.dialect.native_answer(body)
+        return raw, usage
     if call.wants_base64:
         body["model"] = call.model.id
         encode_embeddings(body)
@@ -463,31 +476,8 @@ def take_usage(events: bytes, outcome: Outcome, *, keep: bool) -> bytes:
     return events
 
 
-def take_messages_usage(events: bytes, outcome: Outcome) -> None:
-    """Usage from Anthropic's own stream: input tokens in message_start, output in
-    message_delta (a running total, so the last one counts)."""
-    usage = outcome.usage or Usage()
-    for event in split_events(events):
-        if b'"usage"' not in event:
-            continue
-        try:
-            data = orjson.loads(event_data(event) or b"")
-        except orjson.JSONDecodeError:
-            continue
-        if not isinstance(data, dict):
-            continue
-        block = data.get("usage") or (data.get("message") or {}).get("usage")
-        found = Usage.from_block(block)
-        usage.prompt_tokens = found.prompt_tokens or usage.prompt_tokens
-        usage.completion_tokens = found.completion_tokens or usage.completion_tokens
-        usage.cached_tokens = found.cached_tokens or usage.cached_tokens
-    if usage.prompt_tokens is not None or usage.completion_tokens is not None:
-        usage.total_tokens = (usage.prompt_tokens or 0) + (usage.completion_tokens or 0)
-    outcome.usage = usage
-
-
-def translate_events(events: bytes, translator: StreamTranslator) -> bytes:
-    """Chat completion events as Anthropic's; [DONE] closes the message."""
+def translate_events(events: bytes, translator: Translator) -> bytes:
+    """Chat completion events in the client's API; [DONE] closes its answer."""
     out = b""
     for event in split_events(events):
         data = event_data(event)
@@ -501,12 +491,6 @@ def translate_events(events: bytes, translator: StreamTranslator) -> bytes:
         if isinstance(chunk, dict):
             out += translator.feed(chunk)
     return out
-
-
-def anthropic_error_event(error: HepAIError) -> bytes:
-    return anthropic_event(
-        "error", {"type": "error", "error": {"type": error.type, "message": error.message}}
-    )
 
 
 def encode_embeddings(body: dict[str, Any]) -> None:

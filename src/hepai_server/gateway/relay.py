@@ -16,6 +16,7 @@ from hepai_server.gateway.asgi import (
     parse_json_object,
     read_body,
 )
+from hepai_server.gateway.dialect import AnthropicDialect
 from hepai_server.gateway.frame import Exchange
 from hepai_server.gateway.limiter import estimate_tokens
 from hepai_server.gateway.proxy import Call
@@ -44,9 +45,9 @@ class OpenAIRelay:
             limit=gateway.settings.max_body_bytes,
         )
         body = parse_json_object(raw)
-        messages_body = body if self.anthropic else None
-        if messages_body is not None:
-            body = messages_to_chat(messages_body)
+        dialect = AnthropicDialect(body) if self.anthropic else None
+        if dialect is not None:
+            body = messages_to_chat(body)
         exchange.model = model_id = check_request(self.endpoint, body)
         if model_id in gateway.catalog.ids():
             model = gateway.catalog.resolve(model_id, caller)
@@ -66,7 +67,7 @@ class OpenAIRelay:
             model=model,
             body=body,
             started=exchange.started,
-            messages_body=messages_body,
+            dialect=dialect,
         )
         exchange.stream = call.stream
         prompt, output = estimate_tokens(
