@@ -30,6 +30,12 @@ providers:
     api_key_env: MOCK_KEY
     models:
       - {{id: native/claude, upstream: claude-upstream}}
+  - name: responses-native
+    base_url: {mock_url}/v1
+    responses_base_url: {mock_url}/v1
+    api_key_env: MOCK_KEY
+    models:
+      - {{id: native/responses, upstream: responses-upstream}}
   - name: dead
     base_url: {dead_url}
     models:

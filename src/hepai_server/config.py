@@ -352,6 +352,12 @@ class Settings(BaseSettings):
         description="The body the alert webhook takes: generic JSON, or the message format of "
         "WeCom, DingTalk, Feishu or Slack bots.",
     )
+    responses_retention_days: float = Field(
+        default=30.0,
+        gt=0,
+        description="How long the Responses API keeps a stored response (for "
+        "previous_response_id and GET /responses/{id}); then it is deleted.",
+    )
     log_level: str = Field(default="info", description="Python logging level name.")
 
     @field_validator("data_dir")
@@ -439,6 +445,10 @@ class ProviderConfig(BaseModel):
     #: Where the provider speaks Anthropic Messages natively (its /v1/messages is below it);
     #: Messages requests for its models then pass through instead of being translated.
     anthropic_base_url: str | None = None
+    #: Where the provider serves the Responses API natively (its /responses is below it, as
+    #: OpenAI's is below its base URL); Responses requests for its models then pass through
+    #: instead of being translated to chat completions.
+    responses_base_url: str | None = None
     api_key_env: str | None = None
     headers: dict[str, str] = Field(default_factory=dict)
     enabled: bool = True

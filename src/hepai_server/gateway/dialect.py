@@ -33,8 +33,11 @@ class Translator(Protocol):
 class Dialect(Protocol):
     """A client API served over chat completions."""
 
-    #: True once the answer is known and ``finishing`` has work to do before its last bytes go.
-    ready: bool
+    @property
+    def ready(self) -> bool:
+        """True once the answer is known and ``finishing`` has work to do before its last
+        bytes go out."""
+        ...
 
     def native(self, deployment: Deployment) -> tuple[str, dict[str, str]] | None:
         """Where ``deployment`` speaks the client's API (URL and headers), or None."""
@@ -73,6 +76,7 @@ class AnthropicDialect:
 
     __slots__ = ("body",)
 
+    #: Nothing to finish: an Anthropic answer is kept nowhere.
     ready = False
 
     def __init__(self, body: dict[str, Any]) -> None:

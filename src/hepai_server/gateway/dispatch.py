@@ -263,6 +263,9 @@ class Dispatcher:
                 if "anthropic_messages" in route.functions
                 else None,
                 messages_headers=headers,
+                responses_url=gate_url(route.address, model_id, "responses")
+                if "responses" in route.functions
+                else None,
             )
             for route in routes
         )

@@ -16,10 +16,12 @@ from hepai_server.gateway.asgi import (
     parse_json_object,
     read_body,
 )
+from hepai_server.gateway.catalog import Model
 from hepai_server.gateway.dialect import AnthropicDialect
 from hepai_server.gateway.frame import Exchange
 from hepai_server.gateway.limiter import estimate_tokens
 from hepai_server.gateway.proxy import Call
+from hepai_server.gateway.runtime import Gateway
 from hepai_server.protocol.anthropic import messages_to_chat
 from hepai_server.protocol.openai import EMBEDDINGS, Endpoint, check_request
 from hepai_server.services.accounts import Caller
@@ -49,17 +51,7 @@ class OpenAIRelay:
         if dialect is not None:
             body = messages_to_chat(body)
         exchange.model = model_id = check_request(self.endpoint, body)
-        if model_id in gateway.catalog.ids():
-            model = gateway.catalog.resolve(model_id, caller)
-        else:
-            model = await gateway.dispatcher.model(
-                caller, model_id, self.endpoint, exchange.request_id
-            )
-        if model.type not in self.endpoint.model_types:
-            raise InvalidRequest(
-                f"'{model.id}' is a {model.type} model; it cannot serve {self.endpoint.path}",
-                param="model",
-            )
+        model = await resolve_model(gateway, caller, model_id, self.endpoint, exchange.request_id)
         call = Call.create(
             request_id=exchange.request_id,
             caller=caller,
@@ -77,3 +69,20 @@ class OpenAIRelay:
             caller, prompt=prompt, output=output, embedding=self.endpoint is EMBEDDINGS
         )
         await gateway.proxy.relay(call, exchange.outcome, receive, send)
+
+
+async def resolve_model(
+    gateway: Gateway, caller: Caller, model_id: str, endpoint: Endpoint, request_id: str
+) -> Model:
+    """The model the caller asked for (a provider's, or a worker's through the dispatcher), if
+    it may call it and it serves ``endpoint``."""
+    if model_id in gateway.catalog.ids():
+        model = gateway.catalog.resolve(model_id, caller)
+    else:
+        model = await gateway.dispatcher.model(caller, model_id, endpoint, request_id)
+    if model.type not in endpoint.model_types:
+        raise InvalidRequest(
+            f"'{model.id}' is a {model.type} model; it cannot serve {endpoint.path}",
+            param="model",
+        )
+    return model

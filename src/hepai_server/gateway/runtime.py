@@ -8,7 +8,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any, TypeVar
 
@@ -37,7 +37,7 @@ from hepai_server.governance import store
 from hepai_server.security.credentials import Sealer, signing_secret
 from hepai_server.security.egress import EgressPolicy, SocketFactory
 from hepai_server.security.names import claim_key
-from hepai_server.services import providers
+from hepai_server.services import providers, responses
 from hepai_server.services.accounts import Caller, find_caller
 from hepai_server.services.throttle import Throttle
 from hepai_server.state.broadcast import CALLERS, CATALOG, Broadcast
@@ -180,7 +180,7 @@ class Gateway:
             ),
             counters=counters,
             broadcast=None,
-            sweeper=asyncio.create_task(sweep(files, settings.file_sweep_seconds)),
+            sweeper=asyncio.create_task(sweep(files, engine, settings.file_sweep_seconds)),
         )
         if settings.redis_url:
             gateway.broadcast = Broadcast(settings.redis_url, gateway.heard)
@@ -280,13 +280,17 @@ def upstream_session(
     )
 
 
-async def sweep(files: FileService, every: float) -> None:
-    """Delete expired files and abandoned uploads, now and then, for as long as the server runs."""
+async def sweep(files: FileService, engine: Engine, every: float) -> None:
+    """Delete expired files, abandoned uploads and stored responses past their retention, now
+    and then, for as long as the server runs."""
     while True:
         try:
             removed, expired = await files.purge_expired()
             if removed or expired:
                 log.info("removed %d expired files and %d abandoned uploads", removed, expired)
+            purge = partial(responses.purge_expired, now=datetime.now(UTC))
+            if purged := await transact(engine, purge):
+                log.info("removed %d stored responses past their retention", purged)
         except Exception:
             log.warning("sweeping expired files failed; trying again later", exc_info=True)
         await asyncio.sleep(every)

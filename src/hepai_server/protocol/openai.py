@@ -144,19 +144,20 @@ class Usage:
 
     @classmethod
     def from_block(cls, block: Any) -> Usage:
-        """Read OpenAI's usage block (and DeepSeek's, Jina's rerank and Anthropic's usage)."""
+        """Read OpenAI's usage block, chat's or the Responses API's (and DeepSeek's, Jina's
+        rerank and Anthropic's usage)."""
         if not isinstance(block, dict):
             return cls()
         prompt = _count(block.get("prompt_tokens", block.get("input_tokens")))
         completion = _count(block.get("completion_tokens", block.get("output_tokens")))
         total = _count(block.get("total_tokens"))
-        details = block.get("prompt_tokens_details")
+        details = block.get("prompt_tokens_details") or block.get("input_tokens_details")
         cached = _count(details.get("cached_tokens")) if isinstance(details, dict) else None
         if cached is None:
             cached = _count(
                 block.get("prompt_cache_hit_tokens", block.get("cache_read_input_tokens"))
             )
-        details = block.get("completion_tokens_details")
+        details = block.get("completion_tokens_details") or block.get("output_tokens_details")
         reasoning = _count(details.get("reasoning_tokens")) if isinstance(details, dict) else None
         if total is None and (prompt is not None or completion is not None):
             total = (prompt or 0) + (completion or 0)

@@ -10,8 +10,9 @@ from hepai_server import __version__
 from hepai_server.gateway.frame import Frame
 from hepai_server.gateway.gate import GateCall
 from hepai_server.gateway.relay import OpenAIRelay
+from hepai_server.gateway.responses import ResponsesRelay
 from hepai_server.protocol.openai import CHAT, COMPLETIONS, EMBEDDINGS, RERANK
-from hepai_server.routes import accounts, billing, ddf, files, openai
+from hepai_server.routes import accounts, billing, ddf, files, openai, responses
 from hepai_server.routes.http import json_response
 
 #: Every API route is served under each prefix: the platform's own, and the two that
@@ -25,6 +26,7 @@ def api_routes() -> list[BaseRoute]:
         ("/completions", Frame(OpenAIRelay(COMPLETIONS))),
         ("/embeddings", Frame(OpenAIRelay(EMBEDDINGS))),
         ("/rerank", Frame(OpenAIRelay(RERANK))),
+        ("/responses", Frame(ResponsesRelay())),
     ]
     routes: list[BaseRoute] = []
     for prefix in PREFIXES:
@@ -39,6 +41,7 @@ def api_routes() -> list[BaseRoute]:
         routes.append(Route(path + "/count_tokens", openai.count_tokens, methods=["POST"]))
     for prefix in PREFIXES:
         routes += file_routes(prefix)
+        routes += response_routes(prefix)
         routes += [
             Route(prefix + "/billing/limits", billing.billing_limits, methods=["GET"]),
             Route(
@@ -68,6 +71,17 @@ def file_routes(prefix: str) -> list[BaseRoute]:
         Route(upload + "/parts", files.add_upload_part, methods=["POST"]),
         Route(upload + "/complete", files.complete_upload, methods=["POST"]),
         Route(upload + "/cancel", files.cancel_upload, methods=["POST"]),
+    ]
+
+
+def response_routes(prefix: str) -> list[BaseRoute]:
+    """The Responses API besides its POST (a relay, above)."""
+    response = prefix + "/responses/{response_id}"
+    return [
+        Route(response, responses.retrieve_response, methods=["GET"]),
+        Route(response, responses.delete_response, methods=["DELETE"]),
+        Route(response + "/input_items", responses.list_input_items, methods=["GET"]),
+        Route(response + "/cancel", responses.cancel_response, methods=["POST"]),
     ]
 
 

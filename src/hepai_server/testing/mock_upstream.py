@@ -9,6 +9,7 @@ extra ``"mock"`` object in its body (which the gateway passes through untouched)
     {"mock": {"break_after": 3}}         stream that many chunks, then drop the connection
     {"mock": {"reasoning": true}}        stream reasoning_content deltas before the content
     {"mock": {"tool_call": true}}        answer with a tool call
+    {"mock": {"tool_call": "once"}}      … unless the conversation has a tool's result already
     {"mock": {"usage": false}}           never report usage
 
 ``GET /_mock/requests`` returns the recorded requests (path, headers, body),
@@ -54,6 +55,8 @@ class MockUpstream:
         app.router.add_post("/v1/embeddings", self.embeddings)
         app.router.add_post("/v1/rerank", self.rerank)
         app.router.add_post("/v1/messages", self.messages)
+        app.router.add_post("/v1/responses", self.responses)
+        app.router.add_delete("/v1/responses/{response_id}", self.delete_response)
         app.router.add_get("/v1/models", self.models)
         app.router.add_get("/_mock/requests", self.recorded)
         app.router.add_get("/_mock/events", self.recorded_events)
@@ -100,6 +103,8 @@ class MockUpstream:
         body, mock = await self._accept(request)
         words = _words(body)
         n = body.get("n") or 1
+        if mock.get("tool_call") == "once" and _has_tool_result(body):
+            mock = {**mock, "tool_call": False}
         if body.get("stream"):
             return await self._stream(request, body, mock, words, chat=True)
         reply = _reply(mock)
@@ -305,6 +310,72 @@ class MockUpstream:
         await response.write_eof()
         return response
 
+    async def responses(self, request: web.Request) -> web.StreamResponse:
+        """The Responses API, natively: the reply names itself so a test can tell it apart
+        from a translated one."""
+        body, _mock = await self._accept(request)
+        text = "native responses reply"
+        usage = {
+            "input_tokens": 13,
+            "input_tokens_details": {"cached_tokens": 4},
+            "output_tokens": 3,
+            "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": 16,
+        }
+        response_id = "resp_mock" + hashlib.sha256(orjson.dumps(body)).hexdigest()[:24]
+        item = {
+            "id": "msg_mock",
+            "type": "message",
+            "status": "completed",
+            "role": "assistant",
+            "content": [{"type": "output_text", "text": text, "annotations": []}],
+        }
+        done = {
+            "id": response_id,
+            "object": "response",
+            "created_at": int(time.time()),
+            "status": "completed",
+            "model": body["model"],
+            "output": [item],
+            "parallel_tool_calls": True,
+            "previous_response_id": body.get("previous_response_id"),
+            "tool_choice": "auto",
+            "tools": [],
+            "usage": usage,
+        }
+        if not body.get("stream"):
+            return _json(done)
+        response = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await response.prepare(request)
+        started = {**done, "status": "in_progress", "output": [], "usage": None}
+        part = {"type": "output_text", "text": "", "annotations": []}
+        where = {"item_id": "msg_mock", "output_index": 0, "content_index": 0}
+        events: list[dict[str, Any]] = [
+            {"type": "response.created", "response": started},
+            {
+                "type": "response.output_item.added",
+                "output_index": 0,
+                "item": {**item, "status": "in_progress", "content": []},
+            },
+            {"type": "response.content_part.added", **where, "part": part},
+            {"type": "response.output_text.delta", **where, "delta": text, "logprobs": []},
+            {"type": "response.output_text.done", **where, "text": text, "logprobs": []},
+            {"type": "response.content_part.done", **where, "part": {**part, "text": text}},
+            {"type": "response.output_item.done", "output_index": 0, "item": item},
+            {"type": "response.completed", "response": done},
+        ]
+        for number, event in enumerate(events):
+            data = orjson.dumps({**event, "sequence_number": number})
+            await response.write(f"event: {event['type']}\ndata: ".encode() + data + b"\n\n")
+        await response.write_eof()
+        return response
+
+    async def delete_response(self, request: web.Request) -> web.StreamResponse:
+        response_id = request.match_info["response_id"]
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        self.requests.append({"path": request.path, "headers": headers, "body": {}})
+        return _json({"id": response_id, "object": "response", "deleted": True})
+
     async def models(self, request: web.Request) -> web.StreamResponse:
         if self.api_key is not None and request.headers.get("authorization") != (
             f"Bearer {self.api_key}"
@@ -354,6 +425,10 @@ class _Failure(web.HTTPException):
 def _words(body: dict[str, Any]) -> int:
     text = orjson.dumps(body.get("messages") or body.get("prompt") or "").decode()
     return max(1, len(text.split()))
+
+
+def _has_tool_result(body: dict[str, Any]) -> bool:
+    return any(isinstance(m, dict) and m.get("role") == "tool" for m in body.get("messages") or ())
 
 
 def _reply(mock: dict[str, Any]) -> str:
