@@ -24,7 +24,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 log = logging.getLogger(__name__)
 
-ModelType = Literal["chat", "completion", "embedding", "rerank"]
+ModelType = Literal["chat", "completion", "embedding", "rerank", "audio", "tts", "image"]
 
 #: Known OpenAI-compatible providers: the base URL and the variable that holds the key.
 PRESETS: dict[str, tuple[str, str | None]] = {
@@ -62,6 +62,11 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         default=32 * 1024 * 1024,
         description="Largest request body on the OpenAI routes; larger ones get 413 unread.",
+    )
+    media_max_body_bytes: int = Field(
+        default=128 * 1024 * 1024,
+        description="Largest upload to /audio/transcriptions, /audio/translations and "
+        "/images/edits; it is streamed to the upstream, never held whole.",
     )
     upstream_connect_timeout: float = Field(default=10.0, description="Seconds to connect.")
     upstream_read_timeout: float = Field(

@@ -17,6 +17,7 @@ import random
 import re
 import sys
 from array import array
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from time import perf_counter
 from typing import Any
@@ -50,6 +51,8 @@ from hepai_server.protocol.sse import (
 )
 from hepai_server.services.accounts import Caller
 
+#: A request body for an upstream: whole, or streamed as it arrives from the client.
+Payload = bytes | AsyncIterator[bytes]
 SSE_HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
     (b"cache-control", b"no-cache"),
@@ -190,22 +193,41 @@ class Proxy:
         return queued / deployment.speed
 
     async def _open(self, call: Call, outcome: Outcome) -> aiohttp.ClientResponse:
-        """The first usable upstream response, trying deployments in turn.
+        """The first usable upstream response to the call, trying deployments in turn."""
 
-        A connection failure, a timeout, a 5xx or a 429 moves on to the next deployment; the last
-        deployment's answer, whatever it is, is returned.
-        """
-        attempts = spread(call.model.deployments, self._rng, self._load)
-        failure: HepAIError | None = None
-        for number, deployment in enumerate(attempts, 1):
-            outcome.deployment, outcome.served_by = deployment, deployment.name
+        def build(deployment: Deployment) -> tuple[str, bytes, dict[str, str]]:
             target = call.dialect.native(deployment) if call.dialect is not None else None
             outcome.native = target is not None
             if target is not None:
                 url, headers = target
             else:
                 url, headers = deployment.url(call.endpoint), deployment.headers
-            payload = self._payload(call, deployment, native=outcome.native)
+            return url, self._payload(call, deployment, native=outcome.native), headers
+
+        return await self.attempt(call.model, outcome, build)
+
+    async def attempt(
+        self,
+        model: Model,
+        outcome: Outcome,
+        build: Callable[[Deployment], tuple[str, Payload, dict[str, str]]],
+        *,
+        again: Callable[[], bool] | None = None,
+    ) -> aiohttp.ClientResponse:
+        """The first usable response of a deployment of ``model`` to what ``build`` makes for
+        it (URL, body, headers), trying deployments in turn.
+
+        A connection failure, a timeout, a 5xx or a 429 moves on to the next deployment while
+        ``again`` allows (a body streamed from the client cannot be sent twice); the last
+        answer, whatever it is, is returned.
+        """
+        attempts = spread(model.deployments, self._rng, self._load)
+        failure: HepAIError | None = None
+        for number, deployment in enumerate(attempts, 1):
+            if number > 1 and again is not None and not again():
+                break
+            outcome.deployment, outcome.served_by = deployment, deployment.name
+            url, payload, headers = build(deployment)
             try:
                 response = await self._post(deployment, url, payload, headers)
             except TimeoutError:
@@ -216,17 +238,18 @@ class Proxy:
                     f"could not reach {deployment.provider}: {exc.__class__.__name__}"
                 )
                 continue
-            if number < len(attempts) and (response.status >= 500 or response.status == 429):
+            last = number == len(attempts) or (again is not None and not again())
+            if not last and (response.status >= 500 or response.status == 429):
                 response.release()
                 continue
             return response
         # Built only now: a request that gets an answer has no use for it.
         if failure is None:
-            failure = UpstreamError(f"no deployment of {call.model.id} answered")
+            failure = UpstreamError(f"no deployment of {model.id} answered")
         raise failure
 
     async def _post(
-        self, deployment: Deployment, url: str, payload: bytes, headers: dict[str, str]
+        self, deployment: Deployment, url: str, payload: Payload, headers: dict[str, str]
     ) -> aiohttp.ClientResponse:
         if deployment.worker_id is None:
             return await self._post_on(self._session, url, payload, headers)
@@ -236,11 +259,13 @@ class Proxy:
 
     @staticmethod
     async def _post_on(
-        session: aiohttp.ClientSession, url: str, payload: bytes, headers: dict[str, str]
+        session: aiohttp.ClientSession, url: str, payload: Payload, headers: dict[str, str]
     ) -> aiohttp.ClientResponse:
         try:
             return await session.post(url, data=payload, headers=headers, allow_redirects=False)
         except aiohttp.ServerDisconnectedError:
+            if not isinstance(payload, bytes):
+                raise  # a body streamed from the client is gone
             # The upstream closed a pooled keep-alive connection: one fresh try is safe.
             return await session.post(url, data=payload, headers=headers, allow_redirects=False)
 

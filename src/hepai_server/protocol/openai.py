@@ -38,6 +38,26 @@ COMPLETIONS = Endpoint(
 )
 EMBEDDINGS = Endpoint("embeddings", "/embeddings", frozenset({"embedding"}), False, "embeddings")
 RERANK = Endpoint("rerank", "/rerank", frozenset({"rerank"}), False, "rerank")
+#: Audio and images (gateway/media.py): the form uploads and what they answer pass through.
+TRANSCRIPTIONS = Endpoint(
+    "audio.transcriptions",
+    "/audio/transcriptions",
+    frozenset({"audio"}),
+    False,
+    "audio_transcriptions",
+)
+TRANSLATIONS = Endpoint(
+    "audio.translations", "/audio/translations", frozenset({"audio"}), False, "audio_translations"
+)
+SPEECH = Endpoint("audio.speech", "/audio/speech", frozenset({"tts"}), False, "audio_speech")
+IMAGE_GENERATIONS = Endpoint(
+    "images.generations",
+    "/images/generations",
+    frozenset({"image"}),
+    False,
+    "image_generations",
+)
+IMAGE_EDITS = Endpoint("images.edits", "/images/edits", frozenset({"image"}), False, "image_edits")
 
 
 def check_model_id(value: Any) -> str:

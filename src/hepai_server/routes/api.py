@@ -9,9 +9,20 @@ from starlette.routing import BaseRoute, Route
 from hepai_server import __version__
 from hepai_server.gateway.frame import Frame
 from hepai_server.gateway.gate import GateCall
+from hepai_server.gateway.media import MediaRelay
 from hepai_server.gateway.relay import OpenAIRelay
 from hepai_server.gateway.responses import ResponsesRelay
-from hepai_server.protocol.openai import CHAT, COMPLETIONS, EMBEDDINGS, RERANK
+from hepai_server.protocol.openai import (
+    CHAT,
+    COMPLETIONS,
+    EMBEDDINGS,
+    IMAGE_EDITS,
+    IMAGE_GENERATIONS,
+    RERANK,
+    SPEECH,
+    TRANSCRIPTIONS,
+    TRANSLATIONS,
+)
 from hepai_server.routes import accounts, billing, ddf, files, openai, responses
 from hepai_server.routes.http import json_response
 
@@ -27,6 +38,11 @@ def api_routes() -> list[BaseRoute]:
         ("/embeddings", Frame(OpenAIRelay(EMBEDDINGS))),
         ("/rerank", Frame(OpenAIRelay(RERANK))),
         ("/responses", Frame(ResponsesRelay())),
+        ("/audio/transcriptions", Frame(MediaRelay(TRANSCRIPTIONS, multipart=True))),
+        ("/audio/translations", Frame(MediaRelay(TRANSLATIONS, multipart=True))),
+        ("/audio/speech", Frame(MediaRelay(SPEECH, multipart=False))),
+        ("/images/generations", Frame(MediaRelay(IMAGE_GENERATIONS, multipart=False))),
+        ("/images/edits", Frame(MediaRelay(IMAGE_EDITS, multipart=True))),
     ]
     routes: list[BaseRoute] = []
     for prefix in PREFIXES:
