@@ -10,13 +10,15 @@ import base64
 import hashlib
 import secrets
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import httpx
 import openai
 import pytest
 
 from hepai_server.testing.mock_upstream import PNG, speech_audio
-from tests.inprocess import Account, App, Upstream
+from hepai_server.worker import Worker, remote
+from tests.inprocess import Account, App, Upstream, serve_worker
 
 
 def recorded(upstream: Upstream, path: str, marker: str) -> dict:
@@ -206,3 +208,29 @@ async def test_forms_without_a_model_and_bad_bodies_are_400(
     assert not_a_form.status_code == 400
     no_prompt = await client.post("/v1/images/generations", headers=auth, json={"model": "x"})
     assert no_prompt.status_code == 400 and no_prompt.json()["error"]["param"] == "prompt"
+
+
+class Painter(Worker):
+    """A worker model that generates images through its image_generations method."""
+
+    @remote
+    def image_generations(self, **request: Any) -> dict[str, Any]:
+        usage = {"input_tokens": 3, "output_tokens": 10, "total_tokens": 13}
+        data = [{"b64_json": base64.b64encode(PNG).decode(), "revised_prompt": request["prompt"]}]
+        return {"created": 1, "data": data, "usage": usage}
+
+
+async def test_worker_models_generate_images_too(
+    app: App, make_user: Callable[..., Account], unique
+) -> None:
+    owner = make_user()
+    painter = Painter()
+    painter.name, painter.permission = f"{owner.username}/painter", "groups: all"
+    marker = unique("paint")
+    async with serve_worker(app, painter, owner.key), app.openai(owner.key) as client:
+        result = await client.images.generate(
+            model=painter.name, prompt=marker, extra_headers={"x-request-id": marker}
+        )
+    assert result.data[0].revised_prompt == marker
+    row = await app.platform.usage_row(marker)
+    assert row["deployment"].startswith("worker:") and row["total_tokens"] == 13

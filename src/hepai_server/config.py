@@ -357,6 +357,17 @@ class Settings(BaseSettings):
         description="The body the alert webhook takes: generic JSON, or the message format of "
         "WeCom, DingTalk, Feishu or Slack bots.",
     )
+    mcp_chat_models: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Models the MCP endpoint (/apiv2/mcp) offers as its 'chat' tool, to "
+        "callers who may call them (a JSON list or comma-separated); empty: no chat tool.",
+    )
+    mcp_tools_cache_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="How long the MCP endpoint remembers a worker's functions and an "
+        "external MCP server's tools before asking again.",
+    )
     responses_retention_days: float = Field(
         default=30.0,
         gt=0,
@@ -369,6 +380,16 @@ class Settings(BaseSettings):
     @classmethod
     def _expand(cls, value: Path) -> Path:
         return value.expanduser()
+
+    @field_validator("mcp_chat_models", mode="before")
+    @classmethod
+    def _names(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
 
     @field_validator("worker_allowed_networks", mode="before")
     @classmethod

@@ -64,6 +64,9 @@ class Exchange:
     ticket: Ticket | None = None
     #: The journal segment of the call's start, once it was admitted.
     started_in: int | None = None
+    #: False for a request that is no call (an MCP client's handshake or tool listing): it
+    #: gets no row unless it was admitted after all.
+    recorded: bool = True
 
     async def admit(self, caller: Caller, *, prompt: int, output: int, embedding: bool) -> None:
         """Reserve room for the call in every budget and rate limit that applies (or raise the
@@ -200,7 +203,7 @@ class Frame:
             exchange.outcome.fail(500, "internal error")
             raise
         finally:
-            if caller is not None:
+            if caller is not None and (exchange.recorded or exchange.started_in is not None):
                 row = exchange.usage_row(caller)
                 gateway.recorder.record(row, exchange.started_in)
                 if exchange.ticket is not None:

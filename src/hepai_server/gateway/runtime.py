@@ -32,6 +32,7 @@ from hepai_server.gateway.ledger import Journal
 from hepai_server.gateway.limiter import Limiter
 from hepai_server.gateway.proxy import Proxy
 from hepai_server.gateway.routing import Occupancy
+from hepai_server.gateway.toolcache import ToolCache
 from hepai_server.gateway.usage import UsageRecorder
 from hepai_server.governance import store
 from hepai_server.security.credentials import Sealer, signing_secret
@@ -80,6 +81,8 @@ class Gateway:
     #: Changes told to every replica through Redis, when several share it.
     broadcast: Broadcast | None
     sweeper: asyncio.Task[None]
+    #: Workers' functions and external MCP servers' tools, as the MCP endpoint lists them.
+    tools: ToolCache
     refresher: asyncio.Task[None] | None = None
     #: When this process started: the ``created`` of its catalog's models.
     started: int = field(default_factory=lambda: int(time.time()))
@@ -181,6 +184,7 @@ class Gateway:
             counters=counters,
             broadcast=None,
             sweeper=asyncio.create_task(sweep(files, engine, settings.file_sweep_seconds)),
+            tools=ToolCache(settings.mcp_tools_cache_seconds),
         )
         if settings.redis_url:
             gateway.broadcast = Broadcast(settings.redis_url, gateway.heard)

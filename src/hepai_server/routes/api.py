@@ -9,6 +9,7 @@ from starlette.routing import BaseRoute, Route
 from hepai_server import __version__
 from hepai_server.gateway.frame import Frame
 from hepai_server.gateway.gate import GateCall
+from hepai_server.gateway.mcp import McpEndpoint
 from hepai_server.gateway.media import MediaRelay
 from hepai_server.gateway.relay import OpenAIRelay
 from hepai_server.gateway.responses import ResponsesRelay
@@ -23,7 +24,7 @@ from hepai_server.protocol.openai import (
     TRANSCRIPTIONS,
     TRANSLATIONS,
 )
-from hepai_server.routes import accounts, billing, ddf, files, openai, responses
+from hepai_server.routes import accounts, billing, ddf, files, mcp, openai, responses
 from hepai_server.routes.http import json_response
 
 #: Every API route is served under each prefix: the platform's own, and the two that
@@ -67,6 +68,7 @@ def api_routes() -> list[BaseRoute]:
             ),
             Route(prefix + "/dashboard/billing/usage", billing.dashboard_usage, methods=["GET"]),
         ]
+    routes += mcp_routes("/apiv2")
     routes += ddf_routes("/apiv2")
     routes += account_routes("/apiv2")
     routes += [Route(prefix, probe, methods=["GET"]) for prefix in PREFIXES]
@@ -98,6 +100,17 @@ def response_routes(prefix: str) -> list[BaseRoute]:
         Route(response, responses.delete_response, methods=["DELETE"]),
         Route(response + "/input_items", responses.list_input_items, methods=["GET"]),
         Route(response + "/cancel", responses.cancel_response, methods=["POST"]),
+    ]
+
+
+def mcp_routes(prefix: str) -> list[BaseRoute]:
+    """The MCP endpoint, and the admin API of the external servers it offers tools of."""
+    servers = prefix + "/mcp/servers"
+    return [
+        Route(prefix + "/mcp", Frame(McpEndpoint()), methods=["POST", "GET", "DELETE"]),
+        Route(servers, mcp.list_servers, methods=["GET"]),
+        Route(servers, mcp.add_server, methods=["POST"]),
+        Route(servers + "/{name}", mcp.remove_server, methods=["DELETE"]),
     ]
 
 
