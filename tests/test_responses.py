@@ -113,6 +113,14 @@ async def test_a_stream_has_the_full_typed_event_sequence(
     assert (row["completion_tokens"], row["reasoning_tokens"]) == (3, 3)
 
 
+async def test_a_stream_without_done_still_completes(api: openai.AsyncOpenAI) -> None:
+    async with api.responses.stream(
+        model="mock/chat", input="hi", extra_body={"mock": {"done": False, "chunks": 2}}
+    ) as stream:
+        final = await stream.get_final_response()
+    assert final.status == "completed" and final.output_text == "word0 word1 "
+
+
 async def test_a_function_tool_round_trip(
     api: openai.AsyncOpenAI, upstream: Upstream, unique
 ) -> None:

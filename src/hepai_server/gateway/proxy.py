@@ -370,6 +370,7 @@ class Proxy:
         translator: Translator | None = None
         if dialect is not None and not outcome.native:
             translator = dialect.translator(call.model.id)
+        done = False
         try:
             async for chunk in response.content.iter_any():
                 events = splitter.feed(chunk)
@@ -396,6 +397,11 @@ class Proxy:
                     # sends (a worker's closing bytes) is not worth waiting for.
                     break
             tail = splitter.rest()
+            if translator is not None and not done:
+                # The upstream ended without [DONE]: the client's answer still gets its end.
+                tail = translate_events((tail + b"\n\n" if tail else b"") + DONE, translator)
+                if dialect is not None and dialect.ready:
+                    await dialect.finishing()
         except (TimeoutError, aiohttp.ClientError) as exc:
             error: HepAIError = (
                 UpstreamTimeout("the upstream stopped sending")

@@ -11,6 +11,7 @@ extra ``"mock"`` object in its body (which the gateway passes through untouched)
     {"mock": {"tool_call": true}}        answer with a tool call
     {"mock": {"tool_call": "once"}}      … unless the conversation has a tool's result already
     {"mock": {"usage": false}}           never report usage
+    {"mock": {"done": false}}            end a stream without its [DONE]
 
 Besides chat, completions, embeddings and rerank it serves Anthropic Messages and the Responses
 API natively (replies that name themselves), audio transcription and translation (multipart,
@@ -206,7 +207,8 @@ class MockUpstream:
                 await response.write(
                     b"data: " + orjson.dumps({**base, "choices": [], "usage": usage}) + b"\n\n"
                 )
-            await response.write(b"data: [DONE]\n\n")
+            if mock.get("done", True):
+                await response.write(b"data: [DONE]\n\n")
             await response.write_eof()
             self.events.append({"tag": tag, "event": "finished", "chunks": sent})
         except (asyncio.CancelledError, ConnectionResetError):
