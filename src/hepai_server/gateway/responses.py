@@ -37,9 +37,9 @@ from hepai_server.gateway.frame import Exchange
 from hepai_server.gateway.proxy import Call
 from hepai_server.gateway.relay import resolve_model
 from hepai_server.protocol.openai import CHAT, Usage
+from hepai_server.protocol.response_stream import ResponseStream
 from hepai_server.protocol.responses import (
     ResponseShape,
-    ResponseStream,
     chat_to_response,
     check_request,
     estimate_tokens,
