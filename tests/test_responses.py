@@ -11,9 +11,12 @@ from typing import Any
 
 import httpx
 import openai
+import orjson
 import pytest
 
 from hepai_server.governance import limits
+from hepai_server.protocol.response_stream import ResponseStream
+from hepai_server.protocol.responses import ResponseShape
 from tests.inprocess import Account, App, Upstream
 from tests.stack import Platform, Server, hepai_worker
 
@@ -419,3 +422,23 @@ def test_worker_models_answer_responses_translated(
             final = stream.get_final_response()
         assert "".join(deltas) == final.output_text == response.output_text
         assert final.usage is not None and final.usage.total_tokens == 7
+
+
+def test_stream_events_are_json_and_agree_with_the_final_response() -> None:
+    """The events written as bytes on the hot path say what the final response says."""
+    shape = ResponseShape.of({"model": "m", "input": "x"}, "m")
+    stream = ResponseStream(shape)
+    chunks = [{"choices": [{"index": 0, "delta": {"reasoning_content": "hmm"}}]}]
+    chunks += [{"choices": [{"index": 0, "delta": {"content": w}}]} for w in ('a "b"', " c\n")]
+    chunks.append({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+    raw = b"".join(stream.feed(chunk) for chunk in chunks) + stream.close()
+    events = [orjson.loads(event.split(b"\ndata: ", 1)[1]) for event in raw.split(b"\n\n") if event]
+    assert [e["sequence_number"] for e in events] == list(range(len(events)))
+    final = events[-1]["response"]
+    assert final["status"] == "completed" and stream.finished is not None
+    assert final["output"] == stream.finished["output"]
+    done = [e["item"] for e in events if e["type"] == "response.output_item.done"]
+    assert done == final["output"]
+    assert final["output"][1]["content"][0]["text"] == 'a "b" c\n'
+    (text_done,) = [e for e in events if e["type"] == "response.output_text.done"]
+    assert text_done["text"] == 'a "b" c\n' and text_done["item_id"] == final["output"][1]["id"]

@@ -47,8 +47,8 @@ class Dialect(Protocol):
         """The request as a native deployment gets it (its ``model`` is set by the proxy)."""
         ...
 
-    def answer(self, chat: dict[str, Any], model: str) -> dict[str, Any]:
-        """A whole chat answer in the client's API."""
+    def answer(self, chat: dict[str, Any], model: str) -> bytes:
+        """A whole chat answer in the client's API, encoded."""
         ...
 
     def native_answer(self, body: dict[str, Any]) -> None:
@@ -90,8 +90,8 @@ class AnthropicDialect:
     def native_body(self, deployment: Deployment) -> dict[str, Any]:
         return self.body
 
-    def answer(self, chat: dict[str, Any], model: str) -> dict[str, Any]:
-        return chat_to_message(chat, model)
+    def answer(self, chat: dict[str, Any], model: str) -> bytes:
+        return orjson.dumps(chat_to_message(chat, model))
 
     def native_answer(self, body: dict[str, Any]) -> None:
         return None

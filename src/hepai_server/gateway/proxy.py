@@ -47,7 +47,6 @@ from hepai_server.protocol.sse import (
     event_bounds,
     event_data,
     rewrite_model,
-    split_events,
 )
 from hepai_server.services.accounts import Caller
 
@@ -464,7 +463,7 @@ def finish_json(call: Call, raw: bytes, *, native: bool = False) -> tuple[bytes,
     usage = Usage.from_block(body.get("usage"))
     if call.dialect is not None:
         if not native:
-            return orjson.dumps(call.dialect.answer(body, call.model.id)), usage
+            return call.dialect.answer(body, call.model.id), usage
         raw = rewrite_model(raw, orjson.dumps(call.model.id))
         body["model"] = call.model.id
         call.dialect.native_answer(body)
@@ -509,19 +508,21 @@ def take_usage(events: bytes, outcome: Outcome, *, keep: bool) -> bytes:
 
 def translate_events(events: bytes, translator: Translator) -> bytes:
     """Chat completion events in the client's API; [DONE] closes its answer."""
-    out = b""
-    for event in split_events(events):
-        data = event_data(event)
-        if data == b"[DONE]":
-            out += translator.close()
+    out = []
+    for event in events.split(b"\n\n"):
+        data = event[6:] if event.startswith(b"data: ") else event_data(event)
+        if not data:
+            continue
+        if data.startswith(b"[DONE]"):
+            out.append(translator.close())
             continue
         try:
-            chunk = orjson.loads(data or b"")
+            chunk = orjson.loads(data)
         except orjson.JSONDecodeError:
             continue
         if isinstance(chunk, dict):
-            out += translator.feed(chunk)
-    return out
+            out.append(translator.feed(chunk))
+    return b"".join(out)
 
 
 def encode_embeddings(body: dict[str, Any]) -> None:

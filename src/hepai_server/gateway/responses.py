@@ -46,6 +46,7 @@ from hepai_server.protocol.responses import (
     input_items,
     responses_to_chat,
     split_tools,
+    with_ids,
 )
 from hepai_server.protocol.sse import event_data, split_events
 from hepai_server.services import responses as store
@@ -110,8 +111,10 @@ class ResponsesDialect:
 
     @property
     def ready(self) -> bool:
-        if self.final is None and self._stream is not None:
-            self.final = self._stream.final
+        if self._keep is None:
+            return False  # store: false: nothing to do before the last bytes
+        if self.final is None and self._stream is not None and self._stream.finished:
+            self.final = self.shape.response(self._stream.finished)
         return self.final is not None and not self._kept
 
     def native(self, deployment: Deployment) -> tuple[str, dict[str, str]] | None:
@@ -132,10 +135,12 @@ class ResponsesDialect:
             body["input"] = [*portable(conversation.items), *(own or [])]
         return body
 
-    def answer(self, chat: dict[str, Any], model: str) -> dict[str, Any]:
+    def answer(self, chat: dict[str, Any], model: str) -> bytes:
         self.provider = None
-        self.final = chat_to_response(chat, self.shape)
-        return self.final
+        head = chat_to_response(chat, self.shape)
+        if self._keep is not None:
+            self.final = self.shape.response(head)
+        return self.shape.encode(head)
 
     def native_answer(self, body: dict[str, Any]) -> None:
         if body.get("object") == "response" and isinstance(body.get("id"), str):
@@ -172,7 +177,7 @@ class ResponsesDialect:
             return
         self._kept = True
         if self._keep is not None:
-            await self._keep(self.final, self.items, self.provider)
+            await self._keep(self.final, with_ids(self.items), self.provider)
 
 
 def portable(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -202,16 +207,16 @@ class ResponsesRelay:
             declared=parse_content_length(exchange.headers.get(b"content-length")),
             limit=gateway.settings.max_body_bytes,
         )
-        call, prompt, output = await prepare(exchange, caller, parse_json_object(raw))
+        call, prompt, output = await prepare(exchange, caller, parse_json_object(raw), len(raw))
         await exchange.admit(caller, prompt=prompt, output=output, embedding=False)
         await gateway.proxy.relay(call, exchange.outcome, receive, send)
 
 
 async def prepare(
-    exchange: Exchange, caller: Caller, body: dict[str, Any]
+    exchange: Exchange, caller: Caller, body: dict[str, Any], size: int
 ) -> tuple[Call, int, int]:
-    """The checked request as a call to its model (translated where it must be), with its
-    prompt and output tokens estimated for admission."""
+    """The checked request (``size`` bytes) as a call to its model, translated where it must
+    be, with its prompt and output tokens estimated for admission."""
     gateway = exchange.gateway
     exchange.model = model_id = check_request(body)
     if body.get("background"):
@@ -248,7 +253,7 @@ async def prepare(
     )
     exchange.stream = call.stream
     output = body.get("max_output_tokens") or gateway.settings.default_output_tokens
-    return call, estimate_tokens(body, [*history, *items]), int(output)
+    return call, estimate_tokens(size, history), int(output)
 
 
 def keeper(exchange: Exchange, caller: Caller) -> Keep:
@@ -285,7 +290,8 @@ async def run_response(
     """One Responses request run to its end with no client connection (a Batch line): admitted
     and relayed in ``exchange`` as a live one is; the answer's status and JSON body. Whoever
     calls it records the exchange's usage row and settles its ticket, as a Frame does."""
-    call, prompt, output = await prepare(exchange, caller, {**body, "stream": False})
+    body = {**body, "stream": False}
+    call, prompt, output = await prepare(exchange, caller, body, len(orjson.dumps(body)))
     await exchange.admit(caller, prompt=prompt, output=output, embedding=False)
     answer = Collected()
     await exchange.gateway.proxy.relay(call, exchange.outcome, answer.receive, answer.send)

@@ -18,7 +18,6 @@ from hepai_server.protocol.responses import (
     function_call_item,
     message_item,
     new_id,
-    output_text,
     reasoning_item,
     response_usage,
 )
@@ -32,18 +31,21 @@ class ResponseStream:
     One output item is open at a time: reasoning, the message, or a function call; a chunk of
     another kind closes it (its ``…done`` and ``output_item.done`` events) and opens the next.
     ``close`` ends the response (``response.completed``, or ``response.incomplete`` when the
-    model ran out of tokens) and leaves it in ``final`` for the conversation store.
+    model ran out of tokens) and leaves its head in ``finished`` for the conversation store.
     """
 
     __slots__ = (
         "_arguments",
         "_call",
+        "_head",
         "_item",
         "_kind",
         "_parts",
         "_sequence",
-        "final",
+        "_tail",
+        "_where",
         "finish",
+        "finished",
         "output",
         "shape",
         "started",
@@ -61,21 +63,45 @@ class ResponseStream:
         self._parts: list[str] = []
         self._call: tuple[str, str] = ("", "")  # call id, name
         self._arguments: list[str] = []
+        #: The open item's delta event up to its text, and from its text to its number.
+        self._head = self._tail = b""
+        #: The open message's place in events: ``"item_id":"msg_…","output_index":n``.
+        self._where = b""
         self.finish: str | None = None
         self.usage: dict[str, Any] | None = None
-        self.final: dict[str, Any] | None = None
+        #: The finished response's head (ResponseShape.head), once ``close`` has ended it.
+        self.finished: dict[str, Any] | None = None
 
     def _event(self, kind: str, data: dict[str, Any]) -> bytes:
         data["type"] = kind
-        data["sequence_number"] = self._sequence
-        self._sequence += 1
+        data["sequence_number"] = self._next()
         return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
+
+    def _next(self) -> int:
+        sequence = self._sequence
+        self._sequence = sequence + 1
+        return sequence
 
     def _start(self) -> bytes:
         self.started = True
-        snapshot = self.shape.response("in_progress", [], None)
-        return self._event("response.created", {"response": snapshot}) + self._event(
-            "response.in_progress", {"response": snapshot}
+        snapshot = self.shape.encode(self.shape.head("in_progress", [], None))
+        return self._whole(b"response.created", snapshot) + self._whole(
+            b"response.in_progress", snapshot
+        )
+
+    def _whole(self, kind: bytes, response: bytes) -> bytes:
+        """An event that carries a whole Response (encoded)."""
+        sequence = str(self._next()).encode()
+        return (
+            b"event: "
+            + kind
+            + b'\ndata: {"type":"'
+            + kind
+            + b'","sequence_number":'
+            + sequence
+            + b',"response":'
+            + response
+            + b"}\n\n"
         )
 
     def feed(self, chunk: dict[str, Any]) -> bytes:
@@ -84,72 +110,96 @@ class ResponseStream:
         if isinstance(usage, dict):
             self.usage = usage
         for choice in chunk.get("choices") or ():
-            if choice.get("index", 0) != 0:
+            if choice.get("index", 0):
                 continue  # a Response has one answer; n > 1 has no meaning here
-            delta = choice.get("delta") or {}
-            if text := delta.get("reasoning_content"):
-                out += self._open("reasoning") + self._reasoning_delta(text)
-            if text := delta.get("content"):
-                out += self._open("message") + self._text_delta(text)
-            for call in delta.get("tool_calls") or ():
-                out += self._tool_delta(call)
-            if choice.get("finish_reason"):
-                self.finish = choice["finish_reason"]
+            if delta := choice.get("delta"):
+                if text := delta.get("reasoning_content"):
+                    if self._kind != "reasoning":
+                        out += self._open("reasoning")
+                    out += self._delta(text)
+                if text := delta.get("content"):
+                    if self._kind != "message":
+                        out += self._open("message")
+                    out += self._delta(text)
+                for call in delta.get("tool_calls") or ():
+                    out += self._tool_delta(call)
+            if finish := choice.get("finish_reason"):
+                self.finish = finish
         return out
 
+    def _delta(self, text: str) -> bytes:
+        """A reasoning or text delta of the open item (the hot path: bytes, no dict)."""
+        self._parts.append(text)
+        sequence = self._sequence
+        self._sequence = sequence + 1
+        return self._head + orjson.dumps(text) + self._tail + b"%d}\n\n" % sequence
+
     def _open(self, kind: str) -> bytes:
-        if self._kind == kind:
-            return b""
         out = self._close_item()
         self._kind, self._parts = kind, []
         index = len(self.output)
+        where = b'","output_index":' + str(index).encode() + b',"content_index":0,"delta":'
         if kind == "reasoning":
             self._item = new_id("rs")
+            self._head = _head(b"response.reasoning_text.delta", self._item) + where
+            self._tail = b',"sequence_number":'
             return out + self._event(
                 "response.output_item.added",
                 {"output_index": index, "item": reasoning_item(self._item, "", "in_progress")},
             )
         self._item = new_id("msg")
+        self._head = _head(b"response.output_text.delta", self._item) + where
+        self._tail = b',"logprobs":[],"sequence_number":'
+        # The message's events are the ones every answer has: written as bytes, like deltas.
+        at = b'"output_index":' + str(index).encode()
+        self._where = b'"item_id":"' + self._item.encode() + b'",' + at
+        item = b'{"id":"' + self._item.encode() + b'","type":"message","status":"in_progress"'
         return (
             out
-            + self._event(
-                "response.output_item.added",
-                {"output_index": index, "item": message_item(self._item, "", "in_progress")},
+            + self._raw(
+                b"response.output_item.added",
+                at + b',"item":' + item + b',"role":"assistant","content":[]}',
             )
-            + self._event(
-                "response.content_part.added",
-                {
-                    "item_id": self._item,
-                    "output_index": index,
-                    "content_index": 0,
-                    "part": output_text(""),
-                },
+            + self._raw(
+                b"response.content_part.added",
+                self._where + b',"content_index":0,"part":' + _text_part(b'""'),
             )
         )
 
-    def _reasoning_delta(self, text: str) -> bytes:
-        self._parts.append(text)
-        return self._event(
-            "response.reasoning_text.delta",
-            {
-                "item_id": self._item,
-                "output_index": len(self.output),
-                "content_index": 0,
-                "delta": text,
-            },
+    def _raw(self, kind: bytes, fields: bytes) -> bytes:
+        """An event from its fields, already JSON (``"a":1,"b":2``)."""
+        sequence = str(self._next()).encode()
+        return (
+            b"event: "
+            + kind
+            + b'\ndata: {"type":"'
+            + kind
+            + b'","sequence_number":'
+            + sequence
+            + b","
+            + fields
+            + b"}\n\n"
         )
 
-    def _text_delta(self, text: str) -> bytes:
-        self._parts.append(text)
-        return self._event(
-            "response.output_text.delta",
-            {
-                "item_id": self._item,
-                "output_index": len(self.output),
-                "content_index": 0,
-                "delta": text,
-                "logprobs": [],
-            },
+    def _close_message(self) -> bytes:
+        text = "".join(self._parts)
+        self.output.append(message_item(self._item, text, "completed"))
+        encoded = orjson.dumps(text)
+        part = _text_part(encoded)
+        at = self._where[self._where.index(b'"output_index"') :]
+        item = b'{"id":"' + self._item.encode() + b'","type":"message","status":"completed"'
+        return (
+            self._raw(
+                b"response.output_text.done",
+                self._where + b',"content_index":0,"text":' + encoded + b',"logprobs":[]',
+            )
+            + self._raw(
+                b"response.content_part.done", self._where + b',"content_index":0,"part":' + part
+            )
+            + self._raw(
+                b"response.output_item.done",
+                at + b',"item":' + item + b',"role":"assistant","content":[' + part + b"]}",
+            )
         )
 
     def _tool_delta(self, call: dict[str, Any]) -> bytes:
@@ -181,22 +231,14 @@ class ResponseStream:
         if kind is None:
             return b""
         self._kind = None
+        if kind == "message":
+            return self._close_message()
         where = {"item_id": self._item, "output_index": index}
         if kind == "reasoning":
             text = "".join(self._parts)
             item = reasoning_item(self._item, text, "completed")
             out = self._event(
                 "response.reasoning_text.done", {**where, "content_index": 0, "text": text}
-            )
-        elif kind == "message":
-            text = "".join(self._parts)
-            item = message_item(self._item, text, "completed")
-            out = self._event(
-                "response.output_text.done",
-                {**where, "content_index": 0, "text": text, "logprobs": []},
-            ) + self._event(
-                "response.content_part.done",
-                {**where, "content_index": 0, "part": output_text(text)},
             )
         else:
             arguments = "".join(self._arguments)
@@ -209,18 +251,20 @@ class ResponseStream:
         return out + self._event("response.output_item.done", {"output_index": index, "item": item})
 
     def close(self) -> bytes:
-        """The events that end the response, once the upstream's stream has ended."""
+        """The events that end the response, once the upstream's stream has ended; its head
+        is left in ``finished``."""
         out = b"" if self.started else self._start()
         out += self._close_item()
         incomplete = STATUS_OF_FINISH.get(self.finish or "stop")
-        self.final = self.shape.response(
+        head = self.shape.head(
             "incomplete" if incomplete else "completed",
             self.output,
             response_usage(self.usage),
             incomplete=incomplete,
         )
-        kind = "response.incomplete" if incomplete else "response.completed"
-        return out + self._event(kind, {"response": self.final})
+        self.finished = head
+        kind = b"response.incomplete" if incomplete else b"response.completed"
+        return out + self._whole(kind, self.shape.encode(head))
 
     def fail(self, failure: HepAIError) -> bytes:
         """The events that end a response whose upstream failed mid-stream."""
@@ -229,5 +273,14 @@ class ResponseStream:
         code, message = failure.code or failure.type, failure.message
         out += self._event("error", {"code": code, "message": message, "param": None})
         error = {"code": code, "message": message}
-        failed = self.shape.response("failed", self.output, response_usage(self.usage), error=error)
-        return out + self._event("response.failed", {"response": failed})
+        head = self.shape.head("failed", self.output, response_usage(self.usage), error=error)
+        return out + self._whole(b"response.failed", self.shape.encode(head))
+
+
+def _head(kind: bytes, item: str) -> bytes:
+    return b"event: " + kind + b'\ndata: {"type":"' + kind + b'","item_id":"' + item.encode()
+
+
+def _text_part(text: bytes) -> bytes:
+    """An output_text part, its text already JSON."""
+    return b'{"type":"output_text","text":' + text + b',"annotations":[],"logprobs":[]}'

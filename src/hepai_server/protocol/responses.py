@@ -9,6 +9,8 @@ here: the stored conversation comes in as items, and the response to store goes 
 
 from __future__ import annotations
 
+import itertools
+import os
 import secrets
 import time
 from dataclasses import dataclass
@@ -54,9 +56,48 @@ RESPONSES_FIELDS = frozenset(
         "context_management",
     }
 )
+#: Fields of a Responses request that chat completions take as they are.
+PASSED_FIELDS = frozenset({"temperature", "top_p", "parallel_tool_calls", "stream"})
 #: Hosted tools the platform may run itself one day; ``file_search`` waits for the knowledge
 #: bases (see gateway/responses.py, ``hosted_tools``).
 HOSTED_TOOLS = frozenset({"file_search"})
+#: Fields whose type the translation relies on: the type, and how the error names it.
+TYPED_FIELDS: dict[str, tuple[type, str]] = {
+    "instructions": (str, "a string"),
+    "previous_response_id": (str, "a string"),
+    "stream": (bool, "a boolean"),
+    "store": (bool, "a boolean"),
+    "background": (bool, "a boolean"),
+    "tools": (list, "an array"),
+    "parallel_tool_calls": (bool, "a boolean"),
+    "metadata": (dict, "an object"),
+    "text": (dict, "an object"),
+    "reasoning": (dict, "an object"),
+    "temperature": (float, "a number"),
+    "top_p": (float, "a number"),
+    "max_output_tokens": (int, f"an integer from 1 to {MAX_TOKENS_LIMIT}"),
+}
+#: What a Response says of each request setting the request left out; a setting it gave
+#: replaces its default. (Read only: every Response shares these values.)
+ECHO_DEFAULTS: dict[str, Any] = {
+    "instructions": None,
+    "max_output_tokens": None,
+    "max_tool_calls": None,
+    "parallel_tool_calls": True,
+    "previous_response_id": None,
+    "reasoning": {"effort": None, "summary": None},
+    "service_tier": "default",
+    "store": True,
+    "temperature": 1.0,
+    "text": {"format": {"type": "text"}},
+    "tool_choice": "auto",
+    "tools": [],
+    "top_logprobs": 0,
+    "top_p": 1.0,
+    "truncation": "disabled",
+    "user": None,
+    "metadata": {},
+}
 STATUS_OF_FINISH = {"length": "max_output_tokens", "content_filter": "content_filter"}
 ID_PREFIX = {
     "message": "msg",
@@ -66,9 +107,38 @@ ID_PREFIX = {
 }
 
 
-def new_id(prefix: str) -> str:
-    """An id in OpenAI's shape: ``resp_``, ``msg_``, ``fc_`` … and 48 hex digits."""
-    return f"{prefix}_{secrets.token_hex(24)}"
+#: The kinds of ids (their prefixes): responses, items, and the calls of function tools.
+KINDS = ("resp", "msg", "fc", "fco", "rs", "call")
+
+
+class ItemIds:
+    """Ids from a random per-process prefix and a counter, as request ids are made
+    (gateway/asgi.py): they need to be unique, not secret (a stored response is its owner's
+    alone, whatever its id), and a random token each would cost a system call."""
+
+    __slots__ = ("_count", "_heads", "_prefix")
+
+    _prefix: str
+    _count: itertools.count[int]
+    #: "msg" → "msg_<prefix>", for each of KINDS.
+    _heads: dict[str, str]
+
+    def __init__(self) -> None:
+        self.reseed()
+
+    def reseed(self) -> None:
+        self._prefix = secrets.token_hex(12)
+        self._count = itertools.count()
+        self._heads = {kind: f"{kind}_{self._prefix}" for kind in KINDS}
+
+    def __call__(self, kind: str) -> str:
+        """``resp_``, ``msg_``, ``fc_`` … and 48 hex digits, in OpenAI's shape."""
+        return self._heads[kind] + format(next(self._count), "024x")
+
+
+#: A fresh id for a response or an item: ``new_id("resp")``.
+new_id = ItemIds()
+os.register_at_fork(after_in_child=new_id.reseed)
 
 
 # --- the request -----------------------------------------------------------------------------
@@ -82,40 +152,30 @@ def check_request(body: dict[str, Any]) -> str:
         raise InvalidRequest("'input' must be a string or an array of items", param="input")
     if value is None and not body.get("previous_response_id"):
         raise InvalidRequest("'input' is required", param="input")
-    for name, kind, described in (
-        ("instructions", str, "a string"),
-        ("previous_response_id", str, "a string"),
-        ("stream", bool, "a boolean"),
-        ("store", bool, "a boolean"),
-        ("background", bool, "a boolean"),
-        ("tools", list, "an array"),
-        ("parallel_tool_calls", bool, "a boolean"),
-        ("metadata", dict, "an object"),
-        ("text", dict, "an object"),
-        ("reasoning", dict, "an object"),
-    ):
-        found = body.get(name)
-        if found is not None and not isinstance(found, kind):
+    for name, found in body.items():
+        typed = TYPED_FIELDS.get(name)
+        if typed is None or found is None:
+            continue
+        kind, described = typed
+        if kind is float:  # a number, and not a boolean
+            fits = type(found) in (int, float)
+        elif kind is int:
+            fits = type(found) is int and 1 <= found <= MAX_TOKENS_LIMIT
+        else:
+            fits = isinstance(found, kind)
+        if not fits:
             raise InvalidRequest(f"'{name}' must be {described}", param=name)
-    limit = body.get("max_output_tokens")
-    if limit is not None and (type(limit) is not int or not 1 <= limit <= MAX_TOKENS_LIMIT):
-        raise InvalidRequest(
-            f"'max_output_tokens' must be an integer from 1 to {MAX_TOKENS_LIMIT}",
-            param="max_output_tokens",
-        )
-    for name in ("temperature", "top_p"):
-        number = body.get(name)
-        if number is not None and type(number) not in (int, float):
-            raise InvalidRequest(f"'{name}' must be a number", param=name)
     return model
 
 
 def input_items(value: Any) -> list[dict[str, Any]]:
-    """The request's ``input`` as a list of items, each with an id (as the API lists them)."""
+    """The request's ``input`` as a list of items (``with_ids`` numbers them for the store)."""
     if value is None:
         return []
     if isinstance(value, str):
-        value = [{"role": "user", "content": value}]
+        return [
+            {"type": "message", "role": "user", "content": [{"type": "input_text", "text": value}]}
+        ]
     items = []
     for item in value:
         if not isinstance(item, dict):
@@ -127,10 +187,18 @@ def input_items(value: Any) -> list[dict[str, Any]]:
         if kind == "message" and isinstance(item.get("content"), str):
             part = "output_text" if item.get("role") == "assistant" else "input_text"
             item["content"] = [{"type": part, "text": item["content"]}]
-        if not item.get("id") and kind in ID_PREFIX:
-            item["id"] = new_id(ID_PREFIX[kind])
         items.append(item)
     return items
+
+
+def with_ids(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Items each with an id, as the API lists them (the ones they came with kept)."""
+    return [
+        {**item, "id": new_id(ID_PREFIX[item["type"]])}
+        if not item.get("id") and item["type"] in ID_PREFIX
+        else item
+        for item in items
+    ]
 
 
 def responses_to_chat(
@@ -138,31 +206,34 @@ def responses_to_chat(
 ) -> dict[str, Any]:
     """The chat completion request that asks what a Responses request asks: ``items`` is the
     whole conversation (the stored one it continues, then its own input) and ``tools`` its
-    function tools (``split_tools``)."""
+    function tools (``split_tools``). One pass over the request's fields: the ones chat knows
+    by another name are renamed, the Responses API's own dropped, any other passed on."""
     messages: list[dict[str, Any]] = []
-    instructions = body.get("instructions")
-    if instructions:
-        messages.append({"role": "system", "content": instructions})
+    request: dict[str, Any] = {"model": body["model"], "messages": messages}
+    for key, value in body.items():
+        if key not in RESPONSES_FIELDS:
+            request[key] = value
+        elif value is None:
+            continue
+        elif key in PASSED_FIELDS:
+            request[key] = value
+        elif key == "instructions" and value:
+            messages.append({"role": "system", "content": value})
+        elif key == "max_output_tokens":
+            request["max_tokens"] = value
+        elif key == "top_logprobs" and isinstance(value, int):
+            request.update(logprobs=True, top_logprobs=value)
+        elif key == "user" and isinstance(value, str):
+            request.setdefault("user", value)
+        elif key == "safety_identifier" and isinstance(value, str):
+            request["user"] = value
+        elif key == "reasoning" and isinstance(effort := value.get("effort"), str):
+            request["reasoning_effort"] = effort
+        elif key == "text" and (form := _response_format(value.get("format"))) is not None:
+            request["response_format"] = form
     messages += items_to_messages(items)
     if not messages:
         raise InvalidRequest("the conversation has no messages", param="input")
-    request: dict[str, Any] = {k: v for k, v in body.items() if k not in RESPONSES_FIELDS}
-    request.update(model=body["model"], messages=messages)
-    for name in ("temperature", "top_p", "parallel_tool_calls", "stream"):
-        if body.get(name) is not None:
-            request[name] = body[name]
-    if body.get("max_output_tokens") is not None:
-        request["max_tokens"] = body["max_output_tokens"]
-    if isinstance(body.get("top_logprobs"), int):
-        request.update(logprobs=True, top_logprobs=body["top_logprobs"])
-    user = body.get("safety_identifier") or body.get("user")
-    if isinstance(user, str):
-        request["user"] = user
-    effort = (body.get("reasoning") or {}).get("effort")
-    if isinstance(effort, str):
-        request["reasoning_effort"] = effort
-    if (response_format := _response_format((body.get("text") or {}).get("format"))) is not None:
-        request["response_format"] = response_format
     if tools:
         request["tools"] = [
             {
@@ -268,6 +339,10 @@ def _message(item: dict[str, Any]) -> dict[str, Any]:
             "each message needs role user, assistant, system or developer", param="input"
         )
     content = item.get("content")
+    if role == "user" and type(content) is list and len(content) == 1:
+        part = content[0]  # one text part, the common case: a plain string to chat
+        if isinstance(part, dict) and part.get("type") == "input_text":
+            return {"role": "user", "content": str(part.get("text") or "")}
     if role != "user":
         # Assistant, system and developer turns are text; developer is system to chat models.
         return {"role": "system" if role == "developer" else role, "content": _text(content)}
@@ -320,19 +395,28 @@ def _text(content: Any) -> str:
 
 @dataclass(slots=True)
 class ResponseShape:
-    """What every Response of one request echoes: its id, its model, and the request's own
-    settings (instructions, tools, ...), as OpenAI returns them."""
+    """What every Response of one request says: its id and model, its own fields, and the
+    request's settings (instructions, tools, ...) echoed as OpenAI echoes them.
+
+    A Response is built as its ``head`` (what differs between a request's Responses: status,
+    output, usage) and the echo, which is encoded once however often it is sent."""
 
     id: str
     created_at: int
     model: str
-    request: dict[str, Any]
+    #: The settings the request gave (ECHO_DEFAULTS for the rest).
+    given: dict[str, Any]
+    _echo: bytes = b""
 
     @classmethod
     def of(cls, body: dict[str, Any], model: str) -> ResponseShape:
-        return cls(new_id("resp"), int(time.time()), model, body)
+        given = {}
+        for key, value in body.items():
+            if value is not None and key in ECHO_DEFAULTS:
+                given[key] = value
+        return cls(new_id("resp"), int(time.time()), model, given)
 
-    def response(
+    def head(
         self,
         status: str,
         output: list[dict[str, Any]],
@@ -341,7 +425,6 @@ class ResponseShape:
         error: dict[str, Any] | None = None,
         incomplete: str | None = None,
     ) -> dict[str, Any]:
-        body = self.request
         return {
             "id": self.id,
             "object": "response",
@@ -350,27 +433,20 @@ class ResponseShape:
             "background": False,
             "error": error,
             "incomplete_details": {"reason": incomplete} if incomplete else None,
-            "instructions": body.get("instructions"),
-            "max_output_tokens": body.get("max_output_tokens"),
-            "max_tool_calls": body.get("max_tool_calls"),
             "model": self.model,
             "output": output,
-            "parallel_tool_calls": body.get("parallel_tool_calls", True),
-            "previous_response_id": body.get("previous_response_id"),
-            "reasoning": body.get("reasoning") or {"effort": None, "summary": None},
-            "service_tier": "default",
-            "store": body.get("store", True),
-            "temperature": body.get("temperature", 1.0),
-            "text": body.get("text") or {"format": {"type": "text"}},
-            "tool_choice": body.get("tool_choice", "auto"),
-            "tools": body.get("tools") or [],
-            "top_logprobs": body.get("top_logprobs", 0),
-            "top_p": body.get("top_p", 1.0),
-            "truncation": body.get("truncation", "disabled"),
             "usage": usage,
-            "user": body.get("user"),
-            "metadata": body.get("metadata") or {},
         }
+
+    def response(self, head: dict[str, Any]) -> dict[str, Any]:
+        """The whole Response of ``head``, as a dict (what the conversation store keeps)."""
+        return {**head, **ECHO_DEFAULTS, **self.given}
+
+    def encode(self, head: dict[str, Any]) -> bytes:
+        """The whole Response of ``head``, as JSON."""
+        if not self._echo:
+            self._echo = orjson.dumps({**ECHO_DEFAULTS, **self.given})
+        return orjson.dumps(head)[:-1] + b"," + self._echo[1:]
 
 
 def response_usage(usage: Any) -> dict[str, Any] | None:
@@ -379,10 +455,10 @@ def response_usage(usage: Any) -> dict[str, Any] | None:
         return None
     prompt = usage.get("prompt_tokens") or 0
     completion = usage.get("completion_tokens") or 0
-    cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens") or usage.get(
-        "prompt_cache_hit_tokens"
-    )
-    reasoning = (usage.get("completion_tokens_details") or {}).get("reasoning_tokens")
+    details = usage.get("prompt_tokens_details")
+    cached = details.get("cached_tokens") if details else usage.get("prompt_cache_hit_tokens")
+    details = usage.get("completion_tokens_details")
+    reasoning = details.get("reasoning_tokens") if details else 0
     return {
         "input_tokens": prompt,
         "input_tokens_details": {"cached_tokens": cached or 0},
@@ -393,15 +469,15 @@ def response_usage(usage: Any) -> dict[str, Any] | None:
 
 
 def chat_to_response(chat: dict[str, Any], shape: ResponseShape) -> dict[str, Any]:
-    """A chat completion answer as a Response."""
+    """A chat completion answer as the head of a Response (``ResponseShape.head``)."""
     choice = (chat.get("choices") or [{}])[0]
     message = choice.get("message") or {}
     output: list[dict[str, Any]] = []
-    if message.get("reasoning_content"):
-        output.append(reasoning_item(new_id("rs"), message["reasoning_content"], "completed"))
-    if message.get("content"):
-        output.append(message_item(new_id("msg"), message["content"], "completed"))
-    for call in message.get("tool_calls") or []:
+    if reasoning := message.get("reasoning_content"):
+        output.append(reasoning_item(new_id("rs"), reasoning, "completed"))
+    if text := message.get("content"):
+        output.append(message_item(new_id("msg"), text, "completed"))
+    for call in message.get("tool_calls") or ():
         function = call.get("function") or {}
         output.append(
             function_call_item(
@@ -413,7 +489,7 @@ def chat_to_response(chat: dict[str, Any], shape: ResponseShape) -> dict[str, An
             )
         )
     incomplete = STATUS_OF_FINISH.get(choice.get("finish_reason") or "stop")
-    return shape.response(
+    return shape.head(
         "incomplete" if incomplete else "completed",
         output,
         response_usage(chat.get("usage")),
@@ -453,6 +529,7 @@ def function_call_item(
     }
 
 
-def estimate_tokens(body: dict[str, Any], items: list[dict[str, Any]]) -> int:
-    """A tokenizer-free estimate of the prompt: about four bytes of UTF-8 a token."""
-    return max(1, len(orjson.dumps([body.get("instructions"), items, body.get("tools")])) // 4)
+def estimate_tokens(size: int, history: list[dict[str, Any]]) -> int:
+    """A tokenizer-free estimate of the prompt: about four bytes of UTF-8 a token, of the
+    request (``size`` bytes) and of the stored conversation it continues."""
+    return (size + (len(orjson.dumps(history)) if history else 0)) // 4 + 1
