@@ -5,18 +5,26 @@ it natively, and held to the same permissions, limits and usage rows as chat."""
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
 import openai
 import orjson
 import pytest
+from sqlalchemy.orm import Session
 
+from hepai_server.db import migrate
+from hepai_server.db.engine import make_engine
+from hepai_server.errors import NotFound
 from hepai_server.governance import limits
 from hepai_server.protocol.response_stream import ResponseStream
 from hepai_server.protocol.responses import ResponseShape
+from hepai_server.services import accounts
+from hepai_server.services import responses as store
 from tests.inprocess import Account, App, Upstream
 from tests.stack import Platform, Server, hepai_worker
 
@@ -442,3 +450,72 @@ def test_stream_events_are_json_and_agree_with_the_final_response() -> None:
     assert final["output"][1]["content"][0]["text"] == 'a "b" c\n'
     (text_done,) = [e for e in events if e["type"] == "response.output_text.done"]
     assert text_done["text"] == 'a "b" c\n' and text_done["item_id"] == final["output"][1]["id"]
+
+
+@pytest.mark.parametrize(
+    "database",
+    ["sqlite", pytest.param("postgres", marks=[pytest.mark.e2e, pytest.mark.postgres])],
+)
+def test_the_conversation_store_keeps_each_owners_turns(
+    database: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """The store's one INSERT is written per database dialect: both keep and chain turns."""
+    url = (
+        "postgresql+psycopg://" + request.getfixturevalue("postgres_url").split("://", 1)[1]
+        if database == "postgres"
+        else f"sqlite:///{tmp_path / 'store.db'}"
+    )
+    migrate.upgrade(url)
+    engine = make_engine(url)
+    now, keep = datetime.now(UTC), timedelta(days=1)
+    try:
+        with Session(engine) as session:
+            owner = accounts.create_user(
+                session, username=f"o-{secrets.token_hex(3)}", password=None
+            )
+            other = accounts.create_user(
+                session, username=f"x-{secrets.token_hex(3)}", password=None
+            )
+            session.commit()
+            owner_id, other_id = owner.id, other.id
+        turns = [("resp_a", None, "one"), ("resp_b", "resp_a", "two")]
+        for response_id, previous, text in turns:
+            with engine.begin() as connection:
+                store.save_response(
+                    connection,
+                    user_id=owner_id,
+                    response={
+                        "id": response_id,
+                        "model": "m",
+                        "previous_response_id": previous,
+                        "output": [{"type": "message", "role": "assistant", "content": text}],
+                    },
+                    input_items=[{"type": "message", "role": "user", "content": text}],
+                    provider=None,
+                    now=now,
+                    retention=keep,
+                )
+        with engine.begin() as connection:  # the same id again, by someone else: kept as it was
+            store.save_response(
+                connection,
+                user_id=other_id,
+                response={"id": "resp_a", "model": "stolen", "output": []},
+                input_items=[],
+                provider=None,
+                now=now,
+                retention=keep,
+            )
+        with Session(engine) as session:
+            conversation = store.conversation(
+                session, user_id=owner_id, response_id="resp_b", now=now
+            )
+            assert [item["content"] for item in conversation.items] == ["one"] * 2 + ["two"] * 2
+            with pytest.raises(NotFound):
+                store.find_response(session, user_id=other_id, response_id="resp_a", now=now)
+            with pytest.raises(NotFound):
+                store.find_response(
+                    session, user_id=owner_id, response_id="resp_a", now=now + 2 * keep
+                )
+            assert store.purge_expired(session, now=now + 2 * keep) == 2
+    finally:
+        engine.dispose()

@@ -14,6 +14,7 @@ API's ``/v1/responses`` lines).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -265,19 +266,20 @@ def keeper(exchange: Exchange, caller: Caller) -> Keep:
     async def keep(
         response: dict[str, Any], items: list[dict[str, Any]], provider: str | None
     ) -> None:
-        now = datetime.now(UTC)
-        try:
-            await gateway.transact(
-                lambda s: store.save_response(
-                    s,
+        def save() -> None:
+            with gateway.engine.begin() as connection:
+                store.save_response(
+                    connection,
                     user_id=caller.user_id,
                     response=response,
                     input_items=items,
                     provider=provider,
-                    now=now,
+                    now=datetime.now(UTC),
                     retention=retention,
                 )
-            )
+
+        try:
+            await asyncio.to_thread(save)
         except Exception:
             log.warning("keeping response %s failed", response.get("id"), exc_info=True)
 

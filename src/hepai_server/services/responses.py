@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete
+from sqlalchemy import Connection, delete
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from hepai_server.db.tables import StoredResponse
@@ -34,7 +35,7 @@ class Conversation:
 
 
 def save_response(
-    session: Session,
+    connection: Connection,
     *,
     user_id: int,
     response: dict[str, Any],
@@ -43,20 +44,25 @@ def save_response(
     now: datetime,
     retention: timedelta,
 ) -> None:
-    """Keep a response and the input items it answered (a provider's id that another user's
-    response already has is not taken over)."""
-    known = session.get(StoredResponse, response["id"])
-    if known is not None and known.user_id != user_id:
-        return
-    row = known or StoredResponse(id=response["id"], user_id=user_id)
-    row.model = str(response.get("model") or "")[:256]
-    row.provider = provider
-    row.previous_response_id = response.get("previous_response_id")
-    row.input_items = input_items
-    row.response = response
-    row.created_at = now
-    row.expires_at = now + retention
-    session.add(row)
+    """Keep a response and the input items it answered: one INSERT on a connection, no ORM
+    session, since every Responses request pays for it on its way out (an id already kept, a
+    provider's id another user's response has among them, stays as it is)."""
+    dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
+    connection.execute(
+        dialect.insert(StoredResponse)
+        .values(
+            id=response["id"],
+            user_id=user_id,
+            model=str(response.get("model") or "")[:256],
+            provider=provider,
+            previous_response_id=response.get("previous_response_id"),
+            input_items=input_items,
+            response=response,
+            created_at=now,
+            expires_at=now + retention,
+        )
+        .on_conflict_do_nothing(index_elements=["id"])
+    )
 
 
 def find_response(
