@@ -404,17 +404,25 @@ class ResponseShape:
     id: str
     created_at: int
     model: str
-    #: The settings the request gave (ECHO_DEFAULTS for the rest).
-    given: dict[str, Any]
-    _echo: bytes = b""
+    #: The request, whose settings every Response of it repeats (ECHO_DEFAULTS for the rest).
+    request: dict[str, Any]
+    _echo: dict[str, Any] | None = None
+    _encoded: bytes = b""
 
     @classmethod
     def of(cls, body: dict[str, Any], model: str) -> ResponseShape:
-        given = {}
-        for key, value in body.items():
-            if value is not None and key in ECHO_DEFAULTS:
-                given[key] = value
-        return cls(new_id("resp"), int(time.time()), model, given)
+        return cls(new_id("resp"), int(time.time()), model, body)
+
+    @property
+    def echo(self) -> dict[str, Any]:
+        """The request's settings as a Response repeats them (made once)."""
+        if self._echo is None:
+            echo = dict(ECHO_DEFAULTS)
+            for key, value in self.request.items():
+                if value is not None and key in ECHO_DEFAULTS:
+                    echo[key] = value
+            self._echo = echo
+        return self._echo
 
     def head(
         self,
@@ -440,13 +448,13 @@ class ResponseShape:
 
     def response(self, head: dict[str, Any]) -> dict[str, Any]:
         """The whole Response of ``head``, as a dict (what the conversation store keeps)."""
-        return {**head, **ECHO_DEFAULTS, **self.given}
+        return {**head, **self.echo}
 
     def encode(self, head: dict[str, Any]) -> bytes:
-        """The whole Response of ``head``, as JSON."""
-        if not self._echo:
-            self._echo = orjson.dumps({**ECHO_DEFAULTS, **self.given})
-        return orjson.dumps(head)[:-1] + b"," + self._echo[1:]
+        """The whole Response of ``head``, as JSON (the echo encoded once)."""
+        if not self._encoded:
+            self._encoded = orjson.dumps(self.echo)
+        return orjson.dumps(head)[:-1] + b"," + self._encoded[1:]
 
 
 def response_usage(usage: Any) -> dict[str, Any] | None:
