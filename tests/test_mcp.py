@@ -353,35 +353,31 @@ def test_file_urls_of_the_platform_become_file_ids() -> None:
     }
 
 
-def test_document_tool_and_ddf_worker_over_mcp_with_a_real_client(
+async def test_document_tool_and_ddf_worker_over_mcp_with_a_real_client(
     platform: Platform, server: Server, operator: str, unique
 ) -> None:
     """markitdown converts a document passed as a file id and as a file URL, and a hepai SDK
     worker's function is called, by the official client over a real socket; a user outside
     the worker's group neither sees nor calls it."""
-    import anyio
-
     group = unique("physics")
     owner = unique("ddf-owner")
     owner_key = platform.create_user(owner)
     member_key = platform.create_user(unique("member"), "--group", group)
     outsider_key = platform.create_user(unique("outsider"))
-    model = f"{owner}/calculator"
+    model, endpoint = f"{owner}/calculator", server.base_url + "/mcp"
+    add = model.replace("/", "_") + "__add"
     docx = documents.docx()
     uploaded = server.openai(member_key).files.create(
         file=("report.docx", docx), purpose="user_data"
     )
     file_url = f"{server.base_url}/files/{uploaded.id}/content"
-
-    async def session_of(key: str) -> Any:
-        http = httpx.AsyncClient(headers={"authorization": f"Bearer {key}"}, timeout=120)
-        return http
-
-    async def scenario() -> None:
-        member = await session_of(member_key)
-        async with member, mcp_session(member, server.base_url + "/mcp") as session:
+    with (
+        run_worker(server, operator, "builtin:markitdown", timeout=120),
+        hepai_worker(server, owner_key, model, f"groups: {group}"),
+    ):
+        member = httpx.AsyncClient(headers={"authorization": f"Bearer {member_key}"}, timeout=120)
+        async with member, mcp_session(member, endpoint) as session:
             tools = {t.name: t for t in (await session.list_tools()).tools}
-            assert "hepai_markitdown__interface" in tools
             schema = tools["hepai_markitdown__interface"].inputSchema
             assert set(schema["properties"]) == {"file_id", "file_base64", "file_name", "suffix"}
             for source in (uploaded.id, file_url):
@@ -394,18 +390,12 @@ def test_document_tool_and_ddf_worker_over_mcp_with_a_real_client(
             )
             assert inline.structuredContent is not None
             assert inline.structuredContent["metadata"]["format"] == "docx"
-            add = model.replace("/", "_") + "__add"
             assert add in tools
-            assert (await session.call_tool(add, {"a": 1, "b": 41})).content[0].text == "42"  # type: ignore[union-attr]
-        outsider = await session_of(outsider_key)
-        async with outsider, mcp_session(outsider, server.base_url + "/mcp") as session:
+            added = await session.call_tool(add, {"a": 1, "b": 41})
+            assert added.content[0].text == "42"  # type: ignore[union-attr]
+        outsider = httpx.AsyncClient(headers={"authorization": f"Bearer {outsider_key}"})
+        async with outsider, mcp_session(outsider, endpoint) as session:
             names = [t.name for t in (await session.list_tools()).tools]
             assert "hepai_markitdown__interface" in names and add not in names
             with pytest.raises(McpError, match="Unknown tool"):
                 await session.call_tool(add, {"a": 1})
-
-    with (
-        run_worker(server, operator, "builtin:markitdown", timeout=120),
-        hepai_worker(server, owner_key, model, f"groups: {group}"),
-    ):
-        anyio.run(scenario)
