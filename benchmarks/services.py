@@ -71,7 +71,7 @@ def prepare_workspace(root: Path, *, database_url: str | None) -> Workspace:
     env |= {
         "HEPAI_SERVER_DATA_DIR": str(root / "data"),
         "HEPAI_SERVER_CONFIG": str(providers),
-        # uvicorn logs each worker's startup at info; _wait_for_workers reads that line.
+        # uvicorn logs each worker's startup at info; wait_for_workers reads that line.
         "HEPAI_SERVER_LOG_LEVEL": "info",
         UPSTREAM_KEY_ENV: upstream_key,
     }
@@ -80,8 +80,8 @@ def prepare_workspace(root: Path, *, database_url: str | None) -> Workspace:
     (root / "logs").mkdir()
     # A unique name, so a shared PostgreSQL database can be reused run after run.
     username = "bench-" + secrets.token_hex(4)
-    _cli(["user", "create", username], env, root, stdin="bench-password\n")
-    api_key = _cli(["key", "create", "--user", username], env, root).strip()
+    cli(["user", "create", username], env, root, stdin="bench-password\n")
+    api_key = cli(["key", "create", "--user", username], env, root).strip()
     return Workspace(
         root=root,
         env=env,
@@ -93,7 +93,7 @@ def prepare_workspace(root: Path, *, database_url: str | None) -> Workspace:
     )
 
 
-def _cli(args: list[str], env: dict[str, str], cwd: Path, stdin: str = "") -> str:
+def cli(args: list[str], env: dict[str, str], cwd: Path, stdin: str = "") -> str:
     done = subprocess.run(
         [str(BIN / "hepai-server"), *args],
         input=stdin,
@@ -195,7 +195,7 @@ def start_mock(ws: Workspace, *, cpus: str) -> Service:
         ws.upstream_key,
     ]
     service = Service("mock", argv, ws=ws, cpus=cpus)
-    _ready_or_stop(
+    ready_or_stop(
         service,
         lambda: service.wait_ready(
             f"http://127.0.0.1:{ws.mock_port}/v1/models",
@@ -224,9 +224,9 @@ def start_gateway(
 
     def ready() -> None:
         service.wait_ready(f"http://127.0.0.1:{port}/healthz")
-        _wait_for_workers(service, workers)
+        wait_for_workers(service, workers)
 
-    _ready_or_stop(service, ready)
+    ready_or_stop(service, ready)
     return service
 
 
@@ -247,7 +247,7 @@ def _patched_env(ws: Workspace, patches: list[str]) -> dict[str, str]:
     return ws.env | {"PYTHONPATH": path, "HEPAI_BENCH_OUT": str(out)}
 
 
-def _ready_or_stop(service: Service, ready: Callable[[], None]) -> None:
+def ready_or_stop(service: Service, ready: Callable[[], None]) -> None:
     """Wait for the service; one that never gets ready is stopped, not left running."""
     try:
         ready()
@@ -256,7 +256,7 @@ def _ready_or_stop(service: Service, ready: Callable[[], None]) -> None:
         raise
 
 
-def _wait_for_workers(service: Service, workers: int, timeout: float = 30.0) -> None:
+def wait_for_workers(service: Service, workers: int, timeout: float = 30.0) -> None:
     """/healthz answers once one worker is up; wait until every one has started."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -3,10 +3,13 @@
 # First run: creates the admin account and an API key and prints them once.
 # Without HEPAI_SERVER_CONFIG, serves two demo models from the bundled mock upstream so the
 # whole workflow can be tried offline; point HEPAI_SERVER_CONFIG at your providers file for
-# real ones (see examples/providers.yaml).
+# real ones (see examples/providers.yaml). It also serves the platform's own tools
+# (hepai/markitdown, hepai/mineru, and embeddings and rerank on the packaged MiniLM), so every
+# example of the user guide works offline; QUICKSTART_BUILTINS names fewer ("" for none).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+# QUICKSTART_SKIP_SETUP=1: the environment is ready (the test of this script sets it).
+[ -n "${QUICKSTART_SKIP_SETUP:-}" ] || bash scripts/setup.sh
 bin=.venv/bin
 host=${HOST:-127.0.0.1}
 port=${PORT:-4260}
@@ -44,4 +47,12 @@ else
 
 MSG
 fi
-"$bin/hepai-server" serve --host "$host" --port "$port"
+builtins=()
+for name in ${QUICKSTART_BUILTINS-markitdown mineru embeddings rerank}; do
+    builtins+=(--builtin "$name")
+done
+if [ ${#builtins[@]} -gt 0 ]; then
+    echo "  The built-in tools start once the gateway answers; each logs when it has loaded."
+    echo
+fi
+"$bin/hepai-server" serve --host "$host" --port "$port" "${builtins[@]}"

@@ -41,9 +41,12 @@ if ! $fast; then
 fi
 
 # Debian packages, each with a file that shows it is installed: Chromium for the page tests,
-# Tesseract with its Chinese and English data for OCR, fonts to draw test documents with.
+# Tesseract with its Chinese and English data for OCR, fonts to draw test documents with, and
+# nginx and Redis for the deployment topology the tests build (tests/topology.py).
 declare -A packages=(
     [chromium]=/usr/bin/chromium
+    [nginx]=/usr/sbin/nginx
+    [redis-server]=/usr/bin/redis-server
     [tesseract-ocr]=/usr/bin/tesseract
     [tesseract-ocr-eng]=/usr/share/tesseract-ocr/5/tessdata/eng.traineddata
     [tesseract-ocr-chi-sim]=/usr/share/tesseract-ocr/5/tessdata/chi_sim.traineddata

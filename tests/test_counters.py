@@ -9,10 +9,12 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import TypeVar
 
 import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from hepai_server.state.counters import Check, Counters, MemoryCounters
 from hepai_server.state.redis_counters import RedisCounters
 from tests.redisserver import RedisServer, redis_server
+from tests.stack import free_port
 
 T = TypeVar("T")
 
@@ -181,3 +183,37 @@ def test_a_window_resets_at_its_boundary(unique) -> None:
         return await backend.admit("c", [rpm], reservation_ttl=30)
 
     assert run(make, scenario).admitted
+
+
+def test_calls_made_together_while_redis_is_away_each_fail_at_once(unique) -> None:
+    """A batch sent to a Redis that is not there fails every call in it (the limiter then
+    refuses or falls back), and none of them waits for an answer that never comes."""
+    check = Check("window", unique("w"), limit=10, amount=1, span=60)
+
+    async def scenario(backend: Counters) -> list[BaseException | object]:
+        calls = (backend.admit(f"r{n}", [check], reservation_ttl=30) for n in range(5))
+        async with asyncio.timeout(10):
+            return list(await asyncio.gather(*calls, return_exceptions=True))
+
+    port = free_port()
+    results = run(lambda: RedisCounters(f"redis://127.0.0.1:{port}/0"), scenario)
+    assert len(results) == 5 and all(isinstance(r, RedisConnectionError) for r in results), results
+
+
+@pytest.mark.e2e
+def test_a_burst_goes_to_redis_in_batches_and_each_call_gets_its_own_answer(
+    redis: RedisServer, unique
+) -> None:
+    """Two hundred admissions at once against a limit of 150: exactly 150 are admitted, and
+    each decision is the one for its own request (its used count is distinct)."""
+    check = Check("window", unique("w"), limit=150, amount=1, span=60)
+
+    async def scenario(backend: Counters) -> list[tuple[bool, int]]:
+        decisions = await asyncio.gather(
+            *(backend.admit(f"r{n}", [check], reservation_ttl=30) for n in range(200))
+        )
+        return [(d.admitted, d.used[0][0] if d.admitted else -1) for d in decisions]
+
+    results = run(lambda: RedisCounters(redis.url), scenario)
+    admitted = [used for ok, used in results if ok]
+    assert len(admitted) == 150 and sorted(admitted) == list(range(1, 151))

@@ -43,6 +43,12 @@ EXPECTED: dict[str, tuple[int, str, str | None, str | None]] = {
     "InsufficientQuota": (429, "insufficient_quota", "insufficient_quota", "RateLimited"),
     "UpstreamError": (502, "upstream_error", None, "HepAIError"),
     "ServiceUnavailable": (503, "service_unavailable", "no_deployment_available", "HepAIError"),
+    "DatabaseUnavailable": (
+        503,
+        "service_unavailable",
+        "database_unavailable",
+        "ServiceUnavailable",
+    ),
     "StorageUnavailable": (503, "service_unavailable", "storage_unavailable", "ServiceUnavailable"),
     "UpstreamTimeout": (504, "timeout", None, "HepAIError"),
 }

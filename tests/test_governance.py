@@ -75,15 +75,21 @@ def test_every_row_carries_its_cost_at_the_price_when_it_ended(
     platform.cli("price", "set", model, "--input", "2", "--cached-input", "0.5", "--output", "8")
     body = {"model": model, "prompt": "one two three"}
     headers = {"authorization": f"Bearer {key}"}
-    first = httpx.post(f"{server.base_url}/completions", headers=headers, json=body)
-    assert first.status_code == 200
-    usage = first.json()["usage"]
+    answers: list[httpx.Response] = []
+
+    def priced() -> bool:  # the price reaches the server within half a second
+        answers.append(httpx.post(f"{server.base_url}/completions", headers=headers, json=body))
+        assert answers[-1].status_code == 200
+        return bool(settled(platform, user, len(answers))[-1]["cost_nanos"])
+
+    wait_for(priced, "the price is in force")
+    usage = answers[-1].json()["usage"]
     prompt, completion = usage["prompt_tokens"], usage["completion_tokens"]
     cached = usage["prompt_tokens_details"]["cached_tokens"]
     # Per million tokens 2, 0.5 and 8 are 2,000, 500 and 8,000 nanos per token.
     expected = (prompt - cached) * 2000 + cached * 500 + completion * 8000
     platform.cli("price", "set", model, "--input", "100", "--output", "100")
-    (row,) = settled(platform, user, 1)
+    row = settled(platform, user, len(answers))[-1]
     assert row["cost_nanos"] == expected, "the price when the request ended, not a later one"
     listed = platform.cli("price", "list").stdout
     assert model in listed and "input=100" in listed

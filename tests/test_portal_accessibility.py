@@ -13,13 +13,17 @@ from tests.stack import Platform, Server
 from tests.test_portal_browser import sign_in
 
 PAGES = [
+    "/",
     "/models",
+    "/models/mock/chat",
+    "/usage?days=7",
     "/usage",
     "/files",
     "/playground",
     "/settings/keys",
     "/settings/password",
     "/admin/users",
+    "/admin/groups",
     "/admin/providers",
     "/admin/models",
     "/admin/workers",
@@ -69,4 +73,4 @@ def sign_in_zh(page: Page, server: Server, username: str) -> None:
     page.get_by_label("用户名").fill(username)
     page.get_by_label("密码").fill("a-password")
     page.get_by_role("button", name="登录").click()
-    page.wait_for_url(server.url + "/models")
+    page.wait_for_url(server.url + "/")

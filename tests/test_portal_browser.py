@@ -35,7 +35,7 @@ def sign_in(page: Page, server: Server, username: str) -> None:
     page.get_by_label("Username").fill(username)
     page.get_by_label("Password").fill("a-password")
     page.get_by_role("button", name="Sign in").click()
-    expect(page).to_have_url(server.url + "/models")
+    expect(page).to_have_url(server.url + "/")
 
 
 def test_key_made_in_the_portal_calls_the_api_shows_in_usage_and_dies_on_revoke(
@@ -54,16 +54,15 @@ def test_key_made_in_the_portal_calls_the_api_shows_in_usage_and_dies_on_revoke(
     page.on("dialog", lambda dialog: dialog.accept())
     try:
         sign_in(page, server, username)
+        page.get_by_role("navigation", name="Main").get_by_role("link", name="Models").click()
         expect(page.locator('[data-model="mock/chat"]')).to_be_visible()
         shots(page, "models")
 
-        # Settings from the avatar menu, as the user guide describes.
-        page.locator("details.avatar summary").click()
-        page.get_by_role("link", name="Settings · API keys").click()
+        page.get_by_role("navigation", name="Main").get_by_role("link", name="API keys").click()
         expect(page).to_have_url(server.url + "/settings/keys")
         page.get_by_label("Name").fill("notebook")
         page.get_by_role("button", name="Create key").click()
-        created = page.locator("#new-key")
+        created = page.locator("#flash-secret")
         expect(created).to_have_value(re.compile(r"^sk-"))
         page.get_by_role("button", name="Copy").first.click()
         expect(page.get_by_role("button", name="Copied")).to_be_visible()
@@ -88,8 +87,9 @@ def test_key_made_in_the_portal_calls_the_api_shows_in_usage_and_dies_on_revoke(
             time.sleep(0.2)
         assert page.locator('[data-total="requests"]').inner_text() == "1"
         assert page.locator("#chart-requests").is_visible()
-        assert page.locator("#chart-models").is_visible()
-        assert page.locator("figure:has(#chart-models) text", has_text="chat").count() == 1
+        assert page.locator("#chart-tokens").is_visible()
+        legend = page.locator("figure:has(#chart-requests) .legend")
+        assert legend.locator("li", has_text="mock/chat").count() == 1
         shots(page, "usage")
 
         page.goto("/settings/keys")
@@ -129,7 +129,7 @@ def test_admin_pages_and_chinese_pages_render(
         form.get_by_label("Groups").fill("physics, students")
         form.get_by_role("button", name="Create user").click()
         expect(page.get_by_role("status")).to_contain_text(member)
-        generated = page.locator("#new-password").input_value()
+        generated = page.locator("#flash-secret").input_value()
         assert len(generated) >= 16
         expect(page.locator(f'tr[data-user="{member}"]')).to_contain_text("Active")
         shots(page, "admin-users")
@@ -149,7 +149,8 @@ def test_admin_pages_and_chinese_pages_render(
         page.get_by_label("用户名").fill(member)
         page.get_by_label("密码").fill(generated)
         page.get_by_role("button", name="登录").click()
-        expect(page).to_have_url(server.url + "/models")
+        expect(page).to_have_url(server.url + "/")
+        page.goto("/models")
         expect(page.get_by_role("heading", name="模型", exact=True)).to_be_visible()
         shots(page, "models-zh")
         page.get_by_role("link", name="English").click()

@@ -3,15 +3,17 @@ the browser, charts scale, and pages carry their protective headers."""
 
 from __future__ import annotations
 
+import html
 import re
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from hepai_server.portal.charts import bar_chart, nice_ceiling
+from hepai_server.portal.charts import nice_ceiling, stacked_chart
 from hepai_server.portal.i18n import choose_language, load_catalogs
-from hepai_server.portal.views.models import TYPES
+from hepai_server.portal.notices import every_key
+from hepai_server.portal.views.models import STATUSES, TYPES
 from tests.inprocess import BASE_URL, Account, App
 from tests.portal import PASSWORD, AppVisitor
 
@@ -22,19 +24,62 @@ VIEWS = Path(__file__).parent.parent / "src/hepai_server/portal/views"
 def keys_in_use() -> set[str]:
     """Every message key the templates and views name, the computed ones spelled out."""
     quoted = re.compile(
-        r"""['"]((?:nav|common|error|auth|password|keys|models|usage|admin|files|play|workers|providers|permissions)\.[a-z_0-9]+)['"]"""
+        r"""['"]((?:nav|common|errors|auth|password|keys|models|usage|admin|files|play|workers|"""
+        r"""providers|permissions|flash|home|log|snippet|groups)\.[a-z_0-9]+)['"]"""
     )
     keys: set[str] = set()
     for source in [*TEMPLATES.glob("*.html"), *VIEWS.glob("*.py")]:
         keys |= set(quoted.findall(source.read_text()))
     keys = {key for key in keys if not key.endswith((".html", "_"))}
     keys |= {f"models.type_{kind}" for kind in TYPES}
-    keys |= {f"models.status_{status}" for status in ("ready", "live", "offline")}
+    keys |= {f"models.status_{status}" for status in STATUSES}
+    keys |= {f"models.cap_{capability}" for capability in ("vision", "tools", "reasoning")}
     keys |= {f"admin.level_{level}" for level in ("user", "admin")}
-    keys |= {f"error.title_{status}" for status in (401, 403, 404, 429)}
-    keys |= {f"providers.{action}" for action in ("test", "enable", "disable")}
+    keys |= {f"admin.user_{done}" for done in ("disabled", "enabled", "saved")}
+    keys |= {f"errors.title_{status}" for status in (401, 403, 404, 429, 500)}
+    keys |= every_key()
+    keys |= {f"log.status_{status}" for status in (400, 401, 403, 404, 408, 413, 429, 500)}
+    keys |= {f"log.status_{status}" for status in (502, 503, 504, "4xx", "5xx")}
+    keys |= {f"providers.{action}" for action in ("test", "fetch", "enable", "disable")}
+    keys |= {f"providers.{action}_done" for action in ("enable", "disable", "rekey", "delete")}
+    results = ("ok", "refused", "unreachable", "not_a_list")
+    keys |= {f"providers.{kind}_{result}" for kind in ("probe", "result") for result in results}
+    keys |= {f"snippet.{tab}" for tab in ("curl", "openai", "hepai")}
     keys |= {f"workers.state_{state}" for state in ("live", "expired", "stopped", "held")}
+    keys |= {f"audit.{action}" for action in AUDIT_ACTIONS}
+    keys |= {f"detail.{name}" for name in AUDIT_DETAILS}
     return keys
+
+
+#: Every action the audit log records, and the names in their details (shown translated).
+AUDIT_ACTIONS = (
+    *(f"user.{action}" for action in ("create", "disable", "enable", "save")),
+    *(
+        f"provider.{action}"
+        for action in ("add", "enable", "disable", "rekey", "delete", "test", "fetch")
+    ),
+    "model.permission",
+    "model.reset_permission",
+    "worker.stop",
+    "worker.release",
+    "group.create",
+    "group.add_member",
+    "group.remove_member",
+)
+AUDIT_DETAILS = ("level", "groups", "email", "base_url", "models", "key_set", "users")
+AUDIT_DETAILS += ("result", "status", "added", "user")
+
+
+def test_every_action_the_portal_audits_has_a_readable_name() -> None:
+    recorded = set()
+    for source in VIEWS.glob("*.py"):
+        text = source.read_text()
+        recorded |= set(re.findall(r'record_action\([^)]*?"([a-z_]+\.[a-z_]+)"', text, re.S))
+    # The ones whose action is computed are spelled out in AUDIT_ACTIONS.
+    assert recorded <= set(AUDIT_ACTIONS)
+    catalogs = load_catalogs()
+    for language in ("en", "zh"):
+        assert all(f"audit.{action}" in catalogs[language] for action in AUDIT_ACTIONS)
 
 
 def test_both_languages_have_every_message() -> None:
@@ -76,15 +121,14 @@ def test_charts_scale_to_a_round_ceiling() -> None:
         500,
         1_000_000,
     ]
-    chart = bar_chart([("2026-11-01", 0), ("2026-11-02", 50), ("2026-11-03", 100)], height=200)
-    tallest = max(chart.bars, key=lambda bar: bar.value)
-    assert tallest.height == pytest.approx(200 - chart.bottom - 8)
-    assert chart.bars[0].height == 0 and not chart.is_empty
+    days = ["2026-11-01", "2026-11-02", "2026-11-03"]
+    values = {("2026-11-02", "a"): 30, ("2026-11-02", "b"): 20, ("2026-11-03", "a"): 100}
+    chart = stacked_chart(days, values, ("a", "b"), other="other", total_label="Total", height=200)
+    tallest = max(chart.columns, key=lambda column: column.total)
+    assert sum(s.height for s in tallest.segments) == pytest.approx(200 - chart.bottom - 18)
+    assert chart.columns[0].segments == () and not chart.is_empty
     assert [tick.value for tick in chart.ticks] == [0, 50, 100]
-    assert [tick.value for tick in bar_chart([("d", 1)]).ticks] == [0, 1]
-    assert bar_chart([("d", 0)]).is_empty
-    many = bar_chart([(f"day-{n}", n) for n in range(90)])
-    assert len(many.labels) <= 10
+    assert stacked_chart(["d"], {}, (), other="o", total_label="T").is_empty
 
 
 async def test_pages_follow_the_browser_language_and_carry_protective_headers(
@@ -105,4 +149,5 @@ async def test_pages_follow_the_browser_language_and_carry_protective_headers(
         assert switched.status_code == 303 and switched.headers["location"] == "/usage"
         assert "<h1>Usage</h1>" in (await visitor.get("/usage")).text
         # Snippets name this server, so they work when pasted.
-        assert f'base_url="{BASE_URL}/apiv2"' in (await visitor.get("/models")).text
+        snippets = html.unescape((await visitor.get("/models/mock/chat")).text)
+        assert f'base_url="{BASE_URL}/apiv2"' in snippets

@@ -88,14 +88,24 @@ def test_a_provider_added_in_the_portal_serves_and_keeps_its_key_secret(
         engine.dispose()
         assert sealed and UPSTREAM_KEY not in sealed
 
-        tested = act(admin, name, "test")
-        assert 'data-probe="ok"' in tested.text and "3 models listed" in tested.text
+        assert act(admin, name, "test").status_code == 303
+        tested = admin.get("/admin/providers").text
+        assert "answered with its model list" in tested and 'data-health="ok"' in tested
+        # The last result is kept: it is there on the next visit too, the notice is not.
+        again = admin.get("/admin/providers").text
+        assert 'data-health="ok"' in again and "answered with its model list" not in again
+
+        # "Fetch models" adds what the provider lists and the stored provider lacks.
+        assert act(admin, name, "fetch").status_code == 303
+        fetched = admin.get("/admin/providers").text
+        assert "lists 3 models; 2 new ones were added" in fetched
+        assert "<code>embed-upstream</code>" in fetched
 
         act(admin, name, "rekey", api_key="not-the-right-key")
-        tested = act(admin, name, "test")
-        assert 'data-probe="failed"' in tested.text and "HTTP 401" in tested.text
-        # Only the status: the body of what answered never reaches the page.
-        assert "Incorrect API key" not in tested.text
+        act(admin, name, "test")
+        tested = admin.get("/admin/providers").text
+        assert 'data-health="refused"' in tested and "HTTP 401" in tested
+        assert "Incorrect API key" not in tested  # the upstream's answer never reaches the page
         with pytest.raises(openai.APIStatusError):
             chat(server, user_key, model)
         act(admin, name, "rekey", api_key=UPSTREAM_KEY)
@@ -120,13 +130,13 @@ def test_bad_providers_are_refused_with_a_reason(
         clash = add_provider(admin, "mock", mock, unique("x/y"))
         assert clash.status_code == 400 and "exists already" in clash.text
         nothing = add_provider(admin, unique("empty"), mock, "  \n ")
-        assert nothing.status_code == 400 and "at least one model" in nothing.text
+        assert nothing.status_code == 400 and "one model per line" in nothing.text
         nowhere = admin.submit(
             "/admin/providers",
             "/admin/providers",
             {"name": unique("nowhere"), "models": "a/b", "groups": "all"},
         )
-        assert nowhere.status_code == 400 and "base_url" in nowhere.text
+        assert nowhere.status_code == 400 and "base URL" in nowhere.text
         for base_url, rule in [
             (f"http://user:secret@127.0.0.1:{mock.port}/v1", "user name or password"),
             (f"{mock.url}/v1?redirect=elsewhere", "query"),

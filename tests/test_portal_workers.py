@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import ast
 import html
+import json
 import re
+import shlex
 import time
 from collections.abc import Callable
+from urllib.parse import quote
 
 from tests.portal import Visitor
 from tests.stack import Platform, Server, hepai_worker, our_worker
@@ -132,13 +135,24 @@ def test_a_model_name_cannot_smuggle_code_into_the_copyable_snippets(
         while name not in model_ids(server, key):
             assert time.monotonic() < deadline, "the worker never registered"
             time.sleep(0.2)
-        page = visitor.get("/models").text
+        page = visitor.get("/models/" + quote(name, safe="/")).text
         snippets = [
             html.unescape(code)
-            for code in re.findall(r"<code>(.*?)</code>", page, flags=re.S)
+            for code in re.findall(
+                r'<code id="[^"]*-code-(?:openai|hepai)">(.*?)</code>', page, flags=re.S
+            )
             if owner in html.unescape(code)
         ]
         assert snippets
+        # The shell command keeps the name inside one quoted argument too.
+        curl = re.search(r'<code id="[^"]*-code-curl">(.*?)</code>', page, flags=re.S)
+        assert curl
+        words = shlex.split(html.unescape(curl.group(1)).replace("\\\n", " "))
+        assert any(
+            (word.startswith("http") and name in word)
+            or (word.startswith("{") and json.loads(word).get("model") == name)
+            for word in words
+        ), words
         for snippet in snippets:
             tree = ast.parse(snippet)  # still valid Python
             named = [

@@ -7,6 +7,7 @@ import ipaddress
 import json
 import logging
 import os
+import shutil
 from pathlib import Path
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo
@@ -22,9 +23,15 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from hepai_server.telemetry import logs
+
 log = logging.getLogger(__name__)
 
 ModelType = Literal["chat", "completion", "embedding", "rerank", "audio", "tts", "image"]
+#: prometheus_client reads this when first imported: set before any process imports it.
+METRICS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
+#: What a model can do beyond text, as the portal's model catalogue shows it.
+Capability = Literal["vision", "tools", "reasoning"]
 
 #: Known OpenAI-compatible providers: the base URL and the variable that holds the key.
 PRESETS: dict[str, tuple[str, str | None]] = {
@@ -238,6 +245,48 @@ class Settings(BaseSettings):
         default=2 * 1024 * 1024 * 1024,
         description="Memory one conversion may take beyond the worker's own.",
     )
+    job_queue: Literal["auto", "in-process", "procrastinate"] = Field(
+        default="auto",
+        description="What runs background jobs (knowledge-base ingestion): procrastinate, a "
+        "queue in the platform's PostgreSQL that every replica shares, or each process "
+        "itself; auto means procrastinate on PostgreSQL and in-process on SQLite.",
+    )
+    job_concurrency: int = Field(
+        default=2, ge=1, description="Background jobs one server process runs at once."
+    )
+    job_recovery_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="How often each process looks for unfinished jobs (after a restart, or "
+        "of a replica that died) and submits them again.",
+    )
+    knowledge_store: Literal["auto", "sqlite", "pgvector"] = Field(
+        default="auto",
+        description="Where knowledge-base chunks are indexed: a SQLite file in data_dir, or "
+        "the platform's PostgreSQL with pgvector (for several replicas); auto means pgvector "
+        "when the database is PostgreSQL and has the extension, else the SQLite file.",
+    )
+    knowledge_embedding_model: str = Field(
+        default="hepai/all-minilm-l6-v2",
+        description="The platform's embedding model new vector stores are embedded with "
+        "(hepai/bge-m3 in production); a store keeps the model it was made with.",
+    )
+    knowledge_rerank_model: str | None = Field(
+        default=None,
+        description="The platform's rerank model that reorders search results (hepai/"
+        "bge-reranker-v2-m3 in production); unset ranks by fusion alone.",
+    )
+    knowledge_quota_bytes: int = Field(
+        default=1024 * 1024 * 1024,
+        ge=0,
+        description="Bytes of chunk text one user's vector stores may hold in all.",
+    )
+    knowledge_candidates: int = Field(
+        default=50,
+        ge=1,
+        le=1000,
+        description="Chunks each ranking (vectors, full text) hands to fusion and rerank.",
+    )
     portal_session_idle_hours: float = Field(
         default=12.0, gt=0, description="A portal session unused this long ends."
     )
@@ -357,6 +406,46 @@ class Settings(BaseSettings):
         description="The body the alert webhook takes: generic JSON, or the message format of "
         "WeCom, DingTalk, Feishu or Slack bots.",
     )
+    smtp_host: str | None = Field(
+        default=None, description="The SMTP server budget alerts are e-mailed through; unset: none."
+    )
+    smtp_port: int = Field(default=587, description="The SMTP server's port.")
+    smtp_username: str | None = Field(default=None, description="The SMTP login, if it needs one.")
+    smtp_password: SecretStr | None = Field(default=None, description="The SMTP password.")
+    smtp_from: str = Field(
+        default="hepai-server@localhost", description="The sender of alert e-mails."
+    )
+    smtp_starttls: bool = Field(
+        default=True, description="Upgrade the SMTP connection with STARTTLS before sending."
+    )
+    breaker_failures: int = Field(
+        default=5,
+        ge=1,
+        description="Failures of a deployment (a provider's model or a worker) within "
+        "breaker_window_seconds that cool it down.",
+    )
+    breaker_window_seconds: float = Field(
+        default=30.0, gt=0, description="The window breaker_failures are counted in."
+    )
+    breaker_cooldown_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="How long a failing deployment is left out before one call probes it.",
+    )
+    retry_budget_ratio: float = Field(
+        default=0.2,
+        ge=0,
+        description="Retries (failing over to another deployment or a fallback model) allowed "
+        "per request, so that retries never multiply the load during an outage.",
+    )
+    retry_budget_per_second: float = Field(
+        default=5.0, ge=0, description="Retries allowed each second whatever the traffic."
+    )
+    health_check_seconds: float = Field(
+        default=60.0,
+        ge=0,
+        description="How often each process checks every provider (its model list); 0: never.",
+    )
     mcp_chat_models: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Models the MCP endpoint (/apiv2/mcp) offers as its 'chat' tool, to "
@@ -375,6 +464,61 @@ class Settings(BaseSettings):
         "previous_response_id and GET /responses/{id}); then it is deleted.",
     )
     log_level: str = Field(default="info", description="Python logging level name.")
+    log_format: Literal["text", "json"] = Field(
+        default="text",
+        description="text: one readable line per record; json: one JSON object per line with "
+        "the request id of the request it belongs to, for a log collector.",
+    )
+    database_connect_timeout: float = Field(
+        default=5.0,
+        gt=0,
+        description="Seconds to open a database connection (PostgreSQL counts whole seconds, "
+        "at least 2) before the call answers 503.",
+    )
+    database_statement_timeout: float = Field(
+        default=10.0,
+        gt=0,
+        description="Seconds one statement may run: PostgreSQL cancels it, and a connection "
+        "still silent a second later (a hung server or network) is cut; on SQLite, how long "
+        "a statement waits for a lock. The call then answers 503.",
+    )
+    database_pool_timeout: float = Field(
+        default=3.0,
+        gt=0,
+        description="Seconds a call waits for a free pooled database connection before it "
+        "answers 503.",
+    )
+    database_pool_size: int = Field(
+        default=5, ge=1, description="Database connections each server process keeps open."
+    )
+    database_max_overflow: int = Field(
+        default=5,
+        ge=0,
+        description="Connections each process may open beyond the pool under load (closed "
+        "when returned). PostgreSQL's max_connections must exceed processes x (size + "
+        "overflow).",
+    )
+    metrics_token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token /metrics asks for; unset, /metrics answers only requests "
+        "from loopback that no proxy forwarded (X-Forwarded-For, X-Real-IP, Forwarded).",
+    )
+    otlp_endpoint: str | None = Field(
+        default=None,
+        description="An OpenTelemetry collector's OTLP/HTTP endpoint (http://collector:4318): "
+        "each relayed request becomes a span sent there. Unset: no tracing, at no cost "
+        "(needs the otel extra: pip install 'hepai-server[otel]').",
+    )
+    otel_service_name: str = Field(
+        default="hepai-server", description="The service.name of the spans."
+    )
+    drain_seconds: float = Field(
+        default=0.0,
+        ge=0,
+        description="After SIGTERM, keep serving this long with /health/ready answering 503 "
+        "(and every answer closing its connection) so a load balancer moves traffic away, "
+        "then stop; running requests still get up to 30 s to finish.",
+    )
 
     @field_validator("data_dir")
     @classmethod
@@ -407,10 +551,7 @@ class Settings(BaseSettings):
         return value
 
     def configure_logging(self) -> None:
-        logging.basicConfig(
-            level=self.log_level.upper(),
-            format="%(asctime)s %(process)d %(levelname)s %(name)s: %(message)s",
-        )
+        logs.configure(level=self.log_level.upper(), json=self.log_format == "json")
 
     @field_validator("budget_timezone")
     @classmethod
@@ -444,6 +585,21 @@ class Settings(BaseSettings):
         return url
 
 
+class Timeouts(BaseModel):
+    """How long a model's upstreams may take, in seconds (unset: the platform's defaults)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: To open a connection.
+    connect: float | None = Field(default=None, gt=0)
+    #: From sending the request to the answer's first byte (its headers).
+    first_byte: float | None = Field(default=None, gt=0)
+    #: Between two chunks of the answer.
+    idle: float | None = Field(default=None, gt=0)
+    #: For the whole call, a stream included.
+    total: float | None = Field(default=None, gt=0)
+
+
 class ModelConfig(BaseModel):
     """One public model id served by a provider."""
 
@@ -455,9 +611,15 @@ class ModelConfig(BaseModel):
     groups: list[str] = Field(default_factory=lambda: ["all"])
     users: list[str] = Field(default_factory=list)
     weight: float = Field(default=1.0, gt=0)
+    #: For the model catalogue: the context window in tokens, and what the model can do.
+    context_length: int | None = Field(default=None, gt=0)
+    capabilities: list[Capability] = Field(default_factory=list)
     #: Per million tokens (input, cached_input, output, reasoning, embedding), per page and
     #: per call, in the platform's currency (governance.prices).
     price: dict[str, float | str] | None = None
+    #: Models to try, in order, when every deployment of this one fails before answering.
+    fallbacks: list[str] = Field(default_factory=list)
+    timeouts: Timeouts | None = None
 
 
 class ProviderConfig(BaseModel):
@@ -499,6 +661,20 @@ class ProvidersFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     providers: list[ProviderConfig] = Field(default_factory=list)
+
+
+def metrics_dir() -> Path | None:
+    """Where this server's processes share their metrics files, if `serve` set one up."""
+    value = os.environ.get(METRICS_DIR_VARIABLE)
+    return Path(value) if value else None
+
+
+def share_metrics_in(path: Path) -> None:
+    """Have this process and every process it starts keep their metrics in files under
+    ``path`` (prometheus_client's multiprocess mode), left empty by a previous run."""
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    os.environ[METRICS_DIR_VARIABLE] = str(path)
 
 
 def hepai_api_key() -> str | None:

@@ -17,11 +17,14 @@
     │   └── InsufficientQuota (429 insufficient_quota)
     ├── UpstreamError (502 upstream_error)
     ├── ServiceUnavailable (503 service_unavailable)
+    │   ├── DatabaseUnavailable (503, code database_unavailable)
     │   └── StorageUnavailable (503, code storage_unavailable)
     └── UpstreamTimeout (504 timeout)
 
-The status lives on the class. The body is OpenAI's ``{"error": {message, type, param, code}}``
-with a ``detail`` string beside it, which the hepai client reads.
+The status lives on the class, and so does ``retry_after``: the seconds a client should wait
+before trying again, sent as ``Retry-After`` when set. The body is OpenAI's
+``{"error": {message, type, param, code}}`` with a ``detail`` string beside it, which the hepai
+client reads.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ __all__ = [
     "AddressRefused",
     "AuthenticationFailed",
     "Conflict",
+    "DatabaseUnavailable",
     "HepAIError",
     "InsufficientQuota",
     "InvalidRequest",
@@ -59,6 +63,8 @@ class HepAIError(Exception):
     status: ClassVar[int] = 500
     type: ClassVar[str] = "server_error"
     code: ClassVar[str | None] = None
+    #: Seconds to wait before retrying, sent as ``Retry-After``; None sends no header.
+    retry_after: ClassVar[int | None] = None
 
     #: Headers the answer carries beside the body (Retry-After and the rate-limit headers of a
     #: 429); None for none.
@@ -160,6 +166,12 @@ class UpstreamError(HepAIError):
 
 class ServiceUnavailable(HepAIError):
     status, type, code = 503, "service_unavailable", "no_deployment_available"
+
+
+class DatabaseUnavailable(ServiceUnavailable):
+    """The database did not answer in time (refused, hung, or every pooled connection busy)."""
+
+    code, retry_after = "database_unavailable", 5
 
 
 class StorageUnavailable(ServiceUnavailable):

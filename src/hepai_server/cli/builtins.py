@@ -58,12 +58,6 @@ def service_key() -> str:
     return secret
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextmanager
 def builtin_workers(names: list[str], *, gateway_port: int) -> Iterator[None]:
     """Start the named workers once the gateway on ``gateway_port`` is up; stop them after."""
@@ -95,8 +89,6 @@ def builtin_workers(names: list[str], *, gateway_port: int) -> Iterator[None]:
                 f"builtin:{name}",
                 "--controller",
                 controller,
-                "--port",
-                str(_free_port()),
                 "--worker-id",
                 builtin_worker_id(name, gateway_port),
             ]

@@ -6,19 +6,20 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import click
-import redis
 from sqlalchemy.orm import Session
 
 from hepai_server.config import Settings
 from hepai_server.db import migrate
 from hepai_server.db.engine import make_engine
 from hepai_server.errors import HepAIError
-from hepai_server.state.broadcast import CALLERS, CATALOG, CHANNEL
+from hepai_server.state.changes import CALLERS, CATALOG, CHANNEL
 from hepai_server.state.generation import Generation
 
 
 def tell_replicas(url: str, change: str) -> None:
     """Publish a change to every replica through Redis (a warning when it is away)."""
+    import redis  # only with Redis configured: redis-py imports OpenTelemetry's SDK
+
     client = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
     try:
         client.publish(CHANNEL, change)

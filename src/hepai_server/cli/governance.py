@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
 from typing import Any, TypeVar
 
 import click
@@ -15,8 +14,9 @@ from sqlalchemy.orm import Session
 from hepai_server.cli.context import database
 from hepai_server.config import Settings
 from hepai_server.db.tables import ApiKey
+from hepai_server.errors import InvalidRequest
 from hepai_server.governance import budgets, limits, store
-from hepai_server.governance.prices import NANOS, format_money, parse_price
+from hepai_server.governance.prices import format_money, parse_amount, parse_price
 from hepai_server.services import accounts, audit
 
 CLI = "cli"
@@ -93,13 +93,9 @@ def _subject(
 
 def _money(value: str) -> int:
     try:
-        amount = Decimal(value)
-    except InvalidOperation:
-        raise click.BadParameter(f"{value!r} is not a number") from None
-    nanos = amount * NANOS
-    if amount < 0 or nanos != nanos.to_integral_value():
-        raise click.BadParameter(f"{value!r}: a positive amount with at most 9 decimals")
-    return int(nanos)
+        return parse_amount(value)
+    except InvalidRequest as error:
+        raise click.BadParameter(error.message) from None
 
 
 subject_options = [

@@ -5,7 +5,18 @@ from __future__ import annotations
 import click
 
 from hepai_server import __version__
-from hepai_server.cli import db, files, governance, keys, mcp, serve, usage, users, worker
+from hepai_server.cli import (
+    db,
+    files,
+    governance,
+    groups,
+    keys,
+    mcp,
+    serve,
+    usage,
+    users,
+    worker,
+)
 
 
 @click.group()
@@ -24,4 +35,5 @@ cli.add_command(governance.price)
 cli.add_command(governance.budget)
 cli.add_command(governance.limit)
 cli.add_command(usage.usage)
+cli.add_command(groups.group)
 cli.add_command(mcp.mcp)

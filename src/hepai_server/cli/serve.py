@@ -3,13 +3,17 @@ the built-in workers beside it)."""
 
 from __future__ import annotations
 
+import logging
+
 import click
 import uvicorn
 
 from hepai_server.cli.builtins import builtin_workers
-from hepai_server.config import Settings
+from hepai_server.config import Settings, share_metrics_in
 from hepai_server.db import migrate
 from hepai_server.worker.builtin import BUILTINS
+
+log = logging.getLogger(__name__)
 
 
 @click.command()
@@ -34,7 +38,9 @@ def serve(host: str, port: int, workers: int, builtins: tuple[str, ...]) -> None
     settings = Settings()
     settings.configure_logging()
     migrate.upgrade(settings.sqlalchemy_url)
-    click.echo(f"hepai-server listening on http://{host}:{port}/apiv2", err=True)
+    # One directory per server (two may share a data dir), emptied: counters start at zero.
+    share_metrics_in(settings.data_dir / "metrics" / str(port))
+    log.info("hepai-server listening on http://%s:%d/apiv2", host, port)
     with builtin_workers(list(builtins), gateway_port=port):
         uvicorn.run(
             "hepai_server.app:create_app_from_env",
@@ -46,5 +52,7 @@ def serve(host: str, port: int, workers: int, builtins: tuple[str, ...]) -> None
             http="httptools",
             access_log=False,
             log_level=settings.log_level,
+            # JSON lines: uvicorn's own records go through the root handler like ours.
+            log_config=None if settings.log_format == "json" else uvicorn.config.LOGGING_CONFIG,
             timeout_graceful_shutdown=30,
         )

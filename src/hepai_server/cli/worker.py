@@ -6,6 +6,7 @@ import importlib
 import importlib.util
 import logging
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -14,6 +15,8 @@ from hepai_server.config import hepai_api_key
 from hepai_server.worker import Worker
 from hepai_server.worker.builtin import BUILTINS
 from hepai_server.worker.server import WorkerOptions, serve
+
+log = logging.getLogger(__name__)
 
 
 @click.group()
@@ -25,8 +28,18 @@ def worker() -> None:
 @click.argument("spec")
 @click.option("--controller", required=True, help="The platform, e.g. http://127.0.0.1:4260.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", default=42601, show_default=True, type=int, help="Port to listen on.")
-@click.option("--worker-id", default=None, help="A stable id (default: derived from the name).")
+@click.option(
+    "--port",
+    default=None,
+    type=click.IntRange(0, 65535),
+    help="Port to listen on (default: a free one, picked at start).",
+)
+@click.option(
+    "--worker-id",
+    default=None,
+    help="A stable id: task workers (hepai/mineru) keep their tasks under it across restarts "
+    "(default: derived from the host, port and name).",
+)
 @click.option(
     "--heartbeat", default=60.0, show_default=True, type=float, help="Seconds between heartbeats."
 )
@@ -36,7 +49,7 @@ def run(
     spec: str,
     controller: str,
     host: str,
-    port: int,
+    port: int | None,
     worker_id: str | None,
     heartbeat: float,
     priority: int,
@@ -52,13 +65,19 @@ def run(
         controller=controller,
         api_key=api_key,
         host=host,
-        port=port,
+        port=port or 0,
         worker_id=worker_id,
         heartbeat_seconds=heartbeat,
         priority=priority,
         weight=weight,
     )
-    serve(load_worker(spec)(), options)
+    kind = load_worker(spec)
+    # Models load in the constructor, for seconds to minutes: say so, and how long it took.
+    log.info("loading %s ...", spec)
+    started = time.monotonic()
+    instance = kind()
+    log.info("%s loaded in %.1f s", spec, time.monotonic() - started)
+    serve(instance, options)
 
 
 def load_worker(spec: str) -> type[Worker]:

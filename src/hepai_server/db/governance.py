@@ -1,5 +1,5 @@
 """The governance tables: model prices, budgets and their daily spend, rate limits, group
-administrators, and the alerts and notices budgets raise."""
+administrators, the alerts and notices budgets raise; and the providers' health."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     Date,
     Float,
     ForeignKey,
@@ -137,3 +138,19 @@ class Notice(Base):
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class ProviderHealth(Base):
+    """A provider's last health check (gateway/probes.py), for the admins' view."""
+
+    __tablename__ = "provider_health"
+
+    provider: Mapped[str] = mapped_column(String(128), primary_key=True)
+    #: It answered its model list (200).
+    ok: Mapped[bool] = mapped_column(Boolean)
+    #: It could not be reached, or answered 5xx or 429: its deployments count a failure.
+    down: Mapped[bool] = mapped_column(Boolean)
+    status: Mapped[int | None] = mapped_column(Integer)
+    latency_ms: Mapped[float] = mapped_column(Float)
+    detail: Mapped[str] = mapped_column(String(256), default="")
+    checked_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

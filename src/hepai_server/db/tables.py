@@ -1,5 +1,5 @@
-"""The tables: accounts, web sessions, usage, workers, files, the audit log, stored responses
-and external MCP servers."""
+"""The tables: accounts, web sessions, usage, workers, files, the audit log, knowledge bases,
+stored responses and external MCP servers."""
 
 from __future__ import annotations
 
@@ -130,6 +130,9 @@ class WebSession(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    #: A notice a form's redirect leaves for the next page, sealed with a key only the
+    #: browser's cookie gives (it may carry a new key's secret); read once, then cleared.
+    flash: Mapped[str | None] = mapped_column(Text)
 
     user: Mapped[User] = relationship(lazy="joined")
 
@@ -240,6 +243,21 @@ class UsageRecord(Base):
     budgets: Mapped[str | None] = mapped_column(String(256))
     #: The id the client gave in X-Request-ID, if any (the platform's own is request_id).
     client_request_id: Mapped[str | None] = mapped_column(String(64))
+    #: The fallback model that answered, when the requested one could not.
+    served_model: Mapped[str | None] = mapped_column(String(256))
+
+
+#: The counters of a daily total, in the order reports read them.
+DAILY_COUNTERS = (
+    "requests",
+    "errors",
+    "prompt_tokens",
+    "completion_tokens",
+    "total_tokens",
+    "pages",
+    "bytes",
+    "cost_nanos",
+)
 
 
 class UsageDaily(Base):
@@ -249,7 +267,12 @@ class UsageDaily(Base):
     """
 
     __tablename__ = "usage_daily"
-    __table_args__ = (Index("ix_usage_daily_user_day", "user_id", "day"),)
+    #: Both indexes carry every counter, so the usage pages read them alone, in order, never
+    #: the table: by day and model (every account's report), by user and day (one account's).
+    __table_args__ = (
+        Index("ix_usage_daily_user_day", "user_id", "day", "model", *DAILY_COUNTERS),
+        Index("ix_usage_daily_day_model", "day", "model", *DAILY_COUNTERS),
+    )
 
     day: Mapped[date] = mapped_column(Date, primary_key=True)
     #: 0 for requests no account made (none are recorded today; the key must not be null).
@@ -400,6 +423,87 @@ class UploadPart(Base):
     upload_id: Mapped[str] = mapped_column(ForeignKey("uploads.id", ondelete="CASCADE"), index=True)
     bytes: Mapped[int] = mapped_column(BigInteger)
     storage_key: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class VectorStore(Base):
+    """A knowledge base: OpenAI's vector store, owned by its creator, readable by whom it is
+    shared with. Its chunks live in the chunk index (knowledge/index.py), not here."""
+
+    __tablename__ = "vector_stores"
+    __table_args__ = (Index("ix_vector_stores_user_created", "user_id", "created_at"),)
+
+    #: ``vs_`` and 32 random hex digits.
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(256))
+    #: The platform model the store's chunks and queries are embedded with.
+    embedding_model: Mapped[str] = mapped_column(String(256))
+    metadata_: Mapped[dict[str, str]] = mapped_column("metadata", JSON, default=dict)
+    #: Groups (``all`` included) and usernames that may read and search the store.
+    shared_groups: Mapped[list[str]] = mapped_column(JSON, default=list)
+    shared_users: Mapped[list[str]] = mapped_column(JSON, default=list)
+    #: Shared with anyone at all: where listings look beyond the caller's own stores.
+    shared: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
+    #: OpenAI's expires_after: days after the last activity.
+    expires_after_days: Mapped[int | None] = mapped_column(Integer)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    last_active_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class VectorStoreFile(Base):
+    """A platform file attached to a vector store, and how far its ingestion has come."""
+
+    __tablename__ = "vector_store_files"
+    __table_args__ = (
+        Index("ix_vector_store_files_status", "status"),
+        Index("ix_vector_store_files_file", "file_id"),
+        Index("ix_vector_store_files_user", "user_id"),
+    )
+
+    store_id: Mapped[str] = mapped_column(
+        ForeignKey("vector_stores.id", ondelete="CASCADE"), primary_key=True
+    )
+    file_id: Mapped[str] = mapped_column(
+        ForeignKey("files.id", ondelete="CASCADE"), primary_key=True
+    )
+    #: The store's owner, whose usage and quota the ingestion counts on.
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    #: The key the file was attached with: ingestion's usage rows name it.
+    api_key_id: Mapped[int | None] = mapped_column(Integer)
+    batch_id: Mapped[str | None] = mapped_column(String(40), index=True)
+    #: in_progress, completed, failed or cancelled (OpenAI's).
+    status: Mapped[str] = mapped_column(String(16), default="in_progress")
+    #: What ingestion is doing now (converting, embedding 3 of 9 batches…), for people.
+    stage: Mapped[str] = mapped_column(String(128), default="queued")
+    #: OpenAI's last_error: {"code", "message"}.
+    last_error: Mapped[dict[str, str] | None] = mapped_column(JSON)
+    attributes: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    max_chunk_tokens: Mapped[int] = mapped_column(Integer)
+    chunk_overlap_tokens: Mapped[int] = mapped_column(Integer)
+    #: The converted document, kept between conversion and indexing, so a resumed ingestion
+    #: does not convert again.
+    markdown: Mapped[str | None] = mapped_column(Text)
+    pages: Mapped[int | None] = mapped_column(Integer)
+    chunks: Mapped[int] = mapped_column(Integer, default=0)
+    usage_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class VectorStoreFileBatch(Base):
+    """Files attached together; their statuses are the batch's."""
+
+    __tablename__ = "vector_store_file_batches"
+
+    #: ``vsfb_`` and 32 random hex digits.
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    store_id: Mapped[str] = mapped_column(
+        ForeignKey("vector_stores.id", ondelete="CASCADE"), index=True
+    )
+    cancelled: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 

@@ -1,5 +1,6 @@
 """Budget alerts: when a budget's spend crosses its warning threshold or its limit, its owners
-are told once per period, in the portal (a notice) and through the operator's webhook.
+are told once per period: in the portal (a notice), through the operator's webhook, and by
+e-mail when an SMTP server is configured.
 
 "Once" holds across replicas: the alert is a row keyed by (budget, period, kind), and only the
 process whose insert made it sends it on.
@@ -7,8 +8,11 @@ process whose insert made it sends it on.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import smtplib
 from datetime import UTC, date, datetime
+from email.message import EmailMessage
 from typing import Any
 
 import aiohttp
@@ -34,12 +38,14 @@ class Alerts:
         webhook_url: str | None,
         webhook_format: str,
         currency: str,
+        mailer: Mailer | None = None,
     ) -> None:
         self._engine = engine
         self._session = session
         self._url = webhook_url
         self._format = webhook_format
         self._currency = currency
+        self._mailer = mailer
 
     async def on_threshold(
         self, budget: BudgetRule, kind: str, period: date, measure: str, spent: int, limit: int
@@ -47,15 +53,17 @@ class Alerts:
         """Raise the alert unless this period raised it already; ``measure`` is ``money`` or
         ``tokens``."""
         try:
-            subject = await transact(
+            subject, emails = await transact(
                 self._engine,
                 lambda s: self._record(s, budget, kind, period, measure, spent, limit),
             )
         except IntegrityError:
             return  # raised already, by this process or another
-        if subject is None or self._url is None:
-            return
         text = message(budget, kind, subject, measure, spent, limit, self._currency)
+        if self._mailer is not None and emails:
+            await self._mailer.send(emails, text)
+        if self._url is None:
+            return
         try:
             async with self._session.post(
                 self._url,
@@ -77,7 +85,7 @@ class Alerts:
         measure: str,
         spent: int,
         limit: int,
-    ) -> str | None:
+    ) -> tuple[str, list[str]]:
         session.add(
             BudgetAlert(budget_id=budget.id, period_start=period, kind=kind, created_at=now())
         )
@@ -93,7 +101,12 @@ class Alerts:
         }
         for user_id in owners:
             session.add(Notice(user_id=user_id, kind=f"budget.{kind}", detail=detail))
-        return subject
+        emails = [
+            email
+            for email in session.scalars(select(User.email).where(User.id.in_(owners)))
+            if email
+        ]
+        return subject, emails
 
 
 def _subject(session: Session, budget: BudgetRule) -> tuple[str, list[int]]:
@@ -112,6 +125,42 @@ def _subject(session: Session, budget: BudgetRule) -> tuple[str, list[int]]:
         session.scalars(select(GroupAdmin.user_id).where(GroupAdmin.group_id == budget.subject_id))
     )
     return (group.name if group else str(budget.subject_id)), admins
+
+
+class Mailer:
+    """Alerts by e-mail, through the operator's SMTP server (in a thread: smtplib blocks)."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        sender: str,
+        username: str | None = None,
+        password: str | None = None,
+        starttls: bool = True,
+    ) -> None:
+        self._host, self._port = host, port
+        self._sender = sender
+        self._login = (username, password) if username and password else None
+        self._starttls = starttls
+
+    async def send(self, to: list[str], text: str) -> None:
+        try:
+            await asyncio.to_thread(self._send, to, text)
+        except (OSError, smtplib.SMTPException) as exc:
+            log.warning("alert e-mail failed: %s", exc.__class__.__name__)
+
+    def _send(self, to: list[str], text: str) -> None:
+        mail = EmailMessage()
+        mail["From"], mail["To"], mail["Subject"] = self._sender, ", ".join(to), text[:120]
+        mail.set_content(text)
+        with smtplib.SMTP(self._host, self._port, timeout=10) as smtp:
+            if self._starttls:
+                smtp.starttls()
+            if self._login is not None:
+                smtp.login(*self._login)
+            smtp.send_message(mail)
 
 
 def message(

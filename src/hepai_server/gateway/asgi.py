@@ -24,6 +24,8 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 
 JSON_TYPE = (b"content-type", b"application/json")
+#: Where the edge middleware leaves each request's id in its scope.
+REQUEST_ID_KEY = "hepai.request_id"
 
 
 class ClientDisconnected(Exception):
@@ -144,13 +146,11 @@ async def send_error(send: Send, error: HepAIError, *, request_id: str) -> None:
     # After a 413 the rest of the body is still on its way: closing the connection spares
     # reading and discarding it.
     close = isinstance(error, PayloadTooLarge)
+    extra = dict(error.headers or {})
+    if error.retry_after is not None:
+        extra.setdefault("retry-after", str(error.retry_after))
     await send_bytes(
-        send,
-        error.status,
-        error.to_json(),
-        request_id=request_id,
-        close=close,
-        extra=error.headers,
+        send, error.status, error.to_json(), request_id=request_id, close=close, extra=extra
     )
 
 

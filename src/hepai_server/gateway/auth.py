@@ -3,6 +3,10 @@
 Each process caches resolved keys. A key revoked, or a user disabled, on this machine bumps the
 shared generation counter (``invalidation.Generation``), which empties every process's cache
 before its next request; ``auth_cache_seconds`` bounds staleness for changes made elsewhere.
+
+While the database does not answer, a key seen before keeps working on what was last looked up
+(for STALE_SECONDS at a time, so the lookup is tried again now and then but not per request):
+models keep answering through a database outage. A key never seen gets 503.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ import asyncio
 import time
 from collections.abc import Callable, Mapping
 
-from hepai_server.errors import AuthenticationFailed
+from hepai_server.errors import AuthenticationFailed, DatabaseUnavailable
 from hepai_server.security.credentials import hash_api_key, looks_like_api_key
 from hepai_server.services.accounts import Caller
 from hepai_server.state.generation import Generation
@@ -22,6 +26,8 @@ MISSING_KEY = (
 INVALID_KEY = "Invalid API key: it is unknown or has been revoked."
 #: Unknown keys are remembered this long, so a flood of bad keys does not reach the database.
 NEGATIVE_SECONDS = 5.0
+#: How long a stale entry serves again after a lookup found the database unavailable.
+STALE_SECONDS = 5.0
 MAX_CACHED = 100_000
 
 Lookup = Callable[[str], Caller | None]
@@ -49,6 +55,8 @@ class Authenticator:
         self._ttl = ttl
         self._cache: dict[str, tuple[Caller | None, float]] = {}
         self._inflight: dict[str, asyncio.Future[Caller | None]] = {}
+        #: Requests let in on an expired entry while the database was unavailable.
+        self.stale_answers = 0
 
     async def authenticate(self, token: str | None) -> Caller:
         if not token:
@@ -64,7 +72,15 @@ class Authenticator:
         if cached is not None and cached[1] > now:
             caller = cached[0]
         else:
-            caller = await self._resolve(token, now)
+            try:
+                caller = await self._resolve(token, now)
+            except DatabaseUnavailable:
+                if cached is None:
+                    raise
+                # The last answer, kept a little longer: better than refusing a known key.
+                self._cache[token] = (cached[0], now + STALE_SECONDS)
+                self.stale_answers += 1
+                caller = cached[0]
         if caller is None:
             raise AuthenticationFailed(INVALID_KEY)
         if caller.expires_at is not None and caller.expires_at <= time.time():

@@ -7,7 +7,7 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
-from hepai_server.config import ModelType, ProviderConfig
+from hepai_server.config import ModelType, ProviderConfig, Timeouts
 from hepai_server.errors import ModelNotFound
 from hepai_server.protocol.openai import Endpoint
 from hepai_server.security.egress import WorkerAddress
@@ -75,6 +75,13 @@ class Model:
     groups: frozenset[str]
     users: frozenset[str]
     deployments: tuple[Deployment, ...]
+    #: Models to try, in order, when every deployment fails before answering.
+    fallbacks: tuple[str, ...] = ()
+    #: How long its upstreams may take; None: the platform's defaults.
+    timeouts: Timeouts | None = None
+    #: What the config file says of the model, for the portal's catalogue.
+    context_length: int | None = None
+    capabilities: frozenset[str] = frozenset()
 
     def is_callable_by(self, caller: Caller) -> bool:
         if caller.allowed_models is not None and self.id not in caller.allowed_models:
@@ -169,6 +176,10 @@ class Catalog:
                         groups=frozenset(entry.groups),
                         users=frozenset(entry.users),
                         deployments=(deployment,),
+                        fallbacks=tuple(entry.fallbacks),
+                        timeouts=entry.timeouts,
+                        context_length=entry.context_length,
+                        capabilities=frozenset(entry.capabilities),
                     )
                     continue
                 if known.type != entry.type:
@@ -186,6 +197,10 @@ class Catalog:
                     groups=known.groups | set(entry.groups),
                     users=known.users | set(entry.users),
                     deployments=(*known.deployments, deployment),
+                    fallbacks=known.fallbacks or tuple(entry.fallbacks),
+                    timeouts=known.timeouts or entry.timeouts,
+                    context_length=known.context_length or entry.context_length,
+                    capabilities=known.capabilities | set(entry.capabilities),
                 )
         return cls(merged.values())
 

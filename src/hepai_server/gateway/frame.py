@@ -18,14 +18,17 @@ These endpoints are raw ASGI: they are the hot path, and each step is a plain ca
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from time import perf_counter
 from typing import Protocol
 
-from hepai_server.errors import HepAIError, ServiceUnavailable
+from hepai_server.db.engine import is_unavailable, unavailable
+from hepai_server.errors import DatabaseUnavailable, HepAIError, ServiceUnavailable
 from hepai_server.gateway.asgi import (
+    REQUEST_ID_KEY,
     ClientDisconnected,
     Message,
     Receive,
@@ -43,6 +46,9 @@ from hepai_server.gateway.runtime import Gateway
 from hepai_server.gateway.usage import MAX_PENDING
 from hepai_server.protocol.openai import Usage
 from hepai_server.services.accounts import Caller
+from hepai_server.telemetry.tracing import Tracing
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -97,19 +103,34 @@ class Exchange:
             )
         )
 
+    def finish(self, caller: Caller | None) -> UsageRow:
+        """The call is over: its row recorded (when someone was let in, and it is a call),
+        its reservation settled with what it used, its metrics counted."""
+        gateway = self.gateway
+        row = self.usage_row(caller)
+        if caller is not None and (self.recorded or self.started_in is not None):
+            gateway.recorder.record(row, self.started_in)
+            if self.ticket is not None:
+                gateway.limiter.settle(
+                    self.ticket, self.request_id, tokens=row.total_tokens or 0, cost=row.cost_nanos
+                )
+        gateway.meter.add(row)
+        return row
+
     def _budgets(self) -> str | None:
         if self.ticket is None or not self.ticket.plan.budget_ids:
             return None
         return ",".join(map(str, self.ticket.plan.budget_ids))
 
-    def usage_row(self, caller: Caller) -> UsageRow:
-        """The one usage row of this request: every relaying endpoint's, built here."""
+    def usage_row(self, caller: Caller | None) -> UsageRow:
+        """The one usage row of this request: every relaying endpoint's, built here (for the
+        metrics alone when no caller was let in)."""
         outcome = self.outcome
         usage = outcome.final_usage(self.prompt_estimate)
         ttft = outcome.first_byte_at
         error = outcome.error
         cost = self.gateway.limiter.prices.cost(
-            self.model,
+            outcome.fallback or self.model,
             usage,
             embedding=self.endpoint == "embeddings",
             succeeded=outcome.status < 400,
@@ -117,8 +138,8 @@ class Exchange:
         # Positional: a NamedTuple takes keywords at three times the cost.
         return UsageRow(
             self.request_id,
-            caller.user_id,
-            caller.key_id,
+            caller.user_id if caller is not None else None,
+            caller.key_id if caller is not None else None,
             self.endpoint,
             self.model[:256],
             outcome.served_by,
@@ -138,6 +159,7 @@ class Exchange:
             cost,
             self._budgets(),
             self.client_request_id,
+            outcome.fallback,
             time.time(),
         )
 
@@ -179,14 +201,14 @@ class Frame:
         headers = dict(scope["headers"])
         exchange = Exchange(
             gateway,
-            new_request_id(),
+            scope.get(REQUEST_ID_KEY) or new_request_id(),
             started,
             headers,
             self.handler.name,
             client_request_id(headers.get(b"x-request-id")),
         )
         caller: Caller | None = None
-        if gateway.recorder.backlog > MAX_PENDING:
+        if gateway.recorder.pending > MAX_PENDING:
             await send_error(send, LEDGER_BEHIND, request_id=exchange.request_id)
             return
         if gateway.limiter.active or exchange.client_request_id is not None:
@@ -197,22 +219,16 @@ class Frame:
         except ClientDisconnected:
             exchange.outcome.fail(CLIENT_CLOSED, "client closed the connection")
         except HepAIError as error:
-            exchange.outcome.fail(error.status, error.message)
-            await send_error(send, error, request_id=exchange.request_id)
-        except Exception:
-            exchange.outcome.fail(500, "internal error")
-            raise
+            await refuse(exchange, error, send)
+        except Exception as exc:
+            if not is_unavailable(exc):
+                exchange.outcome.fail(500, "internal error")
+                raise
+            await refuse(exchange, unavailable(exc), send)
         finally:
-            if caller is not None and (exchange.recorded or exchange.started_in is not None):
-                row = exchange.usage_row(caller)
-                gateway.recorder.record(row, exchange.started_in)
-                if exchange.ticket is not None:
-                    gateway.limiter.settle(
-                        exchange.ticket,
-                        exchange.request_id,
-                        tokens=row.total_tokens or 0,
-                        cost=row.cost_nanos,
-                    )
+            row = exchange.finish(caller)
+            if gateway.tracing is not None:
+                trace(gateway.tracing, row, exchange.headers.get(b"traceparent"))
 
 
 #: Answered while the usage writer is that far behind (the database is away): a request must
@@ -239,3 +255,35 @@ def answer_headers(exchange: Exchange, send: Send) -> Send:
         await send(message)
 
     return sending
+
+
+async def refuse(exchange: Exchange, error: HepAIError, send: Send) -> None:
+    """Answer with an error raised before the answer began, and note it in the outcome."""
+    if isinstance(error, DatabaseUnavailable):
+        log.warning("503 on %s: %s", exchange.endpoint, error.message)
+        exchange.gateway.metrics.db_unavailable.inc()
+    exchange.outcome.fail(error.status, error.message)
+    await send_error(send, error, request_id=exchange.request_id)
+
+
+def trace(tracing: Tracing, row: UsageRow, traceparent: bytes | None) -> None:
+    """The request's span, from its usage row."""
+    tracing.record(
+        name=f"{row.endpoint} {row.model}" if row.deployment else row.endpoint,
+        duration=row.latency_ms / 1000,
+        attributes={
+            "hepai.request_id": row.request_id,
+            "hepai.endpoint": row.endpoint,
+            "gen_ai.request.model": row.model or None,
+            "hepai.deployment": row.deployment,
+            "hepai.user_id": row.user_id,
+            "hepai.stream": row.stream,
+            "http.response.status_code": row.status_code,
+            "gen_ai.usage.input_tokens": row.prompt_tokens,
+            "gen_ai.usage.output_tokens": row.completion_tokens,
+            "hepai.ttft_ms": row.ttft_ms,
+            "hepai.error": row.error,
+        },
+        status=row.status_code,
+        traceparent=traceparent,
+    )

@@ -62,6 +62,8 @@ class UsageRow(NamedTuple):
     #: The ids of the budgets it was charged to, comma-separated, or None.
     budgets: str | None
     client_request_id: str | None
+    #: The fallback model that answered, when the requested one could not.
+    served_model: str | None
     #: ``time.time()`` when the request ended: the writer makes it a datetime, off the request
     #: path. Always the last field.
     created_at: float
@@ -113,6 +115,7 @@ class Start(NamedTuple):
             self.cost_nanos,
             self.budgets,
             self.client_request_id,
+            None,
             self.started_at,
         )
 

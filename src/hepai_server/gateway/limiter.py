@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, tzinfo
 from typing import Any
@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 #: Called when a budget's spend crosses its warning threshold or its limit:
 #: (budget, "warning" or "exhausted", first day of the period, "money" or "tokens", spent,
 #: limit).
-OnThreshold = Callable[[budgets.BudgetRule, str, date, str, int, int], Awaitable[None]]
+OnThreshold = Callable[[budgets.BudgetRule, str, date, str, int, int], Coroutine[Any, Any, None]]
 
 
 @dataclass(slots=True)
@@ -162,22 +162,28 @@ class Limiter:
         return Plan(tuple(checks), plan.meters, plan.budget_ids, plan.periods)
 
     def settle(self, ticket: Ticket, request_id: str, *, tokens: int, cost: int) -> None:
-        """Release the call's reservation, counting what it used (in the background)."""
-        task = asyncio.get_running_loop().create_task(
-            self._settle(ticket, request_id, tokens=tokens, cost=cost)
-        )
-        self._settling.add(task)
-        task.add_done_callback(self._settling.discard)
+        """Release the call's reservation, counting what it used: at once in process, in the
+        background when the counters are Redis."""
+        actuals = ticket.plan.actuals(tokens=tokens, cost=cost)
+        counters = ticket.counters
+        if isinstance(counters, MemoryCounters):
+            spent = counters.settle_now(request_id, ticket.plan.checks, actuals, at=ticket.at)
+            self._alert(ticket.plan, actuals, spent)
+        else:
+            self._background(self._settle(ticket, request_id, actuals))
 
-    async def _settle(self, ticket: Ticket, request_id: str, *, tokens: int, cost: int) -> None:
+    async def _settle(self, ticket: Ticket, request_id: str, actuals: list[int]) -> None:
         plan = ticket.plan
-        actuals = plan.actuals(tokens=tokens, cost=cost)
         try:
             spent = await ticket.counters.settle(request_id, plan.checks, actuals, at=ticket.at)
         except Exception:
             log.warning("limits: settling %s failed; its reservation expires", request_id)
             return
-        if self._on_threshold is None:
+        self._alert(plan, actuals, spent)
+
+    def _alert(self, plan: Plan, actuals: list[int], spent: list[int]) -> None:
+        """Tell of every budget this call's spend took past its warning or its limit."""
+        if self._on_threshold is None or not plan.budget_ids:
             return
         for check, meter, used, after in zip(plan.checks, plan.meters, actuals, spent, strict=True):
             budget = meter.budget
@@ -188,7 +194,14 @@ class Limiter:
             thresholds = (("warning", budget.warn_at * check.limit), ("exhausted", check.limit))
             for kind, threshold in thresholds:
                 if after >= threshold > after - used:
-                    await self._on_threshold(budget, kind, start, measure, after, check.limit)
+                    self._background(
+                        self._on_threshold(budget, kind, start, measure, after, check.limit)
+                    )
+
+    def _background(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._settling.add(task)
+        task.add_done_callback(self._settling.discard)
 
     async def drain(self) -> None:
         """Wait for settlements still in flight (at shutdown)."""
@@ -212,22 +225,23 @@ def estimate_tokens(
 def rate_headers(plan: Plan, decision: Decision) -> dict[str, str]:
     """OpenAI's x-ratelimit-* headers: for requests and for tokens, the window closest to
     its limit."""
-    headers: dict[str, str] = {}
     known = list(decision.used)
     if decision.failed is not None:  # the refusing window: nothing left until it resets
         known.append((plan.checks[decision.failed].limit, decision.retry_after))
-    for measure, suffix in (("requests", "requests"), ("tokens", "tokens")):
-        tightest: tuple[int, int, float] | None = None
-        for check, meter, used in zip(plan.checks, plan.meters, known, strict=False):
-            if meter.measure != measure:
-                continue
-            remaining = max(check.limit - used[0], 0)
-            if tightest is None or remaining < tightest[1]:
-                tightest = (check.limit, remaining, used[1])
-        if tightest is not None:
-            headers[f"x-ratelimit-limit-{suffix}"] = str(tightest[0])
-            headers[f"x-ratelimit-remaining-{suffix}"] = str(tightest[1])
-            headers[f"x-ratelimit-reset-{suffix}"] = duration(tightest[2])
+    tightest: dict[str, tuple[int, int, float]] = {}
+    for check, meter, (used, reset) in zip(plan.checks, plan.meters, known, strict=False):
+        measure = meter.measure
+        if measure != "requests" and measure != "tokens":
+            continue
+        remaining = max(check.limit - used, 0)
+        found = tightest.get(measure)
+        if found is None or remaining < found[1]:
+            tightest[measure] = (check.limit, remaining, reset)
+    headers: dict[str, str] = {}
+    for measure, (limit, remaining, reset) in tightest.items():
+        headers[f"x-ratelimit-limit-{measure}"] = str(limit)
+        headers[f"x-ratelimit-remaining-{measure}"] = str(remaining)
+        headers[f"x-ratelimit-reset-{measure}"] = duration(reset)
     return headers
 
 

@@ -95,7 +95,7 @@ class MediaRelay:
             return deployment.url(self.endpoint), payload, deployment.headers
 
         outcome = exchange.outcome
-        response = await gateway.proxy.attempt(model, outcome, build)
+        response = await gateway.upstreams.attempt(model, outcome, build)
         await relay_answer(response, model, outcome, exchange.request_id, receive, send)
 
     async def _form(self, exchange: Exchange, caller: Caller, receive: Receive, send: Send) -> None:
@@ -127,7 +127,7 @@ class MediaRelay:
                 )
 
             outcome = exchange.outcome
-            response = await gateway.proxy.attempt(
+            response = await gateway.upstreams.attempt(
                 model, outcome, build, again=lambda: form.replayable
             )
             await relay_answer(response, model, outcome, exchange.request_id, receive, send)

@@ -13,14 +13,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import random
 import re
 import sys
 from array import array
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from time import perf_counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import orjson
@@ -36,8 +35,6 @@ from hepai_server.errors import (
 from hepai_server.gateway.asgi import DisconnectWatch, Receive, Send, send_bytes
 from hepai_server.gateway.catalog import Deployment, Model
 from hepai_server.gateway.dialect import Dialect, Translator
-from hepai_server.gateway.dispatch import WorkerSessions
-from hepai_server.gateway.routing import Occupancy, spread
 from hepai_server.protocol.openai import EMBEDDINGS, Endpoint, Usage
 from hepai_server.protocol.sse import (
     DONE,
@@ -52,6 +49,10 @@ from hepai_server.services.accounts import Caller
 
 #: A request body for an upstream: whole, or streamed as it arrives from the client.
 Payload = bytes | AsyncIterator[bytes]
+
+if TYPE_CHECKING:
+    from hepai_server.gateway.upstream import Upstreams
+
 SSE_HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
     (b"cache-control", b"no-cache"),
@@ -124,6 +125,8 @@ class Outcome:
     delivered: int = 0
     #: The deployment answers in the client's own API (the call's dialect), not translated.
     native: bool = False
+    #: The fallback model that answered, when the requested one could not.
+    fallback: str | None = None
     #: The answer was cut after the upstream had the request (the client left, the stream
     #: broke, the server shut down): what was used is estimated if the upstream did not say.
     cut: bool = False
@@ -149,18 +152,8 @@ class Outcome:
 
 
 class Proxy:
-    def __init__(
-        self,
-        session: aiohttp.ClientSession,
-        workers: WorkerSessions,
-        occupancy: Occupancy,
-        rng: random.Random,
-    ) -> None:
-        self._session = session
-        #: Calls to workers go through the dispatcher's pools, whose connections are checked.
-        self._workers = workers
-        self._occupancy = occupancy
-        self._rng = rng
+    def __init__(self, upstreams: Upstreams) -> None:
+        self._upstreams = upstreams
 
     async def relay(self, call: Call, outcome: Outcome, receive: Receive, send: Send) -> None:
         """Answer the call from an upstream, noting in ``outcome`` what happened; an error
@@ -169,12 +162,17 @@ class Proxy:
         if call.stream:
             await self._relay_stream(call, outcome, receive, send)
             return
+        timeouts = call.model.timeouts
+        total = timeouts.total if timeouts is not None else None
         async with DisconnectWatch(receive) as watch:
             send = watch.guard(send)
             response: aiohttp.ClientResponse | None = None
             try:
-                response = await self._open(call, outcome)
-                await self._relay_whole(call, response, outcome, send)
+                async with asyncio.timeout(total):
+                    response = await self._upstreams.open(call, outcome)
+                    await self._relay_whole(call, response, outcome, send)
+            except TimeoutError:
+                raise UpstreamTimeout(f"{call.model.id} did not answer within {total} s") from None
             except asyncio.CancelledError:
                 if not watch.fired:
                     raise
@@ -185,111 +183,26 @@ class Proxy:
                 if response is not None:
                     response.release()
 
-    def _load(self, deployment: Deployment) -> float:
-        if deployment.worker_id is None:
-            return 0.0
-        queued = deployment.queue_length + self._occupancy[deployment.worker_id]
-        return queued / deployment.speed
-
-    async def _open(self, call: Call, outcome: Outcome) -> aiohttp.ClientResponse:
-        """The first usable upstream response to the call, trying deployments in turn."""
-
-        def build(deployment: Deployment) -> tuple[str, bytes, dict[str, str]]:
-            target = call.dialect.native(deployment) if call.dialect is not None else None
-            outcome.native = target is not None
-            if target is not None:
-                url, headers = target
-            else:
-                url, headers = deployment.url(call.endpoint), deployment.headers
-            return url, self._payload(call, deployment, native=outcome.native), headers
-
-        return await self.attempt(call.model, outcome, build)
-
-    async def attempt(
-        self,
-        model: Model,
-        outcome: Outcome,
-        build: Callable[[Deployment], tuple[str, Payload, dict[str, str]]],
-        *,
-        again: Callable[[], bool] | None = None,
-    ) -> aiohttp.ClientResponse:
-        """The first usable response of a deployment of ``model`` to what ``build`` makes for
-        it (URL, body, headers), trying deployments in turn.
-
-        A connection failure, a timeout, a 5xx or a 429 moves on to the next deployment while
-        ``again`` allows (a body streamed from the client cannot be sent twice); the last
-        answer, whatever it is, is returned.
-        """
-        attempts = spread(model.deployments, self._rng, self._load)
-        failure: HepAIError | None = None
-        for number, deployment in enumerate(attempts, 1):
-            if number > 1 and again is not None and not again():
-                break
-            outcome.deployment, outcome.served_by = deployment, deployment.name
-            url, payload, headers = build(deployment)
-            try:
-                response = await self._post(deployment, url, payload, headers)
-            except TimeoutError:
-                failure = UpstreamTimeout(f"{deployment.provider} did not answer in time")
-                continue
-            except aiohttp.ClientError as exc:
-                failure = UpstreamError(
-                    f"could not reach {deployment.provider}: {exc.__class__.__name__}"
-                )
-                continue
-            last = number == len(attempts) or (again is not None and not again())
-            if not last and (response.status >= 500 or response.status == 429):
-                response.release()
-                continue
-            return response
-        # Built only now: a request that gets an answer has no use for it.
-        if failure is None:
-            failure = UpstreamError(f"no deployment of {model.id} answered")
-        raise failure
-
-    async def _post(
-        self, deployment: Deployment, url: str, payload: Payload, headers: dict[str, str]
-    ) -> aiohttp.ClientResponse:
-        if deployment.worker_id is None:
-            return await self._post_on(self._session, url, payload, headers)
-        session = self._workers.for_owner(trusted=deployment.trusted)
-        with self._occupancy.holding(deployment.worker_id):
-            return await self._post_on(session, url, payload, headers)
-
-    @staticmethod
-    async def _post_on(
-        session: aiohttp.ClientSession, url: str, payload: Payload, headers: dict[str, str]
-    ) -> aiohttp.ClientResponse:
+    async def fetch(self, call: Call, outcome: Outcome) -> bytes:
+        """The whole answer to a call the gateway makes itself (knowledge bases embedding and
+        reranking), chosen and failed over as ``relay`` does; an upstream error is raised."""
+        timeouts = call.model.timeouts
+        total = timeouts.total if timeouts is not None else None
         try:
-            return await session.post(url, data=payload, headers=headers, allow_redirects=False)
-        except aiohttp.ServerDisconnectedError:
-            if not isinstance(payload, bytes):
-                raise  # a body streamed from the client is gone
-            # The upstream closed a pooled keep-alive connection: one fresh try is safe.
-            return await session.post(url, data=payload, headers=headers, allow_redirects=False)
-
-    def _payload(self, call: Call, deployment: Deployment, *, native: bool) -> bytes:
-        if native and call.dialect is not None:
-            body = call.dialect.native_body(deployment)
-            body["model"] = deployment.upstream_model
-            return self._encode(body, deployment)
-        body = call.body
-        body["model"] = deployment.upstream_model
-        if call.stream:
-            options = body.get("stream_options") or {}
-            body["stream_options"] = {**options, "include_usage": True}
-        if call.wants_base64:
-            body["encoding_format"] = "float"
-        return self._encode(body, deployment)
-
-    @staticmethod
-    def _encode(body: dict[str, Any], deployment: Deployment) -> bytes:
-        try:
-            # A worker takes the request as the keyword arguments of its method.
-            return orjson.dumps({"kwargs": body} if deployment.worker_id else body)
-        except orjson.JSONEncodeError:
-            # orjson reads 1023 levels of nesting but writes only 254.
-            raise InvalidRequest("the request body is nested too deeply") from None
+            async with asyncio.timeout(total):
+                response = await self._upstreams.open(call, outcome)
+                try:
+                    raw = await response.read()
+                finally:
+                    response.release()
+        except TimeoutError:
+            raise UpstreamTimeout(f"{call.model.id} did not answer within {total} s") from None
+        if 200 <= response.status < 300:
+            raw, outcome.usage = finish_json(call, raw)
+            return raw
+        outcome.status, outcome.error = response.status, upstream_message(raw)
+        raise_for_upstream(response.status, raw, outcome)
+        raise InvalidRequest(f"{call.model.id} refused the request: {upstream_message(raw)}")
 
     async def _relay_whole(
         self, call: Call, response: aiohttp.ClientResponse, outcome: Outcome, send: Send
@@ -309,6 +222,7 @@ class Proxy:
             raw,
             request_id=call.request_id,
             content_type=content_type,
+            extra={"x-hepai-deployment": outcome.served_by or ""},
         )
 
     async def _relay_stream(
@@ -320,7 +234,7 @@ class Proxy:
         async with DisconnectWatch(receive) as watch:
             send = watch.guard(send)
             try:
-                response = await self._open(call, outcome)
+                response = await self._upstreams.open(call, outcome)
                 if response.status != 200 or not is_event_stream(response, outcome.deployment):
                     await self._relay_whole(call, response, outcome, send)
                 else:
@@ -360,10 +274,16 @@ class Proxy:
             {
                 "type": "http.response.start",
                 "status": 200,
-                "headers": [*SSE_HEADERS, (b"x-request-id", call.request_id.encode())],
+                "headers": [
+                    *SSE_HEADERS,
+                    (b"x-request-id", call.request_id.encode()),
+                    (b"x-hepai-deployment", (outcome.served_by or "").encode()),
+                ],
             }
         )
         rewriter = ModelRewriter(orjson.dumps(call.model.id))
+        timeouts = call.model.timeouts
+        deadline = call.started + timeouts.total if timeouts and timeouts.total else None
         splitter = EventSplitter()
         dialect = call.dialect
         translator: Translator | None = None
@@ -395,6 +315,8 @@ class Proxy:
                     # The client has it all and may hang up now; whatever the upstream still
                     # sends (a worker's closing bytes) is not worth waiting for.
                     break
+                if deadline is not None and perf_counter() > deadline:
+                    raise TimeoutError  # the model's total time is up
             tail = splitter.rest()
             if translator is not None and not done:
                 # The upstream ended without [DONE]: the client's answer still gets its end.

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import copy
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from hepai_server.db.tables import ModelName, User, Worker, WorkerModel
+from hepai_server.db.tables import ModelName, ModelPermission, User, Worker, WorkerModel
 from hepai_server.errors import Conflict, InvalidRequest, NotFound, PermissionDenied
 from hepai_server.gateway.routing import best
 from hepai_server.protocol.ddf import Registration, permissions_of
@@ -54,20 +54,35 @@ class Names:
     builtin_keys: frozenset[str]
 
 
-def may_call(caller: Caller, model: WorkerModel, owner_id: int) -> bool:
+#: Who may call a model, as an admin granted it: group names and usernames or e-mails.
+Grant = tuple[Sequence[str], Sequence[str]]
+
+
+def may_call(caller: Caller, model: WorkerModel, owner_id: int, grant: Grant | None = None) -> bool:
     """Admins, the owner, listed users, listed groups, or everyone when the groups say ``all``;
-    and only models the caller's key is not barred from."""
+    and only models the caller's key is not barred from. An admin's grant for the model name
+    (``grant``) replaces the groups and users its workers declared, as it does for provider
+    models."""
     if caller.allowed_models is not None and model.model_name not in caller.allowed_models:
         return False
-    groups = set(model.groups)
+    groups, users = grant if grant is not None else (model.groups, model.users)
     return (
         caller.is_admin
         or caller.user_id == owner_id
         or EVERYONE in groups
-        or caller.username in model.users
-        or (caller.email is not None and caller.email in model.users)
-        or not groups.isdisjoint(caller.groups)
+        or caller.username in users
+        or (caller.email is not None and caller.email in users)
+        or not set(groups).isdisjoint(caller.groups)
     )
+
+
+def grants_for(session: Session, names: Iterable[str]) -> dict[str, Grant]:
+    """The admins' grants for these worker model names (set on the portal's model page)."""
+    wanted = set(names)
+    if not wanted:
+        return {}
+    rows = session.scalars(select(ModelPermission).where(ModelPermission.model_id.in_(wanted)))
+    return {row.model_id: (row.groups, row.users) for row in rows}
 
 
 def register(
@@ -223,13 +238,19 @@ def is_live(worker: Worker, *, now: float, expiry: float) -> bool:
 def visible_worker(session: Session, *, caller: Caller, worker_id: str) -> Worker:
     """A worker the caller may see (one serving a model it may call); else 404."""
     worker = session.get(Worker, worker_id)
-    if worker is None or not can_see(caller, worker):
+    if worker is None:
+        raise NotFound(f"no worker {worker_id!r}")
+    grants = grants_for(session, (model.model_name for model in worker.models))
+    if not can_see(caller, worker, grants):
         raise NotFound(f"no worker {worker_id!r}")
     return worker
 
 
-def can_see(caller: Caller, worker: Worker) -> bool:
-    return any(may_call(caller, model, worker.owner_id) for model in worker.models)
+def can_see(caller: Caller, worker: Worker, grants: Mapping[str, Grant]) -> bool:
+    return any(
+        may_call(caller, model, worker.owner_id, grants.get(model.model_name))
+        for model in worker.models
+    )
 
 
 def live_workers(
@@ -238,7 +259,8 @@ def live_workers(
     workers = session.scalars(
         select(Worker).where(Worker.stopped.is_(False), Worker.last_heartbeat > now - expiry)
     ).all()
-    return [worker for worker in workers if can_see(caller, worker)]
+    grants = grants_for(session, (m.model_name for worker in workers for m in worker.models))
+    return [worker for worker in workers if can_see(caller, worker, grants)]
 
 
 def routes_for(
@@ -252,7 +274,8 @@ def routes_for(
         .outerjoin(ModelName, ModelName.name == WorkerModel.model_name)
         .where(WorkerModel.model_name == model_name)
     ).all()
-    return _routes(rows, caller=caller, now=now, expiry=expiry)
+    grant = grants_for(session, [model_name]).get(model_name)
+    return _routes(rows, grant, caller=caller, now=now, expiry=expiry)
 
 
 def callable_models(
@@ -269,20 +292,23 @@ def callable_models(
     by_model: dict[str, list[Any]] = {}
     for row in rows:
         by_model.setdefault(row[1].model_name, []).append(row)
+    grants = grants_for(session, by_model)
     found = {}
     for name, model_rows in sorted(by_model.items()):
-        if routes := _routes(model_rows, caller=caller, now=now, expiry=expiry):
+        if routes := _routes(model_rows, grants.get(name), caller=caller, now=now, expiry=expiry):
             found[name] = routes
     return found
 
 
 def _routes(
-    rows: Sequence[Any], *, caller: Caller, now: float, expiry: float
+    rows: Sequence[Any], grant: Grant | None, *, caller: Caller, now: float, expiry: float
 ) -> list[WorkerRoute] | None:
     # Only the name's holder's workers: a call, and the file grant it carries, never reaches
     # a worker whose owner does not hold the name (one left over from before a takeover).
     permitted = [
-        (w, m) for w, m, holder in rows if holder == w.owner_id and may_call(caller, m, w.owner_id)
+        (w, m)
+        for w, m, holder in rows
+        if holder == w.owner_id and may_call(caller, m, w.owner_id, grant)
     ]
     if not permitted:
         return None
@@ -348,10 +374,12 @@ def model_cards(
     """/models rows for the live worker models the caller may call; owners as a list, as the
     platform's tool rows carry them."""
     cards: dict[str, dict[str, Any]] = {}
-    for worker in live_workers(session, caller=caller, now=now, expiry=expiry):
+    workers = live_workers(session, caller=caller, now=now, expiry=expiry)
+    grants = grants_for(session, (m.model_name for worker in workers for m in worker.models))
+    for worker in workers:
         owner = worker.owner.email or worker.owner.username
         for model in worker.models:
-            if not may_call(caller, model, worker.owner_id):
+            if not may_call(caller, model, worker.owner_id, grants.get(model.model_name)):
                 continue
             card = cards.setdefault(
                 model.model_name,
@@ -387,8 +415,9 @@ def worker_model_statuses(
         .where(Worker.stopped.is_(False))
     ).all()
     found: dict[str, list[tuple[Worker, WorkerModel]]] = {}
+    grants = grants_for(session, (model.model_name for _worker, model in rows))
     for worker, model in rows:
-        if may_call(caller, model, worker.owner_id):
+        if may_call(caller, model, worker.owner_id, grants.get(model.model_name)):
             found.setdefault(model.model_name, []).append((worker, model))
     statuses = []
     for name, pairs in sorted(found.items()):

@@ -2,12 +2,14 @@
 (a provider's, or a worker's through the dispatcher), and hand the call to the proxy.
 
 With ``anthropic`` it serves Anthropic Messages instead: the request is translated into a chat
-completion on the way in and the answer back into a Message on the way out.
+completion on the way in and the answer back into a Message on the way out. A chat request
+with a ``file_search`` tool is grounded in the knowledge bases it names (file_search.py).
 """
 
 from __future__ import annotations
 
 from hepai_server.errors import InvalidRequest
+from hepai_server.gateway import file_search
 from hepai_server.gateway.asgi import (
     Receive,
     Scope,
@@ -23,7 +25,7 @@ from hepai_server.gateway.limiter import estimate_tokens
 from hepai_server.gateway.proxy import Call
 from hepai_server.gateway.runtime import Gateway
 from hepai_server.protocol.anthropic import messages_to_chat
-from hepai_server.protocol.openai import EMBEDDINGS, Endpoint, check_request
+from hepai_server.protocol.openai import CHAT, EMBEDDINGS, Endpoint, check_request
 from hepai_server.services.accounts import Caller
 
 
@@ -68,6 +70,12 @@ class OpenAIRelay:
         await exchange.admit(
             caller, prompt=prompt, output=output, embedding=self.endpoint is EMBEDDINGS
         )
+        if self.endpoint is CHAT and dialect is None and "tools" in body:
+            # After admission: a caller the limits refuse gets no searches (nor their rows).
+            # The call holds the body, so the sources put into its prompt go upstream.
+            sources = await file_search.ground(gateway, caller, body, exchange.request_id)
+            if sources is not None:
+                send = sources.wrap(send, stream=call.stream)
         await gateway.proxy.relay(call, exchange.outcome, receive, send)
 
 

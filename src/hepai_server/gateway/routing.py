@@ -84,6 +84,10 @@ class Occupancy:
     def __getitem__(self, worker_id: str) -> int:
         return self._calls.get(worker_id, 0)
 
+    def snapshot(self) -> dict[str, int]:
+        """Calls in flight at each worker that has any, right now."""
+        return dict(self._calls)
+
     @contextmanager
     def holding(self, worker_id: str) -> Iterator[None]:
         self._calls[worker_id] = self._calls.get(worker_id, 0) + 1

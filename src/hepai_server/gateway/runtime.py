@@ -17,34 +17,43 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 from hepai_server import __version__
-from hepai_server.config import ProviderConfig, Settings
-from hepai_server.db.engine import make_engine, transact
+from hepai_server.config import ProviderConfig, Settings, metrics_dir
+from hepai_server.db.engine import Limits, answering, make_engine, transact
 from hepai_server.errors import StorageUnavailable
 from hepai_server.files.grant import FileGrants
 from hepai_server.files.service import FileService
 from hepai_server.files.storage import open_storage
 from hepai_server.files.uploads import UploadService
-from hepai_server.gateway.alerts import Alerts
+from hepai_server.gateway.alerts import Alerts, Mailer
 from hepai_server.gateway.auth import Authenticator
 from hepai_server.gateway.catalog import Catalog
 from hepai_server.gateway.dispatch import Dispatcher, WorkerSessions
+from hepai_server.gateway.health import Health
 from hepai_server.gateway.ledger import Journal
 from hepai_server.gateway.limiter import Limiter
+from hepai_server.gateway.meter import Meter
+from hepai_server.gateway.probes import HealthChecks
 from hepai_server.gateway.proxy import Proxy
+from hepai_server.gateway.resilience import Breaker, RetryBudget
 from hepai_server.gateway.routing import Occupancy
 from hepai_server.gateway.toolcache import ToolCache
+from hepai_server.gateway.upstream import Upstreams
 from hepai_server.gateway.usage import UsageRecorder
 from hepai_server.governance import store
+from hepai_server.jobs.runner import open_runner
+from hepai_server.knowledge.engines import open_index
+from hepai_server.knowledge.service import KnowledgeService
 from hepai_server.security.credentials import Sealer, signing_secret
 from hepai_server.security.egress import EgressPolicy, SocketFactory
 from hepai_server.security.names import claim_key
 from hepai_server.services import providers, responses
 from hepai_server.services.accounts import Caller, find_caller
 from hepai_server.services.throttle import Throttle
-from hepai_server.state.broadcast import CALLERS, CATALOG, Broadcast
+from hepai_server.state.changes import CALLERS, CATALOG, Publisher
 from hepai_server.state.counters import Counters, MemoryCounters
 from hepai_server.state.generation import Generation
-from hepai_server.state.redis_counters import RedisCounters
+from hepai_server.telemetry.metrics import Metrics
+from hepai_server.telemetry.tracing import Tracing
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -79,21 +88,33 @@ class Gateway:
     limiter: Limiter
     counters: Counters
     #: Changes told to every replica through Redis, when several share it.
-    broadcast: Broadcast | None
+    broadcast: Publisher | None
+    upstreams: Upstreams
+    probes: HealthChecks
     sweeper: asyncio.Task[None]
+    #: Readiness, and whether SIGTERM began draining this process.
+    health: Health
+    #: The Prometheus series, fed by the meter from every request's usage row.
+    metrics: Metrics
+    meter: Meter
     #: Workers' functions and external MCP servers' tools, as the MCP endpoint lists them.
     tools: ToolCache
+    #: Spans to the OTLP endpoint, when one is configured.
+    tracing: Tracing | None = None
     refresher: asyncio.Task[None] | None = None
     #: When this process started: the ``created`` of its catalog's models.
     started: int = field(default_factory=lambda: int(time.time()))
+    #: Knowledge bases (vector stores): built once the rest is, since their tools call it.
+    knowledge: KnowledgeService = field(init=False)
 
     @classmethod
     async def start(cls, settings: Settings, config_providers: list[ProviderConfig]) -> Gateway:
-        engine = make_engine(settings.sqlalchemy_url)
+        limits = database_limits(settings)
+        engine = make_engine(settings.sqlalchemy_url, limits)
         sealer = Sealer(signing_secret(settings))
 
         def lookup(key_hash: str) -> Caller | None:
-            with Session(engine) as session:
+            with answering(), Session(engine) as session:
                 return find_caller(session, key_hash)
 
         generation = Generation(settings.data_dir / "auth.generation")
@@ -113,20 +134,52 @@ class Gateway:
             )
         recorder.start()
         session = upstream_session(settings)
-        counters: Counters = (
-            RedisCounters(settings.redis_url) if settings.redis_url else MemoryCounters()
-        )
+        counters: Counters = MemoryCounters()
+        if settings.redis_url:
+            # Only here: redis-py imports OpenTelemetry's SDK when it is installed.
+            from hepai_server.state.redis_counters import RedisCounters
+
+            counters = RedisCounters(settings.redis_url)
         alerts = Alerts(
             engine,
             session,
             webhook_url=settings.alert_webhook_url,
             webhook_format=settings.alert_webhook_format,
             currency=settings.currency,
+            mailer=Mailer(
+                settings.smtp_host,
+                settings.smtp_port,
+                sender=settings.smtp_from,
+                username=settings.smtp_username,
+                password=settings.smtp_password.get_secret_value()
+                if settings.smtp_password
+                else None,
+                starttls=settings.smtp_starttls,
+            )
+            if settings.smtp_host
+            else None,
         )
         policy = EgressPolicy.from_strings(settings.worker_allowed_networks)
         workers = WorkerSessions(partial(upstream_session, settings), policy)
         grants = FileGrants(signing_secret(settings), ttl=settings.file_grant_seconds)
         occupancy, rng = Occupancy(), random.Random()
+        breaker = Breaker(
+            failures=settings.breaker_failures,
+            window=settings.breaker_window_seconds,
+            cooldown=settings.breaker_cooldown_seconds,
+        )
+        catalog = Catalog.from_providers(config_providers)
+        upstreams = Upstreams(
+            session,
+            workers,
+            occupancy,
+            rng,
+            breaker=breaker,
+            budget=RetryBudget(
+                ratio=settings.retry_budget_ratio, per_second=settings.retry_budget_per_second
+            ),
+            catalog=catalog,
+        )
         files = FileService(settings, engine, open_storage(settings))
         try:
             await files.storage.prepare()
@@ -134,18 +187,33 @@ class Gateway:
             # The models must not go down with the file store: file calls answer 503 until
             # it is back, and the cause is in the log above.
             log.error("the file store is not ready; file uploads and downloads will fail")
+        auth = Authenticator(lookup, generation, ttl=settings.auth_cache_seconds)
+        health = Health(
+            probe=make_engine(settings.sqlalchemy_url, limits, pooled=False),
+            redis_url=settings.redis_url,
+        )
+        metrics = Metrics(metrics_dir())
+        meter = Meter(
+            metrics,
+            engine=engine,
+            recorder=recorder,
+            auth=auth,
+            occupancy=occupancy,
+            health=health,
+        )
+        meter.start()
         gateway = cls(
             settings=settings,
-            catalog=Catalog.from_providers(config_providers),
+            catalog=catalog,
             config_providers=config_providers,
             engine=engine,
             generation=generation,
             catalog_generation=Generation(settings.data_dir / "catalog.generation"),
             sealer=sealer,
-            auth=Authenticator(lookup, generation, ttl=settings.auth_cache_seconds),
+            auth=auth,
             recorder=recorder,
             session=session,
-            proxy=Proxy(session, workers, occupancy, rng),
+            proxy=Proxy(upstreams),
             dispatcher=Dispatcher(
                 sessions=workers,
                 policy=policy,
@@ -183,12 +251,32 @@ class Gateway:
             ),
             counters=counters,
             broadcast=None,
+            upstreams=upstreams,
+            probes=HealthChecks(
+                session,
+                engine,
+                breaker,
+                catalog,
+                every=settings.health_check_seconds,
+            ),
             sweeper=asyncio.create_task(sweep(files, engine, settings.file_sweep_seconds)),
             tools=ToolCache(settings.mcp_tools_cache_seconds),
+            health=health,
+            metrics=metrics,
+            meter=meter,
+            tracing=(
+                Tracing(settings.otlp_endpoint, settings.otel_service_name, __version__)
+                if settings.otlp_endpoint
+                else None
+            ),
         )
+        gateway.probes.start()
         if settings.redis_url:
+            from hepai_server.state.broadcast import Broadcast
+
             gateway.broadcast = Broadcast(settings.redis_url, gateway.heard)
             gateway.broadcast.start()
+        await gateway.start_knowledge()
         # Read before loading: a change made while this process loads is then seen as one.
         seen = gateway.catalog_generation.read()
         try:
@@ -200,6 +288,25 @@ class Gateway:
             refresh(gateway, settings.catalog_refresh_seconds, seen)
         )
         return gateway
+
+    async def start_knowledge(self) -> None:
+        """The knowledge service, its chunk index and the job runner that ingests its files.
+
+        Its tools call back into this gateway (the dispatcher, the proxy, the recorder), so
+        the module that makes them is imported here, once the gateway exists.
+        """
+        from hepai_server.gateway.knowledge_tools import PlatformTools
+
+        settings = self.settings
+        runner = open_runner(settings)
+        self.knowledge = KnowledgeService(
+            settings=settings,
+            engine=self.engine,
+            index=await open_index(settings, self.engine),
+            tools=PlatformTools(self),
+            runner=runner,
+        )
+        await runner.start()
 
     async def reload_catalog(self) -> None:
         """Rebuild the catalog from the config file's providers and the stored ones, and the
@@ -218,6 +325,7 @@ class Gateway:
         self.catalog = Catalog.from_providers(
             [*self.config_providers, *stored], access=access, created=self.started
         )
+        self.upstreams.catalog = self.probes.catalog = self.catalog
         self.limiter.prices, self.limiter.rules = prices, rules
 
     async def catalog_changed(self) -> None:
@@ -246,10 +354,13 @@ class Gateway:
         return await transact(self.engine, work)
 
     async def close(self) -> None:
-        """Stop in dependency order: no new upstream calls, then drain usage, then the database."""
+        """Stop in dependency order: no new jobs or upstream calls, then drain usage, then the
+        database."""
         self.sweeper.cancel()
+        await self.knowledge.close()
         if self.refresher is not None:
             self.refresher.cancel()
+        await self.probes.close()
         if self.broadcast is not None:
             await self.broadcast.close()
         await self.limiter.drain()
@@ -257,10 +368,24 @@ class Gateway:
         await self.session.close()
         await self.dispatcher.sessions.close()
         await self.recorder.close()
+        await self.meter.close()
+        if self.tracing is not None:
+            await asyncio.to_thread(self.tracing.close)
         await self.files.storage.close()
         self.engine.dispose()
+        self.health.close()
         self.generation.close()
         self.catalog_generation.close()
+
+
+def database_limits(settings: Settings) -> Limits:
+    return Limits(
+        connect=settings.database_connect_timeout,
+        statement=settings.database_statement_timeout,
+        pool=settings.database_pool_timeout,
+        pool_size=settings.database_pool_size,
+        max_overflow=settings.database_max_overflow,
+    )
 
 
 def upstream_session(

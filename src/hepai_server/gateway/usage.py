@@ -2,7 +2,9 @@
 
 A request appends one row and returns; a background task commits whatever has gathered every
 ``usage_flush_seconds`` (sooner once a batch is full), one transaction per batch. On shutdown the
-server drains what is left before it exits, so a clean stop (SIGTERM) loses nothing.
+server drains what is left before it exits, so a clean stop (SIGTERM) loses nothing. While the
+database does not answer, rows are kept (up to MAX_PENDING) and the write is retried, less and
+less often up to every RETRY_CEILING seconds, until it succeeds.
 
 The same transaction adds the batch to the daily totals (``usage_daily``, what the usage pages
 read) and stamps each key's last use, so neither costs the request path anything.
@@ -23,6 +25,7 @@ from typing import Any
 from sqlalchemy import Connection, Dialect, Engine, bindparam, or_, update
 from sqlalchemy.dialects import postgresql, sqlite
 
+from hepai_server.db.engine import is_unavailable
 from hepai_server.db.governance import BudgetDaily
 from hepai_server.db.tables import ApiKey, UsageDaily, UsageRecord, UTCDateTime
 from hepai_server.gateway.ledger import Journal, UsageRow, orphans, read_journal
@@ -32,6 +35,8 @@ log = logging.getLogger(__name__)
 #: Rows waiting for the database past which the gateway takes no new requests (503): the
 #: ledger is behind (the database is away), and every request must have its row.
 MAX_PENDING = 200_000
+#: The longest wait between two tries to write while the database does not answer.
+RETRY_CEILING = 10.0
 
 
 class UsageRecorder:
@@ -55,11 +60,11 @@ class UsageRecorder:
         self._pending: list[UsageRow] = []
         self._full = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-
-    @property
-    def backlog(self) -> int:
-        """Rows waiting for the database."""
-        return len(self._pending)
+        #: Failed writes in a row: while there are any, tries back off.
+        self.failures = 0
+        #: Rows written and failed tries since start, for the metrics.
+        self.written = 0
+        self.failed_writes = 0
 
     def record(self, row: UsageRow, started_in: int | None = None) -> None:
         """Queue one request's row (built by its frame, ``Exchange.usage_row``), journaled
@@ -92,13 +97,30 @@ class UsageRecorder:
         self.journal.close()
         self.journal.discard()
 
+    @property
+    def pending(self) -> int:
+        """Rows recorded and not yet written."""
+        return len(self._pending)
+
+    def oldest(self) -> float | None:
+        """When the oldest row not yet written was recorded (epoch seconds), if any waits."""
+        pending = self._pending
+        return pending[0].created_at if pending else None
+
     async def _run(self) -> None:
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._full.wait(), self._flush_seconds)
+            if self.failures:
+                await asyncio.sleep(self.retry_delay())
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._full.wait(), self._flush_seconds)
             self._full.clear()
             if self._pending:
                 await self._flush()
+
+    def retry_delay(self) -> float:
+        """The wait before the next try after ``failures`` failed ones: doubling, capped."""
+        return min(self._flush_seconds * 2.0 ** min(self.failures, 16), RETRY_CEILING)
 
     async def _flush(self) -> bool:
         through = self.journal.rotate()
@@ -109,13 +131,25 @@ class UsageRecorder:
                 chunk = batch[written : written + self._batch_size]
                 await asyncio.to_thread(self.write, chunk)
                 written += len(chunk)
-        except Exception:
+                self.written += len(chunk)
+        except Exception as error:
             # Only what was not committed goes back: a chunk is one transaction. The journal
             # keeps every row until it is; past MAX_PENDING the gateway refuses new requests.
-            log.exception("usage: writing %d rows failed; will retry", len(batch) - written)
             self._pending = batch[written:] + self._pending
+            if not self.failures:
+                log.warning(
+                    "usage: writing %d rows failed (%s); keeping them and retrying",
+                    len(batch) - written,
+                    error,
+                    exc_info=not is_unavailable(error),
+                )
+            self.failures += 1
+            self.failed_writes += 1
             return False
         self.journal.committed(through)
+        if self.failures:
+            log.info("usage: written again after %d failed tries", self.failures)
+            self.failures = 0
         return True
 
     def write(self, rows: Sequence[UsageRow]) -> int:

@@ -129,6 +129,19 @@ def _nanos(value: Any, scale: int, name: str) -> int | None:
     return int(nanos)
 
 
+def parse_amount(value: Any, *, param: str = "amount") -> int:
+    """An amount of money (or points) as people write it, in nanos: at most 9 decimals, not
+    negative."""
+    try:
+        number = Decimal(str(value))
+    except InvalidOperation:
+        raise InvalidRequest(f"'{param}' must be a number", param=param) from None
+    nanos = number * NANOS
+    if not number.is_finite() or number < 0 or nanos != nanos.to_integral_value():
+        raise InvalidRequest(f"'{param}' is a positive amount with at most 9 decimals", param=param)
+    return int(nanos)
+
+
 def format_money(nanos: int, *, places: int = 4) -> str:
     """An amount for people: ``12.3456`` (rounded to ``places`` decimals)."""
     return f"{Decimal(nanos) / NANOS:.{places}f}"

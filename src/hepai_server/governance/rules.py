@@ -1,18 +1,24 @@
 """The limits in force, as the hot path reads them: which budgets and rate limits apply to a
-call, turned into the counters' checks. A snapshot: loaded with the catalog, replaced whole."""
+call, turned into the counters' checks. A snapshot: loaded with the catalog, replaced whole.
+
+What applies to a caller and a model is worked out once and kept (for a minute, and never
+past the end of a budget's period): a call only fills in its own amounts."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, tzinfo
+from datetime import datetime, timedelta, tzinfo
 
 from hepai_server.governance.budgets import BudgetRule
 from hepai_server.governance.limits import RateRule
 from hepai_server.services.accounts import Caller
-from hepai_server.state.counters import Check
+from hepai_server.state.counters import Check, Kind
 
 WINDOW = 60.0
+#: How long a caller's worked-out plan is kept, at most; and how many are kept.
+PLAN_LIFE = timedelta(seconds=60)
+PLANS_KEPT = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +49,17 @@ class Plan:
         ]
 
 
+@dataclass(frozen=True, slots=True)
+class _Template:
+    """A plan without its amounts: per check its kind, key, limit, span and measure."""
+
+    rows: tuple[tuple[Kind, str, int, float, str], ...]
+    meters: tuple[Meter, ...]
+    budget_ids: tuple[int, ...]
+    periods: Mapping[int, tuple[str, datetime]]
+    valid_until: datetime
+
+
 class Rules:
     """Every budget and rate limit, indexed by whom it is for."""
 
@@ -62,6 +79,7 @@ class Rules:
         #: Replicas sharing the limits without shared counters: each enforces its share.
         self._divide = max(divide, 1)
         self.empty = not self._budgets and not self._rates
+        self._plans: dict[tuple[int, int, frozenset[str], str], _Template] = {}
 
     def divided(self, replicas: int) -> Rules:
         """These rules with every limit divided among ``replicas`` (local counters only)."""
@@ -96,18 +114,47 @@ class Rules:
         zone: tzinfo,
         reservation_ttl: float,
     ) -> Plan:
-        checks: list[Check] = []
+        """The checks a call of ``model`` by ``caller`` is admitted against, reserving
+        ``tokens`` and ``cost`` (estimates) where they are counted."""
+        key = (caller.key_id, caller.user_id, caller.groups, model)
+        template = self._plans.get(key)
+        if template is None or now >= template.valid_until:
+            if len(self._plans) >= PLANS_KEPT:
+                self._plans.clear()
+            template = self._plans[key] = self._template(
+                caller, model, now=now, zone=zone, reservation_ttl=reservation_ttl
+            )
+        amounts = {
+            "requests": 1,
+            "concurrency": 1,
+            "tokens": tokens,
+            "budget-tokens": tokens,
+            "money": cost,
+        }
+        checks = tuple(
+            [
+                Check(kind, name, limit, amounts[measure], span)
+                for kind, name, limit, span, measure in template.rows
+            ]
+        )
+        return Plan(checks, template.meters, template.budget_ids, template.periods)
+
+    def _template(
+        self, caller: Caller, model: str, *, now: datetime, zone: tzinfo, reservation_ttl: float
+    ) -> _Template:
+        rows: list[tuple[Kind, str, int, float, str]] = []
         meters: list[Meter] = []
         groups = [self._group_ids[g] for g in sorted(caller.groups) if g in self._group_ids]
         for scope, subject, counted_as in self._rate_subjects(caller, groups):
             for rule in self._rates.get((scope, subject), ()):
                 if rule.model in ("", model):
-                    self._add_rates(checks, meters, rule, counted_as, tokens)
+                    self._add_rates(rows, meters, rule, counted_as)
         for rule in self._rates.get(("model", 0), ()):
             if rule.model == model:
-                self._add_rates(checks, meters, rule, "model:0", tokens)
+                self._add_rates(rows, meters, rule, "model:0")
         budget_ids: list[int] = []
         periods: dict[int, tuple[str, datetime]] = {}
+        valid_until = now + PLAN_LIFE
         owners = [("user", caller.user_id), *(("group", g) for g in groups)]
         if caller.key_id:
             owners.append(("key", caller.key_id))
@@ -116,17 +163,18 @@ class Rules:
             if budget is None:
                 continue
             start, end = budget.window(now, zone)
+            valid_until = min(valid_until, end)
             span = max((end - now).total_seconds(), reservation_ttl)
             key = f"hepai:budget:{budget.id}:{start.isoformat()}"
             budget_ids.append(budget.id)
             periods[budget.id] = (start.isoformat(), end)
             if budget.amount_nanos is not None:
-                checks.append(Check("budget", key + ":m", budget.amount_nanos, cost, span))
+                rows.append(("budget", key + ":m", budget.amount_nanos, span, "money"))
                 meters.append(Meter("money", budget))
             if budget.tokens is not None:
-                checks.append(Check("budget", key + ":t", budget.tokens, tokens, span))
+                rows.append(("budget", key + ":t", budget.tokens, span, "budget-tokens"))
                 meters.append(Meter("budget-tokens", budget))
-        return Plan(tuple(checks), tuple(meters), tuple(budget_ids), periods)
+        return _Template(tuple(rows), tuple(meters), tuple(budget_ids), periods, valid_until)
 
     def _rate_subjects(self, caller: Caller, groups: Sequence[int]) -> list[tuple[str, int, str]]:
         """(scope, subject id of the rules, what the counters count per)."""
@@ -139,17 +187,21 @@ class Rules:
         return subjects
 
     def _add_rates(
-        self, checks: list[Check], meters: list[Meter], rule: RateRule, counted: str, tokens: int
+        self,
+        rows: list[tuple[Kind, str, int, float, str]],
+        meters: list[Meter],
+        rule: RateRule,
+        counted: str,
     ) -> None:
         base = f"hepai:rl:{counted}:{rule.model}"
         divide = self._divide
         if rule.rpm is not None:
-            checks.append(Check("window", base + ":rpm", rule.rpm // divide, 1, WINDOW))
+            rows.append(("window", base + ":rpm", rule.rpm // divide, WINDOW, "requests"))
             meters.append(Meter("requests"))
         if rule.tpm is not None:
-            checks.append(Check("window", base + ":tpm", rule.tpm // divide, tokens, WINDOW))
+            rows.append(("window", base + ":tpm", rule.tpm // divide, WINDOW, "tokens"))
             meters.append(Meter("tokens"))
         if rule.concurrency is not None:
             limit = max(rule.concurrency // divide, 1)
-            checks.append(Check("concurrency", base + ":conc", limit, 1, 0.0))
+            rows.append(("concurrency", base + ":conc", limit, 0.0, "concurrency"))
             meters.append(Meter("concurrency"))

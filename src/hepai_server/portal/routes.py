@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
@@ -9,6 +11,8 @@ from hepai_server.portal.views import (
     admin,
     auth,
     files,
+    groups,
+    home,
     keys,
     models,
     playground,
@@ -30,7 +34,7 @@ def post(path: str, handler: Handler) -> Route:
 
 def portal_routes() -> list[BaseRoute]:
     return [
-        get("/", models.home),
+        get("/", home.home),
         get("/login", auth.login_form),
         post("/login", auth.login),
         post("/logout", auth.logout),
@@ -38,6 +42,7 @@ def portal_routes() -> list[BaseRoute]:
         get("/login/sso/callback", auth.sso_callback),
         get("/lang/{language}", auth.switch_language),
         get("/models", models.models_page),
+        get("/models/{model_id:path}", models.model_page),
         get("/settings/keys", keys.keys_page),
         post("/settings/keys", keys.create_key),
         post("/settings/keys/{key_id:int}/revoke", keys.revoke_key),
@@ -54,7 +59,12 @@ def portal_routes() -> list[BaseRoute]:
         get("/admin", admin.admin_home),
         get("/admin/users", admin.users_page),
         post("/admin/users", admin.create_user),
+        get("/admin/users/{user_id:int}", admin.user_page),
         post("/admin/users/{user_id:int}", admin.update_user),
+        get("/admin/groups", groups.groups_page),
+        post("/admin/groups", groups.create_group),
+        get("/admin/groups/{name}", groups.group_page),
+        post("/admin/groups/{name}", groups.change_group),
         get("/admin/providers", providers.providers_page),
         post("/admin/providers", providers.add_provider),
         post("/admin/providers/{provider_id:int}", providers.change_provider),
@@ -63,8 +73,14 @@ def portal_routes() -> list[BaseRoute]:
         get("/admin/workers", workers.workers_page),
         post("/admin/workers", workers.change_worker),
         get("/admin/audit", admin.audit_page),
+        Route("/favicon.ico", favicon, methods=["GET"]),
         Mount("/static", StaticFiles(packages=[("hepai_server.portal", "static")]), name="static"),
     ]
+
+
+async def favicon(_request: Request) -> Response:
+    """Browsers ask for /favicon.ico before reading the page's icon link."""
+    return RedirectResponse("/static/favicon.svg", status_code=301)
 
 
 def playground_calls(prefix: str) -> list[BaseRoute]:

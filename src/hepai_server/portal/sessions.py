@@ -13,7 +13,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete
+from sqlalchemy import delete, update
 from sqlalchemy.orm import Session
 
 from hepai_server.db.tables import User, WebSession
@@ -72,6 +72,11 @@ def resolve(
     if now - web.last_seen_at >= TOUCH_EVERY:
         web.last_seen_at = now
     return web
+
+
+def leave_flash(session: Session, *, session_id: str, sealed: str) -> None:
+    """Keep a sealed notice for the session's next page (``portal.flash``)."""
+    session.execute(update(WebSession).where(WebSession.id == session_id).values(flash=sealed))
 
 
 def end(session: Session, *, token: str) -> None:

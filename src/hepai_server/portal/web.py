@@ -4,12 +4,14 @@ A page handler is ``async def handler(request, portal) -> Response`` wrapped by 
 turns "not signed in" into a redirect to the sign-in page and any platform error into an error
 page with the error's status. Handlers ask ``portal.viewer(request)`` for the signed-in user and
 ``portal.form(request, viewer)`` for a POSTed form, which refuses a form without its session's
-CSRF token or from another origin.
+CSRF token or from another origin. A form that did its work answers ``done(...)``: a redirect
+that leaves a flash notice for the page it leads to (post/redirect/get).
 """
 
 from __future__ import annotations
 
 import secrets
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -25,9 +27,14 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from hepai_server.config import Settings
 from hepai_server.errors import HepAIError, PermissionDenied
 from hepai_server.gateway.runtime import Gateway
+from hepai_server.governance.prices import format_money
+from hepai_server.portal import flash as flashes
 from hepai_server.portal import sessions
-from hepai_server.portal.i18n import choose_language, load_catalogs, translator
+from hepai_server.portal.flash import Flash
+from hepai_server.portal.i18n import Translator, choose_language, load_catalogs, translator
+from hepai_server.portal.notices import describe
 from hepai_server.portal.oidc import SingleSignOn
+from hepai_server.portal.zones import ZONE_COOKIE, Zone, zone_named
 from hepai_server.security.credentials import signing_secret
 from hepai_server.services import audit
 from hepai_server.services.accounts import Caller
@@ -66,6 +73,8 @@ class Viewer:
     groups: frozenset[str]
     #: False for accounts that sign in by single sign-on only.
     has_password: bool = True
+    #: The notice the last form left for this page (read once, on a GET).
+    flash: Flash | None = None
 
     def caller(self) -> Caller:
         """The user as the model catalog judges callers: with every model the user may use."""
@@ -122,11 +131,17 @@ class Portal:
         if not token or len(token) > 128:
             return None
         now = datetime.now(UTC)
+        # Only a page shown to the person reads the notice (not the playground's calls).
+        pop = request.method == "GET"
 
         def work(session: Any) -> Viewer | None:
             web = sessions.resolve(session, token=token, now=now, lifetime=self.lifetime)
             if web is None:
                 return None
+            notice = None
+            if pop and web.flash is not None:
+                notice = flashes.unseal(web.flash, token=token, now=int(now.timestamp()))
+                web.flash = None
             user = web.user
             return Viewer(
                 session_id=web.id,
@@ -137,6 +152,7 @@ class Portal:
                 is_admin=user.is_admin,
                 groups=frozenset(group.name for group in user.groups),
                 has_password=user.password_hash is not None,
+                flash=notice,
             )
 
         return await gateway(request).transact(work)
@@ -156,7 +172,9 @@ class Portal:
             or not secrets.compare_digest(sent.encode(), expected.encode())
         ):
             raise PermissionDenied(
-                "the form has expired or did not come from this site; reload the page and try again"
+                "the form has expired or did not come from this site; reload the page and try "
+                "again",
+                param="csrf_token",
             )
         return form
 
@@ -164,6 +182,14 @@ class Portal:
         return choose_language(
             request.cookies.get(LANGUAGE_COOKIE), request.headers.get("accept-language")
         )
+
+    def translator(self, request: Request) -> Translator:
+        """``t(key, **values)`` in the viewer's language, for text a view builds."""
+        return translator(self.catalogs[self.language(request)])
+
+    def zone(self, request: Request) -> Zone:
+        """The viewer's time zone, as the browser told it (UTC until it has)."""
+        return zone_named(request.cookies.get(ZONE_COOKIE))
 
     def render(
         self,
@@ -177,13 +203,20 @@ class Portal:
     ) -> HTMLResponse:
         """The page; forms carry the session's CSRF token, or ``csrf_token`` before sign-in."""
         language = self.language(request)
+        zone = self.zone(request)
         html = self.templates.get_template(template).render(
             t=translator(self.catalogs[language]),
             lang=language,
             viewer=viewer,
+            flash=viewer.flash if viewer else None,
             csrf_token=viewer.csrf_token if viewer else csrf_token,
             path=request.url.path,
             base_url=self.base_url(request),
+            zone=zone,
+            zone_label=zone.label(datetime.now(UTC)),
+            when=zone.format,
+            money=format_money,
+            currency=self.settings.currency,
             **context,
         )
         return HTMLResponse(html, status_code=status)
@@ -223,6 +256,29 @@ def portal(request: Request) -> Portal:
     return found
 
 
+def leave_flash(session: Session, request: Request, viewer: Viewer, notice: Flash) -> None:
+    """Leave ``notice`` for the viewer's next page, in the caller's transaction (so a new key
+    and the one chance to see its secret are kept together or not at all)."""
+    token = request.cookies.get(SESSION_COOKIE, "")
+    sealed = flashes.seal(notice, token=token, now=int(time.time()))
+    sessions.leave_flash(session, session_id=viewer.session_id, sealed=sealed)
+
+
+async def done(
+    request: Request,
+    viewer: Viewer,
+    target: str,
+    message: str,
+    *,
+    ok: bool = True,
+    **values: object,
+) -> RedirectResponse:
+    """A form's work is done (or, with ``ok=False``, refused): say so on the page it leads to."""
+    notice = Flash(message, {key: str(value) for key, value in values.items()}, ok=ok)
+    await gateway(request).transact(lambda s: leave_flash(s, request, viewer, notice))
+    return redirect(target)
+
+
 def record_action(
     session: Session,
     viewer: Viewer,
@@ -258,7 +314,7 @@ def check_origin(request: Request) -> None:
     if public_url := portal(request).settings.public_url:
         ours.add(urlsplit(public_url).netloc)
     if urlsplit(origin).netloc not in ours:
-        raise PermissionDenied("the form did not come from this site")
+        raise PermissionDenied("the form did not come from this site", param="origin")
 
 
 def local_path(target: str | None, default: str = "/") -> str:
@@ -279,6 +335,7 @@ def page(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
     """A portal route: sign-in redirect, error pages and the security headers around a handler."""
 
     async def endpoint(request: Request) -> Response:
+        started = time.perf_counter()
         current = portal(request)
         try:
             response = await handler(request, current)
@@ -286,20 +343,40 @@ def page(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
             target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
             response = redirect("/login?next=" + quote(target, safe=""))
         except HepAIError as error:
-            viewer = await current.optional_viewer(request)
-            response = current.render(
-                request,
-                "error.html",
-                viewer=viewer,
-                status=error.status,
-                status_code=error.status,
-                message=error.message,
-            )
+            response = await error_page(request, error)
         for name, value in SECURITY_HEADERS.items():
             # A file download keeps the stricter headers it was given (a sandboxing CSP).
             response.headers.setdefault(name, value)
+        # The page's own time, which the benchmark reads (the network's is not ours to count).
+        response.headers["server-timing"] = f"app;dur={(time.perf_counter() - started) * 1000:.1f}"
         return response
 
     endpoint.__name__ = handler.__name__
     endpoint.__doc__ = handler.__doc__
     return endpoint
+
+
+async def error_page(request: Request, error: HepAIError, *, signed_in: bool = True) -> Response:
+    """The error as a page in the viewer's language, with the error's status; without
+    ``signed_in`` (the server itself failed) the page does not look the viewer up."""
+    current = portal(request)
+    viewer = await current.optional_viewer(request) if signed_in else None
+    response = current.render(
+        request,
+        "error.html",
+        viewer=viewer,
+        status=error.status,
+        status_code=error.status,
+        message=describe(error),
+    )
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+    return response
+
+
+def wants_page(request: Request) -> bool:
+    """A browser asking for a page (not a program asking the API): it gets an HTML error."""
+    path = request.url.path
+    if path.startswith(("/apiv2", "/v1", "/playground/v1")) or path == "/healthz":
+        return False
+    return "text/html" in request.headers.get("accept", "")

@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
+import hmac
+
+import orjson
+from pydantic import SecretStr
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from hepai_server import __version__
+from hepai_server.errors import AuthenticationFailed, PermissionDenied
+from hepai_server.gateway.auth import token_from_headers
 from hepai_server.gateway.frame import Frame
 from hepai_server.gateway.gate import GateCall
 from hepai_server.gateway.mcp import McpEndpoint
 from hepai_server.gateway.media import MediaRelay
 from hepai_server.gateway.relay import OpenAIRelay
 from hepai_server.gateway.responses import ResponsesRelay
+from hepai_server.gateway.runtime import Gateway
 from hepai_server.protocol.openai import (
     CHAT,
     COMPLETIONS,
@@ -24,12 +32,25 @@ from hepai_server.protocol.openai import (
     TRANSCRIPTIONS,
     TRANSLATIONS,
 )
-from hepai_server.routes import accounts, billing, ddf, files, mcp, openai, responses
+from hepai_server.routes import (
+    accounts,
+    billing,
+    ddf,
+    files,
+    groups,
+    mcp,
+    openai,
+    providers,
+    responses,
+    vector_stores,
+)
 from hepai_server.routes.http import json_response
+from hepai_server.telemetry.metrics import CONTENT_TYPE
 
 #: Every API route is served under each prefix: the platform's own, and the two that
 #: third-party tools append to a base URL.
 PREFIXES = ("/apiv2", "/v1", "/apiv2/v1")
+JSON = "application/json"
 
 
 def api_routes() -> list[BaseRoute]:
@@ -59,6 +80,7 @@ def api_routes() -> list[BaseRoute]:
     for prefix in PREFIXES:
         routes += file_routes(prefix)
         routes += response_routes(prefix)
+        routes += vector_store_routes(prefix)
         routes += [
             Route(prefix + "/billing/limits", billing.billing_limits, methods=["GET"]),
             Route(
@@ -70,9 +92,14 @@ def api_routes() -> list[BaseRoute]:
         ]
     routes += mcp_routes("/apiv2")
     routes += ddf_routes("/apiv2")
+    routes.append(Route("/apiv2/providers/health", providers.provider_health, methods=["GET"]))
+    routes += group_routes("/apiv2")
     routes += account_routes("/apiv2")
     routes += [Route(prefix, probe, methods=["GET"]) for prefix in PREFIXES]
     routes.append(Route("/healthz", probe, methods=["GET"]))
+    routes.append(Route("/health/live", probe, methods=["GET"]))
+    routes.append(Route("/health/ready", ready, methods=["GET"]))
+    routes.append(Route("/metrics", metrics, methods=["GET"]))
     return routes
 
 
@@ -89,6 +116,31 @@ def file_routes(prefix: str) -> list[BaseRoute]:
         Route(upload + "/parts", files.add_upload_part, methods=["POST"]),
         Route(upload + "/complete", files.complete_upload, methods=["POST"]),
         Route(upload + "/cancel", files.cancel_upload, methods=["POST"]),
+    ]
+
+
+def vector_store_routes(prefix: str) -> list[BaseRoute]:
+    stores, v = prefix + "/vector_stores", vector_stores
+    store = stores + "/{store_id}"
+    file, batch = store + "/files/{file_id}", store + "/file_batches/{batch_id}"
+    return [
+        Route(stores, v.create_store, methods=["POST"]),
+        Route(stores, v.list_stores, methods=["GET"]),
+        Route(store, v.retrieve_store, methods=["GET"]),
+        Route(store, v.modify_store, methods=["POST"]),
+        Route(store, v.delete_store, methods=["DELETE"]),
+        Route(store + "/search", v.search_store, methods=["POST"]),
+        Route(store + "/share", v.share_store, methods=["POST"]),
+        Route(store + "/files", v.attach_file, methods=["POST"]),
+        Route(store + "/files", v.list_files, methods=["GET"]),
+        Route(file, v.retrieve_file, methods=["GET"]),
+        Route(file, v.update_file, methods=["POST"]),
+        Route(file, v.delete_file, methods=["DELETE"]),
+        Route(file + "/content", v.file_content, methods=["GET"]),
+        Route(store + "/file_batches", v.create_batch, methods=["POST"]),
+        Route(batch, v.retrieve_batch, methods=["GET"]),
+        Route(batch + "/cancel", v.cancel_batch, methods=["POST"]),
+        Route(batch + "/files", v.list_files, methods=["GET"]),
     ]
 
 
@@ -129,6 +181,17 @@ def ddf_routes(prefix: str) -> list[BaseRoute]:
     ]
 
 
+def group_routes(prefix: str) -> list[BaseRoute]:
+    member = prefix + "/groups/{group}/members/{username}"
+    return [
+        Route(prefix + "/groups", groups.list_groups, methods=["GET"]),
+        Route(prefix + "/groups/{group}/usage", groups.group_usage, methods=["GET"]),
+        Route(member, groups.change_member, methods=["POST", "DELETE"]),
+        Route(member + "/budget", groups.member_budget, methods=["PUT"]),
+        Route(member + "/limits", groups.member_limits, methods=["PUT"]),
+    ]
+
+
 def account_routes(prefix: str) -> list[BaseRoute]:
     return [
         Route(prefix + "/key/create_api_key", accounts.create_api_key, methods=["POST"]),
@@ -146,3 +209,40 @@ def account_routes(prefix: str) -> list[BaseRoute]:
 
 async def probe(_request: Request) -> Response:
     return json_response({"status": "ok", "version": __version__})
+
+
+async def ready(request: Request) -> Response:
+    """200 while this process should get traffic; 503, with each check's verdict, when not."""
+    gateway: Gateway = request.state.gateway
+    ok, checks = await gateway.health.ready()
+    body = {"status": "ready" if ok else "unready", "checks": checks}
+    return Response(orjson.dumps(body), status_code=200 if ok else 503, media_type=JSON)
+
+
+async def metrics(request: Request) -> Response:
+    """Every Prometheus series of this server's processes, for a scraper allowed to see them."""
+    gateway: Gateway = request.state.gateway
+    check_scraper(request, gateway.settings.metrics_token)
+    text = await asyncio.to_thread(gateway.metrics.exposition)
+    return Response(text, media_type=CONTENT_TYPE)
+
+
+#: Headers a reverse proxy adds: a request carrying one came from elsewhere, through it.
+FORWARDED = ("x-forwarded-for", "x-real-ip", "forwarded")
+
+
+def check_scraper(request: Request, token: SecretStr | None) -> None:
+    """With a token, the scraper must send it as a bearer token; without one, it must be on
+    this machine and not forwarded by a proxy on it."""
+    if token is not None:
+        sent = token_from_headers(dict(request.scope["headers"])) or ""
+        if not hmac.compare_digest(sent.encode(), token.get_secret_value().encode()):
+            raise AuthenticationFailed("/metrics needs the metrics token as a bearer token")
+        return
+    host = request.client.host if request.client else ""
+    local = host == "::1" or host.startswith("127.")
+    if not local or any(name in request.headers for name in FORWARDED):
+        raise PermissionDenied(
+            "/metrics answers loopback only; set HEPAI_SERVER_METRICS_TOKEN to scrape it "
+            "from elsewhere"
+        )

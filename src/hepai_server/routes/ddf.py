@@ -47,7 +47,12 @@ async def register_worker(request: Request) -> Response:
         )
         return registry.info_for(worker, caller=caller)
 
-    return json_response(await gateway.transact(work))
+    info = await gateway.transact(work)
+    for model in registration.models:
+        gateway.metrics.worker_queue.labels(registration.worker_id, model).set(
+            registration.queue_length
+        )
+    return json_response(info)
 
 
 async def stop_worker(request: Request) -> Response:

@@ -128,6 +128,9 @@ async def retrieve_file(request: Request) -> Response:
 async def delete_file(request: Request) -> Response:
     gateway, caller = await authenticate(request)
     file_id = request.path_params["file_id"]
+    # A deleted file leaves every vector store it was in, chunks and all (first: the file's
+    # rows go with it).
+    await gateway.knowledge.forget_file(caller.user_id, file_id)
     await gateway.files.delete(user_id=caller.user_id, file_id=file_id)
     return json_response(wire.file_deleted(file_id))
 

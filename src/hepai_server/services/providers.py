@@ -129,6 +129,26 @@ def delete_provider(session: Session, *, provider: Provider) -> None:
     session.delete(provider)
 
 
+def add_models(session: Session, *, provider: Provider, model_ids: Iterable[str]) -> int:
+    """Add the chat models ``model_ids`` the provider lacks, by public or upstream name (its
+    ``/models`` listed them), but none a worker has claimed; how many were added. New models
+    are for admins only until a permission says otherwise."""
+    have = {name for m in provider.models for name in (m.model_id, m.upstream) if name}
+    wanted = {
+        claim_key(m): m for m in dict.fromkeys(model_ids) if m not in have and 0 < len(m) <= 256
+    }
+    claimed = set(session.scalars(select(ModelName.key).where(ModelName.key.in_(wanted))).all())
+    added = [ProviderModel(model_id=m, type="chat") for k, m in wanted.items() if k not in claimed]
+    provider.models.extend(added)
+    provider.updated_at = utcnow()
+    return len(added)
+
+
+def preset_url(preset: str) -> str | None:
+    """The base URL a preset stands for."""
+    return PRESETS[preset][0] if preset in PRESETS else None
+
+
 def stored_providers(session: Session, sealer: Sealer) -> list[ProviderConfig]:
     """The enabled stored providers as the catalog reads providers, keys unsealed.
 

@@ -8,7 +8,7 @@ Days are UTC days.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from datetime import date, timedelta
 from typing import Any, TypeVarTuple
 
@@ -27,6 +27,7 @@ COUNTERS = (
     "total_tokens",
     "pages",
     "bytes",
+    "cost_nanos",
 )
 
 
@@ -72,6 +73,8 @@ class Totals:
     total_tokens: int = 0
     pages: int = 0
     bytes: int = 0
+    #: What it cost at the prices of the time, in nanos of the currency (governance.prices).
+    cost_nanos: int = 0
 
 
 def _sums() -> list[Any]:
@@ -85,6 +88,8 @@ class Report:
     #: Models by total tokens, then requests, most used first.
     per_model: list[tuple[str, Totals]]
     overall: Totals
+    #: Requests and total tokens per day and model (what stacked charts draw).
+    day_model: dict[tuple[date, str], tuple[int, int]]
 
 
 def report(session: Session, usage: UsageFilter) -> Report:
@@ -97,11 +102,16 @@ def report(session: Session, usage: UsageFilter) -> Report:
     )
     days: dict[date, list[int]] = {}
     models: dict[str, list[int]] = {}
+    day_model: dict[tuple[date, str], tuple[int, int]] = {}
     for day, model, *values in session.execute(query):
-        for bucket in (days.setdefault(day, [0] * 7), models.setdefault(model, [0] * 7)):
+        day_model[day, model] = (int(values[0]), int(values[4]))
+        for bucket in (
+            days.setdefault(day, [0] * len(COUNTERS)),
+            models.setdefault(model, [0] * len(COUNTERS)),
+        ):
             for index, value in enumerate(values):
                 bucket[index] += int(value)
-    overall = [sum(column) for column in zip(*days.values(), strict=True)] or [0] * 7
+    overall = [sum(column) for column in zip(*days.values(), strict=True)] or [0] * len(COUNTERS)
     ranked = sorted(
         ((model, Totals(*values)) for model, values in models.items()),
         key=lambda row: (-row[1].total_tokens, -row[1].requests, row[0]),
@@ -110,6 +120,7 @@ def report(session: Session, usage: UsageFilter) -> Report:
         per_day=[(day, Totals(*days[day]) if day in days else Totals()) for day in usage.days()],
         per_model=ranked,
         overall=Totals(*overall),
+        day_model=day_model,
     )
 
 
@@ -132,3 +143,45 @@ def detail_rows(session: Session, usage: UsageFilter) -> Iterator[tuple[Any, ...
 def models_used(session: Session, usage: UsageFilter) -> list[str]:
     query = usage.apply(select(UsageDaily.model).distinct()).order_by(UsageDaily.model)
     return list(session.scalars(query))
+
+
+def per_account(session: Session, usage: UsageFilter) -> dict[int, Totals]:
+    """Each account's totals (one pass over the by-user index), for admins' top lists."""
+    query = usage.apply(select(UsageDaily.user_id, *_sums()).group_by(UsageDaily.user_id))
+    return {
+        user_id: Totals(*(int(value) for value in values))
+        for user_id, *values in session.execute(query)
+    }
+
+
+def ranked(rows: dict[str, Totals], limit: int) -> list[tuple[str, Totals]]:
+    ordered = sorted(rows.items(), key=lambda row: (-row[1].total_tokens, -row[1].requests, row[0]))
+    return ordered[:limit]
+
+
+def per_user(
+    session: Session, accounts: dict[int, Totals], *, limit: int = 10
+) -> list[tuple[str, Totals]]:
+    """The accounts that used the most tokens (then requests)."""
+    top = ranked({str(user_id): totals for user_id, totals in accounts.items()}, limit)
+    ids = [int(user_id) for user_id, _totals in top]
+    names = dict(session.execute(select(User.id, User.username).where(User.id.in_(ids))).all())
+    return [(names.get(int(user_id), ""), totals) for user_id, totals in top]
+
+
+def per_group(
+    session: Session, accounts: dict[int, Totals], *, limit: int = 10
+) -> list[tuple[str, Totals]]:
+    """Usage summed over each group's members (an account in two groups counts in both)."""
+    members = session.execute(
+        select(Group.name, user_groups.c.user_id).join(
+            user_groups, user_groups.c.group_id == Group.id
+        )
+    ).all()
+    sums: dict[str, list[int]] = {}
+    for name, user_id in members:
+        if user_id in accounts:
+            bucket = sums.setdefault(name, [0] * len(COUNTERS))
+            for index, value in enumerate(astuple(accounts[user_id])):
+                bucket[index] += value
+    return ranked({name: Totals(*values) for name, values in sums.items()}, limit)

@@ -13,12 +13,9 @@ from collections.abc import Callable
 
 import redis.asyncio as redis
 
-log = logging.getLogger(__name__)
+from hepai_server.state.changes import CALLERS, CATALOG, CHANNEL
 
-CHANNEL = "hepai:changes"
-#: What changed: the callers (keys, users, groups) or the catalog (providers, permissions,
-#: prices, budgets, limits).
-CALLERS, CATALOG = "callers", "catalog"
+log = logging.getLogger(__name__)
 
 
 class Broadcast:

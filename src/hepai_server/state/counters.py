@@ -16,17 +16,18 @@ every one is reserved, or none is touched. Three kinds:
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Literal, NamedTuple, Protocol
 
 Kind = Literal["window", "concurrency", "budget"]
 
 
-@dataclass(frozen=True, slots=True)
-class Check:
+class Check(NamedTuple):
+    """One counter a request is admitted against. A tuple: the limiter builds several for
+    every request, and a tuple is built in a third of a frozen dataclass's time."""
+
     kind: Kind
     #: The counter's key: ``hepai:limit:rpm:user:5:``, ``hepai:budget:3:2026-12-01``.
     key: str
@@ -77,20 +78,26 @@ class _Budget:
     expires: float
     #: request id -> (amount, reservation expiry)
     reserved: dict[str, tuple[int, float]] = field(default_factory=dict)
+    #: The sum of the amounts in ``reserved``, kept as they come and go.
+    held: int = 0
 
-    def purge(self, now: float) -> int:
-        for request_id in [r for r, (_, until) in self.reserved.items() if until <= now]:
-            del self.reserved[request_id]
-        return sum(amount for amount, _ in self.reserved.values())
+    def release(self, request_id: str) -> None:
+        amount, _ = self.reserved.pop(request_id, (0, 0.0))
+        self.held -= amount
 
 
 class MemoryCounters:
     """Counters in this process: exact for one process (the event loop makes each admission
-    atomic), and what a replica falls back to when Redis is away."""
+    atomic), and what a replica falls back to when Redis is away.
+
+    Each check costs O(1): concurrency slots and budget reservations are counted as they come
+    and go, and those a crashed request left behind are dropped by the sweep that runs at most
+    once a second (so an expired reservation holds its room up to a second longer)."""
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
-        self._windows: dict[str, tuple[int, float]] = {}  # key:window -> (used, expires)
+        #: (key, window number) -> (used, expires)
+        self._windows: dict[tuple[str, int], tuple[int, float]] = {}
         self._slots: dict[str, dict[str, float]] = {}  # key -> request id -> expiry
         self._budgets: dict[str, _Budget] = {}
         self._swept = 0.0
@@ -99,19 +106,23 @@ class MemoryCounters:
         self, request_id: str, checks: Sequence[Check], *, reservation_ttl: float
     ) -> Decision:
         now = self._clock()
-        self._forget(now)
+        if now - self._swept >= 1.0:
+            self._sweep(now)
         used: list[tuple[int, float]] = []
+        windows: list[tuple[str, int]] = []
         for index, check in enumerate(checks):
-            if check.kind == "window":
-                start = math.floor(now / check.span) * check.span
-                reset = start + check.span - now
-                count = self._windows.get(self._window_key(check, now), (0, 0.0))[0]
+            kind = check.kind
+            if kind == "window":
+                number = int(now // check.span)
+                reset = (number + 1) * check.span - now
+                key = (check.key, number)
+                windows.append(key)
+                count = self._windows.get(key, (0, 0.0))[0]
                 if count + check.amount > check.limit:
                     return Decision(False, index, reset, tuple(used), False, now)
                 used.append((count + check.amount, reset))
-            elif check.kind == "concurrency":
-                slots = self._slots.get(check.key, {})
-                live = sum(1 for until in slots.values() if until > now)
+            elif kind == "concurrency":
+                live = len(self._slots.get(check.key, ()))
                 if live + 1 > check.limit:
                     return Decision(False, index, 1.0, tuple(used), False, now)
                 used.append((live + 1, 0.0))
@@ -121,44 +132,47 @@ class MemoryCounters:
                     if check.seed is None:
                         return Decision(False, index, 0.0, tuple(used), True, now)
                     budget = self._budgets[check.key] = _Budget(check.seed, now + check.span)
-                reserved = budget.purge(now)
-                if budget.spent >= check.limit or (
-                    budget.spent + reserved + check.amount > check.limit
-                ):
+                total = budget.spent + budget.held + check.amount
+                if budget.spent >= check.limit or total > check.limit:
                     return Decision(False, index, check.span, tuple(used), False, now)
-                used.append((budget.spent + reserved + check.amount, 0.0))
+                used.append((total, 0.0))
+        until = now + reservation_ttl
+        windows.reverse()
         for check in checks:
-            self._reserve(request_id, check, now, reservation_ttl)
+            kind = check.kind
+            if kind == "window":
+                key = windows.pop()
+                count = self._windows.get(key, (0, 0.0))[0]
+                self._windows[key] = (count + check.amount, (key[1] + 1) * check.span)
+            elif kind == "concurrency":
+                self._slots.setdefault(check.key, {})[request_id] = until
+            else:
+                budget = self._budgets[check.key]
+                budget.release(request_id)  # admitted twice under one id: the later counts
+                budget.reserved[request_id] = (check.amount, until)
+                budget.held += check.amount
         return Decision(True, used=tuple(used), at=now)
-
-    def _reserve(self, request_id: str, check: Check, now: float, ttl: float) -> None:
-        if check.kind == "window":
-            key = self._window_key(check, now)
-            count, _ = self._windows.get(key, (0, 0.0))
-            start = math.floor(now / check.span) * check.span
-            self._windows[key] = (count + check.amount, start + check.span)
-        elif check.kind == "concurrency":
-            self._slots.setdefault(check.key, {})[request_id] = now + ttl
-        else:
-            self._budgets[check.key].reserved[request_id] = (check.amount, now + ttl)
-
-    @staticmethod
-    def _window_key(check: Check, now: float) -> str:
-        return f"{check.key}:{math.floor(now / check.span)}"
 
     async def settle(
         self, request_id: str, checks: Sequence[Check], actuals: Sequence[int], *, at: float
     ) -> list[int]:
+        return self.settle_now(request_id, checks, actuals, at=at)
+
+    def settle_now(
+        self, request_id: str, checks: Sequence[Check], actuals: Sequence[int], *, at: float
+    ) -> list[int]:
+        """``settle``, without the coroutine: in process there is nothing to wait for."""
         spent: list[int] = []
         for check, actual in zip(checks, actuals, strict=True):
-            if check.kind == "window":
+            kind = check.kind
+            if kind == "window":
                 # The window it was reserved in, while that window is still counted.
-                key = self._window_key(check, at)
+                key = (check.key, int(at // check.span))
                 if key in self._windows:
                     count, expires = self._windows[key]
                     self._windows[key] = (max(count + actual - check.amount, 0), expires)
                 spent.append(0)
-            elif check.kind == "concurrency":
+            elif kind == "concurrency":
                 self._slots.get(check.key, {}).pop(request_id, None)
                 spent.append(0)
             else:
@@ -166,23 +180,27 @@ class MemoryCounters:
                 if budget is None:
                     spent.append(0)
                     continue
-                budget.reserved.pop(request_id, None)
+                budget.release(request_id)
                 budget.spent += actual
                 spent.append(budget.spent)
         return spent
 
-    def _forget(self, now: float) -> None:
-        """Drop ended windows and periods, so a long-running process keeps only live counters
-        (at most once a second: a sweep walks every counter)."""
-        if now - self._swept < 1.0:
-            return
+    def _sweep(self, now: float) -> None:
+        """Drop ended windows and periods, and the reservations of requests that never
+        settled, so a long-running process keeps only live counters."""
         self._swept = now
-        for key in [k for k, (_, expires) in self._windows.items() if expires <= now]:
-            del self._windows[key]
-        for key in [k for k, budget in self._budgets.items() if budget.expires <= now]:
-            del self._budgets[key]
-        for key in [k for k, slots in self._slots.items() if not slots]:
-            del self._slots[key]
+        for window in [k for k, (_, expires) in self._windows.items() if expires <= now]:
+            del self._windows[window]
+        for name in [k for k, budget in self._budgets.items() if budget.expires <= now]:
+            del self._budgets[name]
+        for budget in self._budgets.values():
+            for request_id in [r for r, (_, until) in budget.reserved.items() if until <= now]:
+                budget.release(request_id)
+        for name, slots in list(self._slots.items()):
+            for request_id in [r for r, until in slots.items() if until <= now]:
+                del slots[request_id]
+            if not slots:
+                del self._slots[name]
 
     async def close(self) -> None:
         return None

@@ -1,5 +1,10 @@
-"""The limits' counters in Redis, shared by every replica: one Lua script per admission (one
-round trip, atomic, on Redis's clock) and one per settlement.
+"""The limits' counters in Redis, shared by every replica: a Lua script admits (each admission
+atomic, on Redis's clock), another settles.
+
+Calls are batched: every admission (or settlement) made while the previous batch is on its
+way goes out in the next one, as one call of the script, so under load a replica makes one
+round trip per batch rather than per request, and at concurrency 1 a call still goes out at
+once.
 
 Keys (every one expires): ``<check key>:<window number>`` for windows (a string counter);
 ``<check key>`` for concurrency (a sorted set of request ids, scored by when their slot
@@ -10,109 +15,127 @@ which Redis's Lua numbers hold exactly (a budget of 9 million in the currency, i
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
+from typing import Any
 
+import orjson
 import redis.asyncio as redis
+from redis.commands.core import AsyncScript
 
 from hepai_server.state.counters import Check, Decision
 
-#: ARGV: request id, reservation ttl (ms), then per check: kind, limit, amount, span (ms), seed.
+#: ARGV[1]: a JSON array of admissions, each [request id, reservation ttl (ms), checks], each
+#: check [kind, key, limit, amount, span (ms), seed or false]. One call of the script admits
+#: a whole batch (each admission all or nothing by itself), so the client packs two arguments
+#: a batch rather than a dozen a request: packing arguments is most of what a call costs it.
+#: The keys travel in the JSON, not in KEYS: a standalone Redis (or a primary with replicas)
+#: allows that, and an admission touching a user's, a model's and a budget's counters at once
+#: could not run on Redis Cluster anyway.
 ADMIT = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local id, ttl = ARGV[1], tonumber(ARGV[2])
-local n = #KEYS
-local used = {}
-for i = 1, n do
-  local b = 2 + (i - 1) * 5
-  local kind, limit, amount = ARGV[b + 1], tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3])
-  local span, seed = tonumber(ARGV[b + 4]), ARGV[b + 5]
-  local key = KEYS[i]
-  if kind == 'w' then
-    local window = math.floor(now / span)
-    local count = tonumber(redis.call('GET', key .. ':' .. window) or '0')
-    local reset = (window + 1) * span - now
-    if count + amount > limit then return {0, i, reset, 0, used, now} end
-    used[#used + 1] = count + amount
-    used[#used + 1] = reset
-  elseif kind == 'c' then
-    redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
-    local live = redis.call('ZCARD', key)
-    if live + 1 > limit then return {0, i, 1000, 0, used, now} end
-    used[#used + 1] = live + 1
-    used[#used + 1] = 0
-  else
-    if seed ~= '' then redis.call('HSETNX', key, 'spent', seed) end
-    local spent = redis.call('HGET', key, 'spent')
-    if not spent then return {0, i, 0, 1, used, now} end
-    spent = tonumber(spent)
-    local expired = redis.call('ZRANGEBYSCORE', key .. ':r', '-inf', now)
-    for _, rid in ipairs(expired) do
-      local a = tonumber(redis.call('HGET', key .. ':a', rid) or '0')
-      redis.call('HINCRBY', key, 'reserved', -a)
-      redis.call('HDEL', key .. ':a', rid)
+
+local function admit(id, ttl, checks)
+  local used = {}
+  for i, check in ipairs(checks) do
+    local kind, key, limit, amount, span, seed = unpack(check)
+    if kind == 'w' then
+      local window = math.floor(now / span)
+      local count = tonumber(redis.call('GET', key .. ':' .. window) or '0')
+      local reset = (window + 1) * span - now
+      if count + amount > limit then return {0, i, reset, 0, used, now} end
+      used[#used + 1] = count + amount
+      used[#used + 1] = reset
+    elseif kind == 'c' then
+      redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+      local live = redis.call('ZCARD', key)
+      if live + 1 > limit then return {0, i, 1000, 0, used, now} end
+      used[#used + 1] = live + 1
+      used[#used + 1] = 0
+    else
+      if seed then redis.call('HSETNX', key, 'spent', seed) end
+      local spent = redis.call('HGET', key, 'spent')
+      if not spent then return {0, i, 0, 1, used, now} end
+      spent = tonumber(spent)
+      local expired = redis.call('ZRANGEBYSCORE', key .. ':r', '-inf', now)
+      for _, rid in ipairs(expired) do
+        local a = tonumber(redis.call('HGET', key .. ':a', rid) or '0')
+        redis.call('HINCRBY', key, 'reserved', -a)
+        redis.call('HDEL', key .. ':a', rid)
+      end
+      if #expired > 0 then redis.call('ZREMRANGEBYSCORE', key .. ':r', '-inf', now) end
+      local reserved = tonumber(redis.call('HGET', key, 'reserved') or '0')
+      if spent >= limit or spent + reserved + amount > limit then
+        return {0, i, span, 0, used, now}
+      end
+      used[#used + 1] = spent + reserved + amount
+      used[#used + 1] = 0
     end
-    if #expired > 0 then redis.call('ZREMRANGEBYSCORE', key .. ':r', '-inf', now) end
-    local reserved = tonumber(redis.call('HGET', key, 'reserved') or '0')
-    if spent >= limit or spent + reserved + amount > limit then
-      return {0, i, span, 0, used, now}
+  end
+  for _, check in ipairs(checks) do
+    local kind, key, _, amount, span = unpack(check)
+    if kind == 'w' then
+      local wkey = key .. ':' .. math.floor(now / span)
+      redis.call('INCRBY', wkey, amount)
+      redis.call('PEXPIRE', wkey, span * 2)
+    elseif kind == 'c' then
+      redis.call('ZADD', key, now + ttl, id)
+      redis.call('PEXPIRE', key, ttl * 2)
+    else
+      redis.call('HINCRBY', key, 'reserved', amount)
+      redis.call('HSET', key .. ':a', id, amount)
+      redis.call('ZADD', key .. ':r', now + ttl, id)
+      for _, k in ipairs({key, key .. ':a', key .. ':r'}) do redis.call('PEXPIRE', k, span) end
     end
-    used[#used + 1] = spent + reserved + amount
-    used[#used + 1] = 0
   end
+  return {1, 0, 0, 0, used, now}
 end
-for i = 1, n do
-  local b = 2 + (i - 1) * 5
-  local kind, amount, span = ARGV[b + 1], tonumber(ARGV[b + 3]), tonumber(ARGV[b + 4])
-  local key = KEYS[i]
-  if kind == 'w' then
-    local wkey = key .. ':' .. math.floor(now / span)
-    redis.call('INCRBY', wkey, amount)
-    redis.call('PEXPIRE', wkey, span * 2)
-  elseif kind == 'c' then
-    redis.call('ZADD', key, now + ttl, id)
-    redis.call('PEXPIRE', key, ttl * 2)
-  else
-    redis.call('HINCRBY', key, 'reserved', amount)
-    redis.call('HSET', key .. ':a', id, amount)
-    redis.call('ZADD', key .. ':r', now + ttl, id)
-    for _, k in ipairs({key, key .. ':a', key .. ':r'}) do redis.call('PEXPIRE', k, span) end
-  end
+
+local results = {}
+for i, call in ipairs(cjson.decode(ARGV[1])) do
+  results[i] = admit(call[1], call[2], call[3])
 end
-return {1, 0, 0, 0, used, now}
+return results
 """
 
-#: ARGV: request id, admission time (ms), then per check: kind, amount reserved, actual, span.
+#: ARGV[1]: a JSON array of settlements, each [request id, admission time (ms), checks], each
+#: check [kind, key, amount reserved, actual, span (ms)]. Per settlement, what each budget
+#: check's period has spent after it (0 for the other checks).
 SETTLE = """
-local id, at = ARGV[1], tonumber(ARGV[2])
-local spent = {}
-for i = 1, #KEYS do
-  local b = 2 + (i - 1) * 4
-  local kind, amount, actual = ARGV[b + 1], tonumber(ARGV[b + 2]), tonumber(ARGV[b + 3])
-  local span = tonumber(ARGV[b + 4])
-  local key = KEYS[i]
-  spent[i] = 0
-  if kind == 'w' then
-    local wkey = key .. ':' .. math.floor(at / span)
-    if redis.call('EXISTS', wkey) == 1 and actual ~= amount then
-      local count = redis.call('INCRBY', wkey, actual - amount)
-      if count < 0 then redis.call('SET', wkey, 0, 'KEEPTTL') end
-    end
-  elseif kind == 'c' then
-    redis.call('ZREM', key, id)
-  else
-    local a = redis.call('HGET', key .. ':a', id)
-    if a then
-      redis.call('HINCRBY', key, 'reserved', -tonumber(a))
-      redis.call('HDEL', key .. ':a', id)
-      redis.call('ZREM', key .. ':r', id)
-    end
-    if redis.call('HEXISTS', key, 'spent') == 1 then
-      spent[i] = redis.call('HINCRBY', key, 'spent', actual)
+local function settle(id, at, checks)
+  local spent = {}
+  for i, check in ipairs(checks) do
+    local kind, key, amount, actual, span = unpack(check)
+    spent[i] = 0
+    if kind == 'w' then
+      local wkey = key .. ':' .. math.floor(at / span)
+      if redis.call('EXISTS', wkey) == 1 and actual ~= amount then
+        local count = redis.call('INCRBY', wkey, actual - amount)
+        if count < 0 then redis.call('SET', wkey, 0, 'KEEPTTL') end
+      end
+    elseif kind == 'c' then
+      redis.call('ZREM', key, id)
+    else
+      local a = redis.call('HGET', key .. ':a', id)
+      if a then
+        redis.call('HINCRBY', key, 'reserved', -tonumber(a))
+        redis.call('HDEL', key .. ':a', id)
+        redis.call('ZREM', key .. ':r', id)
+      end
+      if redis.call('HEXISTS', key, 'spent') == 1 then
+        spent[i] = redis.call('HINCRBY', key, 'spent', actual)
+      end
     end
   end
+  return spent
 end
-return spent
+
+local results = {}
+for i, call in ipairs(cjson.decode(ARGV[1])) do
+  results[i] = settle(call[1], call[2], call[3])
+end
+return results
 """
 
 _KINDS = {"window": "w", "concurrency": "c", "budget": "b"}
@@ -121,24 +144,40 @@ _KINDS = {"window": "w", "concurrency": "c", "budget": "b"}
 class RedisCounters:
     """Counters every replica shares, in the Redis at ``url``."""
 
-    def __init__(self, url: str, *, timeout: float = 0.5) -> None:
-        self.client: redis.Redis = redis.Redis.from_url(
-            url, socket_timeout=timeout, socket_connect_timeout=timeout
+    def __init__(self, url: str, *, timeout: float = 0.5, connections: int = 8) -> None:
+        # A blocking pool: a call that finds every connection busy waits for one instead of
+        # failing with "Too many connections" (the default pool's way). Batching keeps at most
+        # one batch of each script in flight, so a few connections are plenty.
+        pool = redis.BlockingConnectionPool.from_url(
+            url,
+            max_connections=connections,
+            timeout=timeout * 4,
+            socket_timeout=timeout,
+            socket_connect_timeout=timeout,
         )
-        self._admit = self.client.register_script(ADMIT)
-        self._settle = self.client.register_script(SETTLE)
+        self.client: redis.Redis = redis.Redis.from_pool(pool)
+        self._admit = Batches(self.client.register_script(ADMIT))
+        self._settle = Batches(self.client.register_script(SETTLE))
 
     async def admit(
         self, request_id: str, checks: Sequence[Check], *, reservation_ttl: float
     ) -> Decision:
-        args: list[str | int] = [request_id, int(reservation_ttl * 1000)]
-        for check in checks:
-            span = max(int(check.span * 1000), 1)
-            seed = "" if check.seed is None else str(check.seed)
-            args += [_KINDS[check.kind], check.limit, check.amount, span, seed]
-        admitted, failed, wait, unseeded, flat, now = await self._admit(
-            keys=[check.key for check in checks], args=args
-        )
+        call = [
+            request_id,
+            int(reservation_ttl * 1000),
+            [
+                [
+                    _KINDS[check.kind],
+                    check.key,
+                    check.limit,
+                    check.amount,
+                    max(int(check.span * 1000), 1),
+                    False if check.seed is None else check.seed,
+                ]
+                for check in checks
+            ],
+        ]
+        admitted, failed, wait, unseeded, flat, now = await self._admit.call(call)
         used = tuple((int(flat[i]), int(flat[i + 1]) / 1000) for i in range(0, len(flat), 2))
         at = int(now) / 1000
         if admitted:
@@ -148,11 +187,64 @@ class RedisCounters:
     async def settle(
         self, request_id: str, checks: Sequence[Check], actuals: Sequence[int], *, at: float
     ) -> list[int]:
-        args: list[str | int] = [request_id, int(at * 1000)]
-        for check, actual in zip(checks, actuals, strict=True):
-            args += [_KINDS[check.kind], check.amount, actual, max(int(check.span * 1000), 1)]
-        spent = await self._settle(keys=[check.key for check in checks], args=args)
-        return [int(value) for value in spent]
+        call = [
+            request_id,
+            int(at * 1000),
+            [
+                [
+                    _KINDS[check.kind],
+                    check.key,
+                    check.amount,
+                    actual,
+                    max(int(check.span * 1000), 1),
+                ]
+                for check, actual in zip(checks, actuals, strict=True)
+            ],
+        ]
+        return [int(value) for value in await self._settle.call(call)]
 
     async def close(self) -> None:
+        await self._admit.close()
+        await self._settle.close()
         await self.client.aclose()
+
+
+class Batches:
+    """Calls of one script, sent in batches: one batch in flight at a time, and every call
+    made meanwhile waiting to go in the next (at concurrency 1, a batch of one at once)."""
+
+    def __init__(self, script: AsyncScript) -> None:
+        self._script = script
+        self._waiting: list[tuple[list[Any], asyncio.Future[Any]]] = []
+        self._sender: asyncio.Task[None] | None = None
+
+    async def call(self, call: list[Any]) -> Any:
+        """The script's answer to this one call, once its batch has run."""
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._waiting.append((call, future))
+        if self._sender is None:
+            self._sender = asyncio.create_task(self._send())
+        return await future
+
+    async def _send(self) -> None:
+        try:
+            while self._waiting:
+                batch, self._waiting = self._waiting, []
+                try:
+                    payload = orjson.dumps([call for call, _ in batch])
+                    results: list[Any] = await self._script(keys=[], args=[payload])
+                except Exception as exc:  # Redis is away: every call of the batch fails
+                    results = [exc] * len(batch)
+                for (_, future), result in zip(batch, results, strict=True):
+                    if future.done():  # its caller was cancelled
+                        continue
+                    if isinstance(result, Exception):
+                        future.set_exception(result)
+                    else:
+                        future.set_result(result)
+        finally:
+            self._sender = None
+
+    async def close(self) -> None:
+        if self._sender is not None:
+            await asyncio.gather(self._sender, return_exceptions=True)

@@ -11,6 +11,7 @@ extra ``"mock"`` object in its body (which the gateway passes through untouched)
     {"mock": {"tool_call": true}}        answer with a tool call
     {"mock": {"tool_call": "once"}}      … unless the conversation has a tool's result already
     {"mock": {"usage": false}}           never report usage
+    {"mock": {"reply": "text"}}          answer a chat with this text (streamed word by word)
     {"mock": {"done": false}}            end a stream without its [DONE]
 
 Besides chat, completions, embeddings and rerank it serves Anthropic Messages and the Responses
@@ -574,6 +575,8 @@ def _has_tool_result(body: dict[str, Any]) -> bool:
 
 
 def _reply(mock: dict[str, Any]) -> str:
+    if isinstance(mock.get("reply"), str):
+        return str(mock["reply"])
     return " ".join(f"word{i}" for i in range(mock.get("chunks", 5)))
 
 
@@ -614,10 +617,12 @@ def _pieces(mock: dict[str, Any], chunks: int, chat: bool) -> list[dict[str, Any
     if mock.get("tool_call"):
         call = {**_tool_call(), "index": 0}
         pieces.append({"index": 0, "delta": {"tool_calls": [call]}, "finish_reason": None})
-    pieces += [
-        {"index": 0, "delta": {"content": f"word{i} "}, "finish_reason": None}
-        for i in range(chunks)
-    ]
+    words = (
+        [word + " " for word in mock["reply"].split(" ")]
+        if isinstance(mock.get("reply"), str)
+        else [f"word{i} " for i in range(chunks)]
+    )
+    pieces += [{"index": 0, "delta": {"content": word}, "finish_reason": None} for word in words]
     pieces.append({"index": 0, "delta": {}, "finish_reason": "stop"})
     return pieces
 

@@ -17,7 +17,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import aiohttp
@@ -60,7 +60,8 @@ class WorkerOptions:
     controller: str
     api_key: str
     host: str = "127.0.0.1"
-    port: int = 42601
+    #: 0: a free port, picked when the worker starts listening.
+    port: int = 0
     route_prefix: str = "/apiv2"
     worker_id: str | None = None
     heartbeat_seconds: float = 60.0
@@ -317,9 +318,16 @@ def caller_of(request: Request, platform_url: str) -> CallContext:
 
 
 def serve(worker: Worker, options: WorkerOptions) -> None:
-    """Run the worker until interrupted; it deregisters on the way out."""
+    """Run the worker until interrupted; it deregisters on the way out.
+
+    The socket listens before the worker registers (the registration runs in the app's
+    startup, after this bind), so the platform never routes a call to a port nobody holds;
+    port 0 takes a free port, which the registration then names.
+    """
+    sock = listen(options.host, options.port)
+    options = replace(options, port=int(sock.getsockname()[1]))
     service = WorkerService(worker, options)
-    uvicorn.run(
+    config = uvicorn.Config(
         service.app(),
         host=options.host,
         port=options.port,
@@ -327,3 +335,22 @@ def serve(worker: Worker, options: WorkerOptions) -> None:
         http="httptools",
         access_log=False,
     )
+    try:
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        sock.close()
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host``:``port`` (0: any free port)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock

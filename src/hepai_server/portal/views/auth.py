@@ -26,6 +26,7 @@ from hepai_server.portal.web import (
     local_path,
     redirect,
 )
+from hepai_server.portal.zones import ZONE_COOKIE, zone_named
 from hepai_server.services import accounts
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,7 @@ WRONG = "auth.wrong_credentials"
 
 async def login_form(request: Request, portal: Portal) -> Response:
     if await portal.optional_viewer(request) is not None:
-        return redirect(local_path(request.query_params.get("next"), "/models"))
+        return redirect(local_path(request.query_params.get("next"), "/"))
     return sign_in_page(request, portal)
 
 
@@ -64,7 +65,7 @@ def sign_in_page(
         error=error,
         sso=portal.settings.oidc_display_name if portal.sso else None,
         username=request.scope.get("hepai.username", ""),
-        next=local_path(next_path or request.query_params.get("next"), "/models"),
+        next=local_path(next_path or request.query_params.get("next"), "/"),
     )
     portal.set_cookie(request, response, SIGN_IN_COOKIE, token, max_age=3600)
     return response
@@ -94,6 +95,9 @@ async def login(request: Request, portal: Portal) -> Response:
     await gw.transact(lambda s: throttle.forgive(s, username=username))
     response = await start_session(request, portal, user, target)
     response.delete_cookie(SIGN_IN_COOKIE, path="/")
+    zone = zone_named(str(form.get("tz") or ""))
+    if zone.name != "UTC":  # the browser's zone, so the first page shows local times
+        response.set_cookie(ZONE_COOKIE, zone.name, max_age=365 * 86400, samesite="lax", path="/")
     return response
 
 
@@ -115,7 +119,7 @@ async def start_session(request: Request, portal: Portal, user: User, target: st
         return token
 
     token = await gateway(request).transact(work)
-    response = redirect(local_path(target, "/models"))
+    response = redirect(local_path(target, "/"))
     max_age = int(portal.lifetime.absolute.total_seconds())
     portal.set_cookie(request, response, SESSION_COOKIE, token, max_age=max_age)
     return response
@@ -129,7 +133,7 @@ async def sso_begin(request: Request, portal: Portal) -> Response:
         url, cookie = await portal.sso.begin(
             gateway(request).session,
             redirect_uri=portal.base_url(request) + "/login/sso/callback",
-            next_path=local_path(request.query_params.get("next"), "/models"),
+            next_path=local_path(request.query_params.get("next"), "/"),
         )
     except SignOnFailed as exc:
         log.warning("single sign-on could not start: %s", exc)
@@ -198,7 +202,7 @@ async def logout(request: Request, portal: Portal) -> Response:
 async def switch_language(request: Request, portal: Portal) -> Response:
     """Remember the chosen language and go back to the page the switch was on."""
     language = request.path_params["language"]
-    response = redirect(local_path(request.query_params.get("next"), "/models"))
+    response = redirect(local_path(request.query_params.get("next"), "/"))
     if language in LANGUAGES:
         portal.set_cookie(request, response, LANGUAGE_COOKIE, language, max_age=365 * 86400)
     return response

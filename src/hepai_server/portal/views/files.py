@@ -13,7 +13,7 @@ from hepai_server.files import delivery
 from hepai_server.files.intake import DEFAULT_PURPOSE, read_form
 from hepai_server.files.responses import preview_url, send_file
 from hepai_server.files.service import used_bytes
-from hepai_server.portal.web import Portal, check_origin, gateway, redirect
+from hepai_server.portal.web import Portal, check_origin, done, gateway
 
 #: Files shown on the page, newest first.
 SHOWN = 200
@@ -58,15 +58,13 @@ async def upload_file(request: Request, portal: Portal) -> Response:
             raise InvalidRequest("the upload was interrupted") from None
         sent = form.fields.get("csrf_token", "")
         if not secrets.compare_digest(sent.encode(), viewer.csrf_token.encode()):
-            raise PermissionDenied("the form has expired; reload the page and try again")
+            raise PermissionDenied(
+                "the form has expired; reload the page and try again", param="csrf_token"
+            )
         spooled = await spool.finish()
-    await files.add(
-        user_id=viewer.user_id,
-        spooled=spooled,
-        filename=delivery.display_name(form.filename),
-        purpose=DEFAULT_PURPOSE,
-    )
-    return redirect("/files")
+    name = delivery.display_name(form.filename)
+    await files.add(user_id=viewer.user_id, spooled=spooled, filename=name, purpose=DEFAULT_PURPOSE)
+    return await done(request, viewer, "/files", "files.uploaded", name=name)
 
 
 def declared_length(request: Request) -> int | None:
@@ -87,4 +85,4 @@ async def delete_file(request: Request, portal: Portal) -> Response:
     await gateway(request).files.delete(
         user_id=viewer.user_id, file_id=request.path_params["file_id"]
     )
-    return redirect("/files")
+    return await done(request, viewer, "/files", "files.deleted")

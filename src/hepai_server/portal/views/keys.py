@@ -1,4 +1,5 @@
-"""Settings → API keys: create one (its secret shown once), list them, revoke one."""
+"""API keys: create one (its secret shown once, on the page the form leads to), list them,
+revoke one."""
 
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ from starlette.responses import Response
 
 from hepai_server.db.tables import ApiKey
 from hepai_server.errors import NotFound
+from hepai_server.portal.flash import Flash
 from hepai_server.portal.views.models import available_models
-from hepai_server.portal.web import Portal, Viewer, gateway, redirect
+from hepai_server.portal.web import Portal, Viewer, done, gateway, leave_flash, redirect
 from hepai_server.services import accounts
 
 #: The expiries the form offers, in days; 0 means never.
@@ -30,10 +32,12 @@ async def render_keys(
     portal: Portal,
     viewer: Viewer,
     *,
-    created: tuple[ApiKey, str] | None = None,
     error: str | None = None,
     status: int = 200,
+    typed: dict[str, Any] | None = None,
 ) -> Response:
+    """The page; after a refused form, with the error and what was typed."""
+
     def work(session: Session) -> list[ApiKey]:
         owner = accounts.get_user_by_id(session, viewer.user_id)
         return list(accounts.list_api_keys(session, user=owner))
@@ -47,10 +51,15 @@ async def render_keys(
         keys=sorted(keys, key=lambda key: (key.revoked_at is not None, -key.id)),
         models=models,
         expiries=EXPIRIES,
-        default_expiry=DEFAULT_EXPIRY,
-        created=created,
         error=error,
         status=status,
+        typed=typed
+        or {
+            "name": "",
+            "expiry_days": DEFAULT_EXPIRY,
+            "models": set(),
+            "scope": accounts.INFERENCE,
+        },
     )
 
 
@@ -58,25 +67,31 @@ async def create_key(request: Request, portal: Portal) -> Response:
     viewer = await portal.viewer(request)
     form = await portal.form(request, viewer)
     name = str(form.get("name") or "").strip() or "default"
-    if len(name) > 128:
-        return await render_keys(request, portal, viewer, error="keys.name_too_long", status=400)
     try:
         days = int(str(form.get("expiry_days") or DEFAULT_EXPIRY))
     except ValueError:
         days = -1
-    if days not in EXPIRIES:
-        return await render_keys(request, portal, viewer, error="keys.bad_expiry", status=400)
     scope = str(form.get("scope") or accounts.INFERENCE)
-    if scope not in accounts.SCOPES:
-        return await render_keys(request, portal, viewer, error="keys.bad_scope", status=400)
     chosen = {str(value) for value in form.getlist("models")}
+    typed = {"name": name, "expiry_days": days, "models": chosen, "scope": scope}
     usable = {row.id for row in await available_models(gateway(request), viewer.caller())}
-    if not chosen <= usable:
-        return await render_keys(request, portal, viewer, error="keys.bad_models", status=400)
+    error = (
+        "keys.name_too_long"
+        if len(name) > 128
+        else "keys.bad_expiry"
+        if days not in EXPIRIES
+        else "keys.bad_scope"
+        if scope not in accounts.SCOPES
+        else "keys.bad_models"
+        if not chosen <= usable
+        else None
+    )
+    if error:
+        return await render_keys(request, portal, viewer, error=error, status=400, typed=typed)
 
-    def work(session: Session) -> tuple[ApiKey, str]:
+    def work(session: Session) -> None:
         owner = accounts.get_user_by_id(session, viewer.user_id)
-        return accounts.create_api_key(
+        key, secret = accounts.create_api_key(
             session,
             user=owner,
             name=name,
@@ -84,9 +99,11 @@ async def create_key(request: Request, portal: Portal) -> Response:
             allowed_models=sorted(chosen) if chosen else None,
             scope=scope,
         )
+        notice = Flash("keys.created_title", {"name": key.name}, secret=secret)
+        leave_flash(session, request, viewer, notice)
 
-    created = await gateway(request).transact(work)
-    return await render_keys(request, portal, viewer, created=created, status=201)
+    await gateway(request).transact(work)
+    return redirect("/settings/keys")
 
 
 async def revoke_key(request: Request, portal: Portal) -> Response:
@@ -94,13 +111,14 @@ async def revoke_key(request: Request, portal: Portal) -> Response:
     await portal.form(request, viewer)
     key_id: int = request.path_params["key_id"]
 
-    def work(session: Session) -> Any:
+    def work(session: Session) -> str:
         key = session.get(ApiKey, key_id)
         if key is None or key.user_id != viewer.user_id:
             raise NotFound("no such API key")
-        return accounts.revoke_api_key(session, key_id=key_id)
+        accounts.revoke_api_key(session, key_id=key_id)
+        return key.name
 
     gw = gateway(request)
-    await gw.transact(work)
+    name = await gw.transact(work)
     await gw.callers_changed()
-    return redirect("/settings/keys")
+    return await done(request, viewer, "/settings/keys", "keys.revoked_notice", name=name)

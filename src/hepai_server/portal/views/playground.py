@@ -17,6 +17,7 @@ from hepai_server.gateway.asgi import Scope
 from hepai_server.gateway.frame import Frame
 from hepai_server.gateway.gate import GateCall
 from hepai_server.gateway.relay import OpenAIRelay
+from hepai_server.portal.snippets import Snippet
 from hepai_server.portal.views.models import available_models
 from hepai_server.portal.web import Portal, SignInRequired, check_origin, gateway
 from hepai_server.protocol.openai import Endpoint
@@ -57,4 +58,12 @@ async def playground_page(request: Request, portal: Portal) -> Response:
     for model in models:
         if model.status != "offline":
             by_type.setdefault(model.type, []).append(model.id)
-    return portal.render(request, "playground.html", viewer=viewer, models=by_type)
+    return portal.render(
+        request,
+        "playground.html",
+        viewer=viewer,
+        models=by_type,
+        chosen=request.query_params.get("model", ""),
+        # Filled by the page's script with the request it is about to send.
+        code_tabs=[Snippet("curl", ""), Snippet("openai", "")],
+    )

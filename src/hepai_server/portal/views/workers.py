@@ -13,7 +13,7 @@ from starlette.responses import Response
 from hepai_server.db.tables import Worker
 from hepai_server.errors import InvalidRequest
 from hepai_server.gateway import registry
-from hepai_server.portal.web import Portal, gateway, record_action, redirect
+from hepai_server.portal.web import Portal, done, gateway, record_action
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,4 +79,5 @@ async def change_worker(request: Request, portal: Portal) -> Response:
     worker = await gateway(request).transact(work)
     if held:
         await gateway(request).dispatcher.manage(worker, "POST", "/shutdown_worker")
-    return redirect("/admin/workers")
+    message = "workers.stopped_notice" if held else "workers.released_notice"
+    return await done(request, viewer, "/admin/workers", message, id=worker_id)

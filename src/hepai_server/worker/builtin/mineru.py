@@ -49,6 +49,8 @@ class Converted:
 
     markdown: str
     images: dict[str, bytes]
+    #: Each page's markdown, in order (empty for a page with no text).
+    pages: tuple[str, ...] = ()
 
 
 def link_images(markdown: str, targets: dict[str, str]) -> str:
@@ -176,7 +178,9 @@ class MinerUWorker(Worker):
         ordered = [pages.get(index, ("", {})) for index in range(total)]
         markdown = "\n\n".join(text for text, _images in ordered if text) + "\n"
         return Converted(
-            markdown, {name: image for _, images in ordered for name, image in images.items()}
+            markdown,
+            {name: image for _, images in ordered for name, image in images.items()},
+            tuple(text for text, _images in ordered),
         )
 
     # -- the direct call -------------------------------------------------------------------------
@@ -195,6 +199,18 @@ class MinerUWorker(Worker):
         converted = await self._convert(await self._pdf({**kwargs, **named}))
         inline = {name: data_url(name, image) for name, image in converted.images.items()}
         return link_images(converted.markdown, inline)
+
+    @remote
+    async def convert(self, **kwargs: Any) -> dict[str, Any]:
+        """``{"markdown", "pages": [each page's markdown], "metadata": {"pages", "bytes"}}``,
+        for indexing (knowledge bases cite pages): figures stay links to their names."""
+        document = await self._pdf(kwargs)
+        converted = await self._convert(document)
+        return {
+            "markdown": converted.markdown,
+            "pages": list(converted.pages),
+            "metadata": {"pages": len(converted.pages), "bytes": len(document.data)},
+        }
 
     # -- the task protocol -----------------------------------------------------------------------
 

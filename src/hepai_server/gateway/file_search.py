@@ -1,0 +1,232 @@
+"""file_search on the chat route, for models that do not search files themselves.
+
+A chat request naming ``{"type": "file_search", "vector_store_ids": [...]}`` among its tools
+is answered with sources: the platform searches those stores as the caller (who must be able
+to read each, or gets 404), puts the passages into the prompt as a system message with a
+marker for each (``[1]``, ``[2]``…), takes the tool out of the request (the model is never
+asked to call it), and relays the call as usual. The answer comes back with an
+``annotations`` entry for every marker the model used, in the Assistants API's shape:
+
+    {"type": "file_citation", "text": "[1]", "start_index": 41, "end_index": 44,
+     "file_citation": {"file_id", "filename", "vector_store_id", "page", "heading", "quote"}}
+
+On a stream the annotations arrive in one more chunk just before ``[DONE]``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from hepai_server.db.tables import utcnow
+from hepai_server.errors import InvalidRequest
+from hepai_server.gateway.asgi import Message, Send
+from hepai_server.gateway.runtime import Gateway
+from hepai_server.knowledge.filters import check_filter
+from hepai_server.knowledge.service import Search
+from hepai_server.protocol.sse import DONE, event_data, split_events
+from hepai_server.protocol.vector_stores import SearchHit
+from hepai_server.services.accounts import Caller
+
+DEFAULT_RESULTS = 5
+MARKER = re.compile(r"\[(\d{1,2})\]")
+INSTRUCTIONS = (
+    "Answer using the sources below when they are relevant. Cite each source you use with "
+    "its marker, such as [1], right after the statement it supports. If the sources do not "
+    "hold the answer, say so."
+)
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(
+            str(part.get("text", "")) for part in content if isinstance(part, dict)
+        ).strip()
+    return ""
+
+
+def take_tool(body: dict[str, Any]) -> dict[str, Any] | None:
+    """The request's file_search tool, removed from its tools; None if it has none."""
+    tools = body.get("tools")
+    if not isinstance(tools, list):
+        return None
+    found = [t for t in tools if isinstance(t, dict) and t.get("type") == "file_search"]
+    if not found:
+        return None
+    rest = [t for t in tools if t not in found]
+    if rest:
+        body["tools"] = rest
+    else:
+        body.pop("tools", None)
+        body.pop("tool_choice", None)
+        body.pop("parallel_tool_calls", None)
+    tool = found[0]
+    stores = tool.get("vector_store_ids")
+    if not isinstance(stores, list) or not stores or not all(isinstance(s, str) for s in stores):
+        raise InvalidRequest("file_search needs 'vector_store_ids'", param="tools")
+    return tool
+
+
+async def ground(
+    gateway: Gateway, caller: Caller, body: dict[str, Any], request_id: str
+) -> Sources | None:
+    """Search the stores the request's file_search names and put what was found into its
+    prompt; the sources, to annotate the answer with (None: no file_search asked for)."""
+    tool = take_tool(body)
+    if tool is None:
+        return None
+    messages = body["messages"]
+    query = next(
+        (_text(m.get("content")) for m in reversed(messages) if m.get("role") == "user"), ""
+    )
+    if not query:
+        raise InvalidRequest("file_search needs a user message to search for", param="messages")
+    limit = tool.get("max_num_results", DEFAULT_RESULTS)
+    options = tool.get("ranking_options")
+    options = options if isinstance(options, dict) else {}
+    filters = tool.get("filters")
+    hits = await gateway.knowledge.search(
+        caller,
+        Search(
+            store_ids=list(dict.fromkeys(tool["vector_store_ids"])),
+            query=query,
+            max_num_results=limit if type(limit) is int else DEFAULT_RESULTS,
+            filters=check_filter(filters) if filters is not None else None,
+            score_threshold=float(options.get("score_threshold") or 0.0),
+            rerank=options.get("ranker") != "none",
+        ),
+        request_id=request_id,
+        now=utcnow(),
+    )
+    sources = Sources(hits)
+    position = sum(1 for m in messages if m.get("role") in ("system", "developer"))
+    messages.insert(position, {"role": "system", "content": sources.prompt()})
+    return sources
+
+
+@dataclass(slots=True)
+class Sources:
+    """The passages given to the model, and the annotation of its answer with them."""
+
+    hits: list[SearchHit]
+    #: The answer's text so far, per choice (streams).
+    texts: dict[int, str] = field(default_factory=dict)
+
+    def prompt(self) -> str:
+        if not self.hits:
+            return INSTRUCTIONS + "\n\nNo sources were found for this question."
+        parts = [INSTRUCTIONS]
+        for number, hit in enumerate(self.hits, 1):
+            where = ", ".join(
+                part
+                for part in (hit.filename, f"page {hit.page}" if hit.page else "", hit.heading)
+                if part
+            )
+            parts.append(f"[{number}] ({where})\n{hit.text}")
+        return "\n\n".join(parts)
+
+    def annotations(self, text: str) -> list[dict[str, Any]]:
+        found = []
+        for match in MARKER.finditer(text):
+            number = int(match.group(1))
+            if not 1 <= number <= len(self.hits):
+                continue
+            hit = self.hits[number - 1]
+            found.append(
+                {
+                    "type": "file_citation",
+                    "text": match.group(0),
+                    "start_index": match.start(),
+                    "end_index": match.end(),
+                    "file_citation": {
+                        "file_id": hit.file_id,
+                        "filename": hit.filename,
+                        "vector_store_id": hit.store_id,
+                        "page": hit.page,
+                        "heading": hit.heading,
+                        "quote": hit.text[:500],
+                    },
+                }
+            )
+        return found
+
+    def annotate(self, raw: bytes) -> bytes:
+        """A whole chat completion with its choices' annotations."""
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return raw
+        for choice in body.get("choices") or () if isinstance(body, dict) else ():
+            message = choice.get("message") if isinstance(choice, dict) else None
+            if isinstance(message, dict) and isinstance(message.get("content"), str):
+                message["annotations"] = [
+                    *(message.get("annotations") or []),
+                    *self.annotations(message["content"]),
+                ]
+        return orjson.dumps(body)
+
+    def closing_chunk(self, last: dict[str, Any]) -> bytes:
+        """The chunk of annotations a stream ends with, shaped like ``last``, its chunk before."""
+        choices = [
+            {
+                "index": index,
+                "delta": {"annotations": self.annotations(text)},
+                "finish_reason": None,
+            }
+            for index, text in sorted(self.texts.items())
+        ]
+        chunk = {
+            **{k: last.get(k) for k in ("id", "object", "created", "model")},
+            "choices": choices,
+        }
+        return b"data: " + orjson.dumps(chunk) + b"\n\n"
+
+    def wrap(self, send: Send, *, stream: bool) -> Send:
+        """``send`` that annotates the answer on its way to the client."""
+        held: list[Message] = []
+        last: dict[str, Any] = {}
+
+        async def whole(message: Message) -> None:
+            if message["type"] == "http.response.start" or message.get("more_body"):
+                held.append(message)
+                return
+            start, *parts = held
+            raw = b"".join(part.get("body", b"") for part in parts) + message.get("body", b"")
+            if start.get("status") == 200:
+                raw = self.annotate(raw)
+            headers = [(k, v) for k, v in start.get("headers", []) if k != b"content-length"]
+            headers.append((b"content-length", str(len(raw)).encode()))
+            await send({**start, "headers": headers})
+            await send({"type": "http.response.body", "body": raw, "more_body": False})
+
+        async def streaming(message: Message) -> None:
+            body = message.get("body", b"") if message["type"] == "http.response.body" else b""
+            if not body:
+                await send(message)
+                return
+            for event in split_events(body):
+                data = event_data(event)
+                if not data or data == b"[DONE]":
+                    continue
+                try:
+                    chunk = orjson.loads(data)
+                except orjson.JSONDecodeError:
+                    continue
+                if isinstance(chunk, dict):
+                    last.update(chunk)
+                    for choice in chunk.get("choices") or ():
+                        delta = choice.get("delta") or {}
+                        content = delta.get("content")
+                        if isinstance(content, str):
+                            index = choice.get("index", 0)
+                            self.texts[index] = self.texts.get(index, "") + content
+            if body.endswith(DONE):
+                body = body[: -len(DONE)] + self.closing_chunk(last) + DONE
+            await send({**message, "body": body})
+
+        return streaming if stream else whole

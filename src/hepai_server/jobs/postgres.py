@@ -1,0 +1,128 @@
+"""PostgresRunner: jobs on procrastinate, a task queue kept in the platform's PostgreSQL.
+
+Several replicas share one database, so they share its queue: a job deferred by one is run
+by whichever replica's worker takes it first (``SELECT … FOR UPDATE SKIP LOCKED`` inside
+procrastinate), with nothing to run beside the database. The job's key is both its queueing
+lock (a second submit while one waits is refused, and ignored here) and its lock (never two
+runs of one key at once). Each replica's worker sends heartbeats; the jobs of a replica that
+stopped sending them (killed mid-job) are put back in the queue by the recovery loop of the
+others, and each kind's unfinished jobs are looked up in the database and submitted again, so
+work also survives a restart of every replica.
+
+procrastinate's own tables (procrastinate_*) are created at the first start when missing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import procrastinate
+from procrastinate.exceptions import AlreadyEnqueued
+
+from hepai_server.jobs.runner import Handler, Job, Pending
+
+log = logging.getLogger(__name__)
+#: Keeps two replicas from creating procrastinate's tables at the same moment.
+SCHEMA_LOCK = 4260016
+
+
+class PostgresRunner:
+    def __init__(
+        self,
+        *,
+        conninfo: str,
+        concurrency: int,
+        recovery_seconds: float,
+        heartbeat_seconds: float = 10.0,
+        stalled_seconds: float = 30.0,
+    ) -> None:
+        self.app = procrastinate.App(
+            connector=procrastinate.PsycopgConnector(
+                conninfo=conninfo, min_size=1, max_size=max(2, concurrency + 1)
+            )
+        )
+        self._pending: dict[str, Pending] = {}
+        self._concurrency = concurrency
+        self._recovery_seconds = recovery_seconds
+        self._heartbeat_seconds = heartbeat_seconds
+        self._stalled_seconds = stalled_seconds
+        self._worker: asyncio.Task[None] | None = None
+        self._recovery: asyncio.Task[None] | None = None
+
+    def register(self, kind: str, handler: Handler, pending: Pending) -> None:
+        async def run(**payload: Any) -> None:
+            await handler(payload)
+
+        run.__name__ = run.__qualname__ = kind.replace(".", "_")
+        self.app.task(name=kind, pass_context=False)(run)
+        self._pending[kind] = pending
+
+    async def start(self) -> None:
+        await self.app.open_async()
+        await self._ensure_schema()
+        self._worker = asyncio.create_task(
+            self.app.run_worker_async(
+                concurrency=self._concurrency,
+                install_signal_handlers=False,
+                update_heartbeat_interval=self._heartbeat_seconds,
+                stalled_worker_timeout=self._stalled_seconds,
+                delete_jobs="successful",
+                listen_notify=True,
+            ),
+            name="job-worker",
+        )
+        self._recovery = asyncio.create_task(self._recover_now_and_then(), name="job-recovery")
+
+    async def _ensure_schema(self) -> None:
+        connector = self.app.connector
+        exists = await connector.execute_query_one_async(
+            "SELECT to_regclass('procrastinate_jobs') IS NOT NULL AS present"
+        )
+        if exists["present"]:
+            return
+        pool = connector.pool  # type: ignore[attr-defined]  # PsycopgConnector's own pool
+        async with pool.connection() as connection, connection.transaction():
+            await connection.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
+            found = await connection.execute("SELECT to_regclass('procrastinate_jobs')")
+            row = await found.fetchone()
+            if row is None or row[0] is None:
+                await connection.execute(procrastinate.schema.SchemaManager.get_schema())
+        log.info("created procrastinate's tables")
+
+    async def submit(self, job: Job) -> None:
+        deferrer = self.app.configure_task(job.kind, lock=job.key, queueing_lock=job.key)
+        with contextlib.suppress(AlreadyEnqueued):
+            await deferrer.defer_async(**job.payload)
+
+    async def _recover_now_and_then(self) -> None:
+        while True:
+            try:
+                await self.recover()
+            except Exception:
+                log.warning("recovering unfinished jobs failed", exc_info=True)
+            await asyncio.sleep(self._recovery_seconds)
+
+    async def recover(self) -> None:
+        """Requeue the jobs of workers that stopped sending heartbeats; submit every kind's
+        unfinished jobs again."""
+        manager = self.app.job_manager
+        for stalled in await manager.get_stalled_jobs(
+            seconds_since_heartbeat=self._stalled_seconds
+        ):
+            log.warning("job %s of a stalled worker goes back in the queue", stalled.id)
+            await manager.retry_job(stalled)
+        for kind, pending in self._pending.items():
+            for job in await pending():
+                await self.submit(job)
+            log.debug("submitted the unfinished %s jobs", kind)
+
+    async def close(self) -> None:
+        for task in (self._recovery, self._worker):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        await self.app.close_async()

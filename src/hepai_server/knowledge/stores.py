@@ -1,0 +1,165 @@
+"""The rows of knowledge bases: who may read or change a store, and what the wire tells of
+stores and their files. Functions take an open session; callers commit.
+
+A store is its owner's; others read it when it is shared with them (a group of theirs, ``all``,
+or their username). To anyone else it answers exactly as a store that does not exist (404),
+so ids cannot be probed; a reader who tries to change it gets 403.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, or_, select
+from sqlalchemy.orm import Session
+
+from hepai_server.db.tables import VectorStore, VectorStoreFile
+from hepai_server.errors import NotFound, PermissionDenied
+from hepai_server.protocol.vector_stores import FileCounts, StoreFacts, StoreFileFacts
+from hepai_server.services.accounts import Caller
+
+STATUSES = ("in_progress", "completed", "failed", "cancelled")
+
+
+def new_id(prefix: str) -> str:
+    """``vs_``/``vsfb_`` and 128 random bits."""
+    return f"{prefix}_{secrets.token_hex(16)}"
+
+
+def can_read(store: VectorStore, caller: Caller) -> bool:
+    if store.user_id == caller.user_id:
+        return True
+    groups = set(store.shared_groups or ())
+    return (
+        "all" in groups
+        or bool(groups & caller.groups)
+        or caller.username in (store.shared_users or ())
+    )
+
+
+def missing(store_id: str) -> NotFound:
+    shown = store_id if len(store_id) <= 64 else store_id[:64] + "…"
+    return NotFound(f"No vector store found with id '{shown}'.", param="vector_store_id")
+
+
+def readable(session: Session, caller: Caller, store_id: str) -> VectorStore:
+    store = session.get(VectorStore, store_id)
+    if store is None or not can_read(store, caller):
+        raise missing(store_id)
+    return store
+
+
+def owned(session: Session, caller: Caller, store_id: str) -> VectorStore:
+    store = readable(session, caller, store_id)
+    if store.user_id != caller.user_id:
+        raise PermissionDenied(
+            "this vector store is shared with you to read; only its owner may change it"
+        )
+    return store
+
+
+def store_file(session: Session, store: VectorStore, file_id: str) -> VectorStoreFile:
+    row = session.get(VectorStoreFile, (store.id, file_id))
+    if row is None:
+        shown = file_id if len(file_id) <= 64 else file_id[:64] + "…"
+        raise NotFound(f"No file found with id '{shown}' in vector store '{store.id}'.")
+    return row
+
+
+def readable_stores(session: Session, caller: Caller) -> list[VectorStore]:
+    """Every store the caller may read, newest first."""
+    query = select(VectorStore).where(
+        or_(VectorStore.user_id == caller.user_id, VectorStore.shared.is_(True))
+    )
+    rows = session.scalars(query.order_by(VectorStore.created_at.desc(), VectorStore.id.desc()))
+    return [store for store in rows if can_read(store, caller)]
+
+
+def file_counts(session: Session, store_ids: Sequence[str]) -> dict[str, FileCounts]:
+    counts: dict[str, dict[str, int]] = {store_id: {} for store_id in store_ids}
+    if store_ids:
+        rows = session.execute(
+            select(VectorStoreFile.store_id, VectorStoreFile.status, func.count())
+            .where(VectorStoreFile.store_id.in_(store_ids))
+            .group_by(VectorStoreFile.store_id, VectorStoreFile.status)
+        )
+        for store_id, status, count in rows:
+            counts[store_id][status] = int(count)
+    return {store_id: FileCounts(**found) for store_id, found in counts.items()}
+
+
+def usage_bytes(session: Session, store_ids: Sequence[str]) -> dict[str, int]:
+    found = dict.fromkeys(store_ids, 0)
+    if store_ids:
+        rows = session.execute(
+            select(
+                VectorStoreFile.store_id, func.coalesce(func.sum(VectorStoreFile.usage_bytes), 0)
+            )
+            .where(VectorStoreFile.store_id.in_(store_ids))
+            .group_by(VectorStoreFile.store_id)
+        )
+        found.update({store_id: int(total) for store_id, total in rows})
+    return found
+
+
+def user_bytes(session: Session, user_id: int) -> int:
+    """The chunk text the user's stores hold, for the quota."""
+    total = session.scalar(
+        select(func.coalesce(func.sum(VectorStoreFile.usage_bytes), 0)).where(
+            VectorStoreFile.user_id == user_id
+        )
+    )
+    return int(total or 0)
+
+
+def touch(store: VectorStore, now: datetime) -> None:
+    """The store was used: its expiry moves with its last activity."""
+    store.last_active_at = now
+    if store.expires_after_days is not None:
+        store.expires_at = now + timedelta(days=store.expires_after_days)
+
+
+def is_expired(store: VectorStore, now: datetime) -> bool:
+    return store.expires_at is not None and store.expires_at <= now
+
+
+def store_facts(session: Session, stores: Sequence[VectorStore], now: datetime) -> list[StoreFacts]:
+    ids = [store.id for store in stores]
+    counts, sizes = file_counts(session, ids), usage_bytes(session, ids)
+    return [
+        StoreFacts(
+            id=store.id,
+            name=store.name,
+            created_at=store.created_at,
+            last_active_at=store.last_active_at,
+            metadata=dict(store.metadata_ or {}),
+            usage_bytes=sizes[store.id],
+            file_counts=counts[store.id],
+            expires_after_days=store.expires_after_days,
+            expires_at=store.expires_at,
+            expired=is_expired(store, now),
+            shared_groups=list(store.shared_groups or ()),
+            shared_users=list(store.shared_users or ()),
+            embedding_model=store.embedding_model,
+        )
+        for store in stores
+    ]
+
+
+def file_facts(row: VectorStoreFile) -> StoreFileFacts:
+    return StoreFileFacts(
+        file_id=row.file_id,
+        store_id=row.store_id,
+        created_at=row.created_at,
+        status=row.status,
+        stage=row.stage,
+        last_error=row.last_error,
+        usage_bytes=row.usage_bytes,
+        attributes=dict(row.attributes or {}),
+        max_chunk_tokens=row.max_chunk_tokens,
+        chunk_overlap_tokens=row.chunk_overlap_tokens,
+        pages=row.pages,
+        chunks=row.chunks,
+    )
