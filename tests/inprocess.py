@@ -211,3 +211,61 @@ async def running(platform: LocalPlatform) -> AsyncIterator[App]:
     ) as manager:
         state: dict[str, Any] = manager._state  # the lifespan's state, as servers pass it on
         yield App(manager.app, state["gateway"], platform)
+
+
+def loopback_socket() -> socket.socket:
+    """A socket bound to a free loopback port, for a server to listen on."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
+@asynccontextmanager
+async def serve_asgi(
+    asgi: ASGIApp, sock: socket.socket, *, lifespan: str = "off"
+) -> AsyncIterator[str]:
+    """An ASGI app served on ``sock`` in the test's event loop (uvicorn); its base URL until
+    the block ends."""
+    import uvicorn
+
+    config = uvicorn.Config(asgi, lifespan=lifespan, ws="none", log_level="warning")
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        while not server.started:
+            if task.done():
+                task.result()
+            await asyncio.sleep(0.01)
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        await task
+        sock.close()
+
+
+@asynccontextmanager
+async def serve_worker(app: App, worker: Any, key: str) -> AsyncIterator[Any]:
+    """A `hepai_server.worker.Worker` served on a loopback port and registered with the app
+    under ``key``'s owner, as `hepai-server worker run` registers it (without heartbeats);
+    deregistered and stopped when the block ends."""
+    from hepai_server.worker.server import WorkerOptions, WorkerService
+
+    sock = loopback_socket()
+    options = WorkerOptions(controller=BASE_URL, api_key=key, port=sock.getsockname()[1])
+    service = WorkerService(worker, options)
+    auth = {"authorization": f"Bearer {key}"}
+    async with serve_asgi(service.app(), sock), app.client() as client:
+        answer = await client.post(
+            "/apiv2/worker/register_worker",
+            headers=auth,
+            json={**service.info(), "secret_key": service.secret},
+        )
+        assert answer.status_code == 200, answer.text
+        try:
+            yield service
+        finally:
+            await client.post(
+                "/apiv2/worker/stop_worker",
+                headers=auth,
+                json={"worker_id": service.worker_id, "permanent": False},
+            )

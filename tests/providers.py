@@ -20,6 +20,9 @@ providers:
       - {{id: mock/complete, type: completion}}
       - {{id: mock/embed, type: embedding, upstream: embed-upstream}}
       - {{id: mock/rerank, type: rerank}}
+      - {{id: mock/whisper, type: audio, upstream: whisper-upstream}}
+      - {{id: mock/tts, type: tts, upstream: tts-upstream}}
+      - {{id: mock/image, type: image, upstream: image-upstream, price: {{per_call: 0.04}}}}
       - {{id: team/physics-only, groups: [physics]}}
       - {{id: team/bob-only, groups: [], users: [bob]}}
       - {{id: failover/dead-first}}
@@ -30,6 +33,12 @@ providers:
     api_key_env: MOCK_KEY
     models:
       - {{id: native/claude, upstream: claude-upstream}}
+  - name: responses-native
+    base_url: {mock_url}/v1
+    responses_base_url: {mock_url}/v1
+    api_key_env: MOCK_KEY
+    models:
+      - {{id: native/responses, upstream: responses-upstream}}
   - name: dead
     base_url: {dead_url}
     models:

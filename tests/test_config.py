@@ -50,7 +50,7 @@ providers:
     [
         "providers: [{name: x, models: []}]",  # neither base_url nor preset
         "providers: [{name: x, preset: nope}]",
-        "providers: [{name: x, base_url: http://h, models: [{id: m, type: image}]}]",
+        "providers: [{name: x, base_url: http://h, models: [{id: m, type: video}]}]",
         "providers: [{name: x, base_url: http://h, typo_field: 1}]",
     ],
 )

@@ -27,7 +27,7 @@ from hepai_server.telemetry import logs
 
 log = logging.getLogger(__name__)
 
-ModelType = Literal["chat", "completion", "embedding", "rerank"]
+ModelType = Literal["chat", "completion", "embedding", "rerank", "audio", "tts", "image"]
 #: prometheus_client reads this when first imported: set before any process imports it.
 METRICS_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 #: What a model can do beyond text, as the portal's model catalogue shows it.
@@ -69,6 +69,11 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(
         default=32 * 1024 * 1024,
         description="Largest request body on the OpenAI routes; larger ones get 413 unread.",
+    )
+    media_max_body_bytes: int = Field(
+        default=128 * 1024 * 1024,
+        description="Largest upload to /audio/transcriptions, /audio/translations and "
+        "/images/edits; it is streamed to the upstream, never held whole.",
     )
     upstream_connect_timeout: float = Field(default=10.0, description="Seconds to connect.")
     upstream_read_timeout: float = Field(
@@ -441,6 +446,23 @@ class Settings(BaseSettings):
         ge=0,
         description="How often each process checks every provider (its model list); 0: never.",
     )
+    mcp_chat_models: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Models the MCP endpoint (/apiv2/mcp) offers as its 'chat' tool, to "
+        "callers who may call them (a JSON list or comma-separated); empty: no chat tool.",
+    )
+    mcp_tools_cache_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="How long the MCP endpoint remembers a worker's functions and an "
+        "external MCP server's tools before asking again.",
+    )
+    responses_retention_days: float = Field(
+        default=30.0,
+        gt=0,
+        description="How long the Responses API keeps a stored response (for "
+        "previous_response_id and GET /responses/{id}); then it is deleted.",
+    )
     log_level: str = Field(default="info", description="Python logging level name.")
     log_format: Literal["text", "json"] = Field(
         default="text",
@@ -502,6 +524,16 @@ class Settings(BaseSettings):
     @classmethod
     def _expand(cls, value: Path) -> Path:
         return value.expanduser()
+
+    @field_validator("mcp_chat_models", mode="before")
+    @classmethod
+    def _names(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
 
     @field_validator("worker_allowed_networks", mode="before")
     @classmethod
@@ -601,6 +633,10 @@ class ProviderConfig(BaseModel):
     #: Where the provider speaks Anthropic Messages natively (its /v1/messages is below it);
     #: Messages requests for its models then pass through instead of being translated.
     anthropic_base_url: str | None = None
+    #: Where the provider serves the Responses API natively (its /responses is below it, as
+    #: OpenAI's is below its base URL); Responses requests for its models then pass through
+    #: instead of being translated to chat completions.
+    responses_base_url: str | None = None
     api_key_env: str | None = None
     headers: dict[str, str] = Field(default_factory=dict)
     enabled: bool = True

@@ -5,7 +5,18 @@ from __future__ import annotations
 import click
 
 from hepai_server import __version__
-from hepai_server.cli import db, files, governance, groups, keys, serve, usage, users, worker
+from hepai_server.cli import (
+    db,
+    files,
+    governance,
+    groups,
+    keys,
+    mcp,
+    serve,
+    usage,
+    users,
+    worker,
+)
 
 
 @click.group()
@@ -25,3 +36,4 @@ cli.add_command(governance.budget)
 cli.add_command(governance.limit)
 cli.add_command(usage.usage)
 cli.add_command(groups.group)
+cli.add_command(mcp.mcp)

@@ -1,4 +1,5 @@
-"""The tables: accounts, web sessions, usage, workers, files, the audit log and knowledge bases."""
+"""The tables: accounts, web sessions, usage, workers, files, the audit log, knowledge bases,
+stored responses and external MCP servers."""
 
 from __future__ import annotations
 
@@ -504,6 +505,48 @@ class VectorStoreFileBatch(Base):
     )
     cancelled: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class StoredResponse(Base):
+    """A Response of the Responses API kept for ``previous_response_id`` and
+    ``GET /responses/{id}``: its owner's alone, until it expires."""
+
+    __tablename__ = "stored_responses"
+
+    #: ``resp_…``: ours for a translated response, the provider's for one it answered natively.
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    model: Mapped[str] = mapped_column(String(256))
+    #: The provider that answered natively (and may hold the response too), or null when the
+    #: platform translated it to a chat completion.
+    provider: Mapped[str | None] = mapped_column(String(128))
+    previous_response_id: Mapped[str | None] = mapped_column(String(128))
+    #: This request's own input items; the conversation before them is its previous response's.
+    input_items: Mapped[list[Any]] = mapped_column(JSON)
+    #: The Response as its client got it.
+    response: Mapped[dict[str, Any]] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+
+
+class McpServer(Base):
+    """An external MCP server an admin registered as a tool source for chosen groups; the
+    platform calls it on their behalf through the egress guard."""
+
+    __tablename__ = "mcp_servers"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    #: Prefixes its tools' names (``name__tool``): lowercase letters, digits, - and _.
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    #: Its Streamable HTTP endpoint, as the egress guard parsed it.
+    url: Mapped[str] = mapped_column(String(512))
+    #: Headers sent with every call (an Authorization token), encrypted like providers' keys.
+    headers_sealed: Mapped[str | None] = mapped_column(Text)
+    #: Who may see and call its tools ("all": everyone).
+    groups: Mapped[list[str]] = mapped_column(JSON)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 # The governance tables (prices, budgets, limits) declare themselves on the same metadata.

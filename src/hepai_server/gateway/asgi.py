@@ -218,3 +218,35 @@ class DisconnectWatch:
         task = asyncio.current_task()
         assert task is not None
         task.uncancel()
+
+
+class Collected:
+    """An answer kept instead of sent: the ``send`` and ``receive`` of a call the platform
+    makes for itself (a tool call of its MCP endpoint, a background job), with no client
+    connection behind it."""
+
+    __slots__ = ("_chunks", "headers", "status")
+
+    def __init__(self) -> None:
+        self.status = 0
+        self.headers: list[tuple[bytes, bytes]] = []
+        self._chunks: list[bytes] = []
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+            self.headers = list(message.get("headers", ()))
+        elif message["type"] == "http.response.body":
+            self._chunks.append(message.get("body", b""))
+
+    async def receive(self) -> Message:
+        """Never a disconnect: nobody is there to leave."""
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    @property
+    def body(self) -> bytes:
+        return b"".join(self._chunks)
+
+    def header(self, name: bytes) -> bytes | None:
+        return next((value for key, value in self.headers if key.lower() == name), None)

@@ -46,6 +46,9 @@ class Deployment:
     messages_url: str | None = None
     #: The headers for ``messages_url`` (Anthropic's x-api-key form for providers).
     messages_headers: dict[str, str] = field(default_factory=dict, hash=False, repr=False)
+    #: Where the Responses API goes natively: a provider's /responses URL, or for a worker the
+    #: gate URL of its ``responses`` method (with ``headers``). None: translate to chat.
+    responses_url: str | None = None
 
     @property
     def name(self) -> str:
@@ -148,6 +151,9 @@ class Catalog:
             messages_url = None
             if provider.anthropic_base_url:
                 messages_url = provider.anthropic_base_url.rstrip("/") + "/v1/messages"
+            responses_url = None
+            if provider.responses_base_url:
+                responses_url = provider.responses_base_url.rstrip("/") + "/responses"
             assert provider.base_url is not None  # set by ProviderConfig's validator
             for entry in provider.models:
                 deployment = Deployment(
@@ -158,6 +164,7 @@ class Catalog:
                     weight=entry.weight,
                     messages_url=messages_url,
                     messages_headers=messages_headers,
+                    responses_url=responses_url,
                 )
                 known = merged.get(entry.id)
                 if known is None:

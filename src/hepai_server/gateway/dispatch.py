@@ -131,8 +131,12 @@ class Dispatcher:
         """A worker's address as the platform will call it, or a 4xx naming the rule it
         breaks (InvalidRequest for its form, AddressRefused for where it leads)."""
         address = parse_address(raw)
-        await asyncio.to_thread(self._policy.check, address, trusted=trusted)
+        await self.check(address, trusted=trusted)
         return address
+
+    async def check(self, address: WorkerAddress, *, trusted: bool) -> None:
+        """Refuse an address the platform may not call (AddressRefused, naming the rule)."""
+        await asyncio.to_thread(self._policy.check, address, trusted=trusted)
 
     def load(self, route: WorkerRoute) -> float:
         return (route.queue_length + self._occupancy[route.worker_id]) / route.speed
@@ -263,6 +267,9 @@ class Dispatcher:
                 if "anthropic_messages" in route.functions
                 else None,
                 messages_headers=headers,
+                responses_url=gate_url(route.address, model_id, "responses")
+                if "responses" in route.functions
+                else None,
             )
             for route in routes
         )

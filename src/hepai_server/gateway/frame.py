@@ -70,6 +70,9 @@ class Exchange:
     ticket: Ticket | None = None
     #: The journal segment of the call's start, once it was admitted.
     started_in: int | None = None
+    #: False for a request that is no call (an MCP client's handshake or tool listing): it
+    #: gets no row unless it was admitted after all.
+    recorded: bool = True
 
     async def admit(self, caller: Caller, *, prompt: int, output: int, embedding: bool) -> None:
         """Reserve room for the call in every budget and rate limit that applies (or raise the
@@ -101,11 +104,11 @@ class Exchange:
         )
 
     def finish(self, caller: Caller | None) -> UsageRow:
-        """The call is over: its row recorded (when someone was let in), its reservation
-        settled with what it used, its metrics counted."""
+        """The call is over: its row recorded (when someone was let in, and it is a call),
+        its reservation settled with what it used, its metrics counted."""
         gateway = self.gateway
         row = self.usage_row(caller)
-        if caller is not None:
+        if caller is not None and (self.recorded or self.started_in is not None):
             gateway.recorder.record(row, self.started_in)
             if self.ticket is not None:
                 gateway.limiter.settle(

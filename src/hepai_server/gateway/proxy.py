@@ -16,6 +16,7 @@ import contextlib
 import re
 import sys
 from array import array
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
@@ -33,8 +34,7 @@ from hepai_server.errors import (
 )
 from hepai_server.gateway.asgi import DisconnectWatch, Receive, Send, send_bytes
 from hepai_server.gateway.catalog import Deployment, Model
-from hepai_server.protocol.anthropic import StreamTranslator, chat_to_message
-from hepai_server.protocol.anthropic import event as anthropic_event
+from hepai_server.gateway.dialect import Dialect, Translator
 from hepai_server.protocol.openai import EMBEDDINGS, Endpoint, Usage
 from hepai_server.protocol.sse import (
     DONE,
@@ -44,9 +44,11 @@ from hepai_server.protocol.sse import (
     event_bounds,
     event_data,
     rewrite_model,
-    split_events,
 )
 from hepai_server.services.accounts import Caller
+
+#: A request body for an upstream: whole, or streamed as it arrives from the client.
+Payload = bytes | AsyncIterator[bytes]
 
 if TYPE_CHECKING:
     from hepai_server.gateway.upstream import Upstreams
@@ -75,14 +77,10 @@ class Call:
     wants_usage: bool
     #: The client asked for base64 embeddings (the gateway asks the upstream for floats).
     wants_base64: bool
-    #: The client speaks Anthropic Messages: its request as sent. Deployments that speak
-    #: Messages get it as it is; others get ``body``, its translation, and answers are translated
-    #: back.
-    messages_body: dict[str, Any] | None = None
-
-    @property
-    def anthropic(self) -> bool:
-        return self.messages_body is not None
+    #: The client speaks another API (Anthropic Messages, Responses): deployments that speak it
+    #: get the request as the dialect says; others get ``body``, its translation to a chat
+    #: completion, and answers are translated back.
+    dialect: Dialect | None = None
 
     @classmethod
     def create(
@@ -94,7 +92,7 @@ class Call:
         model: Model,
         body: dict[str, Any],
         started: float,
-        messages_body: dict[str, Any] | None = None,
+        dialect: Dialect | None = None,
     ) -> Call:
         options = body.get("stream_options")
         return cls(
@@ -107,7 +105,7 @@ class Call:
             stream=endpoint.can_stream and body.get("stream") is True,
             wants_usage=isinstance(options, dict) and options.get("include_usage") is True,
             wants_base64=endpoint is EMBEDDINGS and body.get("encoding_format") == "base64",
-            messages_body=messages_body,
+            dialect=dialect,
         )
 
 
@@ -125,7 +123,7 @@ class Outcome:
     #: Stream chunks with a delta relayed to the client: the estimate of completion tokens
     #: when the upstream reported no usage (a client that left early, a broken stream).
     delivered: int = 0
-    #: The deployment answers an Anthropic client in Anthropic's own format.
+    #: The deployment answers in the client's own API (the call's dialect), not translated.
     native: bool = False
     #: The fallback model that answered, when the requested one could not.
     fallback: str | None = None
@@ -212,6 +210,8 @@ class Proxy:
         raw = await response.read()
         if 200 <= response.status < 300:
             raw, outcome.usage = finish_json(call, raw, native=outcome.native)
+            if call.dialect is not None and call.dialect.ready:
+                await call.dialect.finishing()
         else:
             raise_for_upstream(response.status, raw, outcome)
             outcome.status, outcome.error = response.status, upstream_message(raw)
@@ -285,25 +285,29 @@ class Proxy:
         timeouts = call.model.timeouts
         deadline = call.started + timeouts.total if timeouts and timeouts.total else None
         splitter = EventSplitter()
-        translator = (
-            StreamTranslator(call.model.id) if call.anthropic and not outcome.native else None
-        )
+        dialect = call.dialect
+        translator: Translator | None = None
+        if dialect is not None and not outcome.native:
+            translator = dialect.translator(call.model.id)
+        done = False
         try:
             async for chunk in response.content.iter_any():
                 events = splitter.feed(chunk)
                 if not events:
                     continue
                 events = rewriter.rewrite(events)
-                if b'"usage"' in events:
-                    if outcome.native:
-                        take_messages_usage(events, outcome)
-                    else:
-                        keep = call.wants_usage or translator is not None
-                        events = take_usage(events, outcome, keep=keep)
+                if outcome.native:
+                    assert dialect is not None
+                    outcome.usage = dialect.native_events(events, outcome.usage)
+                elif b'"usage"' in events:
+                    keep = call.wants_usage or translator is not None
+                    events = take_usage(events, outcome, keep=keep)
                 outcome.delivered += events.count(b'"delta"')
                 done = events.endswith(DONE)
                 if translator is not None:
                     events = translate_events(events, translator)
+                if dialect is not None and dialect.ready:
+                    await dialect.finishing()
                 if outcome.first_byte_at is None:
                     outcome.first_byte_at = perf_counter()
                 await send({"type": "http.response.body", "body": events, "more_body": True})
@@ -314,6 +318,11 @@ class Proxy:
                 if deadline is not None and perf_counter() > deadline:
                     raise TimeoutError  # the model's total time is up
             tail = splitter.rest()
+            if translator is not None and not done:
+                # The upstream ended without [DONE]: the client's answer still gets its end.
+                tail = translate_events((tail + b"\n\n" if tail else b"") + DONE, translator)
+                if dialect is not None and dialect.ready:
+                    await dialect.finishing()
         except (TimeoutError, aiohttp.ClientError) as exc:
             error: HepAIError = (
                 UpstreamTimeout("the upstream stopped sending")
@@ -322,7 +331,12 @@ class Proxy:
             )
             outcome.status, outcome.error = error.status, error.message
             outcome.cut = True
-            tail = anthropic_error_event(error) if translator is not None else error_event(error)
+            if translator is not None:
+                tail = translator.fail(error)
+            elif outcome.native and dialect is not None:
+                tail = dialect.native_error(error)
+            else:
+                tail = error_event(error)
         await send({"type": "http.response.body", "body": tail, "more_body": False})
 
 
@@ -360,7 +374,8 @@ def upstream_message(raw: bytes) -> str:
 
 
 def finish_json(call: Call, raw: bytes, *, native: bool = False) -> tuple[bytes, Usage]:
-    """The upstream's JSON answer with our model id, and the usage it reports."""
+    """The upstream's JSON answer with our model id (in the client's API), and the usage it
+    reports."""
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -368,8 +383,13 @@ def finish_json(call: Call, raw: bytes, *, native: bool = False) -> tuple[bytes,
     if not isinstance(body, dict):
         return raw, Usage()
     usage = Usage.from_block(body.get("usage"))
-    if call.anthropic and not native:
-        return orjson.dumps(chat_to_message(body, call.model.id)), usage
+    if call.dialect is not None:
+        if not native:
+            return call.dialect.answer(body, call.model.id), usage
+        raw = rewrite_model(raw, orjson.dumps(call.model.id))
+        body["model"] = call.model.id
+        call.dialect.native_answer(body)
+        return raw, usage
     if call.wants_base64:
         body["model"] = call.model.id
         encode_embeddings(body)
@@ -408,50 +428,23 @@ def take_usage(events: bytes, outcome: Outcome, *, keep: bool) -> bytes:
     return events
 
 
-def take_messages_usage(events: bytes, outcome: Outcome) -> None:
-    """Usage from Anthropic's own stream: input tokens in message_start, output in
-    message_delta (a running total, so the last one counts)."""
-    usage = outcome.usage or Usage()
-    for event in split_events(events):
-        if b'"usage"' not in event:
+def translate_events(events: bytes, translator: Translator) -> bytes:
+    """Chat completion events in the client's API; [DONE] closes its answer."""
+    out = []
+    for event in events.split(b"\n\n"):
+        data = event[6:] if event.startswith(b"data: ") else event_data(event)
+        if not data:
+            continue
+        if data.startswith(b"[DONE]"):
+            out.append(translator.close())
             continue
         try:
-            data = orjson.loads(event_data(event) or b"")
-        except orjson.JSONDecodeError:
-            continue
-        if not isinstance(data, dict):
-            continue
-        block = data.get("usage") or (data.get("message") or {}).get("usage")
-        found = Usage.from_block(block)
-        usage.prompt_tokens = found.prompt_tokens or usage.prompt_tokens
-        usage.completion_tokens = found.completion_tokens or usage.completion_tokens
-        usage.cached_tokens = found.cached_tokens or usage.cached_tokens
-    if usage.prompt_tokens is not None or usage.completion_tokens is not None:
-        usage.total_tokens = (usage.prompt_tokens or 0) + (usage.completion_tokens or 0)
-    outcome.usage = usage
-
-
-def translate_events(events: bytes, translator: StreamTranslator) -> bytes:
-    """Chat completion events as Anthropic's; [DONE] closes the message."""
-    out = b""
-    for event in split_events(events):
-        data = event_data(event)
-        if data == b"[DONE]":
-            out += translator.close()
-            continue
-        try:
-            chunk = orjson.loads(data or b"")
+            chunk = orjson.loads(data)
         except orjson.JSONDecodeError:
             continue
         if isinstance(chunk, dict):
-            out += translator.feed(chunk)
-    return out
-
-
-def anthropic_error_event(error: HepAIError) -> bytes:
-    return anthropic_event(
-        "error", {"type": "error", "error": {"type": error.type, "message": error.message}}
-    )
+            out.append(translator.feed(chunk))
+    return b"".join(out)
 
 
 def encode_embeddings(body: dict[str, Any]) -> None:

@@ -18,9 +18,12 @@ from hepai_server.gateway.asgi import (
     parse_json_object,
     read_body,
 )
+from hepai_server.gateway.catalog import Model
+from hepai_server.gateway.dialect import AnthropicDialect
 from hepai_server.gateway.frame import Exchange
 from hepai_server.gateway.limiter import estimate_tokens
 from hepai_server.gateway.proxy import Call
+from hepai_server.gateway.runtime import Gateway
 from hepai_server.protocol.anthropic import messages_to_chat
 from hepai_server.protocol.openai import CHAT, EMBEDDINGS, Endpoint, check_request
 from hepai_server.services.accounts import Caller
@@ -46,21 +49,11 @@ class OpenAIRelay:
             limit=gateway.settings.max_body_bytes,
         )
         body = parse_json_object(raw)
-        messages_body = body if self.anthropic else None
-        if messages_body is not None:
-            body = messages_to_chat(messages_body)
+        dialect = AnthropicDialect(body) if self.anthropic else None
+        if dialect is not None:
+            body = messages_to_chat(body)
         exchange.model = model_id = check_request(self.endpoint, body)
-        if model_id in gateway.catalog.ids():
-            model = gateway.catalog.resolve(model_id, caller)
-        else:
-            model = await gateway.dispatcher.model(
-                caller, model_id, self.endpoint, exchange.request_id
-            )
-        if model.type not in self.endpoint.model_types:
-            raise InvalidRequest(
-                f"'{model.id}' is a {model.type} model; it cannot serve {self.endpoint.path}",
-                param="model",
-            )
+        model = await resolve_model(gateway, caller, model_id, self.endpoint, exchange.request_id)
         call = Call.create(
             request_id=exchange.request_id,
             caller=caller,
@@ -68,7 +61,7 @@ class OpenAIRelay:
             model=model,
             body=body,
             started=exchange.started,
-            messages_body=messages_body,
+            dialect=dialect,
         )
         exchange.stream = call.stream
         prompt, output = estimate_tokens(
@@ -77,10 +70,27 @@ class OpenAIRelay:
         await exchange.admit(
             caller, prompt=prompt, output=output, embedding=self.endpoint is EMBEDDINGS
         )
-        if self.endpoint is CHAT and messages_body is None and "tools" in body:
+        if self.endpoint is CHAT and dialect is None and "tools" in body:
             # After admission: a caller the limits refuse gets no searches (nor their rows).
             # The call holds the body, so the sources put into its prompt go upstream.
             sources = await file_search.ground(gateway, caller, body, exchange.request_id)
             if sources is not None:
                 send = sources.wrap(send, stream=call.stream)
         await gateway.proxy.relay(call, exchange.outcome, receive, send)
+
+
+async def resolve_model(
+    gateway: Gateway, caller: Caller, model_id: str, endpoint: Endpoint, request_id: str
+) -> Model:
+    """The model the caller asked for (a provider's, or a worker's through the dispatcher), if
+    it may call it and it serves ``endpoint``."""
+    if model_id in gateway.catalog.ids():
+        model = gateway.catalog.resolve(model_id, caller)
+    else:
+        model = await gateway.dispatcher.model(caller, model_id, endpoint, request_id)
+    if model.type not in endpoint.model_types:
+        raise InvalidRequest(
+            f"'{model.id}' is a {model.type} model; it cannot serve {endpoint.path}",
+            param="model",
+        )
+    return model

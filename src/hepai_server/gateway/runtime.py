@@ -8,7 +8,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any, TypeVar
 
@@ -36,6 +36,7 @@ from hepai_server.gateway.probes import HealthChecks
 from hepai_server.gateway.proxy import Proxy
 from hepai_server.gateway.resilience import Breaker, RetryBudget
 from hepai_server.gateway.routing import Occupancy
+from hepai_server.gateway.toolcache import ToolCache
 from hepai_server.gateway.upstream import Upstreams
 from hepai_server.gateway.usage import UsageRecorder
 from hepai_server.governance import store
@@ -45,7 +46,7 @@ from hepai_server.knowledge.service import KnowledgeService
 from hepai_server.security.credentials import Sealer, signing_secret
 from hepai_server.security.egress import EgressPolicy, SocketFactory
 from hepai_server.security.names import claim_key
-from hepai_server.services import providers
+from hepai_server.services import providers, responses
 from hepai_server.services.accounts import Caller, find_caller
 from hepai_server.services.throttle import Throttle
 from hepai_server.state.changes import CALLERS, CATALOG, Publisher
@@ -96,6 +97,8 @@ class Gateway:
     #: The Prometheus series, fed by the meter from every request's usage row.
     metrics: Metrics
     meter: Meter
+    #: Workers' functions and external MCP servers' tools, as the MCP endpoint lists them.
+    tools: ToolCache
     #: Spans to the OTLP endpoint, when one is configured.
     tracing: Tracing | None = None
     refresher: asyncio.Task[None] | None = None
@@ -256,7 +259,8 @@ class Gateway:
                 catalog,
                 every=settings.health_check_seconds,
             ),
-            sweeper=asyncio.create_task(sweep(files, settings.file_sweep_seconds)),
+            sweeper=asyncio.create_task(sweep(files, engine, settings.file_sweep_seconds)),
+            tools=ToolCache(settings.mcp_tools_cache_seconds),
             health=health,
             metrics=metrics,
             meter=meter,
@@ -405,13 +409,17 @@ def upstream_session(
     )
 
 
-async def sweep(files: FileService, every: float) -> None:
-    """Delete expired files and abandoned uploads, now and then, for as long as the server runs."""
+async def sweep(files: FileService, engine: Engine, every: float) -> None:
+    """Delete expired files, abandoned uploads and stored responses past their retention, now
+    and then, for as long as the server runs."""
     while True:
         try:
             removed, expired = await files.purge_expired()
             if removed or expired:
                 log.info("removed %d expired files and %d abandoned uploads", removed, expired)
+            purge = partial(responses.purge_expired, now=datetime.now(UTC))
+            if purged := await transact(engine, purge):
+                log.info("removed %d stored responses past their retention", purged)
         except Exception:
             log.warning("sweeping expired files failed; trying again later", exc_info=True)
         await asyncio.sleep(every)

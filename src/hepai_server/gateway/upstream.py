@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -20,7 +21,7 @@ import orjson
 from hepai_server.errors import HepAIError, InvalidRequest, UpstreamError, UpstreamTimeout
 from hepai_server.gateway.catalog import Catalog, Deployment, Model
 from hepai_server.gateway.dispatch import WorkerSessions
-from hepai_server.gateway.proxy import Call, Outcome
+from hepai_server.gateway.proxy import Call, Outcome, Payload
 from hepai_server.gateway.resilience import Breaker, RetryBudget
 from hepai_server.gateway.routing import Occupancy, spread
 
@@ -49,23 +50,58 @@ class Upstreams:
 
     async def open(self, call: Call, outcome: Outcome) -> aiohttp.ClientResponse:
         """The first usable upstream response; the last failure raised when there is none."""
+
+        def build(deployment: Deployment) -> tuple[str, Payload, dict[str, str]]:
+            dialect = call.dialect
+            target = dialect.native(deployment) if dialect is not None else None
+            outcome.native = target is not None
+            if target is not None:
+                url, headers = target
+            else:
+                url, headers = deployment.url(call.endpoint), deployment.headers
+            return url, self._payload(call, deployment, native=outcome.native), headers
+
         self._budget.request()
-        failure = await self._try(call, call.model, outcome, first=True)
+        failure = await self._try(call.model, outcome, build, first=True)
         if not isinstance(failure, HepAIError):
             return failure
         for fallback in call.model.fallbacks:
             model = self.catalog.resolve_or_none(fallback, call.caller)
             if model is None or model.type != call.model.type:
                 continue
-            answered = await self._try(call, model, outcome, first=False)
+            answered = await self._try(model, outcome, build, first=False)
             if not isinstance(answered, HepAIError):
                 outcome.fallback = model.id
                 return answered
             failure = answered
         raise failure
 
+    async def attempt(
+        self,
+        model: Model,
+        outcome: Outcome,
+        build: Callable[[Deployment], tuple[str, Payload, dict[str, str]]],
+        *,
+        again: Callable[[], bool] | None = None,
+    ) -> aiohttp.ClientResponse:
+        """The first usable response of a deployment of ``model`` to what ``build`` makes for
+        it (URL, body, headers): for calls that are not chat-shaped JSON (audio, images).
+        ``again`` says whether another deployment may still be tried (a body streamed from
+        the client cannot be sent twice)."""
+        self._budget.request()
+        answered = await self._try(model, outcome, build, first=True, again=again)
+        if isinstance(answered, HepAIError):
+            raise answered
+        return answered
+
     async def _try(
-        self, call: Call, model: Model, outcome: Outcome, *, first: bool
+        self,
+        model: Model,
+        outcome: Outcome,
+        build: Callable[[Deployment], tuple[str, Payload, dict[str, str]]],
+        *,
+        first: bool,
+        again: Callable[[], bool] | None = None,
     ) -> aiohttp.ClientResponse | HepAIError:
         """The model's first usable answer, or why there was none (a 4xx answer about the
         request itself is an answer: it is returned)."""
@@ -76,18 +112,14 @@ class Upstreams:
         attempts = ready or ordered[:1]
         failure: HepAIError | None = None
         for number, deployment in enumerate(attempts, 1):
-            if (number > 1 or not first) and not self._budget.retry():
+            if (number > 1 or not first) and (
+                (again is not None and not again()) or not self._budget.retry()
+            ):
                 break
             if not breaker.available(deployment.name) and ready:
                 continue
             outcome.deployment, outcome.served_by = deployment, deployment.name
-            outcome.native = call.anthropic and deployment.messages_url is not None
-            if outcome.native:
-                assert deployment.messages_url is not None
-                url, headers = deployment.messages_url, deployment.messages_headers
-            else:
-                url, headers = deployment.url(call.endpoint), deployment.headers
-            payload = self._payload(call, deployment, native=outcome.native)
+            url, payload, headers = build(deployment)
             try:
                 response = await self._post(model, deployment, url, payload, headers)
             except TimeoutError:
@@ -105,7 +137,8 @@ class Upstreams:
                 raise
             if response.status >= 500 or response.status == 429:
                 breaker.failed(deployment.name)
-                if number < len(attempts) or model.fallbacks:
+                more = number < len(attempts) or bool(model.fallbacks)
+                if more and (again is None or again()):
                     response.release()
                     failure = UpstreamError(f"{deployment.provider} answered {response.status}")
                     continue
@@ -126,7 +159,7 @@ class Upstreams:
         model: Model,
         deployment: Deployment,
         url: str,
-        payload: bytes,
+        payload: Payload,
         headers: dict[str, str],
     ) -> aiohttp.ClientResponse:
         timeouts = model.timeouts
@@ -152,7 +185,7 @@ class Upstreams:
     async def _post_on(
         session: aiohttp.ClientSession,
         url: str,
-        payload: bytes,
+        payload: Payload,
         headers: dict[str, str],
         timeout: aiohttp.ClientTimeout | None,
     ) -> aiohttp.ClientResponse:
@@ -162,14 +195,18 @@ class Upstreams:
         try:
             return await session.post(url, **options)
         except aiohttp.ServerDisconnectedError:
+            if not isinstance(payload, bytes):
+                raise  # a body streamed from the client is gone
             # The upstream closed a pooled keep-alive connection: one fresh try is safe.
             return await session.post(url, **options)
 
     def _payload(self, call: Call, deployment: Deployment, *, native: bool) -> bytes:
-        body = call.messages_body if native and call.messages_body is not None else call.body
-        body["model"] = deployment.upstream_model
-        if native:
+        if native and call.dialect is not None:
+            body = call.dialect.native_body(deployment)
+            body["model"] = deployment.upstream_model
             return self._encode(body, deployment)
+        body = call.body
+        body["model"] = deployment.upstream_model
         if call.stream:
             options = body.get("stream_options") or {}
             body["stream_options"] = {**options, "include_usage": True}

@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from hepai_server.errors import InvalidRequest
+from hepai_server.errors import HepAIError, InvalidRequest
 
 #: Fields of a Messages request that are translated; any other passes to the upstream as is,
 #: so vendor extensions (enable_thinking, top_k, ...) keep working.
@@ -294,6 +294,12 @@ class StreamTranslator:
             },
         )
         return out + event("message_stop", {"type": "message_stop"})
+
+    def fail(self, error: HepAIError) -> bytes:
+        """The event that ends a stream whose upstream failed after it started."""
+        return event(
+            "error", {"type": "error", "error": {"type": error.type, "message": error.message}}
+        )
 
     def _open(self, key: str, block: dict[str, Any], *, force: bool = False) -> bytes:
         if self.block == key and not force:

@@ -38,6 +38,26 @@ COMPLETIONS = Endpoint(
 )
 EMBEDDINGS = Endpoint("embeddings", "/embeddings", frozenset({"embedding"}), False, "embeddings")
 RERANK = Endpoint("rerank", "/rerank", frozenset({"rerank"}), False, "rerank")
+#: Audio and images (gateway/media.py): the form uploads and what they answer pass through.
+TRANSCRIPTIONS = Endpoint(
+    "audio.transcriptions",
+    "/audio/transcriptions",
+    frozenset({"audio"}),
+    False,
+    "audio_transcriptions",
+)
+TRANSLATIONS = Endpoint(
+    "audio.translations", "/audio/translations", frozenset({"audio"}), False, "audio_translations"
+)
+SPEECH = Endpoint("audio.speech", "/audio/speech", frozenset({"tts"}), False, "audio_speech")
+IMAGE_GENERATIONS = Endpoint(
+    "images.generations",
+    "/images/generations",
+    frozenset({"image"}),
+    False,
+    "image_generations",
+)
+IMAGE_EDITS = Endpoint("images.edits", "/images/edits", frozenset({"image"}), False, "image_edits")
 
 
 def check_model_id(value: Any) -> str:
@@ -144,19 +164,20 @@ class Usage:
 
     @classmethod
     def from_block(cls, block: Any) -> Usage:
-        """Read OpenAI's usage block (and DeepSeek's, Jina's rerank and Anthropic's usage)."""
+        """Read OpenAI's usage block, chat's or the Responses API's (and DeepSeek's, Jina's
+        rerank and Anthropic's usage)."""
         if not isinstance(block, dict):
             return cls()
         prompt = _count(block.get("prompt_tokens", block.get("input_tokens")))
         completion = _count(block.get("completion_tokens", block.get("output_tokens")))
         total = _count(block.get("total_tokens"))
-        details = block.get("prompt_tokens_details")
+        details = block.get("prompt_tokens_details") or block.get("input_tokens_details")
         cached = _count(details.get("cached_tokens")) if isinstance(details, dict) else None
         if cached is None:
             cached = _count(
                 block.get("prompt_cache_hit_tokens", block.get("cache_read_input_tokens"))
             )
-        details = block.get("completion_tokens_details")
+        details = block.get("completion_tokens_details") or block.get("output_tokens_details")
         reasoning = _count(details.get("reasoning_tokens")) if isinstance(details, dict) else None
         if total is None and (prompt is not None or completion is not None):
             total = (prompt or 0) + (completion or 0)

@@ -16,17 +16,32 @@ from hepai_server.errors import AuthenticationFailed, PermissionDenied
 from hepai_server.gateway.auth import token_from_headers
 from hepai_server.gateway.frame import Frame
 from hepai_server.gateway.gate import GateCall
+from hepai_server.gateway.mcp import McpEndpoint
+from hepai_server.gateway.media import MediaRelay
 from hepai_server.gateway.relay import OpenAIRelay
+from hepai_server.gateway.responses import ResponsesRelay
 from hepai_server.gateway.runtime import Gateway
-from hepai_server.protocol.openai import CHAT, COMPLETIONS, EMBEDDINGS, RERANK
+from hepai_server.protocol.openai import (
+    CHAT,
+    COMPLETIONS,
+    EMBEDDINGS,
+    IMAGE_EDITS,
+    IMAGE_GENERATIONS,
+    RERANK,
+    SPEECH,
+    TRANSCRIPTIONS,
+    TRANSLATIONS,
+)
 from hepai_server.routes import (
     accounts,
     billing,
     ddf,
     files,
     groups,
+    mcp,
     openai,
     providers,
+    responses,
     vector_stores,
 )
 from hepai_server.routes.http import json_response
@@ -44,6 +59,12 @@ def api_routes() -> list[BaseRoute]:
         ("/completions", Frame(OpenAIRelay(COMPLETIONS))),
         ("/embeddings", Frame(OpenAIRelay(EMBEDDINGS))),
         ("/rerank", Frame(OpenAIRelay(RERANK))),
+        ("/responses", Frame(ResponsesRelay())),
+        ("/audio/transcriptions", Frame(MediaRelay(TRANSCRIPTIONS, multipart=True))),
+        ("/audio/translations", Frame(MediaRelay(TRANSLATIONS, multipart=True))),
+        ("/audio/speech", Frame(MediaRelay(SPEECH, multipart=False))),
+        ("/images/generations", Frame(MediaRelay(IMAGE_GENERATIONS, multipart=False))),
+        ("/images/edits", Frame(MediaRelay(IMAGE_EDITS, multipart=True))),
     ]
     routes: list[BaseRoute] = []
     for prefix in PREFIXES:
@@ -58,6 +79,7 @@ def api_routes() -> list[BaseRoute]:
         routes.append(Route(path + "/count_tokens", openai.count_tokens, methods=["POST"]))
     for prefix in PREFIXES:
         routes += file_routes(prefix)
+        routes += response_routes(prefix)
         routes += vector_store_routes(prefix)
         routes += [
             Route(prefix + "/billing/limits", billing.billing_limits, methods=["GET"]),
@@ -68,6 +90,7 @@ def api_routes() -> list[BaseRoute]:
             ),
             Route(prefix + "/dashboard/billing/usage", billing.dashboard_usage, methods=["GET"]),
         ]
+    routes += mcp_routes("/apiv2")
     routes += ddf_routes("/apiv2")
     routes.append(Route("/apiv2/providers/health", providers.provider_health, methods=["GET"]))
     routes += group_routes("/apiv2")
@@ -118,6 +141,28 @@ def vector_store_routes(prefix: str) -> list[BaseRoute]:
         Route(batch, v.retrieve_batch, methods=["GET"]),
         Route(batch + "/cancel", v.cancel_batch, methods=["POST"]),
         Route(batch + "/files", v.list_files, methods=["GET"]),
+    ]
+
+
+def response_routes(prefix: str) -> list[BaseRoute]:
+    """The Responses API besides its POST (a relay, above)."""
+    response = prefix + "/responses/{response_id}"
+    return [
+        Route(response, responses.retrieve_response, methods=["GET"]),
+        Route(response, responses.delete_response, methods=["DELETE"]),
+        Route(response + "/input_items", responses.list_input_items, methods=["GET"]),
+        Route(response + "/cancel", responses.cancel_response, methods=["POST"]),
+    ]
+
+
+def mcp_routes(prefix: str) -> list[BaseRoute]:
+    """The MCP endpoint, and the admin API of the external servers it offers tools of."""
+    servers = prefix + "/mcp/servers"
+    return [
+        Route(prefix + "/mcp", Frame(McpEndpoint()), methods=["POST", "GET", "DELETE"]),
+        Route(servers, mcp.list_servers, methods=["GET"]),
+        Route(servers, mcp.add_server, methods=["POST"]),
+        Route(servers + "/{name}", mcp.remove_server, methods=["DELETE"]),
     ]
 
 

@@ -103,6 +103,15 @@ def parse_base_url(raw: str) -> str:
         raise InvalidRequest(f"the base URL {exc}", param="base_url") from None
 
 
+def parse_server_url(raw: object) -> WorkerAddress:
+    """An external MCP server's URL an admin entered, taken apart as a worker's address is
+    (its path is the server's endpoint)."""
+    try:
+        return _parse(raw)
+    except BadAddress as exc:
+        raise InvalidRequest(f"the MCP server URL {exc}", param="url") from None
+
+
 def _parse(raw: object) -> WorkerAddress:
     if not isinstance(raw, str) or not raw or len(raw) > 512:
         raise BadAddress("must be an http(s) URL of at most 512 characters")

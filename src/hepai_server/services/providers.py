@@ -29,7 +29,7 @@ from hepai_server.security.names import claim_key
 
 log = logging.getLogger(__name__)
 
-MODEL_TYPES = ("chat", "completion", "embedding", "rerank")
+MODEL_TYPES = ("chat", "completion", "embedding", "rerank", "audio", "tts", "image")
 PROBE_TIMEOUT = aiohttp.ClientTimeout(total=10)
 
 

@@ -9,8 +9,15 @@ extra ``"mock"`` object in its body (which the gateway passes through untouched)
     {"mock": {"break_after": 3}}         stream that many chunks, then drop the connection
     {"mock": {"reasoning": true}}        stream reasoning_content deltas before the content
     {"mock": {"tool_call": true}}        answer with a tool call
+    {"mock": {"tool_call": "once"}}      … unless the conversation has a tool's result already
     {"mock": {"usage": false}}           never report usage
     {"mock": {"reply": "text"}}          answer a chat with this text (streamed word by word)
+    {"mock": {"done": false}}            end a stream without its [DONE]
+
+Besides chat, completions, embeddings and rerank it serves Anthropic Messages and the Responses
+API natively (replies that name themselves), audio transcription and translation (multipart,
+read as it arrives; every response_format, and ``stream=true`` events), speech (audio bytes in
+pieces) and image generation and edits (gpt-image-1's answers, with usage).
 
 ``GET /_mock/requests`` returns the recorded requests (path, headers, body),
 ``GET /_mock/events`` what happened to streams (finished, cancelled by the client), and
@@ -33,7 +40,7 @@ from collections import deque
 from typing import Any
 
 import orjson
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 
 RECORDED = 200
 DIM = 8
@@ -47,6 +54,8 @@ class MockUpstream:
         self.events: deque[dict[str, Any]] = deque(maxlen=RECORDED)
         self.stats = {"requests": 0, "prompt_tokens": 0, "completion_tokens": 0}
         self.tagged: dict[str, dict[str, int]] = {}
+        #: Bytes of each uploaded file received so far, by file name, as they arrive.
+        self.receiving: dict[str, int] = {}
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=256 * 1024 * 1024)
@@ -55,6 +64,13 @@ class MockUpstream:
         app.router.add_post("/v1/embeddings", self.embeddings)
         app.router.add_post("/v1/rerank", self.rerank)
         app.router.add_post("/v1/messages", self.messages)
+        app.router.add_post("/v1/responses", self.responses)
+        app.router.add_delete("/v1/responses/{response_id}", self.delete_response)
+        app.router.add_post("/v1/audio/transcriptions", self.transcriptions)
+        app.router.add_post("/v1/audio/translations", self.translations)
+        app.router.add_post("/v1/audio/speech", self.speech)
+        app.router.add_post("/v1/images/generations", self.image_generations)
+        app.router.add_post("/v1/images/edits", self.image_edits)
         app.router.add_get("/v1/models", self.models)
         app.router.add_get("/_mock/requests", self.recorded)
         app.router.add_get("/_mock/events", self.recorded_events)
@@ -101,6 +117,8 @@ class MockUpstream:
         body, mock = await self._accept(request)
         words = _words(body)
         n = body.get("n") or 1
+        if mock.get("tool_call") == "once" and _has_tool_result(body):
+            mock = {**mock, "tool_call": False}
         if body.get("stream"):
             return await self._stream(request, body, mock, words, chat=True)
         reply = _reply(mock)
@@ -190,7 +208,8 @@ class MockUpstream:
                 await response.write(
                     b"data: " + orjson.dumps({**base, "choices": [], "usage": usage}) + b"\n\n"
                 )
-            await response.write(b"data: [DONE]\n\n")
+            if mock.get("done", True):
+                await response.write(b"data: [DONE]\n\n")
             await response.write_eof()
             self.events.append({"tag": tag, "event": "finished", "chunks": sent})
         except (asyncio.CancelledError, ConnectionResetError):
@@ -306,6 +325,171 @@ class MockUpstream:
         await response.write_eof()
         return response
 
+    async def responses(self, request: web.Request) -> web.StreamResponse:
+        """The Responses API, natively: the reply names itself so a test can tell it apart
+        from a translated one."""
+        body, _mock = await self._accept(request)
+        text = "native responses reply"
+        usage = {
+            "input_tokens": 13,
+            "input_tokens_details": {"cached_tokens": 4},
+            "output_tokens": 3,
+            "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": 16,
+        }
+        response_id = "resp_mock" + hashlib.sha256(orjson.dumps(body)).hexdigest()[:24]
+        item = {
+            "id": "msg_mock",
+            "type": "message",
+            "status": "completed",
+            "role": "assistant",
+            "content": [{"type": "output_text", "text": text, "annotations": []}],
+        }
+        done = {
+            "id": response_id,
+            "object": "response",
+            "created_at": int(time.time()),
+            "status": "completed",
+            "model": body["model"],
+            "output": [item],
+            "parallel_tool_calls": True,
+            "previous_response_id": body.get("previous_response_id"),
+            "tool_choice": "auto",
+            "tools": [],
+            "usage": usage,
+        }
+        if not body.get("stream"):
+            return _json(done)
+        response = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await response.prepare(request)
+        started = {**done, "status": "in_progress", "output": [], "usage": None}
+        part = {"type": "output_text", "text": "", "annotations": []}
+        where = {"item_id": "msg_mock", "output_index": 0, "content_index": 0}
+        events: list[dict[str, Any]] = [
+            {"type": "response.created", "response": started},
+            {
+                "type": "response.output_item.added",
+                "output_index": 0,
+                "item": {**item, "status": "in_progress", "content": []},
+            },
+            {"type": "response.content_part.added", **where, "part": part},
+            {"type": "response.output_text.delta", **where, "delta": text, "logprobs": []},
+            {"type": "response.output_text.done", **where, "text": text, "logprobs": []},
+            {"type": "response.content_part.done", **where, "part": {**part, "text": text}},
+            {"type": "response.output_item.done", "output_index": 0, "item": item},
+            {"type": "response.completed", "response": done},
+        ]
+        for number, event in enumerate(events):
+            data = orjson.dumps({**event, "sequence_number": number})
+            await response.write(f"event: {event['type']}\ndata: ".encode() + data + b"\n\n")
+        await response.write_eof()
+        return response
+
+    async def delete_response(self, request: web.Request) -> web.StreamResponse:
+        response_id = request.match_info["response_id"]
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        self.requests.append({"path": request.path, "headers": headers, "body": {}})
+        return _json({"id": response_id, "object": "response", "deleted": True})
+
+    async def _accept_form(self, request: web.Request) -> dict[str, Any]:
+        """Read a multipart upload part by part (files hashed as they arrive, never held) and
+        keep it for /_mock/requests: its fields, its files' names, sizes and digests, and
+        whether it came chunked."""
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        fields: dict[str, Any] = {}
+        files: list[dict[str, Any]] = []
+        reader = await request.multipart()
+        while (part := await reader.next()) is not None:
+            assert isinstance(part, BodyPartReader)
+            if part.filename is None:
+                fields[part.name or ""] = await part.text()
+                continue
+            digest, size = hashlib.sha256(), 0
+            while chunk := await part.read_chunk(64 * 1024):
+                digest.update(chunk)
+                size += len(chunk)
+                self.receiving[part.filename] = size
+            files.append(
+                {
+                    "field": part.name,
+                    "filename": part.filename,
+                    "content_type": part.headers.get("content-type"),
+                    "bytes": size,
+                    "sha256": digest.hexdigest(),
+                }
+            )
+        body = {**fields, "files": files}
+        self.requests.append({"path": request.path, "headers": headers, "body": body})
+        if self.api_key is not None and headers.get("authorization") != f"Bearer {self.api_key}":
+            raise _Failure(401, "Incorrect API key provided.", "invalid_api_key")
+        if self.fail_status:
+            raise _Failure(self.fail_status, f"mock failure {self.fail_status}", "mock_failure")
+        self.stats["requests"] += 1
+        return body
+
+    async def transcriptions(self, request: web.Request) -> web.StreamResponse:
+        """Whisper's answers in each response_format, with gpt-4o-transcribe's token usage;
+        ``stream=true`` answers with its transcript events."""
+        body = await self._accept_form(request)
+        size = sum(file["bytes"] for file in body["files"])
+        text = f"mock transcript of {size} bytes"
+        usage = {"type": "tokens", "input_tokens": 7, "output_tokens": 5, "total_tokens": 12}
+        if body.get("stream") == "true":
+            response = web.StreamResponse(headers={"content-type": "text/event-stream"})
+            await response.prepare(request)
+            for word in text.split():
+                event = {"type": "transcript.text.delta", "delta": word + " "}
+                await response.write(b"data: " + orjson.dumps(event) + b"\n\n")
+            done = {"type": "transcript.text.done", "text": text, "usage": usage}
+            await response.write(b"data: " + orjson.dumps(done) + b"\n\n")
+            await response.write_eof()
+            return response
+        form = body.get("response_format", "json")
+        if form == "text":
+            return web.Response(text=text, content_type="text/plain")
+        if form in ("srt", "vtt"):
+            cue = "00:00:00,000 --> 00:00:01,000" if form == "srt" else "00:00.000 --> 00:01.000"
+            head = "1\n" if form == "srt" else "WEBVTT\n\n"
+            return web.Response(text=f"{head}{cue}\n{text}\n", content_type="text/plain")
+        if form == "verbose_json":
+            segment = {"id": 0, "start": 0.0, "end": 1.0, "text": text}
+            return _json(
+                {
+                    "task": "transcribe",
+                    "language": body.get("language", "english"),
+                    "duration": 1.0,
+                    "text": text,
+                    "segments": [segment],
+                    "usage": {"type": "duration", "seconds": 1},
+                }
+            )
+        return _json({"text": text, "usage": usage})
+
+    async def translations(self, request: web.Request) -> web.StreamResponse:
+        body = await self._accept_form(request)
+        size = sum(file["bytes"] for file in body["files"])
+        return _json({"text": f"mock translation of {size} bytes"})
+
+    async def speech(self, request: web.Request) -> web.StreamResponse:
+        """Speech as audio bytes, sent in pieces as a TTS model streams them."""
+        body, mock = await self._accept(request)
+        kinds = {"mp3": "audio/mpeg", "wav": "audio/wav", "opus": "audio/ogg", "pcm": "audio/pcm"}
+        kind = kinds.get(body.get("response_format", "mp3"), "application/octet-stream")
+        response = web.StreamResponse(headers={"content-type": kind})
+        await response.prepare(request)
+        for piece in speech_audio(body["input"], mock.get("chunks", 8)):
+            await response.write(piece)
+        await response.write_eof()
+        return response
+
+    async def image_generations(self, request: web.Request) -> web.StreamResponse:
+        body, _mock = await self._accept(request)
+        return _json(_images(body))
+
+    async def image_edits(self, request: web.Request) -> web.StreamResponse:
+        body = await self._accept_form(request)
+        return _json(_images(body))
+
     async def models(self, request: web.Request) -> web.StreamResponse:
         if self.api_key is not None and request.headers.get("authorization") != (
             f"Bearer {self.api_key}"
@@ -355,6 +539,39 @@ class _Failure(web.HTTPException):
 def _words(body: dict[str, Any]) -> int:
     text = orjson.dumps(body.get("messages") or body.get("prompt") or "").decode()
     return max(1, len(text.split()))
+
+
+#: A 1x1 PNG, what every mock image is.
+PNG = base64.b64decode(
+    "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
+)
+
+
+def speech_audio(text: str, pieces: int) -> list[bytes]:
+    """The mock's "audio" for a text: pieces of 4 KiB derived from it, the same every time."""
+    seed = hashlib.sha256(text.encode()).digest()
+    return [(seed * 128)[: 4096 - index] + bytes([index]) * index for index in range(pieces)]
+
+
+def _images(body: dict[str, Any]) -> dict[str, Any]:
+    """gpt-image-1's answer: n images (base64, or URLs for response_format=url), and usage."""
+    n = int(body.get("n") or 1)
+    if body.get("response_format") == "url":
+        data = [{"url": f"https://images.invalid/mock-{i}.png"} for i in range(n)]
+    else:
+        data = [{"b64_json": base64.b64encode(PNG).decode()} for _ in range(n)]
+    prompt = len(str(body.get("prompt", "")).split())
+    usage = {
+        "input_tokens": prompt,
+        "input_tokens_details": {"text_tokens": prompt, "image_tokens": 0},
+        "output_tokens": 272 * n,
+        "total_tokens": prompt + 272 * n,
+    }
+    return {"created": int(time.time()), "data": data, "usage": usage}
+
+
+def _has_tool_result(body: dict[str, Any]) -> bool:
+    return any(isinstance(m, dict) and m.get("role") == "tool" for m in body.get("messages") or ())
 
 
 def _reply(mock: dict[str, Any]) -> str:

@@ -24,7 +24,7 @@ from hepai_server.services import usage_log
 from hepai_server.services.accounts import Caller
 
 #: The order model types are shown in; worker models that serve none of these are tools.
-TYPES = ("chat", "completion", "embedding", "rerank", "tool")
+TYPES = ("chat", "completion", "embedding", "rerank", "audio", "tts", "image", "tool")
 #: Which worker method makes a worker model which type (wire spec §2.10).
 WORKER_TYPES = (
     ("chat_completions", "chat"),

@@ -133,12 +133,32 @@ class MarkItDownWorker(Worker):
             call.report_usage(pages=result["metadata"]["pages"], bytes=len(document.data))
         return result
 
+    # The document's arguments are named (agents and MCP clients read them from the signature);
+    # **kwargs takes the older shapes (pdf_base64, the hepai client's multipart upload).
     @remote
-    async def interface(self, **kwargs: Any) -> str:
-        """The document as markdown: file_base64 + file_name (or suffix), or file_id."""
-        return str((await self._convert(kwargs))["markdown"])
+    async def interface(
+        self,
+        file_id: str | None = None,
+        file_base64: str | None = None,
+        file_name: str | None = None,
+        suffix: str | None = None,
+        **kwargs: Any,
+    ) -> str:
+        """A document (PDF, Word, PowerPoint, Excel, HTML, image...) as markdown: a platform
+        file_id, or file_base64 with its file_name (or suffix)."""
+        named = {"file_id": file_id, "file_base64": file_base64, "file_name": file_name}
+        return str((await self._convert({**kwargs, **named, "suffix": suffix}))["markdown"])
 
     @remote
-    async def convert(self, **kwargs: Any) -> dict[str, Any]:
-        """``{"markdown", "metadata": {title, pages, bytes, format, seconds}}``."""
-        return await self._convert(kwargs)
+    async def convert(
+        self,
+        file_id: str | None = None,
+        file_base64: str | None = None,
+        file_name: str | None = None,
+        suffix: str | None = None,
+        **kwargs: Any,
+    ) -> dict[str, Any]:
+        """A document as ``{"markdown", "metadata": {title, pages, bytes, format, seconds}}``:
+        a platform file_id, or file_base64 with its file_name (or suffix)."""
+        named = {"file_id": file_id, "file_base64": file_base64, "file_name": file_name}
+        return await self._convert({**kwargs, **named, "suffix": suffix})

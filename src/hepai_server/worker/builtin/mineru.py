@@ -186,10 +186,17 @@ class MinerUWorker(Worker):
     # -- the direct call -------------------------------------------------------------------------
 
     @remote
-    async def interface(self, **kwargs: Any) -> str:
-        """The PDF as markdown: file_base64 (or pdf_base64) with file_name, or file_id.
-        Figures are inlined as data URLs."""
-        converted = await self._convert(await self._pdf(kwargs))
+    async def interface(
+        self,
+        file_id: str | None = None,
+        file_base64: str | None = None,
+        file_name: str | None = None,
+        **kwargs: Any,
+    ) -> str:
+        """A PDF as markdown, read with its layout (tables, formulas, figures inlined as data
+        URLs): a platform file_id, or file_base64 (or pdf_base64) with its file_name."""
+        named = {"file_id": file_id, "file_base64": file_base64, "file_name": file_name}
+        converted = await self._convert(await self._pdf({**kwargs, **named}))
         inline = {name: data_url(name, image) for name, image in converted.images.items()}
         return link_images(converted.markdown, inline)
 

@@ -1,0 +1,543 @@
+"""The Responses API, translated to and from OpenAI chat completions.
+
+Models that speak only chat completions (most providers, every worker model) serve Responses
+clients (the openai SDK's ``responses.create``, coding agents, the Agents SDK) through these
+translations: the request and the conversation it continues into a chat completion request, the
+answer back into a Response (a chat stream's typed events are response_stream.py's). No I/O
+here: the stored conversation comes in as items, and the response to store goes out as a dict.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from hepai_server.errors import InvalidRequest
+from hepai_server.protocol.openai import MAX_TOKENS_LIMIT, check_model_id
+
+#: Fields of a Responses request that are translated or mean nothing to chat completions; any
+#: other passes to the upstream as is, so vendor extensions keep working.
+RESPONSES_FIELDS = frozenset(
+    {
+        "model",
+        "input",
+        "instructions",
+        "max_output_tokens",
+        "max_tool_calls",
+        "previous_response_id",
+        "store",
+        "stream",
+        "stream_options",
+        "tools",
+        "tool_choice",
+        "parallel_tool_calls",
+        "temperature",
+        "top_p",
+        "top_logprobs",
+        "text",
+        "reasoning",
+        "include",
+        "truncation",
+        "background",
+        "metadata",
+        "conversation",
+        "prompt",
+        "prompt_cache_key",
+        "prompt_cache_retention",
+        "safety_identifier",
+        "service_tier",
+        "user",
+        "context_management",
+    }
+)
+#: Fields of a Responses request that chat completions take as they are.
+PASSED_FIELDS = frozenset({"temperature", "top_p", "parallel_tool_calls", "stream"})
+#: Hosted tools the platform may run itself one day; ``file_search`` waits for the knowledge
+#: bases (see gateway/responses.py, ``hosted_tools``).
+HOSTED_TOOLS = frozenset({"file_search"})
+#: Fields whose type the translation relies on: the type, and how the error names it.
+TYPED_FIELDS: dict[str, tuple[type, str]] = {
+    "instructions": (str, "a string"),
+    "previous_response_id": (str, "a string"),
+    "stream": (bool, "a boolean"),
+    "store": (bool, "a boolean"),
+    "background": (bool, "a boolean"),
+    "tools": (list, "an array"),
+    "parallel_tool_calls": (bool, "a boolean"),
+    "metadata": (dict, "an object"),
+    "text": (dict, "an object"),
+    "reasoning": (dict, "an object"),
+    "temperature": (float, "a number"),
+    "top_p": (float, "a number"),
+    "max_output_tokens": (int, f"an integer from 1 to {MAX_TOKENS_LIMIT}"),
+}
+#: What a Response says of each request setting the request left out; a setting it gave
+#: replaces its default. (Read only: every Response shares these values.)
+ECHO_DEFAULTS: dict[str, Any] = {
+    "instructions": None,
+    "max_output_tokens": None,
+    "max_tool_calls": None,
+    "parallel_tool_calls": True,
+    "previous_response_id": None,
+    "reasoning": {"effort": None, "summary": None},
+    "service_tier": "default",
+    "store": True,
+    "temperature": 1.0,
+    "text": {"format": {"type": "text"}},
+    "tool_choice": "auto",
+    "tools": [],
+    "top_logprobs": 0,
+    "top_p": 1.0,
+    "truncation": "disabled",
+    "user": None,
+    "metadata": {},
+}
+STATUS_OF_FINISH = {"length": "max_output_tokens", "content_filter": "content_filter"}
+ID_PREFIX = {
+    "message": "msg",
+    "function_call": "fc",
+    "function_call_output": "fco",
+    "reasoning": "rs",
+}
+
+
+#: The kinds of ids (their prefixes): responses, items, and the calls of function tools.
+KINDS = ("resp", "msg", "fc", "fco", "rs", "call")
+
+
+class ItemIds:
+    """Ids from a random per-process prefix and a counter, as request ids are made
+    (gateway/asgi.py): they need to be unique, not secret (a stored response is its owner's
+    alone, whatever its id), and a random token each would cost a system call."""
+
+    __slots__ = ("_count", "_heads", "_prefix")
+
+    _prefix: str
+    _count: itertools.count[int]
+    #: "msg" → "msg_<prefix>", for each of KINDS.
+    _heads: dict[str, str]
+
+    def __init__(self) -> None:
+        self.reseed()
+
+    def reseed(self) -> None:
+        self._prefix = secrets.token_hex(12)
+        self._count = itertools.count()
+        self._heads = {kind: f"{kind}_{self._prefix}" for kind in KINDS}
+
+    def __call__(self, kind: str) -> str:
+        """``resp_``, ``msg_``, ``fc_`` … and 48 hex digits, in OpenAI's shape."""
+        return self._heads[kind] + format(next(self._count), "024x")
+
+
+#: A fresh id for a response or an item: ``new_id("resp")``.
+new_id = ItemIds()
+os.register_at_fork(after_in_child=new_id.reseed)
+
+
+# --- the request -----------------------------------------------------------------------------
+
+
+def check_request(body: dict[str, Any]) -> str:
+    """Check the fields the translation relies on; return the model id."""
+    model = check_model_id(body.get("model"))
+    value = body.get("input")
+    if value is not None and not isinstance(value, str | list):
+        raise InvalidRequest("'input' must be a string or an array of items", param="input")
+    if value is None and not body.get("previous_response_id"):
+        raise InvalidRequest("'input' is required", param="input")
+    for name, found in body.items():
+        typed = TYPED_FIELDS.get(name)
+        if typed is None or found is None:
+            continue
+        kind, described = typed
+        if kind is float:  # a number, and not a boolean
+            fits = type(found) in (int, float)
+        elif kind is int:
+            fits = type(found) is int and 1 <= found <= MAX_TOKENS_LIMIT
+        else:
+            fits = isinstance(found, kind)
+        if not fits:
+            raise InvalidRequest(f"'{name}' must be {described}", param=name)
+    return model
+
+
+def input_items(value: Any) -> list[dict[str, Any]]:
+    """The request's ``input`` as a list of items (``with_ids`` numbers them for the store)."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [
+            {"type": "message", "role": "user", "content": [{"type": "input_text", "text": value}]}
+        ]
+    items = []
+    for item in value:
+        if not isinstance(item, dict):
+            raise InvalidRequest("each input item must be an object", param="input")
+        kind = item.get("type") or ("message" if "role" in item else None)
+        if kind is None:
+            raise InvalidRequest("each input item needs a 'type' or a 'role'", param="input")
+        item = {**item, "type": kind}
+        if kind == "message" and isinstance(item.get("content"), str):
+            part = "output_text" if item.get("role") == "assistant" else "input_text"
+            item["content"] = [{"type": part, "text": item["content"]}]
+        items.append(item)
+    return items
+
+
+def with_ids(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Items each with an id, as the API lists them (the ones they came with kept)."""
+    return [
+        {**item, "id": new_id(ID_PREFIX[item["type"]])}
+        if not item.get("id") and item["type"] in ID_PREFIX
+        else item
+        for item in items
+    ]
+
+
+def responses_to_chat(
+    body: dict[str, Any], items: list[dict[str, Any]], *, tools: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """The chat completion request that asks what a Responses request asks: ``items`` is the
+    whole conversation (the stored one it continues, then its own input) and ``tools`` its
+    function tools (``split_tools``). One pass over the request's fields: the ones chat knows
+    by another name are renamed, the Responses API's own dropped, any other passed on."""
+    messages: list[dict[str, Any]] = []
+    request: dict[str, Any] = {"model": body["model"], "messages": messages}
+    for key, value in body.items():
+        if key not in RESPONSES_FIELDS:
+            request[key] = value
+        elif value is None:
+            continue
+        elif key in PASSED_FIELDS:
+            request[key] = value
+        elif key == "instructions" and value:
+            messages.append({"role": "system", "content": value})
+        elif key == "max_output_tokens":
+            request["max_tokens"] = value
+        elif key == "top_logprobs" and isinstance(value, int):
+            request.update(logprobs=True, top_logprobs=value)
+        elif key == "user" and isinstance(value, str):
+            request.setdefault("user", value)
+        elif key == "safety_identifier" and isinstance(value, str):
+            request["user"] = value
+        elif key == "reasoning" and isinstance(effort := value.get("effort"), str):
+            request["reasoning_effort"] = effort
+        elif key == "text" and (form := _response_format(value.get("format"))) is not None:
+            request["response_format"] = form
+    messages += items_to_messages(items)
+    if not messages:
+        raise InvalidRequest("the conversation has no messages", param="input")
+    if tools:
+        request["tools"] = [
+            {
+                "type": "function",
+                "function": {
+                    key: tool[key]
+                    for key in ("name", "description", "parameters", "strict")
+                    if tool.get(key) is not None
+                },
+            }
+            for tool in tools
+        ]
+        if (choice := _tool_choice(body.get("tool_choice"))) is not None:
+            request["tool_choice"] = choice
+    return request
+
+
+def split_tools(tools: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The request's function tools, and its hosted ones the platform may run itself; any other
+    tool type is refused (no chat model can run it)."""
+    functions: list[dict[str, Any]] = []
+    hosted: list[dict[str, Any]] = []
+    for tool in tools or ():
+        kind = tool.get("type") if isinstance(tool, dict) else None
+        if kind == "function":
+            if not isinstance(tool.get("name"), str) or not tool["name"]:
+                raise InvalidRequest("each function tool needs a 'name'", param="tools")
+            functions.append(tool)
+        elif kind in HOSTED_TOOLS:
+            hosted.append(tool)
+        else:
+            raise InvalidRequest(
+                f"tools of type {kind!r} are not available for this model; function tools are",
+                param="tools",
+            )
+    return functions, hosted
+
+
+def _tool_choice(choice: Any) -> Any:
+    if choice in ("auto", "none", "required"):
+        return choice
+    if isinstance(choice, dict) and choice.get("type") == "function":
+        return {"type": "function", "function": {"name": choice.get("name")}}
+    if choice is None:
+        return None
+    raise InvalidRequest(
+        "'tool_choice' must be auto, none, required or a function", param="tool_choice"
+    )
+
+
+def _response_format(form: Any) -> dict[str, Any] | None:
+    if not isinstance(form, dict) or form.get("type") in (None, "text"):
+        return None
+    if form.get("type") == "json_object":
+        return {"type": "json_object"}
+    if form.get("type") == "json_schema":
+        schema = {k: form[k] for k in ("name", "schema", "strict", "description") if k in form}
+        return {"type": "json_schema", "json_schema": schema}
+    raise InvalidRequest("'text.format' must be text, json_object or json_schema", param="text")
+
+
+def items_to_messages(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Conversation items as chat messages: a run of function calls becomes one assistant
+    message with its tool calls, each output a tool message; reasoning is left out (no chat
+    model reads another's)."""
+    messages: list[dict[str, Any]] = []
+    for item in items:
+        kind = item["type"]
+        if kind == "message":
+            messages.append(_message(item))
+        elif kind == "function_call":
+            call = {
+                "id": item.get("call_id"),
+                "type": "function",
+                "function": {"name": item.get("name"), "arguments": item.get("arguments") or ""},
+            }
+            last = messages[-1] if messages else None
+            if last is not None and last["role"] == "assistant" and "tool_calls" in last:
+                last["tool_calls"].append(call)
+            elif last is not None and last["role"] == "assistant" and "tool_calls" not in last:
+                last["tool_calls"] = [call]
+            else:
+                messages.append({"role": "assistant", "content": None, "tool_calls": [call]})
+        elif kind == "function_call_output":
+            messages.append(
+                {
+                    "role": "tool",
+                    "tool_call_id": item.get("call_id"),
+                    "content": _text(item.get("output")),
+                }
+            )
+        elif kind == "reasoning":
+            continue
+        else:
+            raise InvalidRequest(f"input items of type {kind!r} are not supported", param="input")
+    return messages
+
+
+def _message(item: dict[str, Any]) -> dict[str, Any]:
+    role = item.get("role")
+    if role not in ("user", "assistant", "system", "developer"):
+        raise InvalidRequest(
+            "each message needs role user, assistant, system or developer", param="input"
+        )
+    content = item.get("content")
+    if role == "user" and type(content) is list and len(content) == 1:
+        part = content[0]  # one text part, the common case: a plain string to chat
+        if isinstance(part, dict) and part.get("type") == "input_text":
+            return {"role": "user", "content": str(part.get("text") or "")}
+    if role != "user":
+        # Assistant, system and developer turns are text; developer is system to chat models.
+        return {"role": "system" if role == "developer" else role, "content": _text(content)}
+    if not isinstance(content, list):
+        raise InvalidRequest("message content must be a string or content parts", param="input")
+    parts = [_part(part) for part in content]
+    if all(part["type"] == "text" for part in parts):
+        return {"role": "user", "content": "".join(part["text"] for part in parts)}
+    return {"role": "user", "content": parts}
+
+
+def _part(part: Any) -> dict[str, Any]:
+    kind = part.get("type") if isinstance(part, dict) else None
+    if kind in ("input_text", "output_text", "text"):
+        return {"type": "text", "text": str(part.get("text") or "")}
+    if kind == "input_image":
+        url = part.get("image_url")
+        if not isinstance(url, str) or not url:
+            raise InvalidRequest(
+                "input_image needs an image_url (an https or data: URL)", param="input"
+            )
+        image: dict[str, Any] = {"url": url}
+        if part.get("detail") in ("low", "high", "auto"):
+            image["detail"] = part["detail"]
+        return {"type": "image_url", "image_url": image}
+    if kind == "input_file":
+        fields = {k: part[k] for k in ("file_id", "file_data", "filename") if part.get(k)}
+        if not fields.keys() & {"file_id", "file_data"}:
+            raise InvalidRequest("input_file needs a file_id or file_data", param="input")
+        return {"type": "file", "file": fields}
+    raise InvalidRequest(f"unsupported content part {kind!r}", param="input")
+
+
+def _text(content: Any) -> str:
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(
+            str(part.get("text") or part.get("refusal") or "")
+            for part in content
+            if isinstance(part, dict)
+        )
+    return str(content)
+
+
+# --- the answer ------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class ResponseShape:
+    """What every Response of one request says: its id and model, its own fields, and the
+    request's settings (instructions, tools, ...) echoed as OpenAI echoes them.
+
+    A Response is built as its ``head`` (what differs between a request's Responses: status,
+    output, usage) and the echo, which is encoded once however often it is sent."""
+
+    id: str
+    created_at: int
+    model: str
+    #: The request, whose settings every Response of it repeats (ECHO_DEFAULTS for the rest).
+    request: dict[str, Any]
+    _echo: dict[str, Any] | None = None
+    _encoded: bytes = b""
+
+    @classmethod
+    def of(cls, body: dict[str, Any], model: str) -> ResponseShape:
+        return cls(new_id("resp"), int(time.time()), model, body)
+
+    @property
+    def echo(self) -> dict[str, Any]:
+        """The request's settings as a Response repeats them (made once)."""
+        if self._echo is None:
+            echo = dict(ECHO_DEFAULTS)
+            for key, value in self.request.items():
+                if value is not None and key in ECHO_DEFAULTS:
+                    echo[key] = value
+            self._echo = echo
+        return self._echo
+
+    def head(
+        self,
+        status: str,
+        output: list[dict[str, Any]],
+        usage: dict[str, Any] | None,
+        *,
+        error: dict[str, Any] | None = None,
+        incomplete: str | None = None,
+    ) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "object": "response",
+            "created_at": self.created_at,
+            "status": status,
+            "background": False,
+            "error": error,
+            "incomplete_details": {"reason": incomplete} if incomplete else None,
+            "model": self.model,
+            "output": output,
+            "usage": usage,
+        }
+
+    def response(self, head: dict[str, Any]) -> dict[str, Any]:
+        """The whole Response of ``head``, as a dict (what the conversation store keeps)."""
+        return {**head, **self.echo}
+
+    def encode(self, head: dict[str, Any]) -> bytes:
+        """The whole Response of ``head``, as JSON (the echo encoded once)."""
+        if not self._encoded:
+            self._encoded = orjson.dumps(self.echo)
+        return orjson.dumps(head)[:-1] + b"," + self._encoded[1:]
+
+
+def response_usage(usage: Any) -> dict[str, Any] | None:
+    """A chat usage block in the Responses API's form."""
+    if not isinstance(usage, dict):
+        return None
+    prompt = usage.get("prompt_tokens") or 0
+    completion = usage.get("completion_tokens") or 0
+    details = usage.get("prompt_tokens_details")
+    cached = details.get("cached_tokens") if details else usage.get("prompt_cache_hit_tokens")
+    details = usage.get("completion_tokens_details")
+    reasoning = details.get("reasoning_tokens") if details else 0
+    return {
+        "input_tokens": prompt,
+        "input_tokens_details": {"cached_tokens": cached or 0},
+        "output_tokens": completion,
+        "output_tokens_details": {"reasoning_tokens": reasoning or 0},
+        "total_tokens": usage.get("total_tokens") or prompt + completion,
+    }
+
+
+def chat_to_response(chat: dict[str, Any], shape: ResponseShape) -> dict[str, Any]:
+    """A chat completion answer as the head of a Response (``ResponseShape.head``)."""
+    choice = (chat.get("choices") or [{}])[0]
+    message = choice.get("message") or {}
+    output: list[dict[str, Any]] = []
+    if reasoning := message.get("reasoning_content"):
+        output.append(reasoning_item(new_id("rs"), reasoning, "completed"))
+    if text := message.get("content"):
+        output.append(message_item(new_id("msg"), text, "completed"))
+    for call in message.get("tool_calls") or ():
+        function = call.get("function") or {}
+        output.append(
+            function_call_item(
+                new_id("fc"),
+                call.get("id") or new_id("call"),
+                function.get("name") or "",
+                function.get("arguments") or "",
+                "completed",
+            )
+        )
+    incomplete = STATUS_OF_FINISH.get(choice.get("finish_reason") or "stop")
+    return shape.head(
+        "incomplete" if incomplete else "completed",
+        output,
+        response_usage(chat.get("usage")),
+        incomplete=incomplete,
+    )
+
+
+def message_item(item_id: str, text: str, status: str) -> dict[str, Any]:
+    return {
+        "id": item_id,
+        "type": "message",
+        "status": status,
+        "role": "assistant",
+        "content": [output_text(text)] if status != "in_progress" else [],
+    }
+
+
+def output_text(text: str) -> dict[str, Any]:
+    return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+
+
+def reasoning_item(item_id: str, text: str, status: str) -> dict[str, Any]:
+    content = [{"type": "reasoning_text", "text": text}] if status != "in_progress" else []
+    return {"id": item_id, "type": "reasoning", "status": status, "summary": [], "content": content}
+
+
+def function_call_item(
+    item_id: str, call_id: str, name: str, arguments: str, status: str
+) -> dict[str, Any]:
+    return {
+        "id": item_id,
+        "type": "function_call",
+        "status": status,
+        "call_id": call_id,
+        "name": name,
+        "arguments": arguments,
+    }
+
+
+def estimate_tokens(size: int, history: list[dict[str, Any]]) -> int:
+    """A tokenizer-free estimate of the prompt: about four bytes of UTF-8 a token, of the
+    request (``size`` bytes) and of the stored conversation it continues."""
+    return (size + (len(orjson.dumps(history)) if history else 0)) // 4 + 1
