@@ -79,6 +79,7 @@ class Limiter:
         self.rules = Rules((), (), {})
         self.prices = PriceBook({})
         self._settling: set[asyncio.Task[None]] = set()
+        self._last_alert: asyncio.Task[None] | None = None
 
     @property
     def active(self) -> bool:
@@ -194,14 +195,27 @@ class Limiter:
             thresholds = (("warning", budget.warn_at * check.limit), ("exhausted", check.limit))
             for kind, threshold in thresholds:
                 if after >= threshold > after - used:
-                    self._background(
+                    self._in_turn(
                         self._on_threshold(budget, kind, start, measure, after, check.limit)
                     )
 
-    def _background(self, work: Coroutine[Any, Any, None]) -> None:
+    def _in_turn(self, alert: Coroutine[Any, Any, None]) -> None:
+        """Deliver alerts one after another, in the order they were raised: a budget's warning
+        never arrives after its exhaustion."""
+        previous = self._last_alert
+
+        async def after_previous() -> None:
+            if previous is not None:
+                await asyncio.wait([previous])
+            await alert
+
+        self._last_alert = self._background(after_previous())
+
+    def _background(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(work)
         self._settling.add(task)
         task.add_done_callback(self._settling.discard)
+        return task
 
     async def drain(self) -> None:
         """Wait for settlements still in flight (at shutdown)."""

@@ -394,3 +394,9 @@ if (convertForm) {
     }
   });
 }
+
+// The forms only work through this script: their buttons start disabled, so nothing sent before
+// it has loaded can fall through to a plain form submission and lose what was typed.
+for (const button of document.querySelectorAll(".play-form button[type=submit]")) {
+  button.disabled = false;
+}
