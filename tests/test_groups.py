@@ -7,7 +7,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 import httpx
+import pytest
 
+from hepai_server.errors import PermissionDenied
 from hepai_server.governance import budgets, groups, limits
 from hepai_server.services import accounts
 from tests.inprocess import Account, App
@@ -110,6 +112,50 @@ async def test_member_budgets_and_limits_stay_within_the_groups_own(
         app, lead.key, "PUT", f"/groups/{group}/members/{outsider.username}/budget", {"amount": 1}
     )
     assert refused.status_code == 404
+
+
+async def test_a_lead_cannot_lift_their_own_limits_or_those_an_admin_set(
+    app: App, make_user, unique
+) -> None:
+    group = unique("alice-lab")
+    lead, member = make_user(), make_user()
+    lead_of(app, group, lead)
+    await call(app, lead.key, "POST", f"/groups/{group}/members/{member.username}")
+    with app.platform.session() as session:
+        # The group limits nothing itself, so its lead's ceiling is not what stops them here.
+        limits.set_limit(
+            session,
+            scope="user",
+            subject_id=member.user_id,
+            model="",
+            rpm=5,
+            tpm=None,
+            concurrency=None,
+            now=datetime.now(UTC),
+            by="root",
+        )
+    own = await call(
+        app, lead.key, "PUT", f"/groups/{group}/members/{lead.username}/limits", {"rpm": 10**6}
+    )
+    assert own.status_code == 403 and "their own" in own.json()["error"]["message"]
+    lifted = await call(
+        app, lead.key, "PUT", f"/groups/{group}/members/{member.username}/limits", {"rpm": 10**6}
+    )
+    assert lifted.status_code == 403 and "set by an admin" in lifted.json()["error"]["message"]
+    with app.platform.session() as session:
+        caller = accounts.caller_of(accounts.get_user(session, lead.username))
+        target = groups.get_group(session, group)
+        with pytest.raises(PermissionDenied):
+            groups.clear_member_limit(session, caller, group=target, username=member.username)
+        with pytest.raises(PermissionDenied):
+            groups.clear_member_budget(session, caller, group=target, username=lead.username)
+    with app.platform.session() as session:
+        rule = next(
+            r
+            for r in limits.list_limits(session)
+            if (r.scope, r.subject_id) == ("user", member.user_id)
+        )
+        assert rule.rpm == 5
 
 
 async def test_a_lead_sees_the_groups_usage_with_a_key_of_full_access(

@@ -1,6 +1,12 @@
 """Groups and their administrators: an experiment's or a department's lead, made the
 administrator of its group by a platform admin, manages its members and gives them budgets and
 rate limits within the group's own, without being a platform admin.
+
+A member's budget and rate limits are the member's own (scope ``user``): they bind every call the
+member makes. So a group's administrator may set or clear them only where the platform has not:
+never their own, and never one last set by anyone but an administrator of this group (a platform
+admin, the CLI, another group's administrator). Otherwise a lead could lift the budget an admin
+gave them, or a member's stricter one.
 """
 
 from __future__ import annotations
@@ -139,6 +145,7 @@ def set_member_budget(
     admins are not bound)."""
     user = member(session, group, username)
     if not caller.is_admin:
+        may_govern(session, caller, group, user, "budget", own_budget(session, user))
         ceiling = group_budget(session, group)
         if ceiling is None:
             raise PermissionDenied(
@@ -182,6 +189,7 @@ def set_member_limit(
     kind no higher than the group's; a kind the group does not limit is free)."""
     user = member(session, group, username)
     if not caller.is_admin:
+        may_govern(session, caller, group, user, "rate limits", own_limit(session, user))
         own = group_limit(session, group)
         for given, ceiling, what in (
             (rpm, own.rpm if own else None, "rpm"),
@@ -207,16 +215,61 @@ def set_member_limit(
     )
 
 
-def clear_member_budget(session: Session, *, group: Group, username: str) -> None:
+def clear_member_budget(session: Session, caller: Caller, *, group: Group, username: str) -> None:
     """Remove a member's own budget (the group's still counts their calls)."""
     user = member(session, group, username)
+    if not caller.is_admin:
+        may_govern(session, caller, group, user, "budget", own_budget(session, user))
     budgets.clear_budget(session, scope="user", subject_id=user.id)
 
 
-def clear_member_limit(session: Session, *, group: Group, username: str) -> None:
+def clear_member_limit(session: Session, caller: Caller, *, group: Group, username: str) -> None:
     """Remove a member's own rate limits on every model (the group's still count their calls)."""
     user = member(session, group, username)
+    if not caller.is_admin:
+        may_govern(session, caller, group, user, "rate limits", own_limit(session, user))
     limits.clear_limit(session, scope="user", subject_id=user.id, model="")
+
+
+def may_govern(
+    session: Session,
+    caller: Caller,
+    group: Group,
+    user: User,
+    what: str,
+    current: Budget | RateLimit | None,
+) -> None:
+    """Refuse a group administrator's change to a member's own budget or limits that is not
+    theirs to make: their own, or one the platform (or another group) set."""
+    if user.id == caller.user_id:
+        raise PermissionDenied(
+            f"a group's administrator does not set their own {what}; ask an admin",
+            param="username",
+        )
+    if current is None:
+        return
+    leads = {lead.username for lead in admins_of(session, group)}
+    if current.updated_by not in leads:
+        raise PermissionDenied(
+            f"{user.username}'s {what} was set by an admin, not by {group.name!r}'s "
+            "administrators; ask an admin to change it",
+            param="username",
+        )
+
+
+def own_budget(session: Session, user: User) -> Budget | None:
+    return session.scalar(
+        select(Budget).where(Budget.scope == "user", Budget.subject_id == user.id)
+    )
+
+
+def own_limit(session: Session, user: User) -> RateLimit | None:
+    """The member's own rate limits on every model (the ones a group's administrator sets)."""
+    return session.scalar(
+        select(RateLimit).where(
+            RateLimit.scope == "user", RateLimit.subject_id == user.id, RateLimit.model == ""
+        )
+    )
 
 
 def group_budget(session: Session, group: Group) -> Budget | None:

@@ -265,9 +265,9 @@ async def change_member(request: Request, portal: Portal) -> Response:
             )
             detail = dict(rates)
         elif action == "clear_budget":
-            groups.clear_member_budget(session, group=group, username=username)
+            groups.clear_member_budget(session, viewer.caller(), group=group, username=username)
         elif action == "clear_limits":
-            groups.clear_member_limit(session, group=group, username=username)
+            groups.clear_member_limit(session, viewer.caller(), group=group, username=username)
         else:
             raise InvalidRequest(f"unknown action {action!r}", param="action")
         audited = {
