@@ -31,7 +31,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_until_up(url: str, process: subprocess.Popen[bytes], timeout: float = 30) -> None:
+def wait_until_up(url: str, process: subprocess.Popen[bytes], timeout: float = 90) -> None:
+    # Generous: it returns as soon as the process answers, or at once when it dies; only a
+    # loaded CI machine (two test processes, each starting servers) ever waits long.
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -293,7 +295,7 @@ def run_worker(
     *,
     env: Mapping[str, str] | None = None,
     heartbeat: float = 60,
-    timeout: float = 30,
+    timeout: float = 90,
     port: int | None = None,
     host: str = "127.0.0.1",
     args: Sequence[str] = (),
