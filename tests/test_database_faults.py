@@ -17,7 +17,7 @@ import pytest
 
 from tests.conftest import POSTGRES_ADMIN_URL
 from tests.faultproxy import FaultProxy, fault_proxy
-from tests.stack import Platform, Server
+from tests.stack import Platform, Server, our_worker
 
 pytestmark = [pytest.mark.e2e, pytest.mark.postgres]
 
@@ -184,3 +184,34 @@ def test_a_slow_database_still_answers(
     response = chat(server, key)
     assert response.status_code == 200
     assert platform.usage_row(response.headers["x-request-id"])["status_code"] == 200
+
+
+def add(server: Server, key: str, model: str) -> httpx.Response:
+    return httpx.post(
+        server.base_url + "/worker/unified_gate/",
+        params={"model": model, "function": "add"},
+        headers={"authorization": f"Bearer {key}"},
+        json={"args": [40], "kwargs": {"b": 2}},
+        timeout=CLIENT_TIMEOUT,
+    )
+
+
+def test_known_keys_keep_calling_worker_models_while_the_database_is_away(
+    platform: Platform, server: Server, proxy: FaultProxy, recovered: None
+) -> None:
+    owner = f"selfhost-{secrets.token_hex(3)}"
+    key = platform.create_user(owner)
+    model = f"{owner}/calculator"
+    with our_worker(server, key, model):
+        warm = add(server, key, model)
+        assert warm.status_code == 200 and warm.json() == 42, warm.text
+        proxy.refuse()
+        time.sleep(1.2)  # past the key cache's TTL, as in the outage above
+        for _ in range(3):
+            during = add(server, key, model)
+            assert during.status_code == 200 and during.json() == 42, during.text
+        # A model this key never reached is not guessed at: the database's 503 stands.
+        assert_database_unavailable(add(server, key, f"{owner}/unseen"))
+        proxy.recover()
+        wait_ready(server)
+        assert add(server, key, model).json() == 42

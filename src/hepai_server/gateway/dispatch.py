@@ -17,6 +17,10 @@ Workers are not trusted (security/egress.py): their addresses are admitted at re
 the egress guard, every URL is built from the parsed address and a fixed path of the hepai
 protocol, redirects are never followed, and the connection pools check the address of every
 connection they open. A worker answering with a redirect gets the call failed, not followed.
+
+While the database does not answer, a caller's calls keep going to the workers the registry last
+named for them (within the worker expiry, as a heartbeat would have kept them live), so the
+institute's self-hosted models stay up through a database failover as provider models do.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import IO, Any, cast
@@ -36,6 +41,7 @@ from hepai_server.config import ModelType
 from hepai_server.db.engine import transact
 from hepai_server.db.tables import Worker
 from hepai_server.errors import (
+    DatabaseUnavailable,
     HepAIError,
     InvalidRequest,
     ModelNotFound,
@@ -61,6 +67,8 @@ STREAM_HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"
 TASK_LOOKUPS = frozenset({"status", "result", "cancel"})
 #: How long the platform waits for a worker's own status or shutdown route.
 MANAGEMENT_SECONDS = 5.0
+#: How many (key, model) lookups are remembered for a database outage.
+KNOWN_ROUTES = 4096
 
 
 class WorkerSessions:
@@ -110,22 +118,45 @@ class Dispatcher:
         self._occupancy = occupancy
         self._rng = rng
         self._expiry = expiry
+        #: (key, model) -> (when looked up, the routes then): what a database outage falls back on.
+        self._known: OrderedDict[tuple[int, str], tuple[float, list[WorkerRoute]]] = OrderedDict()
 
     async def routes(self, caller: Caller, model: str) -> list[WorkerRoute]:
         """Live workers of a model the caller may call: 404 if it may not (or none exists),
         503 if none is alive."""
         expiry = self._expiry
-        routes = await transact(
-            self._engine,
-            lambda s: registry.routes_for(
-                s, caller=caller, model_name=model, now=time.time(), expiry=expiry
-            ),
-        )
+        try:
+            routes = await transact(
+                self._engine,
+                lambda s: registry.routes_for(
+                    s, caller=caller, model_name=model, now=time.time(), expiry=expiry
+                ),
+            )
+        except DatabaseUnavailable:
+            remembered = self._remembered(caller, model)
+            if remembered is None:
+                raise
+            return remembered
         if routes is None:
             raise ModelNotFound(model)
         if not routes:
             raise ServiceUnavailable(f"no worker of {model} is alive right now")
+        self._remember(caller, model, routes)
         return routes
+
+    def _remember(self, caller: Caller, model: str, routes: list[WorkerRoute]) -> None:
+        known = self._known
+        known[caller.key_id, model] = (time.monotonic(), routes)
+        known.move_to_end((caller.key_id, model))
+        if len(known) > KNOWN_ROUTES:
+            known.popitem(last=False)
+
+    def _remembered(self, caller: Caller, model: str) -> list[WorkerRoute] | None:
+        """The routes this key last had for the model, while younger than the worker expiry."""
+        seen = self._known.get((caller.key_id, model))
+        if seen is None or time.monotonic() - seen[0] > self._expiry:
+            return None
+        return seen[1]
 
     async def admit(self, raw: object, *, trusted: bool) -> WorkerAddress:
         """A worker's address as the platform will call it, or a 4xx naming the rule it
