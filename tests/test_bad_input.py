@@ -7,7 +7,7 @@ are not HTTP) is in test_wire.py, against a real server.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 from unittest.mock import ANY
 
@@ -15,7 +15,8 @@ import httpx
 import orjson
 import pytest
 
-from tests.inprocess import Account, App, Upstream
+from hepai_server.worker import Worker, remote
+from tests.inprocess import Account, App, Upstream, serve_worker
 from tests.stack import UPSTREAM_KEY
 
 CHAT = "/chat/completions"
@@ -502,3 +503,68 @@ async def test_rejected_provider_credentials_are_502_without_the_key(
         assert secret not in response.text
         assert secret not in str(response.headers)
     await assert_healthy(client, key)
+
+
+# --- the platform's own routes and the worker gate ----------------------------------------------
+
+
+async def test_a_json_body_past_the_platform_routes_limit_is_413(
+    client: httpx.AsyncClient, key: str, app: App
+) -> None:
+    """The account, group, vector-store and MCP routes read JSON too, within their own limit."""
+    limit = app.gateway.settings.api_max_body_bytes
+    body = b'{"name": "' + b"x" * limit + b'"}'
+    response = await post(client, key, content=body, path="/vector_stores")
+    assert_error(response, 413, "invalid_request_error", param=None, code="payload_too_large")
+
+    async def halves() -> AsyncIterator[bytes]:
+        yield body[: limit // 2]
+        yield body[limit // 2 :]
+
+    chunked = await client.post("/apiv2/vector_stores", content=halves(), headers=auth(key))
+    assert_error(chunked, 413, "invalid_request_error", param=None, code="payload_too_large")
+    assert (await post(client, key, {"name": "small"}, path="/vector_stores")).status_code == 200
+
+
+class Echo(Worker):
+    """Answers with what it was given."""
+
+    @remote
+    def echo(self, *args: Any, **kwargs: Any) -> str:
+        return "ok"
+
+
+@pytest.mark.parametrize(
+    "content_type, body",
+    [
+        ("application/json", b'{"kwargs": {"a": ' + nested_arrays(1000) + b"}}"),
+        ("application/json", b'{"args": [' + nested_objects(1000) + b"]}"),
+        (
+            "multipart/form-data; boundary=b",
+            b'--b\r\nContent-Disposition: form-data; name="kwargs'
+            + b"[a]" * 300
+            + b'"\r\n\r\nv\r\n--b--\r\n',
+        ),
+    ],
+    ids=["json-arrays-1000", "json-objects-1000", "form-fields-300"],
+)
+async def test_a_worker_call_nested_past_reason_is_answered_not_500(
+    app: App, account: Account, unique: Callable[[str], str], content_type: str, body: bytes
+) -> None:
+    echo = Echo()
+    echo.name = f"{account.username}/echo-{unique('n')}"
+    async with serve_worker(app, echo, account.key), app.client() as client:
+        response = await client.post(
+            "/apiv2/worker/unified_gate/",
+            params={"model": echo.name, "function": "echo"},
+            content=body,
+            headers=auth(account.key, **{"content-type": content_type}),
+        )
+        assert response.status_code < 500, response.text
+        fine = await client.post(
+            "/apiv2/worker/unified_gate/",
+            params={"model": echo.name, "function": "echo"},
+            json={"kwargs": {"a": 1}},
+            headers=auth(account.key),
+        )
+        assert fine.status_code == 200 and fine.json() == "ok"

@@ -16,6 +16,7 @@ from hepai_server.knowledge.fusion import fuse
 from hepai_server.knowledge.index import ChunkIndex, IndexedChunk, as_vector
 from hepai_server.knowledge.lexical import Bm25, Segmenter
 from hepai_server.knowledge.pgvector_index import PgvectorIndex
+from hepai_server.knowledge.retrieval import Query, retrieve
 from hepai_server.knowledge.sqlite_index import SqliteIndex
 from tests.pgvector_server import pgvector_postgres
 
@@ -156,3 +157,15 @@ def test_fusion_prefers_what_both_rankings_agree_on() -> None:
     assert [item for item, _ in fused] == ["a", "c", "b", "d"]
     assert fused[0][1] < 1.0 and fuse([["x"], ["x"]])[0][1] == pytest.approx(1.0)
     assert fuse([[], ["only"]])[0] == ("only", pytest.approx(1.0))
+
+
+def test_a_query_of_a_million_distinct_characters_is_searched_by_its_head(
+    index: ChunkIndex,
+) -> None:
+    """Full-text terms come from the query's head only: a megabyte of query neither stalls the
+    event loop in the segmenter nor passes the database's limit on bound terms."""
+    run(index.replace_file("vs_a", "file-1", chunks_of(TEXTS)))
+    noise = "".join(chr(0x4E00 + i % 20000) + str(i) for i in range(300_000))
+    query = Query(text=TEXTS[3] + " " + noise, vectors=[(["vs_a"], vector_of(3))], limit=3)
+    found = run(retrieve(index, SEGMENTER, query))
+    assert found and found[0].chunk.text == TEXTS[3]

@@ -36,9 +36,16 @@ def samples(registry: CollectorRegistry) -> dict[tuple[str, str], float]:
     }
 
 
-def row(model: str, deployment: str | None, status: int, *, stream: bool = False) -> UsageRow:
+def row(
+    model: str,
+    deployment: str | None,
+    status: int,
+    *,
+    stream: bool = False,
+    endpoint: str = "chat.completions",
+) -> UsageRow:
     return UsageRow(
-        "req-1", 1, 1, "chat.completions", model, deployment, stream, status, None,
+        "req-1", 1, 1, endpoint, model, deployment, stream, status, None,
         10, 5, 15, 0, None, None, None, False, 250.0, 40.0 if stream else None,
         0, None, None, None, time.time(),
     )  # fmt: skip
@@ -72,3 +79,16 @@ def test_rows_become_series_and_unknown_models_mint_none() -> None:
     assert sample(metrics, "hepai_tokens_total", model="", kind="prompt") == 10
     assert metrics.registry is not None
     assert "no/such-model" not in generate_latest(metrics.registry).decode()
+
+
+def test_worker_functions_the_caller_names_mint_no_series() -> None:
+    metrics = Metrics(None)
+    meter = Meter.__new__(Meter)
+    meter.metrics, meter._rows, meter._children = metrics, [], {}
+    for function in ("add", "made_up_1", "made_up_2"):
+        meter.add(row("alice/calc", "worker:w1", 200, endpoint=f"worker.{function}"))
+    meter.count_rows()
+    labels = {"endpoint": "worker", "model": "alice/calc", "deployment": "worker:w1"}
+    assert sample(metrics, "hepai_requests_total", **labels, status="200") == 3
+    assert metrics.registry is not None
+    assert "made_up" not in generate_latest(metrics.registry).decode()

@@ -70,6 +70,11 @@ class Settings(BaseSettings):
         default=32 * 1024 * 1024,
         description="Largest request body on the OpenAI routes; larger ones get 413 unread.",
     )
+    api_max_body_bytes: int = Field(
+        default=4 * 1024 * 1024,
+        description="Largest JSON body on the platform's own routes (accounts, groups, vector "
+        "stores, MCP servers, batches); larger ones get 413.",
+    )
     media_max_body_bytes: int = Field(
         default=128 * 1024 * 1024,
         description="Largest upload to /audio/transcriptions, /audio/translations and "

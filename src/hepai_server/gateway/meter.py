@@ -107,8 +107,10 @@ class Meter:
             # Only ids that reached a deployment are labels: a request for "no/such-model"
             # must not mint a series.
             model = row.model if row.deployment else ""
-            requests[(row.endpoint, model, row.deployment or "", str(row.status_code))] += 1
-            durations[(row.endpoint, model)].append(row.latency_ms / 1000)
+            # Nor a worker function's name, which the caller chooses: workers are one endpoint.
+            endpoint = "worker" if row.endpoint.startswith("worker.") else row.endpoint
+            requests[(endpoint, model, row.deployment or "", str(row.status_code))] += 1
+            durations[(endpoint, model)].append(row.latency_ms / 1000)
             if row.stream and row.ttft_ms is not None:
                 ttfts[model].append(row.ttft_ms / 1000)
             if row.prompt_tokens:

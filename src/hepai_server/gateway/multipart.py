@@ -25,6 +25,8 @@ from hepai_server.gateway.asgi import Message, Receive, Scope
 ENVELOPE = "_hepai_multipart"
 #: A multiple of 3, so base64 pieces join without padding in between.
 PIECE = 3 * 256 * 1024
+#: How deep a field name may nest (``kwargs[a][b]…``): far less than the JSON encoder allows.
+MAX_DEPTH = 32
 _KEY = re.compile(r"^([^\[\]]+)((?:\[[^\[\]]*\])*)$")
 
 
@@ -64,6 +66,8 @@ def place(payload: dict[str, Any], key: str, value: str) -> None:
     if match is None or match.group(1) not in ("args", "kwargs"):
         raise InvalidRequest(f"unexpected form field {key!r}", param=key)
     path = re.findall(r"\[([^\[\]]*)\]", match.group(2))
+    if len(path) > MAX_DEPTH:
+        raise InvalidRequest(f"form field {key[:64]!r} nests too deeply", param="form")
     node: Any = payload[match.group(1)]
     if match.group(1) == "args" and not path:
         raise InvalidRequest("args must be sent as args[]", param=key)

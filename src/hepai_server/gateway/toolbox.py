@@ -74,6 +74,8 @@ MODEL_FUNCTIONS = frozenset(
 BUILTINS = frozenset({"__call__", "get_register_functions", "hello_world"})
 #: How long a worker or an external server may take to say what tools it has.
 LISTING_SECONDS = 10.0
+#: How deep tool arguments may nest (JSON allows far more than the encoder takes back).
+MAX_DEPTH = 64
 FILE_URL = re.compile(
     r"^https?://[^/?#\s]+(?:/[^?#\s]*)?/files/(file-[0-9a-f]{32})(?:/content|/preview)?/?(?:\?\S*)?$"
 )
@@ -384,15 +386,18 @@ async def external_call(
     return result
 
 
-def file_ids(value: Any) -> Any:
-    """Arguments with every URL of a platform file replaced by the file's id."""
+def file_ids(value: Any, depth: int = 0) -> Any:
+    """Arguments with every URL of a platform file replaced by the file's id; 400 for
+    arguments nested deeper than any tool takes."""
     if isinstance(value, str):
         match = FILE_URL.match(value)
         return match.group(1) if match else value
+    if depth > MAX_DEPTH and isinstance(value, list | dict):
+        raise InvalidRequest(f"tool arguments nest deeper than {MAX_DEPTH} levels")
     if isinstance(value, list):
-        return [file_ids(item) for item in value]
+        return [file_ids(item, depth + 1) for item in value]
     if isinstance(value, dict):
-        return {key: file_ids(item) for key, item in value.items()}
+        return {key: file_ids(item, depth + 1) for key, item in value.items()}
     return value
 
 

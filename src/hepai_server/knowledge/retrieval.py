@@ -9,6 +9,7 @@ model gives them (passed through a logistic function when a cross-encoder gives 
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
@@ -19,6 +20,8 @@ from hepai_server.knowledge.index import ChunkIndex, StoredChunk, Vector
 from hepai_server.knowledge.lexical import Segmenter
 
 Mode = Literal["hybrid", "dense", "lexical"]
+#: How much of a query its full-text terms come from.
+QUERY_CHARS = 4000
 #: Reranks ``documents`` against ``query``: one score each.
 Rerank = Callable[[str, list[str]], Awaitable[list[float]]]
 
@@ -58,7 +61,9 @@ async def retrieve(
         for stores, vector in query.vectors:
             rankings.append(await index.nearest(stores, vector, query.candidates, query.file_ids))
     if query.mode in ("hybrid", "lexical"):
-        terms = segmenter.query_terms(query.text)
+        # Segmenting is CPU work (jieba): off the event loop, and on the query's head only, so
+        # a megabyte of query costs no more than a long question.
+        terms = await asyncio.to_thread(segmenter.query_terms, query.text[:QUERY_CHARS])
         rankings.append(
             await index.matching(query.store_ids, terms, query.candidates, query.file_ids)
         )

@@ -9,6 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from hepai_server.errors import InvalidRequest, PermissionDenied
+from hepai_server.gateway.asgi import parse_content_length, read_body
 from hepai_server.gateway.auth import token_from_headers
 from hepai_server.gateway.runtime import Gateway
 from hepai_server.services.accounts import FULL, Caller
@@ -29,8 +30,12 @@ async def authenticate(request: Request, *, full: bool = False) -> tuple[Gateway
 
 
 async def json_body(request: Request) -> dict[str, Any]:
-    """The body as a JSON object; an empty body is an empty object."""
-    raw = await request.body()
+    """The body as a JSON object; an empty body is an empty object; 413 past the limit."""
+    gateway: Gateway = request.state.gateway
+    declared = parse_content_length(request.headers.get("content-length", "").encode() or None)
+    raw = await read_body(
+        request.receive, declared=declared, limit=gateway.settings.api_max_body_bytes
+    )
     try:
         body = orjson.loads(raw) if raw else {}
     except orjson.JSONDecodeError as exc:
