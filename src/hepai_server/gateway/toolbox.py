@@ -41,7 +41,7 @@ from hepai_server.gateway.registry import WorkerRoute
 from hepai_server.gateway.relay import resolve_model
 from hepai_server.gateway.routing import best
 from hepai_server.gateway.runtime import Gateway
-from hepai_server.protocol.mcp import call_result, input_schema, tool_name
+from hepai_server.protocol.mcp import PLAIN_NAME, call_result, input_schema, tool_name
 from hepai_server.protocol.openai import CHAT, Usage
 from hepai_server.protocol.sse import event_data, split_events
 from hepai_server.security.egress import parse_address
@@ -110,11 +110,17 @@ async def tools_for(gateway: Gateway, caller: Caller, request_id: str) -> list[T
         worker_tools(gateway, caller, request_id), external_tools(gateway, caller)
     )
     chat = chat_tool(gateway, caller)
+    # Names are unique within each kind (protocol/mcp.py); across kinds, what the operator and
+    # the admins provide comes first, so no worker owner can take the name of their tools.
     tools, seen = [], set()
-    for tool in [*workers, *([chat] if chat else []), *external]:
-        if tool.name not in seen:
-            seen.add(tool.name)
-            tools.append(tool)
+    for tool in [*([chat] if chat else []), *external, *workers]:
+        if tool.name in seen:
+            log.warning(
+                "MCP tool %s of %s is hidden by another of that name", tool.name, tool.target
+            )
+            continue
+        seen.add(tool.name)
+        tools.append(tool)
     return tools
 
 
@@ -133,10 +139,14 @@ async def worker_tools(gateway: Gateway, caller: Caller, request_id: str) -> lis
         )
     )
     tools = []
-    for model, rows in zip(models, found, strict=True):
+    for (model, routes), rows in zip(models.items(), found, strict=True):
+        # Only what the worker registered: its description may not add names of its own.
+        registered = {f for route in routes for f in route.functions}
         for row in rows:
             function = row.get("__name__")
             if not isinstance(function, str) or function in MODEL_FUNCTIONS:
+                continue
+            if registered and function not in registered:
                 continue
             doc = row.get("__doc__")
             described = doc.strip() if isinstance(doc, str) and doc.strip() else function
@@ -219,7 +229,7 @@ async def external_tools(gateway: Gateway, caller: Caller) -> list[Tool]:
             schema = row.get("inputSchema")
             tools.append(
                 Tool(
-                    tool_name(source.name, name),
+                    tool_name(source.name, name, PLAIN_NAME),
                     str(row.get("description") or name),
                     schema if isinstance(schema, dict) else ANY_ARGUMENTS,
                     EXTERNAL,

@@ -23,6 +23,10 @@ INVALID_PARAMS = -32602
 #: hand the tools to any model as they are.
 NAME_CHARACTERS = re.compile(r"[^A-Za-z0-9_-]")
 MAX_NAME = 64
+#: Parts kept as they are: a model's name without `_` (its one `/` becomes the `_`); a
+#: server's, a function's or a tool's without `/` and with no `_` doubled, leading or trailing.
+PLAIN_MODEL = re.compile(r"[A-Za-z0-9-]+(?:/[A-Za-z0-9-]+)?")
+PLAIN_NAME = re.compile(r"[A-Za-z0-9-]+(?:_[A-Za-z0-9-]+)*")
 #: Worker types (get_register_functions' strings) as JSON Schema types.
 JSON_TYPES = {
     "int": "integer",
@@ -91,14 +95,31 @@ def negotiate(requested: Any) -> str:
     return requested if requested in PROTOCOL_VERSIONS else PROTOCOL_VERSIONS[0]
 
 
-def tool_name(*parts: str) -> str:
-    """A tool's name from its parts (a model and its function; a server and its tool): only
-    letters, digits, _ and -, at most 64 characters (a digest keeps long ones apart)."""
-    name = "__".join(NAME_CHARACTERS.sub("_", part) for part in parts)
+def tool_name(owner: str, tool: str, plain_owner: re.Pattern[str] = PLAIN_MODEL) -> str:
+    """A tool's name from a model and its function (or a server and its tool): only letters,
+    digits, _ and -, at most 64 characters, and never the same for two different pairs, so no
+    one can register a look-alike that takes another's tool.
+
+    A plain part stays readable (``hepai/markitdown`` and ``interface`` make
+    ``hepai_markitdown__interface``); any other is made plain and followed by a digest of the
+    original. Neither part ever holds ``__``, so the name splits back one way only. An external
+    server's name is ``owner`` with ``plain_owner=PLAIN_NAME``.
+    """
+    name = _part(owner, plain_owner) + "__" + _part(tool, PLAIN_NAME)
     if len(name) <= MAX_NAME:
         return name
-    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
-    return name[: MAX_NAME - 9] + "_" + digest
+    return name[: MAX_NAME - 17] + "_" + _digest(owner + "\0" + tool)
+
+
+def _part(value: str, plain: re.Pattern[str]) -> str:
+    if plain.fullmatch(value):
+        return value.replace("/", "_")
+    readable = NAME_CHARACTERS.sub("_", value).strip("_")
+    return re.sub("_+", "_", readable)[:24] + "_" + _digest(value)
+
+
+def _digest(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()[:16]
 
 
 def input_schema(signature: Any) -> dict[str, Any]:
