@@ -32,14 +32,26 @@ async def call(
         return await client.request(method, "/apiv2" + path, json=body)
 
 
+async def join(app: App, group: str, lead: Account, user: Account) -> None:
+    """The lead invites the user, who accepts."""
+    await call(app, lead.key, "POST", f"/groups/{group}/members/{user.username}")
+    assert (await call(app, user.key, "POST", f"/groups/{group}/join")).status_code == 200
+
+
 async def test_a_lead_manages_the_members_of_their_own_group_only(
     app: App, make_user, unique
 ) -> None:
     group, other = unique("cms"), unique("atlas")
     lead, physicist, stranger = make_user(), make_user(), make_user(groups=(other,))
     lead_of(app, group, lead)
-    added = await call(app, lead.key, "POST", f"/groups/{group}/members/{physicist.username}")
-    assert added.status_code == 200
+    invited = await call(app, lead.key, "POST", f"/groups/{group}/members/{physicist.username}")
+    assert invited.status_code == 200 and invited.json()["invited"] is True
+    listed = (await call(app, lead.key, "GET", "/groups")).json()["data"]
+    assert listed[0]["members"] == [lead.username]  # not until they accept
+    assert (await call(app, stranger.key, "POST", f"/groups/{group}/join")).status_code == 404
+    joined = await call(app, physicist.key, "POST", f"/groups/{group}/join")
+    assert joined.status_code == 200 and joined.json()["member_now"] is True
+    assert (await call(app, physicist.key, "POST", f"/groups/{group}/join")).status_code == 404
     listed = (await call(app, lead.key, "GET", "/groups")).json()["data"]
     assert [row["name"] for row in listed] == [group]
     assert set(listed[0]["members"]) == {lead.username, physicist.username}
@@ -59,7 +71,7 @@ async def test_member_budgets_and_limits_stay_within_the_groups_own(
     group = unique("lhcb")
     lead, member = make_user(), make_user()
     lead_of(app, group, lead)
-    await call(app, lead.key, "POST", f"/groups/{group}/members/{member.username}")
+    await join(app, group, lead, member)
     path = f"/groups/{group}/members/{member.username}"
     no_budget = await call(app, lead.key, "PUT", path + "/budget", {"amount": 5})
     assert no_budget.status_code == 403 and "no budget" in no_budget.json()["error"]["message"]
@@ -120,7 +132,7 @@ async def test_a_lead_cannot_lift_their_own_limits_or_those_an_admin_set(
     group = unique("alice-lab")
     lead, member = make_user(), make_user()
     lead_of(app, group, lead)
-    await call(app, lead.key, "POST", f"/groups/{group}/members/{member.username}")
+    await join(app, group, lead, member)
     with app.platform.session() as session:
         # The group limits nothing itself, so its lead's ceiling is not what stops them here.
         limits.set_limit(
@@ -156,6 +168,30 @@ async def test_a_lead_cannot_lift_their_own_limits_or_those_an_admin_set(
             if (r.scope, r.subject_id) == ("user", member.user_id)
         )
         assert rule.rpm == 5
+
+
+async def test_a_lead_cannot_bind_anyone_who_has_not_joined_and_unbinds_who_leaves(
+    app: App, make_user, unique
+) -> None:
+    group = unique("belle2")
+    lead, victim = make_user(), make_user(admin=True)
+    lead_of(app, group, lead)
+    path = f"/groups/{group}/members/{victim.username}"
+    await call(app, lead.key, "POST", path)  # invited, not joined
+    blocked = await call(app, lead.key, "PUT", path + "/limits", {"rpm": 1})
+    assert blocked.status_code == 404
+    assert (await call(app, victim.key, "POST", f"/groups/{group}/join")).status_code == 200
+    assert (await call(app, lead.key, "PUT", path + "/limits", {"rpm": 1})).status_code == 200
+    with app.platform.session() as session:
+        (rule,) = [r for r in limits.list_limits(session) if r.subject_id == victim.user_id]
+        assert rule.updated_by == f"{lead.username} (lead of {group})"
+    assert (await call(app, lead.key, "DELETE", path)).status_code == 200
+    with app.platform.session() as session:
+        assert not [
+            r
+            for r in limits.list_limits(session)
+            if (r.scope, r.subject_id) == ("user", victim.user_id)
+        ]
 
 
 async def test_a_lead_sees_the_groups_usage_with_a_key_of_full_access(

@@ -381,11 +381,21 @@ async def test_a_group_lead_manages_members_budgets_and_limits_within_the_groups
         assert f'data-my-group="{other}"' not in listing.text
         assert (await visitor.get(f"/groups/{other}")).status_code == 404
 
-        added = await visitor.submit(mine, mine, {"action": "add", "username": member.username})
-        assert added.status_code == 303
+        # A lead invites; the user joins by accepting, from the notice on their home page.
+        invited = await visitor.submit(mine, mine, {"action": "add", "username": member.username})
+        assert invited.status_code == 303
         page = await visitor.get(mine)
-        assert f"Added {member.username}." in text_of(page)
-        assert f'data-member="{member.username}"' in page.text
+        assert f"Invited {member.username}: they join when they accept" in text_of(page)
+        assert f'data-member="{member.username}"' not in page.text
+        async with await signed_in(gov, member) as invitee:
+            home = await invitee.get("/")
+            assert f"{lead.username} invites you to the group {group}." in text_of(home)
+            joined = await invitee.submit("/", f"/groups/{group}/join", {"back": "/"})
+            assert joined.status_code == 303
+            assert f"You joined {group}." in text_of(await invitee.get("/"))
+            again = await invitee.submit("/", f"/groups/{group}/join", {"back": "/"})
+            assert again.status_code == 404
+        assert f'data-member="{member.username}"' in (await visitor.get(mine)).text
         nobody = await visitor.submit(mine, mine, {"action": "add", "username": "no-such-user"})
         assert nobody.status_code == 303
         assert "There is no user of that name." in text_of(await visitor.get(mine))

@@ -85,6 +85,8 @@ AUDIT_ACTIONS = (
     "worker.release",
     "group.create",
     "group.add_member",
+    "group.invite_member",
+    "group.join",
     "group.remove_member",
     "group.admin_add",
     "group.admin_remove",

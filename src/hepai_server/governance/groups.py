@@ -2,11 +2,15 @@
 administrator of its group by a platform admin, manages its members and gives them budgets and
 rate limits within the group's own, without being a platform admin.
 
+Joining a group binds a user to its budget and lets its lead limit them, so a lead does not add
+people: they invite them (a notice), and the user joins by accepting. Platform admins add
+directly.
+
 A member's budget and rate limits are the member's own (scope ``user``): they bind every call the
 member makes. So a group's administrator may set or clear them only where the platform has not:
 never their own, and never one last set by anyone but an administrator of this group (a platform
 admin, the CLI, another group's administrator). Otherwise a lead could lift the budget an admin
-gave them, or a member's stricter one.
+gave them, or a member's stricter one. What a group's lead set goes when the member leaves.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from datetime import datetime
 from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
-from hepai_server.db.governance import Budget, GroupAdmin, RateLimit
+from hepai_server.db.governance import Budget, GroupAdmin, Notice, RateLimit
 from hepai_server.db.tables import Group, User, user_groups
 from hepai_server.errors import InvalidRequest, NotFound, PermissionDenied
 from hepai_server.governance import budgets, limits
@@ -103,6 +107,9 @@ def find_members(
     return paged(session, query, number=number, size=size)
 
 
+INVITATION = "group.invitation"
+
+
 def add_member(session: Session, *, group: Group, username: str) -> User:
     user = accounts.get_user(session, username)
     if group not in user.groups:
@@ -111,14 +118,70 @@ def add_member(session: Session, *, group: Group, username: str) -> User:
     return user
 
 
+def invite(session: Session, caller: Caller, *, group: Group, username: str) -> bool:
+    """Add the user (a platform admin) or invite them (a group's lead); whether they are a
+    member now."""
+    if caller.is_admin:
+        add_member(session, group=group, username=username)
+        return True
+    user = accounts.get_user(session, username)
+    if group in user.groups:
+        return True
+    if invitation(session, user, group) is None:
+        detail = {"group": group.name, "group_id": group.id, "by": caller.username}
+        session.add(Notice(user_id=user.id, kind=INVITATION, detail=detail))
+        session.flush()
+    return False
+
+
+def invitation(session: Session, user: User, group: Group) -> Notice | None:
+    """The user's open invitation to the group, if any."""
+    return next(
+        (
+            notice
+            for notice in session.scalars(
+                select(Notice).where(
+                    Notice.user_id == user.id, Notice.kind == INVITATION, Notice.seen_at.is_(None)
+                )
+            )
+            if notice.detail.get("group_id") == group.id
+        ),
+        None,
+    )
+
+
+def join(session: Session, caller: Caller, *, name: str, now: datetime) -> Group:
+    """Accept an open invitation to the group: 404 without one."""
+    group = session.scalar(select(Group).where(Group.name == name))
+    user = accounts.get_user(session, caller.username)
+    invited = invitation(session, user, group) if group is not None else None
+    if group is None or invited is None:
+        raise NotFound(f"no invitation to group {name!r}", param="group")
+    invited.seen_at = now
+    if group not in user.groups:
+        user.groups.append(group)
+    session.flush()
+    return group
+
+
 def remove_member(session: Session, *, group: Group, username: str) -> User:
+    """Take the user out of the group, with the budget and limits its leads gave them."""
     user = member(session, group, username)
     user.groups.remove(group)
     session.execute(
         delete(GroupAdmin).where(GroupAdmin.group_id == group.id, GroupAdmin.user_id == user.id)
     )
+    marker = set_by_lead_of(group)
+    for row in (own_budget(session, user), own_limit(session, user)):
+        if row is not None and row.updated_by is not None and row.updated_by.endswith(marker):
+            session.delete(row)
     session.flush()
     return user
+
+
+def set_by_lead_of(group: Group) -> str:
+    """How a row a group's lead set names its setter (no username holds a space)."""
+    return f" (lead of {group.name})"
 
 
 def member(session: Session, group: Group, username: str) -> User:
@@ -170,7 +233,7 @@ def set_member_budget(
         period=period,
         warn_at=warn_at,
         now=now,
-        by=caller.username,
+        by=caller.username if caller.is_admin else caller.username + set_by_lead_of(group),
     )
 
 
@@ -211,7 +274,7 @@ def set_member_limit(
         tpm=tpm,
         concurrency=concurrency,
         now=now,
-        by=caller.username,
+        by=caller.username if caller.is_admin else caller.username + set_by_lead_of(group),
     )
 
 
@@ -248,8 +311,7 @@ def may_govern(
         )
     if current is None:
         return
-    leads = {lead.username for lead in admins_of(session, group)}
-    if current.updated_by not in leads:
+    if not (current.updated_by or "").endswith(set_by_lead_of(group)):
         raise PermissionDenied(
             f"{user.username}'s {what} was set by an admin, not by {group.name!r}'s "
             "administrators; ask an admin to change it",

@@ -66,6 +66,7 @@ def portal_routes() -> list[BaseRoute]:
         get("/groups", my_groups.my_groups_page),
         get("/groups/{name}", my_groups.my_group_page),
         post("/groups/{name}", my_groups.change_members),
+        post("/groups/{name}/join", my_groups.join_group),
         get("/groups/{name}/members/{username}", my_groups.member_page),
         post("/groups/{name}/members/{username}", my_groups.change_member),
         get("/admin", admin.admin_home),

@@ -187,6 +187,7 @@ def group_routes(prefix: str) -> list[BaseRoute]:
         Route(prefix + "/groups", groups.list_groups, methods=["GET"]),
         Route(prefix + "/groups/{group}/usage", groups.group_usage, methods=["GET"]),
         Route(member, groups.change_member, methods=["POST", "DELETE"]),
+        Route(prefix + "/groups/{group}/join", groups.join_group, methods=["POST"]),
         Route(member + "/budget", groups.member_budget, methods=["PUT"]),
         Route(member + "/limits", groups.member_limits, methods=["PUT"]),
     ]

@@ -62,29 +62,65 @@ async def list_groups(request: Request) -> Response:
 
 
 async def change_member(request: Request) -> Response:
-    """Add (POST) or remove (DELETE) a member: ``/groups/{group}/members/{username}``."""
+    """Add (POST) or remove (DELETE) a member: ``/groups/{group}/members/{username}``. A
+    group's lead invites rather than adds: the user joins by accepting (``POST
+    /groups/{group}/join``)."""
     gateway, caller = await authenticate(request, full=True)
     name, username = request.path_params["group"], request.path_params["username"]
     adding = request.method == "POST"
 
-    def work(session: Session) -> None:
+    def work(session: Session) -> bool:
         group = groups.administer(session, caller, name)
         if adding:
-            groups.add_member(session, group=group, username=username)
+            member_now = groups.invite(session, caller, group=group, username=username)
         else:
             groups.remove_member(session, group=group, username=username)
+            member_now = False
+        action = "group.remove_member"
+        if adding:
+            action = "group.add_member" if member_now else "group.invite_member"
         audit.record(
             session,
             actor_id=caller.user_id,
             actor=caller.username,
-            action="group.add_member" if adding else "group.remove_member",
+            action=action,
             target=f"{name}:{username}",
+            detail={"via": "api"},
+        )
+        return member_now
+
+    member_now = await gateway.transact(work)
+    await gateway.callers_changed()
+    await gateway.catalog_changed()
+    return json_response(
+        {
+            "group": name,
+            "member": username,
+            "member_now": member_now,
+            "invited": adding and not member_now,
+        }
+    )
+
+
+async def join_group(request: Request) -> Response:
+    """``POST /groups/{group}/join``: accept an invitation to the group."""
+    gateway, caller = await authenticate(request, full=True)
+    name = request.path_params["group"]
+
+    def work(session: Session) -> None:
+        groups.join(session, caller, name=name, now=datetime.now(UTC))
+        audit.record(
+            session,
+            actor_id=caller.user_id,
+            actor=caller.username,
+            action="group.join",
+            target=name,
             detail={"via": "api"},
         )
 
     await gateway.transact(work)
     await gateway.callers_changed()
-    return json_response({"group": name, "member": username, "member_now": adding})
+    return json_response({"group": name, "member": caller.username, "member_now": True})
 
 
 async def member_budget(request: Request) -> Response:

@@ -1,10 +1,10 @@
 """My groups: the pages of a group's administrator (an experiment's or a department's lead).
 
 A lead sees the groups they administer (a platform admin, every group): each group's members,
-budget and spend, rate limits and usage; adds and removes members; and gives each member a
-budget and rate limits within the group's own. The checks are the API's (governance.groups):
-a group a viewer does not administer is not found, a member's budget is no larger than the
-group's and their rates no higher. Every change is audited.
+budget and spend, rate limits and usage; invites (an admin adds) and removes members; and
+gives each member a budget and rate limits within the group's own. The checks are the API's
+(governance.groups): a group a viewer does not administer is not found, a member's budget is no
+larger than the group's and their rates no higher. Every change is audited.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from hepai_server.portal.views.admin import page_number
 from hepai_server.portal.views.budgets import RATES, count, share
 from hepai_server.portal.views.providers import changed
 from hepai_server.portal.views.usage import charts
-from hepai_server.portal.web import Portal, Viewer, done, gateway, record_action
+from hepai_server.portal.web import Portal, Viewer, done, gateway, local_path, record_action
 from hepai_server.services import usage_report
 from hepai_server.services.usage_report import UsageFilter
 
@@ -142,11 +142,17 @@ async def change_members(request: Request, portal: Portal) -> Response:
     action = str(form.get("action") or "")
     username = str(form.get("username") or "").strip()[:128]
 
-    def work(session: Session) -> None:
+    def work(session: Session) -> bool:
         group = groups.administer(session, viewer.caller(), name)
         if action == "add":
-            groups.add_member(session, group=group, username=username)
-        elif action == "remove":
+            if groups.invite(session, viewer.caller(), group=group, username=username):
+                record_action(
+                    session, viewer, request, "group.add_member", name, {"user": username}
+                )
+                return True
+            record_action(session, viewer, request, "group.invite_member", name, {"user": username})
+            return False
+        if action == "remove":
             if username == viewer.username and not viewer.is_admin:
                 raise InvalidRequest(
                     "a group's administrator cannot remove themselves", param="self"
@@ -154,19 +160,40 @@ async def change_members(request: Request, portal: Portal) -> Response:
             groups.remove_member(session, group=group, username=username)
         else:
             raise InvalidRequest(f"unknown action {action!r}", param="action")
-        record_action(session, viewer, request, f"group.{action}_member", name, {"user": username})
+        record_action(session, viewer, request, "group.remove_member", name, {"user": username})
+        return False
 
     gw = gateway(request)
     try:
-        await gw.transact(work)
+        member_now = await gw.transact(work)
     except (InvalidRequest, NotFound) as error:
         if isinstance(error, NotFound) and error.param == "group":
             raise
         message = describe(error)
         return await done(request, viewer, group_path(name), message, ok=False, name=username)
     await gw.callers_changed()
-    message = "groups.member_added" if action == "add" else "groups.member_removed"
+    await gw.catalog_changed()
+    message = "groups.member_removed"
+    if action == "add":
+        message = "groups.member_added" if member_now else "groups.member_invited"
     return await done(request, viewer, group_path(name), message, name=username)
+
+
+async def join_group(request: Request, portal: Portal) -> Response:
+    """Accept an invitation to a group (``/groups/{name}/join``, from the invitation notice)."""
+    viewer = await portal.viewer(request)
+    form = await portal.form(request, viewer)
+    name = request.path_params["name"]
+    back = local_path(str(form.get("back") or ""), "/")
+
+    def work(session: Session) -> None:
+        groups.join(session, viewer.caller(), name=name, now=datetime.now(UTC))
+        record_action(session, viewer, request, "group.join", name, {})
+
+    gw = gateway(request)
+    await gw.transact(work)
+    await gw.callers_changed()
+    return await done(request, viewer, back, "groups.joined", name=name)
 
 
 async def member_page(request: Request, portal: Portal) -> Response:
