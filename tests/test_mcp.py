@@ -237,6 +237,11 @@ def lab_server() -> FastMCP:
         return text.upper()
 
     @server.tool()
+    def long(size: int) -> str:
+        """A long text."""
+        return "x" * size
+
+    @server.tool()
     def token(ctx: Context) -> str:  # type: ignore[type-arg]
         """The token the platform sent."""
         request = ctx.request_context.request
@@ -279,12 +284,16 @@ async def test_an_external_server_serves_its_groups_through_the_platform(
                 assert {f"{name}__shout", f"{name}__token"} <= set(names)
                 shouted = await session.call_tool(f"{name}__shout", {"text": "beam on"})
                 token = await session.call_tool(f"{name}__token", {})
+                # An answer of megabytes arrives in many reads: it is read whole.
+                long = await session.call_tool(f"{name}__long", {"size": 3_000_000})
+            assert long.content[0].text == "x" * 3_000_000  # type: ignore[union-attr]
             assert shouted.content[0].text == "BEAM ON"  # type: ignore[union-attr]
             assert token.content[0].text == "t0ken"  # type: ignore[union-attr]
-            rows = await rows_of(app, marker, 2)
+            rows = await rows_of(app, marker, 3)
             assert {(r["endpoint"], r["model"]) for r in rows} == {
                 ("mcp.call", f"mcp:{name}/shout"),
                 ("mcp.call", f"mcp:{name}/token"),
+                ("mcp.call", f"mcp:{name}/long"),
             }
             async with as_caller(app, outsider.key) as http, mcp_session(http) as session:
                 names = [t.name for t in (await session.list_tools()).tools]

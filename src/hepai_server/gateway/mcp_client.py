@@ -140,9 +140,17 @@ class McpClient:
                     if isinstance(message, dict) and message.get("id") == ident:
                         return _outcome(message, self._name)
             raise UpstreamError(f"MCP server {self._name} ended its stream without an answer")
-        raw = await response.content.read(MAX_ANSWER + 1)
-        message = _loads(raw)
-        if len(raw) > MAX_ANSWER or not isinstance(message, dict):
+        # read(n) gives what has arrived so far, not n bytes: read to the end, within the bound.
+        chunks, size = [], 0
+        async for chunk in response.content.iter_any():
+            size += len(chunk)
+            if size > MAX_ANSWER:
+                raise UpstreamError(
+                    f"MCP server {self._name} sent an answer over {MAX_ANSWER} bytes"
+                )
+            chunks.append(chunk)
+        message = _loads(b"".join(chunks))
+        if not isinstance(message, dict):
             raise UpstreamError(f"MCP server {self._name} sent an answer that is not JSON-RPC")
         return _outcome(message, self._name)
 
