@@ -108,6 +108,12 @@ class Settings(BaseSettings):
         description="How often each process rereads the providers and model permissions "
         "admins manage in the portal; on one machine changes apply within half a second.",
     )
+    tool_pages_estimate: int = Field(
+        default=10,
+        ge=0,
+        description="Pages a call of a worker or document tool is assumed to convert when it is "
+        "admitted against a budget (a model priced per page); settled with the pages it reports.",
+    )
     gate_max_body_bytes: int = Field(
         default=512 * 1024 * 1024,
         description="Largest body of a unified-gate call (base64 documents); spooled to disk.",

@@ -74,14 +74,17 @@ class Exchange:
     #: gets no row unless it was admitted after all.
     recorded: bool = True
 
-    async def admit(self, caller: Caller, *, prompt: int, output: int, embedding: bool) -> None:
+    async def admit(
+        self, caller: Caller, *, prompt: int, output: int, embedding: bool, pages: int = 0
+    ) -> None:
         """Reserve room for the call in every budget and rate limit that applies (or raise the
-        429), and journal its start: from here on it has a row whatever happens."""
+        429), and journal its start: from here on it has a row whatever happens. ``pages`` is
+        what a document tool's call is assumed to convert, for a price per page."""
         gateway = self.gateway
         self.prompt_estimate = prompt
         limiter = gateway.limiter
         prices = limiter.prices
-        estimate = Usage(prompt_tokens=prompt, completion_tokens=output)
+        estimate = Usage(prompt_tokens=prompt, completion_tokens=output, pages=pages or None)
         cost = prices.cost(self.model, estimate, embedding=embedding)
         if limiter.active:
             self.ticket = await limiter.admit(

@@ -46,7 +46,8 @@ class GateCall:
             raise InvalidRequest("the 'model' query parameter is required", param="model")
         gateway = exchange.gateway
         routes = await gateway.dispatcher.routes(caller, model)
-        await exchange.admit(caller, prompt=0, output=0, embedding=False)
+        pages = gateway.settings.tool_pages_estimate
+        await exchange.admit(caller, prompt=0, output=0, embedding=False, pages=pages)
         limit = gateway.settings.gate_max_body_bytes
         headers = exchange.headers
         refuse_declared(parse_content_length(headers.get(b"content-length")), limit)

@@ -84,7 +84,8 @@ class PlatformTools:
         exchange = self._exchange(request_id, "knowledge.convert", model)
         outcome = exchange.outcome
         try:
-            await exchange.admit(caller, prompt=0, output=0, embedding=False)
+            pages = self.gateway.settings.tool_pages_estimate
+            await exchange.admit(caller, prompt=0, output=0, embedding=False, pages=pages)
             dispatcher = self.gateway.dispatcher
             routes = await dispatcher.routes(caller, model)
             body = io.BytesIO(orjson.dumps({"kwargs": {"file_id": file.id}}))

@@ -288,7 +288,8 @@ async def worker_call(
     gateway = exchange.gateway
     exchange.endpoint, exchange.model = f"worker.{tool.function}"[:32], tool.target
     routes = await gateway.dispatcher.routes(caller, tool.target)
-    await exchange.admit(caller, prompt=0, output=0, embedding=False)
+    pages = gateway.settings.tool_pages_estimate
+    await exchange.admit(caller, prompt=0, output=0, embedding=False, pages=pages)
     status, value, usage, worker = await call_worker(
         gateway,
         caller,
