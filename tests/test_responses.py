@@ -386,7 +386,7 @@ async def test_permissions_and_limits_are_chats(
     ("extra", "param"),
     [
         ({"tools": [{"type": "web_search"}]}, "tools"),
-        ({"tools": [{"type": "file_search", "vector_store_ids": ["vs_1"]}]}, "tools"),
+        ({"tools": [{"type": "code_interpreter"}]}, "tools"),
         ({"background": True}, "background"),
         ({"input": 42}, "input"),
         ({"max_output_tokens": 0}, "max_output_tokens"),

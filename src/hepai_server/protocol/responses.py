@@ -13,6 +13,7 @@ import itertools
 import os
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,9 +59,11 @@ RESPONSES_FIELDS = frozenset(
 )
 #: Fields of a Responses request that chat completions take as they are.
 PASSED_FIELDS = frozenset({"temperature", "top_p", "parallel_tool_calls", "stream"})
-#: Hosted tools the platform may run itself one day; ``file_search`` waits for the knowledge
-#: bases (see gateway/responses.py, ``hosted_tools``).
+#: Hosted tools the platform runs itself: ``file_search`` searches its knowledge bases
+#: (gateway/responses.py, ``hosted_tools``).
 HOSTED_TOOLS = frozenset({"file_search"})
+#: What ``include`` asks for to get a file_search_call's results in the Response.
+SEARCH_RESULTS = "file_search_call.results"
 #: Fields whose type the translation relies on: the type, and how the error names it.
 TYPED_FIELDS: dict[str, tuple[type, str]] = {
     "instructions": (str, "a string"),
@@ -104,11 +107,12 @@ ID_PREFIX = {
     "function_call": "fc",
     "function_call_output": "fco",
     "reasoning": "rs",
+    "file_search_call": "fs",
 }
 
 
 #: The kinds of ids (their prefixes): responses, items, and the calls of function tools.
-KINDS = ("resp", "msg", "fc", "fco", "rs", "call")
+KINDS = ("resp", "msg", "fc", "fco", "rs", "call", "fs")
 
 
 class ItemIds:
@@ -277,6 +281,8 @@ def _tool_choice(choice: Any) -> Any:
         return choice
     if isinstance(choice, dict) and choice.get("type") == "function":
         return {"type": "function", "function": {"name": choice.get("name")}}
+    if isinstance(choice, dict) and choice.get("type") in HOSTED_TOOLS:
+        return "auto"  # the platform runs it before the model answers; functions stay free
     if choice is None:
         return None
     raise InvalidRequest(
@@ -325,8 +331,8 @@ def items_to_messages(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     "content": _text(item.get("output")),
                 }
             )
-        elif kind == "reasoning":
-            continue
+        elif kind in ("reasoning", "file_search_call"):
+            continue  # another model's thoughts; a search whose passages that turn had
         else:
             raise InvalidRequest(f"input items of type {kind!r} are not supported", param="input")
     return messages
@@ -393,6 +399,33 @@ def _text(content: Any) -> str:
 # --- the answer ------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class FileSearchCall:
+    """A file_search the platform ran before the model answered: the output item that reports
+    it (first in the output), and the ``file_citation`` annotations of a text of the answer."""
+
+    item: dict[str, Any]
+    cite: Callable[[str], list[dict[str, Any]]]
+
+
+def file_search_call_item(
+    item_id: str, status: str, queries: list[str], results: list[dict[str, Any]] | None
+) -> dict[str, Any]:
+    """A ``file_search_call`` output item; ``results`` only when ``include`` asked for them."""
+    return {
+        "id": item_id,
+        "type": "file_search_call",
+        "status": status,
+        "queries": queries,
+        "results": results,
+    }
+
+
+def file_citation(file_id: str, filename: str, index: int) -> dict[str, Any]:
+    """A citation of a file at ``index``, a character position in the text, as OpenAI's."""
+    return {"type": "file_citation", "file_id": file_id, "filename": filename, "index": index}
+
+
 @dataclass(slots=True)
 class ResponseShape:
     """What every Response of one request says: its id and model, its own fields, and the
@@ -406,6 +439,8 @@ class ResponseShape:
     model: str
     #: The request, whose settings every Response of it repeats (ECHO_DEFAULTS for the rest).
     request: dict[str, Any]
+    #: The file_search the platform ran for it, once it has.
+    search: FileSearchCall | None = None
     _echo: dict[str, Any] | None = None
     _encoded: bytes = b""
 
@@ -465,11 +500,12 @@ def response_usage(usage: Any) -> dict[str, Any] | None:
     completion = usage.get("completion_tokens") or 0
     details = usage.get("prompt_tokens_details")
     cached = details.get("cached_tokens") if details else usage.get("prompt_cache_hit_tokens")
+    written = details.get("cache_write_tokens") if details else 0
     details = usage.get("completion_tokens_details")
     reasoning = details.get("reasoning_tokens") if details else 0
     return {
         "input_tokens": prompt,
-        "input_tokens_details": {"cached_tokens": cached or 0},
+        "input_tokens_details": {"cached_tokens": cached or 0, "cache_write_tokens": written or 0},
         "output_tokens": completion,
         "output_tokens_details": {"reasoning_tokens": reasoning or 0},
         "total_tokens": usage.get("total_tokens") or prompt + completion,
@@ -480,11 +516,13 @@ def chat_to_response(chat: dict[str, Any], shape: ResponseShape) -> dict[str, An
     """A chat completion answer as the head of a Response (``ResponseShape.head``)."""
     choice = (chat.get("choices") or [{}])[0]
     message = choice.get("message") or {}
-    output: list[dict[str, Any]] = []
+    search = shape.search
+    output: list[dict[str, Any]] = [search.item] if search is not None else []
     if reasoning := message.get("reasoning_content"):
         output.append(reasoning_item(new_id("rs"), reasoning, "completed"))
     if text := message.get("content"):
-        output.append(message_item(new_id("msg"), text, "completed"))
+        cited = search.cite(text) if search is not None else []
+        output.append(message_item(new_id("msg"), text, "completed", cited))
     for call in message.get("tool_calls") or ():
         function = call.get("function") or {}
         output.append(
@@ -505,18 +543,20 @@ def chat_to_response(chat: dict[str, Any], shape: ResponseShape) -> dict[str, An
     )
 
 
-def message_item(item_id: str, text: str, status: str) -> dict[str, Any]:
+def message_item(
+    item_id: str, text: str, status: str, annotations: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
     return {
         "id": item_id,
         "type": "message",
         "status": status,
         "role": "assistant",
-        "content": [output_text(text)] if status != "in_progress" else [],
+        "content": [output_text(text, annotations or [])] if status != "in_progress" else [],
     }
 
 
-def output_text(text: str) -> dict[str, Any]:
-    return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+def output_text(text: str, annotations: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"type": "output_text", "text": text, "annotations": annotations, "logprobs": []}
 
 
 def reasoning_item(item_id: str, text: str, status: str) -> dict[str, Any]:
