@@ -53,6 +53,7 @@ from hepai_server.protocol.responses import (
     ResponseShape,
     chat_to_response,
     check_request,
+    encode_text_answer,
     estimate_tokens,
     file_citation,
     file_search_call_item,
@@ -153,10 +154,13 @@ class ResponsesDialect:
 
     def answer(self, chat: dict[str, Any], model: str) -> bytes:
         self.provider = None
+        if self._keep is None and (encoded := encode_text_answer(chat, self.shape)):
+            return encoded  # nothing to keep: the JSON is all that is needed
         head = chat_to_response(chat, self.shape)
-        if self._keep is not None:
-            self.final = self.shape.response(head)
-        return self.shape.encode(head)
+        if self._keep is None:
+            return self.shape.encode(head)
+        self.final = final = self.shape.response(head)
+        return orjson.dumps(final)
 
     async def ground(self, exchange: Exchange, caller: Caller, chat: dict[str, Any]) -> None:
         """Run the request's file_search as the caller and put its passages into ``chat``,
@@ -265,7 +269,8 @@ async def prepare(
     """The checked request (``size`` bytes) as a call to its model, translated where it must
     be, with its prompt and output tokens estimated for admission."""
     gateway = exchange.gateway
-    exchange.model = model_id = check_request(body)
+    model_id, settings = check_request(body)
+    exchange.model = model_id
     if body.get("background"):
         raise InvalidRequest(
             "background responses are not available on this platform; stream instead",
@@ -286,7 +291,7 @@ async def prepare(
         body=body,
         items=items,
         conversation=conversation,
-        shape=ResponseShape.of(body, model_id),
+        shape=ResponseShape.of(body, model_id, settings),
         keep=keeper(exchange, caller) if body.get("store", True) else None,
         search=search,
     )
