@@ -16,7 +16,7 @@ before its last bytes go out, so a client's next request can continue it at once
 previous turn natively is sent there whole, as input items.
 
 ``run_response`` runs one request without a client connection, for background jobs (the Batch
-API's ``/v1/responses`` lines).
+API's ``/v1/responses`` lines), and leaves its usage row to its caller.
 """
 
 from __future__ import annotations
@@ -352,9 +352,15 @@ def keeper(exchange: Exchange, caller: Caller) -> Keep:
 async def run_response(
     exchange: Exchange, caller: Caller, body: dict[str, Any]
 ) -> tuple[int, bytes]:
-    """One Responses request run to its end with no client connection (a Batch line): admitted
-    and relayed in ``exchange`` as a live one is; the answer's status and JSON body. Whoever
-    calls it records the exchange's usage row and settles its ticket, as a Frame does."""
+    """One Responses request run to its end with no client connection (a Batch API line):
+    made non-streaming, then checked, admitted, its file_search run and relayed in ``exchange``
+    as a live request is, and kept in the conversation store before this returns (unless it
+    says ``store: false``). Returns the answer's status and JSON body, an upstream's 4xx about
+    the request included. An error before any answer (a bad request, a model the caller may
+    not use, the limits' 429, a store they may not read, an upstream that failed or timed
+    out) is raised as a ``HepAIError`` instead. Either way the caller then calls
+    ``exchange.finish(caller)``, which records the request's one usage row and settles its
+    admission, as a Frame does."""
     body = {**body, "stream": False}
     call, prompt, output = await prepare(exchange, caller, body, len(orjson.dumps(body)))
     await admit(exchange, caller, call, prompt=prompt, output=output)
