@@ -136,7 +136,7 @@ def cpu_per_request(
 
 def cell(samples: list[float]) -> str:
     """The best round, and the range of all rounds."""
-    return f"{min(samples):.1f} ({min(samples):.1f} - {max(samples):.1f})"
+    return f"{min(samples):.1f} (rounds {min(samples):.1f} - {max(samples):.1f})"
 
 
 def main() -> None:

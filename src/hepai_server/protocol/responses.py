@@ -632,19 +632,17 @@ def encode_text_answer(chat: dict[str, Any], shape: ResponseShape) -> bytes | No
     """The Response of a chat answer that is text alone (the common case), as JSON written
     directly: what ``shape.encode(chat_to_response(chat, shape))`` gives, without building
     the Response's dicts first. None for any other answer (reasoning, tool calls, sources)."""
-    choices = chat.get("choices")
-    if shape.search is not None or not choices or type(choices) is not list:
+    try:
+        choice = chat["choices"][0]
+        message = choice["message"]
+        text = message["content"]
+        if message.get("tool_calls") or message.get("reasoning_content"):
+            return None
+        finish = choice.get("finish_reason")
+    except (LookupError, TypeError, AttributeError):  # not the shape of a text answer
         return None
-    choice = choices[0]
-    message = choice.get("message") if type(choice) is dict else None
-    if type(message) is not dict:
+    if type(text) is not str or not text or shape.search is not None:
         return None
-    text = message.get("content")
-    if not text or type(text) is not str:
-        return None
-    if message.get("tool_calls") or message.get("reasoning_content"):
-        return None
-    finish = choice.get("finish_reason")
     incomplete = STATUS_OF_FINISH.get(finish) if finish else None
     return (
         _TEXT_RESPONSE
