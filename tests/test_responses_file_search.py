@@ -218,6 +218,36 @@ async def test_a_native_model_is_translated_to_search_the_platforms_stores(
     assert sent["path"] == "/v1/chat/completions"
 
 
+async def test_a_forced_file_search_leaves_function_tools_to_the_model(
+    api: openai.AsyncOpenAI, upstream: Upstream, knowledge: dict[str, str], unique
+) -> None:
+    marker = unique("forced")
+    function: Any = {"type": "function", "name": "get_weather", "parameters": {}}
+    response = await api.responses.create(
+        model="mock/chat",
+        input=f"{QUESTION} {marker}",
+        tools=[*file_search(knowledge), function],
+        tool_choice={"type": "file_search"},
+        extra_body={"mock": {"reply": REPLY}},
+    )
+    assert response.output[0].type == "file_search_call"
+    sent = [r for r in upstream.requests() if marker in str(r["body"])][-1]["body"]
+    assert sent["tool_choice"] == "auto"
+    assert [tool["function"]["name"] for tool in sent["tools"]] == ["get_weather"]
+
+
+async def test_a_search_with_nothing_to_search_for_names_the_input(
+    api: openai.AsyncOpenAI, knowledge: dict[str, str]
+) -> None:
+    with pytest.raises(openai.BadRequestError) as raised:
+        await api.responses.create(
+            model="mock/chat",
+            input=[{"role": "developer", "content": "answer from the notes"}],
+            tools=file_search(knowledge),
+        )
+    assert raised.value.param == "input"
+
+
 @pytest.mark.parametrize(
     "tools",
     [

@@ -94,14 +94,17 @@ async def ground_messages(
     tool: dict[str, Any],
     messages: list[dict[str, Any]],
     request_id: str,
+    *,
+    param: str = "messages",
 ) -> Sources:
     """Search as ``tool`` (a checked file_search tool) says for the last user message of the
-    chat ``messages``, and put what was found into them, after their system messages."""
+    chat ``messages``, and put what was found into them, after their system messages;
+    ``param`` names where the client sent the messages, for an error."""
     query = next(
         (_text(m.get("content")) for m in reversed(messages) if m.get("role") == "user"), ""
     )
     if not query:
-        raise InvalidRequest("file_search needs a user message to search for", param="messages")
+        raise InvalidRequest("file_search needs a user message to search for", param=param)
     limit = tool.get("max_num_results", DEFAULT_RESULTS)
     options = tool.get("ranking_options")
     options = options if isinstance(options, dict) else {}

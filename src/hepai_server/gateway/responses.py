@@ -167,7 +167,12 @@ class ResponsesDialect:
         the translated request; the Response reports it and cites its sources."""
         assert self.search is not None
         sources = await file_search.ground_messages(
-            exchange.gateway, caller, self.search, chat["messages"], exchange.request_id
+            exchange.gateway,
+            caller,
+            self.search,
+            chat["messages"],
+            exchange.request_id,
+            param="input",
         )
         include = self.body.get("include")
         results = None
