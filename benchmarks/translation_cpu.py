@@ -6,9 +6,14 @@ from chat completions, whole and streamed, in this process, with no server aroun
 Each request is what the gateway's handlers do beyond relaying chat: the client's request
 checked and translated to a chat completion, then the upstream's answer (a whole chat completion
 of ``--chunks`` words, or a stream of that many chunks with its usage and [DONE], as the mock
-upstream sends them) translated back to the client's API. Measured with the process's CPU clock,
-best of ``--rounds``; immune to other work on the machine, unlike wall time. Prints a markdown
-table for benchmarks/RESULTS.md.
+upstream sends them) translated back to the client's API. Measured with the process's CPU clock
+in interleaved rounds (each round runs every translation once, so load from other work on a
+shared machine falls on all of them alike); prints, per translation, the best round and the
+range of all rounds, as a markdown table for benchmarks/RESULTS.md.
+
+"responses" is a request with ``store: false`` as the handler answers it (the Response's JSON
+alone); "responses, stored" is the default, ``store: true``, whose answer is also built as the
+dict the conversation store keeps (writing it to the store is not measured here).
 
 ``--only anthropic`` measures the Anthropic translation alone, so that it can be run against an
 older checkout's sources (PYTHONPATH=that/src) to see the translation as it was there.
@@ -23,16 +28,16 @@ from typing import Any
 
 import orjson
 
+from hepai_server.gateway.dialect import AnthropicDialect
 from hepai_server.gateway.limiter import estimate_tokens
 from hepai_server.gateway.proxy import translate_events
-from hepai_server.protocol.anthropic import StreamTranslator, chat_to_message, messages_to_chat
+from hepai_server.protocol.anthropic import messages_to_chat
 from hepai_server.protocol.openai import CHAT, check_request
 
 try:
-    from hepai_server.protocol.response_stream import ResponseStream
+    from hepai_server.gateway.responses import ResponsesDialect
     from hepai_server.protocol.responses import (
         ResponseShape,
-        chat_to_response,
         input_items,
         responses_to_chat,
         split_tools,
@@ -82,26 +87,36 @@ def chat_stream(chunks: int) -> bytes:
 def anthropic(raw: bytes, answer: bytes, stream: bytes | None) -> bytes:
     """What gateway/relay.py does for a Messages request beyond what it does for chat."""
     body = orjson.loads(raw)
+    dialect = AnthropicDialect(body)
     chat = messages_to_chat(body)
     check_request(CHAT, chat)
     estimate_tokens(CHAT, len(raw), chat, 1024)
     if stream is None:
-        return orjson.dumps(chat_to_message(orjson.loads(answer), MODEL))
-    return translate_events(stream, StreamTranslator(MODEL))
+        return dialect.answer(orjson.loads(answer), MODEL)
+    return translate_events(stream, dialect.translator(MODEL))
 
 
 def responses(raw: bytes, answer: bytes, stream: bytes | None) -> bytes:
     """What gateway/responses.py does for a Responses request beyond relaying chat."""
     body = orjson.loads(raw)
-    check_responses(body)
+    _model, settings = check_responses(body)
     functions, _hosted = split_tools(body.get("tools"))
     items = input_items(body.get("input"))
-    shape = ResponseShape.of(body, MODEL)
+    shape = ResponseShape.of(body, MODEL, settings)
     responses_to_chat(body, items, tools=functions)
     estimate_responses(len(raw), [])
+    keep = _keep if body.get("store", True) else None
+    dialect = ResponsesDialect(body=body, items=items, conversation=None, shape=shape, keep=keep)
     if stream is None:
-        return shape.encode(chat_to_response(orjson.loads(answer), shape))
-    return translate_events(stream, ResponseStream(shape))
+        return dialect.answer(orjson.loads(answer), MODEL)
+    translator = dialect.translator(MODEL)
+    out = translate_events(stream, translator)
+    dialect.ready  # the finished Response, built as the dict the store keeps  # noqa: B018
+    return out
+
+
+async def _keep(*_: Any) -> None:
+    """A conversation store that keeps nothing (never called: only the dict is built)."""
 
 
 def cpu_per_request(
@@ -111,16 +126,17 @@ def cpu_per_request(
     stream: bytes | None,
     *,
     requests: int,
-    rounds: int,
 ) -> float:
-    """Microseconds of CPU per request, best of ``rounds``."""
-    best = float("inf")
-    for _ in range(rounds):
-        started = time.process_time_ns()
-        for _ in range(requests):
-            work(raw, answer, stream)
-        best = min(best, (time.process_time_ns() - started) / requests / 1000)
-    return best
+    """Microseconds of CPU per request, over one round of ``requests``."""
+    started = time.process_time_ns()
+    for _ in range(requests):
+        work(raw, answer, stream)
+    return (time.process_time_ns() - started) / requests / 1000
+
+
+def cell(samples: list[float]) -> str:
+    """The best round, and the range of all rounds."""
+    return f"{min(samples):.1f} (rounds {min(samples):.1f} - {max(samples):.1f})"
 
 
 def main() -> None:
@@ -131,6 +147,7 @@ def main() -> None:
     parser.add_argument("--only", choices=("anthropic", "responses"), default=None)
     args = parser.parse_args()
     answer, stream = chat_answer(args.chunks), chat_stream(args.chunks)
+    question = {"model": MODEL, "instructions": SYSTEM, "input": QUESTION, "max_output_tokens": 64}
     requests: dict[str, tuple[Callable[..., bytes], dict[str, Any]]] = {
         "anthropic": (
             anthropic,
@@ -141,22 +158,27 @@ def main() -> None:
                 "max_tokens": 64,
             },
         ),
-        "responses": (
-            responses,
-            {"model": MODEL, "instructions": SYSTEM, "input": QUESTION, "max_output_tokens": 64},
-        ),
+        "responses": (responses, {**question, "store": False}),
+        "responses, stored": (responses, question),
     }
-    print("| translation | whole: µs CPU/request | stream: µs CPU/request |")
+    chosen = {
+        name: (work, orjson.dumps(body))
+        for name, (work, body) in requests.items()
+        if args.only is None or name.startswith(args.only)
+    }
+    samples: dict[tuple[str, bool], list[float]] = {}
+    for _ in range(args.rounds):
+        for name, (work, raw) in chosen.items():
+            for streamed in (False, True):
+                samples.setdefault((name, streamed), []).append(
+                    cpu_per_request(
+                        work, raw, answer, stream if streamed else None, requests=args.requests
+                    )
+                )
+    print("| translation | whole: µs CPU/request, best (range) | stream: µs CPU/request |")
     print("|---|---|---|")
-    for name, (work, body) in requests.items():
-        if args.only not in (None, name):
-            continue
-        raw = orjson.dumps(body)
-        whole, streamed = (
-            cpu_per_request(work, raw, answer, s, requests=args.requests, rounds=args.rounds)
-            for s in (None, stream)
-        )
-        print(f"| {name} | {whole:.1f} | {streamed:.1f} |", flush=True)
+    for name in chosen:
+        print(f"| {name} | {cell(samples[name, False])} | {cell(samples[name, True])} |")
 
 
 if __name__ == "__main__":

@@ -139,7 +139,12 @@ def settings(
         dead_url=f"http://127.0.0.1:{free_port()}/v1",
     )
     return Settings(
-        data_dir=root / "data", database_url=None, config=config, usage_flush_seconds=0.02
+        data_dir=root / "data",
+        database_url=None,
+        config=config,
+        usage_flush_seconds=0.02,
+        # Knowledge bases embed with the mock upstream's model: no worker to start in process.
+        knowledge_embedding_model="mock/embed",
     )
 
 

@@ -315,6 +315,42 @@ def test_chat_with_file_search_answers_with_citations(
         )
 
 
+def test_a_response_with_file_search_cites_the_document(
+    stack: Stack, knowledge: dict[str, Any]
+) -> None:
+    """The Responses API's file_search over a store ingested by the real document tools."""
+    client = stack.server.openai(stack.owner)
+    tools: Any = [{"type": "file_search", "vector_store_ids": [knowledge["store"]]}]
+    reply = "With cosmic muons [1]."
+    response = client.responses.create(
+        model="mock/chat",
+        input="How was the calorimeter calibrated?",
+        tools=tools,
+        include=["file_search_call.results"],
+        extra_body={"mock": {"reply": reply}},
+    )
+    search, message = response.output
+    assert search.type == "file_search_call" and search.results
+    assert any("cosmic muons" in (result.text or "") for result in search.results)
+    assert message.type == "message"
+    [citation] = message.content[0].annotations  # type: ignore[union-attr]
+    assert citation.type == "file_citation" and citation.file_id == knowledge["files"]["docx"]
+    with client.responses.stream(
+        model="mock/chat",
+        input="How was the calorimeter calibrated?",
+        tools=tools,
+        extra_body={"mock": {"reply": reply}},
+    ) as stream:
+        kinds = [event.type for event in stream]
+        final = stream.get_final_response()
+    assert "response.file_search_call.completed" in kinds
+    assert "response.output_text.annotation.added" in kinds
+    assert [item.type for item in final.output] == ["file_search_call", "message"]
+    other = stack.server.openai(stack.other)
+    with pytest.raises(openai.NotFoundError):
+        other.responses.create(model="mock/chat", input="calibration?", tools=tools)
+
+
 def test_the_hepai_client_gets_answers_with_sources(
     stack: Stack, knowledge: dict[str, Any]
 ) -> None:

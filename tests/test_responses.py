@@ -15,6 +15,7 @@ import httpx
 import openai
 import orjson
 import pytest
+from openai.types.responses import Response
 from sqlalchemy.orm import Session
 
 from hepai_server.db import migrate
@@ -22,7 +23,12 @@ from hepai_server.db.engine import make_engine
 from hepai_server.errors import NotFound
 from hepai_server.governance import limits
 from hepai_server.protocol.response_stream import ResponseStream
-from hepai_server.protocol.responses import ResponseShape
+from hepai_server.protocol.responses import (
+    ResponseShape,
+    chat_to_response,
+    check_request,
+    encode_text_answer,
+)
 from hepai_server.services import accounts
 from hepai_server.services import responses as store
 from tests.inprocess import Account, App, Upstream
@@ -386,7 +392,7 @@ async def test_permissions_and_limits_are_chats(
     ("extra", "param"),
     [
         ({"tools": [{"type": "web_search"}]}, "tools"),
-        ({"tools": [{"type": "file_search", "vector_store_ids": ["vs_1"]}]}, "tools"),
+        ({"tools": [{"type": "code_interpreter"}]}, "tools"),
         ({"background": True}, "background"),
         ({"input": 42}, "input"),
         ({"max_output_tokens": 0}, "max_output_tokens"),
@@ -519,3 +525,55 @@ def test_the_conversation_store_keeps_each_owners_turns(
             assert store.purge_expired(session, now=now + 2 * keep) == 2
     finally:
         engine.dispose()
+
+
+@pytest.mark.parametrize(
+    "usage",
+    [
+        {"prompt_tokens": 20, "completion_tokens": 5, "total_tokens": 25},
+        {
+            "prompt_tokens": 20,
+            "completion_tokens": 5,
+            "total_tokens": 25,
+            "prompt_tokens_details": {"cached_tokens": 8, "cache_write_tokens": 2},
+            "completion_tokens_details": {"reasoning_tokens": 3},
+        },
+        {"prompt_tokens": 20, "completion_tokens": 5, "prompt_cache_hit_tokens": 4},
+        {"prompt_tokens": "20", "completion_tokens": 5},
+        None,
+    ],
+)
+@pytest.mark.parametrize("finish", ["stop", "length", None])
+def test_a_text_answer_written_as_bytes_is_the_response_built_as_dicts(
+    usage: Any, finish: str | None
+) -> None:
+    """The non-stream hot path writes a text answer's Response directly: it must say exactly
+    what the Response built from dicts says, and OpenAI's types must validate it."""
+    body = {"model": "m", "input": "x", "instructions": "be brief", "store": False, "top_p": 0.5}
+    model, settings = check_request(body)
+    shape = ResponseShape.of(body, model, settings)
+    chat = {
+        "choices": [{"index": 0, "message": {"content": 'a "b"\n'}, "finish_reason": finish}],
+        "usage": usage,
+    }
+    written = encode_text_answer(chat, shape)
+    assert written is not None
+    fast = orjson.loads(written)
+    built = shape.response(chat_to_response(chat, shape))
+    assert fast["output"][0]["id"] != built["output"][0]["id"]  # each answer its own item id
+    fast["output"][0]["id"] = built["output"][0]["id"]
+    assert fast == built
+    assert fast == orjson.loads(shape.encode(chat_to_response(chat, shape)) or b"") | {
+        "output": fast["output"]
+    }
+    Response.model_validate(fast)
+    assert ResponseShape.of(body, model).echo == {k: fast[k] for k in shape.echo}
+
+
+def test_answers_other_than_text_are_built_as_dicts() -> None:
+    body = {"model": "m", "input": "x"}
+    shape = ResponseShape.of(body, "m")
+    reasoning = {"choices": [{"message": {"content": "a", "reasoning_content": "hmm"}}]}
+    calls = {"choices": [{"message": {"content": None, "tool_calls": [{"id": "c"}]}}]}
+    for chat in (reasoning, calls, {"choices": []}, {}, {"choices": [{"message": {}}]}):
+        assert encode_text_answer(chat, shape) is None

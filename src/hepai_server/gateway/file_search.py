@@ -16,6 +16,7 @@ On a stream the annotations arrive in one more chunk just before ``[DONE]``.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,7 +66,11 @@ def take_tool(body: dict[str, Any]) -> dict[str, Any] | None:
         body.pop("tools", None)
         body.pop("tool_choice", None)
         body.pop("parallel_tool_calls", None)
-    tool = found[0]
+    return check_tool(found[0])
+
+
+def check_tool(tool: dict[str, Any]) -> dict[str, Any]:
+    """``tool`` if it names the stores to search (the rest is checked by the search)."""
     stores = tool.get("vector_store_ids")
     if not isinstance(stores, list) or not stores or not all(isinstance(s, str) for s in stores):
         raise InvalidRequest("file_search needs 'vector_store_ids'", param="tools")
@@ -80,12 +85,26 @@ async def ground(
     tool = take_tool(body)
     if tool is None:
         return None
-    messages = body["messages"]
+    return await ground_messages(gateway, caller, tool, body["messages"], request_id)
+
+
+async def ground_messages(
+    gateway: Gateway,
+    caller: Caller,
+    tool: dict[str, Any],
+    messages: list[dict[str, Any]],
+    request_id: str,
+    *,
+    param: str = "messages",
+) -> Sources:
+    """Search as ``tool`` (a checked file_search tool) says for the last user message of the
+    chat ``messages``, and put what was found into them, after their system messages;
+    ``param`` names where the client sent the messages, for an error."""
     query = next(
         (_text(m.get("content")) for m in reversed(messages) if m.get("role") == "user"), ""
     )
     if not query:
-        raise InvalidRequest("file_search needs a user message to search for", param="messages")
+        raise InvalidRequest("file_search needs a user message to search for", param=param)
     limit = tool.get("max_num_results", DEFAULT_RESULTS)
     options = tool.get("ranking_options")
     options = options if isinstance(options, dict) else {}
@@ -103,7 +122,7 @@ async def ground(
         request_id=request_id,
         now=utcnow(),
     )
-    sources = Sources(hits)
+    sources = Sources(hits, query)
     position = sum(1 for m in messages if m.get("role") in ("system", "developer"))
     messages.insert(position, {"role": "system", "content": sources.prompt()})
     return sources
@@ -114,6 +133,8 @@ class Sources:
     """The passages given to the model, and the annotation of its answer with them."""
 
     hits: list[SearchHit]
+    #: What was searched for.
+    query: str = ""
     #: The answer's text so far, per choice (streams).
     texts: dict[int, str] = field(default_factory=dict)
 
@@ -130,30 +151,31 @@ class Sources:
             parts.append(f"[{number}] ({where})\n{hit.text}")
         return "\n\n".join(parts)
 
-    def annotations(self, text: str) -> list[dict[str, Any]]:
-        found = []
+    def cited(self, text: str) -> Iterator[tuple[re.Match[str], SearchHit]]:
+        """Each marker of a source in ``text``, with the source it names."""
         for match in MARKER.finditer(text):
             number = int(match.group(1))
-            if not 1 <= number <= len(self.hits):
-                continue
-            hit = self.hits[number - 1]
-            found.append(
-                {
-                    "type": "file_citation",
-                    "text": match.group(0),
-                    "start_index": match.start(),
-                    "end_index": match.end(),
-                    "file_citation": {
-                        "file_id": hit.file_id,
-                        "filename": hit.filename,
-                        "vector_store_id": hit.store_id,
-                        "page": hit.page,
-                        "heading": hit.heading,
-                        "quote": hit.text[:500],
-                    },
-                }
-            )
-        return found
+            if 1 <= number <= len(self.hits):
+                yield match, self.hits[number - 1]
+
+    def annotations(self, text: str) -> list[dict[str, Any]]:
+        return [
+            {
+                "type": "file_citation",
+                "text": match.group(0),
+                "start_index": match.start(),
+                "end_index": match.end(),
+                "file_citation": {
+                    "file_id": hit.file_id,
+                    "filename": hit.filename,
+                    "vector_store_id": hit.store_id,
+                    "page": hit.page,
+                    "heading": hit.heading,
+                    "quote": hit.text[:500],
+                },
+            }
+            for match, hit in self.cited(text)
+        ]
 
     def annotate(self, raw: bytes) -> bytes:
         """A whole chat completion with its choices' annotations."""

@@ -3,13 +3,20 @@ admission and usage row), passed through to deployments that serve the Responses
 (providers with a ``responses_base_url``, workers with a ``responses`` method) and translated to
 chat completions for every other model, streams included.
 
+A ``file_search`` tool is run by the platform over its knowledge bases, as on the chat route
+(file_search.py): once the request is admitted its stores are searched as the caller, the
+passages go into the translated prompt, and the Response reports the search as a
+``file_search_call`` item and cites its sources in ``file_citation`` annotations. Such a
+request is always translated, even for a deployment that serves Responses natively: the
+stores it names are this platform's, which no provider can search.
+
 A response is kept (unless the request says ``store: false``) with the input items it answered,
 before its last bytes go out, so a client's next request can continue it at once with
 ``previous_response_id``. A conversation continued on a deployment that did not answer its
 previous turn natively is sent there whole, as input items.
 
 ``run_response`` runs one request without a client connection, for background jobs (the Batch
-API's ``/v1/responses`` lines).
+API's ``/v1/responses`` lines), and leaves its usage row to its caller.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from typing import Any
 import orjson
 
 from hepai_server.errors import HepAIError, InvalidRequest
+from hepai_server.gateway import file_search
 from hepai_server.gateway.asgi import (
     Collected,
     Receive,
@@ -40,11 +48,17 @@ from hepai_server.gateway.relay import resolve_model
 from hepai_server.protocol.openai import CHAT, Usage
 from hepai_server.protocol.response_stream import ResponseStream
 from hepai_server.protocol.responses import (
+    SEARCH_RESULTS,
+    FileSearchCall,
     ResponseShape,
     chat_to_response,
     check_request,
+    encode_text_answer,
     estimate_tokens,
+    file_citation,
+    file_search_call_item,
     input_items,
+    new_id,
     responses_to_chat,
     split_tools,
     with_ids,
@@ -63,16 +77,12 @@ Keep = Callable[[dict[str, Any], list[dict[str, Any]], str | None], Awaitable[No
 _TERMINAL = (b'"response.completed"', b'"response.incomplete"', b'"response.failed"')
 
 
-def hosted_tools(tools: list[dict[str, Any]]) -> None:
-    """The seam for hosted tools the platform runs itself: ``file_search`` will search the
-    caller's knowledge bases here (its results given to the model as a tool's output) once
-    they exist; until then it is refused, naming why."""
-    for tool in tools:
-        raise InvalidRequest(
-            f"the {tool.get('type')} tool is not available on this platform yet (knowledge "
-            "bases are coming); pass the documents' text as input instead",
-            param="tools",
-        )
+def hosted_tools(tools: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The hosted tools the platform runs itself, checked: the request's ``file_search``
+    tool (its stores are searched once the request is admitted, ``ground``), or None."""
+    if len(tools) > 1:
+        raise InvalidRequest("a request may have one file_search tool", param="tools")
+    return file_search.check_tool(tools[0]) if tools else None
 
 
 class ResponsesDialect:
@@ -87,6 +97,7 @@ class ResponsesDialect:
         "final",
         "items",
         "provider",
+        "search",
         "shape",
     )
 
@@ -98,8 +109,11 @@ class ResponsesDialect:
         conversation: Conversation | None,
         shape: ResponseShape,
         keep: Keep | None,
+        search: dict[str, Any] | None = None,
     ) -> None:
         self.body = body
+        #: The file_search tool the platform runs for the request, if it has one.
+        self.search = search
         self.items = items
         self.conversation = conversation
         self.shape = shape
@@ -119,7 +133,9 @@ class ResponsesDialect:
         return self.final is not None and not self._kept
 
     def native(self, deployment: Deployment) -> tuple[str, dict[str, str]] | None:
-        if deployment.responses_url is None:
+        if deployment.responses_url is None or self.search is not None:
+            # A file_search names this platform's knowledge bases, which no provider can
+            # search: the platform searches them and the model answers by translation.
             return None
         return deployment.responses_url, deployment.headers
 
@@ -138,10 +154,48 @@ class ResponsesDialect:
 
     def answer(self, chat: dict[str, Any], model: str) -> bytes:
         self.provider = None
+        if self._keep is None and (encoded := encode_text_answer(chat, self.shape)):
+            return encoded  # nothing to keep: the JSON is all that is needed
         head = chat_to_response(chat, self.shape)
-        if self._keep is not None:
-            self.final = self.shape.response(head)
-        return self.shape.encode(head)
+        if self._keep is None:
+            return self.shape.encode(head)
+        self.final = final = self.shape.response(head)
+        return orjson.dumps(final)
+
+    async def ground(self, exchange: Exchange, caller: Caller, chat: dict[str, Any]) -> None:
+        """Run the request's file_search as the caller and put its passages into ``chat``,
+        the translated request; the Response reports it and cites its sources."""
+        assert self.search is not None
+        sources = await file_search.ground_messages(
+            exchange.gateway,
+            caller,
+            self.search,
+            chat["messages"],
+            exchange.request_id,
+            param="input",
+        )
+        include = self.body.get("include")
+        results = None
+        if isinstance(include, list) and SEARCH_RESULTS in include:
+            results = [
+                {
+                    "file_id": hit.file_id,
+                    "filename": hit.filename,
+                    "score": hit.score,
+                    "text": hit.text,
+                    "attributes": hit.attributes,
+                }
+                for hit in sources.hits
+            ]
+
+        def cite(text: str) -> list[dict[str, Any]]:
+            return [
+                file_citation(hit.file_id, hit.filename, match.start())
+                for match, hit in sources.cited(text)
+            ]
+
+        item = file_search_call_item(new_id("fs"), "completed", [sources.query], results)
+        self.shape.search = FileSearchCall(item, cite)
 
     def native_answer(self, body: dict[str, Any]) -> None:
         if body.get("object") == "response" and isinstance(body.get("id"), str):
@@ -183,11 +237,12 @@ class ResponsesDialect:
 
 def portable(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Conversation items as another deployment can take them: without the ids only this
-    platform knows, and without reasoning (no model reads another's)."""
+    platform knows, without reasoning (no model reads another's) and this platform's
+    searches."""
     kept = []
     for item in items:
-        if item.get("type") == "reasoning":
-            continue
+        if item.get("type") in ("reasoning", "file_search_call"):
+            continue  # a search of this platform's stores means nothing elsewhere
         kept.append({k: v for k, v in item.items() if k not in ("id", "status")})
     return kept
 
@@ -209,7 +264,7 @@ class ResponsesRelay:
             limit=gateway.settings.max_body_bytes,
         )
         call, prompt, output = await prepare(exchange, caller, parse_json_object(raw), len(raw))
-        await exchange.admit(caller, prompt=prompt, output=output, embedding=False)
+        await admit(exchange, caller, call, prompt=prompt, output=output)
         await gateway.proxy.relay(call, exchange.outcome, receive, send)
 
 
@@ -219,14 +274,15 @@ async def prepare(
     """The checked request (``size`` bytes) as a call to its model, translated where it must
     be, with its prompt and output tokens estimated for admission."""
     gateway = exchange.gateway
-    exchange.model = model_id = check_request(body)
+    model_id, settings = check_request(body)
+    exchange.model = model_id
     if body.get("background"):
         raise InvalidRequest(
             "background responses are not available on this platform; stream instead",
             param="background",
         )
     functions, hosted = split_tools(body.get("tools"))
-    hosted_tools(hosted)
+    search = hosted_tools(hosted)
     items = input_items(body.get("input"))
     conversation = None
     if previous := body.get("previous_response_id"):
@@ -240,8 +296,9 @@ async def prepare(
         body=body,
         items=items,
         conversation=conversation,
-        shape=ResponseShape.of(body, model_id),
+        shape=ResponseShape.of(body, model_id, settings),
         keep=keeper(exchange, caller) if body.get("store", True) else None,
+        search=search,
     )
     call = Call.create(
         request_id=exchange.request_id,
@@ -255,6 +312,17 @@ async def prepare(
     exchange.stream = call.stream
     output = body.get("max_output_tokens") or gateway.settings.default_output_tokens
     return call, estimate_tokens(size, history), int(output)
+
+
+async def admit(
+    exchange: Exchange, caller: Caller, call: Call, *, prompt: int, output: int
+) -> None:
+    """Admit the call as chat's are; then run the file_search it asks for (after admission,
+    as on chat: a caller the limits refuse gets no searches, nor their usage rows)."""
+    await exchange.admit(caller, prompt=prompt, output=output, embedding=False)
+    dialect = call.dialect
+    if isinstance(dialect, ResponsesDialect) and dialect.search is not None:
+        await dialect.ground(exchange, caller, call.body)
 
 
 def keeper(exchange: Exchange, caller: Caller) -> Keep:
@@ -289,12 +357,18 @@ def keeper(exchange: Exchange, caller: Caller) -> Keep:
 async def run_response(
     exchange: Exchange, caller: Caller, body: dict[str, Any]
 ) -> tuple[int, bytes]:
-    """One Responses request run to its end with no client connection (a Batch line): admitted
-    and relayed in ``exchange`` as a live one is; the answer's status and JSON body. Whoever
-    calls it records the exchange's usage row and settles its ticket, as a Frame does."""
+    """One Responses request run to its end with no client connection (a Batch API line):
+    made non-streaming, then checked, admitted, its file_search run and relayed in ``exchange``
+    as a live request is, and kept in the conversation store before this returns (unless it
+    says ``store: false``). Returns the answer's status and JSON body, an upstream's 4xx about
+    the request included. An error before any answer (a bad request, a model the caller may
+    not use, the limits' 429, a store they may not read, an upstream that failed or timed
+    out) is raised as a ``HepAIError`` instead. Either way the caller then calls
+    ``exchange.finish(caller)``, which records the request's one usage row and settles its
+    admission, as a Frame does."""
     body = {**body, "stream": False}
     call, prompt, output = await prepare(exchange, caller, body, len(orjson.dumps(body)))
-    await exchange.admit(caller, prompt=prompt, output=output, embedding=False)
+    await admit(exchange, caller, call, prompt=prompt, output=output)
     answer = Collected()
     await exchange.gateway.proxy.relay(call, exchange.outcome, answer.receive, answer.send)
     return answer.status, answer.body

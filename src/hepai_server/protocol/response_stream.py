@@ -85,9 +85,24 @@ class ResponseStream:
     def _start(self) -> bytes:
         self.started = True
         snapshot = self.shape.encode(self.shape.head("in_progress", [], None))
-        return self._whole(b"response.created", snapshot) + self._whole(
+        out = self._whole(b"response.created", snapshot) + self._whole(
             b"response.in_progress", snapshot
         )
+        if self.shape.search is not None:
+            out += self._searched(self.shape.search.item)
+        return out
+
+    def _searched(self, item: dict[str, Any]) -> bytes:
+        """The events of the file_search the platform ran before the model began: it is
+        over by now, so they come at once, as the first output item."""
+        index = len(self.output)
+        where = {"item_id": item["id"], "output_index": index}
+        opened = {**item, "status": "in_progress", "queries": [], "results": None}
+        out = self._event("response.output_item.added", {"output_index": index, "item": opened})
+        for step in ("in_progress", "searching", "completed"):
+            out += self._event(f"response.file_search_call.{step}", dict(where))
+        self.output.append(item)
+        return out + self._event("response.output_item.done", {"output_index": index, "item": item})
 
     def _whole(self, kind: bytes, response: bytes) -> bytes:
         """An event that carries a whole Response (encoded)."""
@@ -183,13 +198,26 @@ class ResponseStream:
 
     def _close_message(self) -> bytes:
         text = "".join(self._parts)
-        self.output.append(message_item(self._item, text, "completed"))
+        search = self.shape.search
+        cited = search.cite(text) if search is not None else []
+        self.output.append(message_item(self._item, text, "completed", cited))
         encoded = orjson.dumps(text)
-        part = _text_part(encoded)
+        part = _text_part(encoded, orjson.dumps(cited) if cited else b"[]")
         at = self._where[self._where.index(b'"output_index"') :]
         item = b'{"id":"' + self._item.encode() + b'","type":"message","status":"completed"'
+        out = b""
+        for number, annotation in enumerate(cited):
+            out += self._raw(
+                b"response.output_text.annotation.added",
+                self._where
+                + b',"content_index":0,"annotation_index":'
+                + str(number).encode()
+                + b',"annotation":'
+                + orjson.dumps(annotation),
+            )
         return (
-            self._raw(
+            out
+            + self._raw(
                 b"response.output_text.done",
                 self._where + b',"content_index":0,"text":' + encoded + b',"logprobs":[]',
             )
@@ -281,6 +309,12 @@ def _head(kind: bytes, item: str) -> bytes:
     return b"event: " + kind + b'\ndata: {"type":"' + kind + b'","item_id":"' + item.encode()
 
 
-def _text_part(text: bytes) -> bytes:
-    """An output_text part, its text already JSON."""
-    return b'{"type":"output_text","text":' + text + b',"annotations":[],"logprobs":[]}'
+def _text_part(text: bytes, annotations: bytes = b"[]") -> bytes:
+    """An output_text part, its text and annotations already JSON."""
+    return (
+        b'{"type":"output_text","text":'
+        + text
+        + b',"annotations":'
+        + annotations
+        + b',"logprobs":[]}'
+    )

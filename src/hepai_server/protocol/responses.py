@@ -9,10 +9,12 @@ here: the stored conversation comes in as items, and the response to store goes 
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,9 +60,25 @@ RESPONSES_FIELDS = frozenset(
 )
 #: Fields of a Responses request that chat completions take as they are.
 PASSED_FIELDS = frozenset({"temperature", "top_p", "parallel_tool_calls", "stream"})
-#: Hosted tools the platform may run itself one day; ``file_search`` waits for the knowledge
-#: bases (see gateway/responses.py, ``hosted_tools``).
+#: Fields of a Responses request that ``responses_to_chat`` translates one by one; the rest of
+#: RESPONSES_FIELDS (and PASSED_FIELDS) are read elsewhere or dropped.
+TRANSLATED_FIELDS = frozenset(
+    {
+        "instructions",
+        "max_output_tokens",
+        "top_logprobs",
+        "user",
+        "safety_identifier",
+        "reasoning",
+        "text",
+    }
+)
+DROPPED_FIELDS = RESPONSES_FIELDS - PASSED_FIELDS - TRANSLATED_FIELDS
+#: Hosted tools the platform runs itself: ``file_search`` searches its knowledge bases
+#: (gateway/responses.py, ``hosted_tools``).
 HOSTED_TOOLS = frozenset({"file_search"})
+#: What ``include`` asks for to get a file_search_call's results in the Response.
+SEARCH_RESULTS = "file_search_call.results"
 #: Fields whose type the translation relies on: the type, and how the error names it.
 TYPED_FIELDS: dict[str, tuple[type, str]] = {
     "instructions": (str, "a string"),
@@ -104,11 +122,12 @@ ID_PREFIX = {
     "function_call": "fc",
     "function_call_output": "fco",
     "reasoning": "rs",
+    "file_search_call": "fs",
 }
 
 
 #: The kinds of ids (their prefixes): responses, items, and the calls of function tools.
-KINDS = ("resp", "msg", "fc", "fco", "rs", "call")
+KINDS = ("resp", "msg", "fc", "fco", "rs", "call", "fs")
 
 
 class ItemIds:
@@ -128,12 +147,13 @@ class ItemIds:
 
     def reseed(self) -> None:
         self._prefix = secrets.token_hex(12)
-        self._count = itertools.count()
+        # From 16**24, so that hex() of each, less its "0x1", is 24 digits: cheaper than format.
+        self._count = itertools.count(16**24)
         self._heads = {kind: f"{kind}_{self._prefix}" for kind in KINDS}
 
     def __call__(self, kind: str) -> str:
         """``resp_``, ``msg_``, ``fc_`` … and 48 hex digits, in OpenAI's shape."""
-        return self._heads[kind] + format(next(self._count), "024x")
+        return self._heads[kind] + hex(next(self._count))[3:]
 
 
 #: A fresh id for a response or an item: ``new_id("resp")``.
@@ -144,28 +164,41 @@ os.register_at_fork(after_in_child=new_id.reseed)
 # --- the request -----------------------------------------------------------------------------
 
 
-def check_request(body: dict[str, Any]) -> str:
-    """Check the fields the translation relies on; return the model id."""
+def check_request(body: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """Check the fields the translation relies on; return the model id, and the settings the
+    request gives that its Response echoes (``ResponseShape.of``), read in the same pass."""
     model = check_model_id(body.get("model"))
     value = body.get("input")
     if value is not None and not isinstance(value, str | list):
         raise InvalidRequest("'input' must be a string or an array of items", param="input")
     if value is None and not body.get("previous_response_id"):
         raise InvalidRequest("'input' is required", param="input")
+    settings: dict[str, Any] = {}
+    fields = _FIELDS
     for name, found in body.items():
-        typed = TYPED_FIELDS.get(name)
-        if typed is None or found is None:
+        if found is None or (field := fields.get(name)) is None:
             continue
-        kind, described = typed
-        if kind is float:  # a number, and not a boolean
-            fits = type(found) in (int, float)
-        elif kind is int:
-            fits = type(found) is int and 1 <= found <= MAX_TOKENS_LIMIT
-        else:
-            fits = isinstance(found, kind)
-        if not fits:
-            raise InvalidRequest(f"'{name}' must be {described}", param=name)
-    return model
+        kind, described, echoed = field
+        if kind is not None:
+            if kind is float:  # a number, and not a boolean
+                fits = type(found) in (int, float)
+            elif kind is int:
+                fits = type(found) is int and 1 <= found <= MAX_TOKENS_LIMIT
+            else:
+                fits = isinstance(found, kind)
+            if not fits:
+                raise InvalidRequest(f"'{name}' must be {described}", param=name)
+        if echoed:
+            settings[name] = found
+    return model, settings
+
+
+#: What ``check_request`` reads of each field it knows: its type and how an error names it
+#: (TYPED_FIELDS; None: any), and whether a Response echoes it (ECHO_DEFAULTS).
+_FIELDS: dict[str, tuple[type | None, str, bool]] = {
+    name: (*TYPED_FIELDS.get(name, (None, "")), name in ECHO_DEFAULTS)
+    for name in TYPED_FIELDS.keys() | ECHO_DEFAULTS.keys()
+}
 
 
 def input_items(value: Any) -> list[dict[str, Any]]:
@@ -213,7 +246,7 @@ def responses_to_chat(
     for key, value in body.items():
         if key not in RESPONSES_FIELDS:
             request[key] = value
-        elif value is None:
+        elif value is None or key in DROPPED_FIELDS:
             continue
         elif key in PASSED_FIELDS:
             request[key] = value
@@ -277,6 +310,8 @@ def _tool_choice(choice: Any) -> Any:
         return choice
     if isinstance(choice, dict) and choice.get("type") == "function":
         return {"type": "function", "function": {"name": choice.get("name")}}
+    if isinstance(choice, dict) and choice.get("type") in HOSTED_TOOLS:
+        return "auto"  # the platform runs it before the model answers; functions stay free
     if choice is None:
         return None
     raise InvalidRequest(
@@ -325,8 +360,8 @@ def items_to_messages(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     "content": _text(item.get("output")),
                 }
             )
-        elif kind == "reasoning":
-            continue
+        elif kind in ("reasoning", "file_search_call"):
+            continue  # another model's thoughts; a search whose passages that turn had
         else:
             raise InvalidRequest(f"input items of type {kind!r} are not supported", param="input")
     return messages
@@ -334,15 +369,16 @@ def items_to_messages(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _message(item: dict[str, Any]) -> dict[str, Any]:
     role = item.get("role")
+    content = item.get("content")
+    if role == "user" and type(content) is list and len(content) == 1:
+        part = content[0]  # one text part, the common case: a plain string to chat
+        if type(part) is dict and part.get("type") == "input_text":
+            text = part.get("text")
+            return {"role": "user", "content": text if type(text) is str else str(text or "")}
     if role not in ("user", "assistant", "system", "developer"):
         raise InvalidRequest(
             "each message needs role user, assistant, system or developer", param="input"
         )
-    content = item.get("content")
-    if role == "user" and type(content) is list and len(content) == 1:
-        part = content[0]  # one text part, the common case: a plain string to chat
-        if isinstance(part, dict) and part.get("type") == "input_text":
-            return {"role": "user", "content": str(part.get("text") or "")}
     if role != "user":
         # Assistant, system and developer turns are text; developer is system to chat models.
         return {"role": "system" if role == "developer" else role, "content": _text(content)}
@@ -393,6 +429,33 @@ def _text(content: Any) -> str:
 # --- the answer ------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class FileSearchCall:
+    """A file_search the platform ran before the model answered: the output item that reports
+    it (first in the output), and the ``file_citation`` annotations of a text of the answer."""
+
+    item: dict[str, Any]
+    cite: Callable[[str], list[dict[str, Any]]]
+
+
+def file_search_call_item(
+    item_id: str, status: str, queries: list[str], results: list[dict[str, Any]] | None
+) -> dict[str, Any]:
+    """A ``file_search_call`` output item; ``results`` only when ``include`` asked for them."""
+    return {
+        "id": item_id,
+        "type": "file_search_call",
+        "status": status,
+        "queries": queries,
+        "results": results,
+    }
+
+
+def file_citation(file_id: str, filename: str, index: int) -> dict[str, Any]:
+    """A citation of a file at ``index``, a character position in the text, as OpenAI's."""
+    return {"type": "file_citation", "file_id": file_id, "filename": filename, "index": index}
+
+
 @dataclass(slots=True)
 class ResponseShape:
     """What every Response of one request says: its id and model, its own fields, and the
@@ -406,30 +469,39 @@ class ResponseShape:
     model: str
     #: The request, whose settings every Response of it repeats (ECHO_DEFAULTS for the rest).
     request: dict[str, Any]
-    _echo: dict[str, Any] | None = None
+    #: The file_search the platform ran for it, once it has.
+    search: FileSearchCall | None = None
+    #: The settings the request gave, and the echo's JSON (both made once, when needed).
+    _given: dict[str, Any] | None = None
     _encoded: bytes = b""
 
     @classmethod
-    def of(cls, body: dict[str, Any], model: str) -> ResponseShape:
-        return cls(new_id("resp"), int(time.time()), model, body)
+    def of(
+        cls, body: dict[str, Any], model: str, settings: dict[str, Any] | None = None
+    ) -> ResponseShape:
+        """The shape of ``body``'s Responses; ``settings``, those it gave of the ones a Response
+        echoes, if ``check_request`` has read them already."""
+        return cls(new_id("resp"), int(time.time()), model, body, None, settings)
+
+    def _settings(self) -> dict[str, Any]:
+        given = self._given
+        if given is None:
+            given = self._given = {}
+            for key, value in self.request.items():
+                if key in ECHO_DEFAULTS and value is not None:
+                    given[key] = value
+        return given
 
     @property
     def echo(self) -> dict[str, Any]:
-        """The request's settings as a Response repeats them (made once)."""
-        if self._echo is None:
-            echo = dict(ECHO_DEFAULTS)
-            for key, value in self.request.items():
-                if value is not None and key in ECHO_DEFAULTS:
-                    echo[key] = value
-            self._echo = echo
-        return self._echo
+        """The request's settings as a Response repeats them."""
+        return {**ECHO_DEFAULTS, **self._settings()}
 
     def head(
         self,
         status: str,
         output: list[dict[str, Any]],
         usage: dict[str, Any] | None,
-        *,
         error: dict[str, Any] | None = None,
         incomplete: str | None = None,
     ) -> dict[str, Any]:
@@ -451,40 +523,89 @@ class ResponseShape:
         return {**head, **self.echo}
 
     def encode(self, head: dict[str, Any]) -> bytes:
-        """The whole Response of ``head``, as JSON (the echo encoded once)."""
-        if not self._encoded:
-            self._encoded = orjson.dumps(self.echo)
-        return orjson.dumps(head)[:-1] + b"," + self._encoded[1:]
+        """The whole Response of ``head``, as JSON."""
+        return orjson.dumps(head)[:-1] + self.echo_json()
+
+    def echo_json(self) -> bytes:
+        """The echo's members as JSON, each after a comma, and the Response's closing brace:
+        made once, of the settings the request gave and the defaults' JSON, which is made once
+        for all requests."""
+        encoded = self._encoded
+        if not encoded:
+            given = self._settings()
+            encoded = _echo_defaults(frozenset(given))
+            if given:
+                encoded = b"," + orjson.dumps(given)[1:-1] + encoded
+            self._encoded = encoded
+        return encoded
+
+
+@functools.lru_cache(maxsize=64)
+def _echo_defaults(given: frozenset[str]) -> bytes:
+    """The JSON of the echo's defaults a request did not replace, each after a comma, and the
+    Response's closing brace (a request sets few of its settings, and the same few)."""
+    return (
+        b"".join(
+            b"," + orjson.dumps(key) + b":" + orjson.dumps(value)
+            for key, value in ECHO_DEFAULTS.items()
+            if key not in given
+        )
+        + b"}"
+    )
 
 
 def response_usage(usage: Any) -> dict[str, Any] | None:
     """A chat usage block in the Responses API's form."""
-    if not isinstance(usage, dict):
+    if type(usage) is not dict:
         return None
-    prompt = usage.get("prompt_tokens") or 0
-    completion = usage.get("completion_tokens") or 0
-    details = usage.get("prompt_tokens_details")
-    cached = details.get("cached_tokens") if details else usage.get("prompt_cache_hit_tokens")
-    details = usage.get("completion_tokens_details")
-    reasoning = details.get("reasoning_tokens") if details else 0
+    prompt, cached, written, completion, reasoning, total = _usage_counts(usage)
     return {
         "input_tokens": prompt,
-        "input_tokens_details": {"cached_tokens": cached or 0},
+        "input_tokens_details": {"cached_tokens": cached, "cache_write_tokens": written},
         "output_tokens": completion,
-        "output_tokens_details": {"reasoning_tokens": reasoning or 0},
-        "total_tokens": usage.get("total_tokens") or prompt + completion,
+        "output_tokens_details": {"reasoning_tokens": reasoning},
+        "total_tokens": total,
     }
+
+
+def _usage_counts(usage: dict[str, Any]) -> tuple[int, int, int, int, int, int]:
+    """A chat usage block's counts, as a Response's usage has them: input tokens, cached
+    and written to the cache, output tokens, reasoning, total. A count that is not an
+    integer is none (0), as the usage row reads it (``Usage.from_block``)."""
+    get = usage.get
+    prompt = get("prompt_tokens") or 0
+    completion = get("completion_tokens") or 0
+    details = get("prompt_tokens_details")
+    if type(details) is dict:
+        cached, written = details.get("cached_tokens") or 0, details.get("cache_write_tokens") or 0
+    else:
+        cached, written = get("prompt_cache_hit_tokens") or 0, 0
+    details = get("completion_tokens_details")
+    reasoning = (details.get("reasoning_tokens") or 0) if type(details) is dict else 0
+    total = get("total_tokens") or 0
+    if not (
+        type(prompt) is type(completion) is type(total) is int
+        and type(cached) is type(written) is type(reasoning) is int
+    ):
+        prompt, cached, written, completion, reasoning, total = (
+            count if type(count) is int else 0
+            for count in (prompt, cached, written, completion, reasoning, total)
+        )
+    return prompt, cached, written, completion, reasoning, total or prompt + completion
 
 
 def chat_to_response(chat: dict[str, Any], shape: ResponseShape) -> dict[str, Any]:
     """A chat completion answer as the head of a Response (``ResponseShape.head``)."""
-    choice = (chat.get("choices") or [{}])[0]
+    choices = chat.get("choices")
+    choice = choices[0] if choices else {}
     message = choice.get("message") or {}
-    output: list[dict[str, Any]] = []
+    search = shape.search
+    output: list[dict[str, Any]] = [search.item] if search is not None else []
     if reasoning := message.get("reasoning_content"):
         output.append(reasoning_item(new_id("rs"), reasoning, "completed"))
     if text := message.get("content"):
-        output.append(message_item(new_id("msg"), text, "completed"))
+        cited = search.cite(text) if search is not None else []
+        output.append(message_item(new_id("msg"), text, "completed", cited))
     for call in message.get("tool_calls") or ():
         function = call.get("function") or {}
         output.append(
@@ -496,27 +617,86 @@ def chat_to_response(chat: dict[str, Any], shape: ResponseShape) -> dict[str, An
                 "completed",
             )
         )
-    incomplete = STATUS_OF_FINISH.get(choice.get("finish_reason") or "stop")
+    finish = choice.get("finish_reason")
+    incomplete = STATUS_OF_FINISH.get(finish) if finish else None
     return shape.head(
         "incomplete" if incomplete else "completed",
         output,
         response_usage(chat.get("usage")),
-        incomplete=incomplete,
+        None,
+        incomplete,
     )
 
 
-def message_item(item_id: str, text: str, status: str) -> dict[str, Any]:
+def encode_text_answer(chat: dict[str, Any], shape: ResponseShape) -> bytes | None:
+    """The Response of a chat answer that is text alone (the common case), as JSON written
+    directly: what ``shape.encode(chat_to_response(chat, shape))`` gives, without building
+    the Response's dicts first. None for any other answer (reasoning, tool calls, sources)."""
+    try:
+        choice = chat["choices"][0]
+        message = choice["message"]
+        text = message["content"]
+        if message.get("tool_calls") or message.get("reasoning_content"):
+            return None
+        finish = choice.get("finish_reason")
+    except (LookupError, TypeError, AttributeError):  # not the shape of a text answer
+        return None
+    if type(text) is not str or not text or shape.search is not None:
+        return None
+    incomplete = STATUS_OF_FINISH.get(finish) if finish else None
+    return (
+        _TEXT_RESPONSE
+        % (
+            shape.id.encode(),
+            shape.created_at,
+            b"incomplete" if incomplete else b"completed",
+            b'{"reason":"%s"}' % incomplete.encode() if incomplete else b"null",
+            orjson.dumps(shape.model),
+            new_id("msg").encode(),
+            orjson.dumps(text),
+            _usage_json(chat.get("usage")),
+        )
+        + shape.echo_json()
+    )
+
+
+#: ``encode_text_answer``'s Response up to its echo: ``ResponseShape.head`` and
+#: ``message_item`` as JSON, in their order.
+_TEXT_RESPONSE = (
+    b'{"id":"%s","object":"response","created_at":%d,"status":"%s","background":false,'
+    b'"error":null,"incomplete_details":%s,"model":%s,"output":[{"id":"%s","type":"message",'
+    b'"status":"completed","role":"assistant","content":[{"type":"output_text","text":%s,'
+    b'"annotations":[],"logprobs":[]}]}],"usage":%s'
+)
+#: ``response_usage`` as JSON, its counts in ``_usage_counts``' order.
+_USAGE = (
+    b'{"input_tokens":%d,"input_tokens_details":{"cached_tokens":%d,"cache_write_tokens":%d},'
+    b'"output_tokens":%d,"output_tokens_details":{"reasoning_tokens":%d},"total_tokens":%d}'
+)
+
+
+def _usage_json(usage: Any) -> bytes:
+    """``response_usage(usage)`` as JSON, written directly."""
+    if type(usage) is not dict:
+        return b"null"
+    return _USAGE % _usage_counts(usage)
+
+
+def message_item(
+    item_id: str, text: str, status: str, annotations: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """An assistant message item; its one output_text part unless it is in progress."""
     return {
         "id": item_id,
         "type": "message",
         "status": status,
         "role": "assistant",
-        "content": [output_text(text)] if status != "in_progress" else [],
+        "content": [
+            {"type": "output_text", "text": text, "annotations": annotations or [], "logprobs": []}
+        ]
+        if status != "in_progress"
+        else [],
     }
-
-
-def output_text(text: str) -> dict[str, Any]:
-    return {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
 
 
 def reasoning_item(item_id: str, text: str, status: str) -> dict[str, Any]:
