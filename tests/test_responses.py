@@ -501,11 +501,24 @@ def test_the_conversation_store_keeps_each_owners_turns(
                     now=now,
                     retention=keep,
                 )
-        with engine.begin() as connection:  # the same id again, by someone else: kept as it was
+        # An upstream naming a kept id (a worker answering natively chooses its ids) changes
+        # nothing; one naming an id the platform mints later loses it to the platform's.
+        for planted in ("resp_a", "resp_c"):
+            with engine.begin() as connection:
+                store.save_response(
+                    connection,
+                    user_id=other_id,
+                    response={"id": planted, "model": "stolen", "output": []},
+                    input_items=[],
+                    provider="worker:hostile",
+                    now=now,
+                    retention=keep,
+                )
+        with engine.begin() as connection:
             store.save_response(
                 connection,
-                user_id=other_id,
-                response={"id": "resp_a", "model": "stolen", "output": []},
+                user_id=owner_id,
+                response={"id": "resp_c", "model": "m", "output": []},
                 input_items=[],
                 provider=None,
                 now=now,
@@ -518,11 +531,13 @@ def test_the_conversation_store_keeps_each_owners_turns(
             assert [item["content"] for item in conversation.items] == ["one"] * 2 + ["two"] * 2
             with pytest.raises(NotFound):
                 store.find_response(session, user_id=other_id, response_id="resp_a", now=now)
+            mine = store.find_response(session, user_id=owner_id, response_id="resp_c", now=now)
+            assert mine.model == "m"
             with pytest.raises(NotFound):
                 store.find_response(
                     session, user_id=owner_id, response_id="resp_a", now=now + 2 * keep
                 )
-            assert store.purge_expired(session, now=now + 2 * keep) == 2
+            assert store.purge_expired(session, now=now + 2 * keep) == 3
     finally:
         engine.dispose()
 

@@ -257,9 +257,23 @@ async def test_a_search_with_nothing_to_search_for_names_the_input(
             {"type": "file_search", "vector_store_ids": ["vs_a"]},
             {"type": "file_search", "vector_store_ids": ["vs_b"]},
         ],
+        [
+            {
+                "type": "file_search",
+                "vector_store_ids": ["vs_a"],
+                "ranking_options": {"score_threshold": "abc"},
+            }
+        ],
+        [
+            {
+                "type": "file_search",
+                "vector_store_ids": ["vs_a"],
+                "ranking_options": {"score_threshold": 2},
+            }
+        ],
     ],
 )
-async def test_a_file_search_without_one_list_of_stores_is_400(
+async def test_a_file_search_without_one_list_of_stores_or_a_sane_threshold_is_400(
     api: openai.AsyncOpenAI, tools: list[Any]
 ) -> None:
     with pytest.raises(openai.BadRequestError) as raised:

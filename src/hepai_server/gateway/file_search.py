@@ -74,6 +74,14 @@ def check_tool(tool: dict[str, Any]) -> dict[str, Any]:
     stores = tool.get("vector_store_ids")
     if not isinstance(stores, list) or not stores or not all(isinstance(s, str) for s in stores):
         raise InvalidRequest("file_search needs 'vector_store_ids'", param="tools")
+    options = tool.get("ranking_options")
+    threshold = options.get("score_threshold", 0.0) if isinstance(options, dict) else 0.0
+    if threshold is not None and (
+        type(threshold) not in (int, float) or not 0.0 <= threshold <= 1.0
+    ):
+        raise InvalidRequest(
+            "file_search's 'score_threshold' must be a number from 0 to 1", param="tools"
+        )
     return tool
 
 

@@ -45,24 +45,30 @@ def save_response(
     retention: timedelta,
 ) -> None:
     """Keep a response and the input items it answered: one INSERT on a connection, no ORM
-    session, since every Responses request pays for it on its way out (an id already kept, a
-    provider's id another user's response has among them, stays as it is)."""
+    session, since every Responses request pays for it on its way out.
+
+    The platform mints each of its ids once, so one already kept under a platform id was put
+    there by an upstream that chose it (a worker answering natively can name any id): the
+    platform's response replaces it. An id an upstream chose never replaces a kept one."""
     dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
-    connection.execute(
-        dialect.insert(StoredResponse)
-        .values(
-            id=response["id"],
-            user_id=user_id,
-            model=str(response.get("model") or "")[:256],
-            provider=provider,
-            previous_response_id=response.get("previous_response_id"),
-            input_items=input_items,
-            response=response,
-            created_at=now,
-            expires_at=now + retention,
-        )
-        .on_conflict_do_nothing(index_elements=["id"])
-    )
+    values = {
+        "id": response["id"],
+        "user_id": user_id,
+        "model": str(response.get("model") or "")[:256],
+        "provider": provider,
+        "previous_response_id": response.get("previous_response_id"),
+        "input_items": input_items,
+        "response": response,
+        "created_at": now,
+        "expires_at": now + retention,
+    }
+    insert = dialect.insert(StoredResponse).values(**values)
+    if provider is None:
+        del values["id"]
+        statement = insert.on_conflict_do_update(index_elements=["id"], set_=values)
+    else:
+        statement = insert.on_conflict_do_nothing(index_elements=["id"])
+    connection.execute(statement)
 
 
 def find_response(
