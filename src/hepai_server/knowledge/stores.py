@@ -60,6 +60,15 @@ def owned(session: Session, caller: Caller, store_id: str) -> VectorStore:
     return store
 
 
+def mine(session: Session, caller: Caller, store_id: str) -> VectorStore:
+    """The caller's own store. Any other, even one shared with them to read, answers as
+    missing: the portal's pages for a store are its owner's only."""
+    store = session.get(VectorStore, store_id)
+    if store is None or store.user_id != caller.user_id:
+        raise missing(store_id)
+    return store
+
+
 def store_file(session: Session, store: VectorStore, file_id: str) -> VectorStoreFile:
     row = session.get(VectorStoreFile, (store.id, file_id))
     if row is None:
