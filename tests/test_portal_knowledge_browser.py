@@ -30,6 +30,7 @@ WORDS = {
         "created": "Knowledge base “beam notes” created.",
         "upload": "Upload a new file",
         "upload_button": "Upload and add",
+        "uploaded": "“beam-notes.md” uploaded and added",
         "ready": "Ready",
         "question": "Question",
         "search": "Search",
@@ -46,6 +47,7 @@ WORDS = {
         "created": "已新建知识库“beam notes”",
         "upload": "上传新文件",
         "upload_button": "上传并添加",
+        "uploaded": "已上传并添加“beam-notes.md”",
         "ready": "可用",
         "question": "问题",
         "search": "检索",
@@ -168,6 +170,7 @@ def test_a_knowledge_base_is_made_filled_searched_and_deleted_in_the_portal(
 
         page.get_by_label(words["upload"]).set_input_files(document)
         page.get_by_role("button", name=words["upload_button"]).click()
+        expect(page.get_by_role("status").filter(has_text=words["uploaded"])).to_be_visible()
         row = page.locator("tr[data-store-file]", has_text="beam-notes.md")
         # The page follows ingestion by itself and reloads once it is done.
         expect(row).to_have_attribute("data-status", "completed", timeout=60_000)

@@ -81,6 +81,8 @@ document.addEventListener("submit", (event) => {
   const status = form.querySelector("output");
   const request = new XMLHttpRequest();
   request.open("POST", form.action);
+  // The redirect's page is fetched unseen: this header leaves its notice for the page shown next.
+  request.setRequestHeader("X-HepAI-Upload", "1");
   request.upload.addEventListener("progress", (step) => {
     if (!step.lengthComputable) return;
     progress.hidden = false;
