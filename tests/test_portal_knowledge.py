@@ -237,3 +237,30 @@ async def test_another_users_store_is_the_portals_404_page_even_when_shared(
         # The owner's store and file are untouched.
         state = (await owner.get(f"/knowledge/{store_id}/status")).json()
         assert state["files"][file_id]["status"] == "completed"
+
+
+async def test_a_search_that_cannot_run_says_why_on_the_page(kb_app: App) -> None:
+    visitor, _ = await signed_in(kb_app)
+    async with visitor:
+        store_id = await create(visitor, "fragile")
+        await upload(visitor, store_id, "n.md", NOTE.encode())
+        await settled(visitor, store_id)
+        with kb_app.platform.session() as session:
+            session.execute(
+                sa.text("UPDATE vector_stores SET embedding_model = 'gone/embed' WHERE id = :id"),
+                {"id": store_id},
+            )
+        page = await visitor.get(f"/knowledge/{store_id}", params={"q": "muons"})
+        assert page.status_code == 200
+        assert "the knowledge base&#39;s embedding model is not available" in page.text
+        assert "data-hit=" not in page.text
+        with kb_app.platform.session() as session:
+            session.execute(
+                sa.text(
+                    "UPDATE vector_stores SET expires_at = '2020-01-01 00:00:00' WHERE id = :id"
+                ),
+                {"id": store_id},
+            )
+        page = await visitor.get(f"/knowledge/{store_id}", params={"q": "muons"})
+        assert "This knowledge base has expired and can no longer be searched." in page.text
+        assert "Expired" in (await visitor.get("/knowledge")).text

@@ -127,7 +127,9 @@ async def render_store(
     files = await gw.knowledge.own_files(caller, store.id)
     query = request.query_params.get("q", "").strip()[:MAX_QUERY]
     hits, search_error = [], None
-    if query:
+    if query and store.expired:
+        search_error = "knowledge.search_expired"
+    elif query:
         try:
             hits = await gw.knowledge.search(
                 caller,
@@ -136,7 +138,13 @@ async def render_store(
                 now=now,
             )
         except HepAIError as failure:
-            search_error = describe(failure)
+            # The query was fine; what failed is the store's embedding model (gone, denied,
+            # down), which the generic messages would not say.
+            search_error = (
+                "knowledge.search_unavailable"
+                if failure.param == "model" or failure.status >= 500
+                else describe(failure)
+            )
     attached = {named.facts.file_id for named in files}
     mine, _ = await gw.files.page(
         user_id=viewer.user_id, limit=FILES_SHOWN, after=None, ascending=False, purpose=None
