@@ -64,6 +64,7 @@ PAGES = [
     ("/groups/g1/members/user-1", "a member's budget and limits"),
     ("/knowledge", "knowledge bases (20 stores)"),
     (f"/knowledge/{KNOWLEDGE_STORE}", "one knowledge base: 200 files, 100 more to pick from"),
+    ("/admin/knowledge", "every owner's knowledge bases in sum"),
 ]
 
 

@@ -28,6 +28,7 @@ PAGES = [
     "/admin/providers",
     "/admin/models",
     "/admin/workers",
+    "/admin/knowledge",
     "/admin/audit",
 ]
 WCAG = {"runOnly": {"type": "tag", "values": ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]}}

@@ -264,3 +264,27 @@ async def test_a_search_that_cannot_run_says_why_on_the_page(kb_app: App) -> Non
         page = await visitor.get(f"/knowledge/{store_id}", params={"q": "muons"})
         assert "This knowledge base has expired and can no longer be searched." in page.text
         assert "Expired" in (await visitor.get("/knowledge")).text
+
+
+async def test_admins_see_every_owners_knowledge_bases_in_sum_and_users_may_not(
+    kb_app: App,
+) -> None:
+    owner, owner_name = await signed_in(kb_app)
+    async with owner:
+        for name in ("first", "second"):
+            store_id = await create(owner, name)
+        await upload(owner, store_id, "n.md", NOTE.encode())
+        await upload(owner, store_id, "bad.docx", b"PK\x03\x04")
+        await settled(owner, store_id)
+        assert (await owner.get("/admin/knowledge")).status_code == 403
+    admin_name = f"kb-admin-{next(_names)}"
+    kb_app.platform.make_user(admin_name, admin=True, password=PASSWORD)
+    async with AppVisitor(kb_app, language="zh") as admin:
+        await admin.sign_in(admin_name)
+        page = (await admin.get("/admin/knowledge")).text
+        row = re.search(rf'<tr data-owner="{owner_name}">(.*?)</tr>', page, re.S)
+        assert row, page
+        cells = row.group(1)
+        assert '<td class="num" data-label="知识库">2</td>' in cells
+        assert 'data-counts="1/0/1"' in cells and "1 个失败" in cells
+        assert "mock/embed" in page and "每位用户 1.0 GiB 段落文本" in page

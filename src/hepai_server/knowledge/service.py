@@ -196,6 +196,11 @@ class KnowledgeService:
 
         return await self._transact(work)
 
+    async def usage_by_owner(self) -> list[stores.OwnerUsage]:
+        """Every owner's stores, files and bytes, the largest first: for administrators (the
+        caller checks that the viewer is one)."""
+        return await self._transact(stores.usage_by_owner)
+
     async def update_store(
         self,
         caller: Caller,

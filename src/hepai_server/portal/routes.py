@@ -99,6 +99,7 @@ def portal_routes() -> list[BaseRoute]:
         post("/admin/limits", budgets.change_limit),
         get("/admin/workers", workers.workers_page),
         post("/admin/workers", workers.change_worker),
+        get("/admin/knowledge", knowledge.admin_page),
         get("/admin/audit", admin.audit_page),
         Route("/favicon.ico", favicon, methods=["GET"]),
         Mount("/static", StaticFiles(packages=[("hepai_server.portal", "static")]), name="static"),

@@ -260,3 +260,33 @@ async def remove_file(request: Request, portal: Portal) -> Response:
         "knowledge.removed",
         name=named.get(file_id, file_id),
     )
+
+
+# -- administrators ---------------------------------------------------------------------------
+
+#: Owners the admin page lists (the totals count every one).
+OWNERS_SHOWN = 200
+
+
+async def admin_page(request: Request, portal: Portal) -> Response:
+    """Every user's knowledge bases in sum: stores, files by status, bytes against the quota."""
+    viewer = await portal.viewer(request, admin=True)
+    gw = gateway(request)
+    owners = await gw.knowledge.usage_by_owner()
+    return portal.render(
+        request,
+        "admin_knowledge.html",
+        viewer=viewer,
+        owners=owners[:OWNERS_SHOWN],
+        more=len(owners) > OWNERS_SHOWN,
+        totals={
+            "owners": len(owners),
+            "stores": sum(o.stores for o in owners),
+            "files": sum(o.files.total for o in owners),
+            "failed": sum(o.files.failed for o in owners),
+            "bytes": sum(o.usage_bytes for o in owners),
+        },
+        quota=gw.settings.knowledge_quota_bytes,
+        embedding_model=gw.settings.knowledge_embedding_model,
+        rerank_model=gw.settings.knowledge_rerank_model,
+    )
