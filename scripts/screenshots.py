@@ -5,7 +5,7 @@
 Starts a throwaway platform (SQLite, the mock upstream, a month of made-up usage), signs in as
 an ordinary user and as an admin in Debian's Chromium, and saves each page as
 ``NAME-desktop.png`` (1366x900) and ``NAME-phone.png`` (390x844). Run from the repository root;
-``--only NAME...`` saves just those pages (``--only knowledge knowledge-store``).
+``--only NAME...`` saves just those pages (``--only knowledge knowledge-store admin-knowledge``).
 """
 
 from __future__ import annotations
@@ -295,6 +295,8 @@ def shoot(
                 save("admin-prices")
                 page.goto("/admin/budgets")
                 save("admin-budgets", full_page=size == "desktop")
+                page.goto("/admin/knowledge")
+                save("admin-knowledge")
                 page.goto("/admin/audit")
                 save("admin-audit")
                 context.close()
