@@ -5,6 +5,8 @@ gets the 404 page."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -118,6 +120,15 @@ def sign_in(page: Page, username: str) -> None:
     page.wait_for_url(re.compile(r"^(?!.*/login).*$"))
 
 
+def run_snippet(code: str, key: str) -> str:
+    """What the code prints, run with ``HEPAI_API_KEY`` set as its users set it."""
+    printed = io.StringIO()
+    with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(printed):
+        patch.setenv("HEPAI_API_KEY", key)
+        exec(compile(code, "<snippet>", "exec"), {})  # the page's own code, as a user runs it
+    return printed.getvalue()
+
+
 def fits_and_passes_axe(page: Page) -> None:
     """At desktop and phone width: nothing wider than the screen, no axe violations."""
     for viewport in (DESKTOP, PHONE):
@@ -141,7 +152,7 @@ def test_a_knowledge_base_is_made_filled_searched_and_deleted_in_the_portal(
     platform, server = stack
     words = WORDS[lang]
     owner, other = f"kb-owner-{lang}", f"kb-other-{lang}"
-    platform.create_user(owner)
+    key = platform.create_user(owner)
     platform.create_user(other)
     document = tmp_path / "beam-notes.md"
     document.write_text(DOCUMENT, encoding="utf-8")
@@ -187,6 +198,11 @@ def test_a_knowledge_base_is_made_filled_searched_and_deleted_in_the_portal(
         expect(hit).to_contain_text("宇宙线缪子" if lang == "zh" else "cosmic muons")
         expect(hit.locator("[data-score]")).to_have_text(re.compile(r"\d\.\d{3}"))
         fits_and_passes_axe(page)
+        # The code the page shows runs as it is, with the user's key, and finds the passage.
+        for tab in ("openai", "hepai"):
+            code = page.locator(f"[data-snippet='{tab}'] code").text_content() or ""
+            assert words["query"] in code, code
+            assert "beam-notes.md" in run_snippet(code, key), tab
         page.goto("/knowledge")
         expect(page.locator("tr[data-store]", has_text="beam notes")).to_be_visible()
         fits_and_passes_axe(page)
