@@ -288,3 +288,35 @@ async def test_admins_see_every_owners_knowledge_bases_in_sum_and_users_may_not(
         assert '<td class="num" data-label="知识库">2</td>' in cells
         assert 'data-counts="1/0/1"' in cells and "1 个失败" in cells
         assert "mock/embed" in page and "每位用户 1.0 GiB 段落文本" in page
+
+
+async def test_sharing_set_on_the_page_lets_others_search_by_api_but_not_open_the_page(
+    kb_app: App,
+) -> None:
+    owner, _ = await signed_in(kb_app)
+    reader = kb_app.platform.make_user(f"kb-reader-{next(_names)}", password=PASSWORD)
+    async with owner:
+        store_id = await create(owner, "shared notes")
+        await upload(owner, store_id, "n.md", NOTE.encode())
+        await settled(owner, store_id)
+        page = f"/knowledge/{store_id}"
+        refused = await owner.submit(
+            page, f"{page}/share", {"users": f"{reader.username}, nobody-here"}
+        )
+        assert refused.status_code == 400 and "No such user: nobody-here." in refused.text
+        assert f'value="{reader.username}, nobody-here"' in refused.text
+        shared = await owner.submit(
+            page, f"{page}/share", {"users": reader.username, "groups": ["all", "not-mine"]}
+        )
+        assert shared.status_code == 303
+        shown = (await owner.get(page)).text
+        assert "Sharing saved." in shown
+        # Everyone (the group "all"), and the user; a group that is not the owner's is dropped.
+        assert re.search(rf"<dd data-shared>everyone, {reader.username}</dd>", shown)
+
+    async with kb_app.openai(reader.key) as client:
+        hits = await client.vector_stores.search(vector_store_id=store_id, query="cosmic muons")
+        assert hits.data and hits.data[0].filename == "n.md"
+    async with AppVisitor(kb_app) as visitor:
+        await visitor.sign_in(reader.username)
+        assert (await visitor.get(page, headers={"accept": "text/html"})).status_code == 404

@@ -69,6 +69,7 @@ def portal_routes() -> list[BaseRoute]:
         post("/knowledge/{store_id}/delete", knowledge.delete_store),
         post("/knowledge/{store_id}/files", knowledge.add_files),
         post("/knowledge/{store_id}/upload", knowledge.upload_file),
+        post("/knowledge/{store_id}/share", knowledge.share_store),
         post("/knowledge/{store_id}/files/{file_id}/remove", knowledge.remove_file),
         get("/playground", playground.playground_page),
         *playground_calls("/playground/v1"),

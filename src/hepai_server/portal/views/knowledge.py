@@ -11,10 +11,12 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from hepai_server.db.tables import utcnow
+from hepai_server.db.tables import User, utcnow
 from hepai_server.errors import HepAIError
 from hepai_server.gateway.asgi import new_request_id
 from hepai_server.knowledge.chunking import ChunkingStrategy
@@ -31,6 +33,9 @@ MAX_NAME = 256
 #: Days a store may live unused before it expires (OpenAI's ``expires_after`` range).
 MAX_DAYS = 365
 MAX_QUERY = 1000
+#: The group that is every user (as the API's sharing names it).
+EVERYONE = "all"
+MAX_SHARED_USERS = 100
 #: Hits the page's search shows.
 HITS = 8
 EMBEDDING = re.compile(r"embedding: (\d+) of (\d+) chunks")
@@ -118,10 +123,13 @@ async def render_store(
     viewer: Viewer,
     *,
     error: str | None = None,
+    error_values: dict[str, object] | None = None,
     status: int = 200,
+    sharing: dict[str, Any] | None = None,
 ) -> Response:
     """The store's page: its files, the files that may be added, the search (``?q=``) with
-    its hits, and code; after a refused form, with the error."""
+    its hits, its sharing, and code; after a refused form, with the error and what was
+    typed."""
     gw, caller, now = gateway(request), viewer.caller(), utcnow()
     store = await gw.knowledge.own_store(caller, request.path_params["store_id"], now=now)
     files = await gw.knowledge.own_files(caller, store.id)
@@ -166,7 +174,15 @@ async def render_store(
             store.id, chat, query or t("knowledge.sample_query"), portal.base_url(request)
         ),
         error=error,
+        error_values=error_values or {},
         status=status,
+        groups=sorted((set(viewer.groups) | set(store.shared_groups)) - {EVERYONE}),
+        shared_with=[
+            t("knowledge.everyone") if group == EVERYONE else group for group in store.shared_groups
+        ]
+        + store.shared_users,
+        everyone=EVERYONE,
+        sharing=sharing or {"groups": store.shared_groups, "users": ", ".join(store.shared_users)},
     )
 
 
@@ -243,6 +259,38 @@ async def upload_file(request: Request, portal: Portal) -> Response:
     return await done(
         request, viewer, f"/knowledge/{store.id}", "knowledge.uploaded", name=file.filename
     )
+
+
+async def share_store(request: Request, portal: Portal) -> Response:
+    """Who besides the owner may read and search the store (through the API and
+    ``file_search``): groups chosen from the owner's own (or everyone) and users by name.
+    Its pages stay the owner's."""
+    viewer = await portal.viewer(request)
+    form = await portal.form(request, viewer)
+    gw, caller = gateway(request), viewer.caller()
+    store = await gw.knowledge.own_store(caller, request.path_params["store_id"], now=utcnow())
+    offered = set(viewer.groups) | set(store.shared_groups) | {EVERYONE}
+    chosen = sorted({str(v) for v in form.getlist("groups")} & offered)
+    typed = str(form.get("users") or "")
+    names = sorted({name for name in re.split(r"[\s,\uff0c]+", typed) if name})
+    unknown = await gw.transact(lambda session: missing_users(session, names))
+    if unknown or len(names) > MAX_SHARED_USERS:
+        return await render_store(
+            request,
+            portal,
+            viewer,
+            error="knowledge.share_too_many" if not unknown else "knowledge.no_such_users",
+            error_values={"names": ", ".join(unknown), "max": MAX_SHARED_USERS},
+            status=400,
+            sharing={"groups": chosen, "users": typed},
+        )
+    await gw.knowledge.share_store(caller, store.id, groups=chosen, users=names, now=utcnow())
+    return await done(request, viewer, f"/knowledge/{store.id}", "knowledge.shared")
+
+
+def missing_users(session: Session, names: list[str]) -> list[str]:
+    found = set(session.scalars(select(User.username).where(User.username.in_(names))))
+    return [name for name in names if name not in found]
 
 
 async def remove_file(request: Request, portal: Portal) -> Response:
