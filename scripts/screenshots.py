@@ -196,6 +196,7 @@ def knowledge(server: Server, key: str) -> str:
         client.vector_stores.files.create_and_poll(
             vector_store_id=store.id, file_id=file.id, poll_interval_ms=200
         )
+    client.post(f"/vector_stores/{store.id}/share", body={"groups": ["physics"]}, cast_to=object)
     return store.id
 
 
