@@ -27,6 +27,7 @@ import httpx
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from hepai_server.db.tables import StoredFile, VectorStore, VectorStoreFile
 from hepai_server.gateway.ledger import UsageRow
 from hepai_server.gateway.usage import add_to_budget_totals, add_to_daily_totals, insert_rows
 from hepai_server.governance import budgets, groups, limits
@@ -34,6 +35,8 @@ from hepai_server.services import accounts
 from seqlatency import percentile
 from services import cli, free_port, prepare_workspace, start_gateway
 
+#: The benchmark's largest knowledge base (seed_knowledge).
+KNOWLEDGE_STORE = "vs_" + "0" * 32
 PAGES = [
     ("/", "home"),
     ("/usage", "admin, every account, 30 days"),
@@ -59,6 +62,9 @@ PAGES = [
     ("/groups", "my groups (an admin: every group)"),
     ("/groups/g1", "one group: members' budgets, limits, spend; its usage, 30 days"),
     ("/groups/g1/members/user-1", "a member's budget and limits"),
+    ("/knowledge", "knowledge bases (20 stores)"),
+    (f"/knowledge/{KNOWLEDGE_STORE}", "one knowledge base: 200 files, 100 more to pick from"),
+    ("/admin/knowledge", "every owner's knowledge bases in sum"),
 ]
 
 
@@ -122,6 +128,62 @@ def seed(url: str, *, rows: int, users: int, models_per_user: int) -> int:
         daily = int(connection.execute(sa.text("SELECT count(*) FROM usage_daily")).scalar_one())
     engine.dispose()
     return daily
+
+
+def seed_knowledge(url: str) -> None:
+    """The admin's 20 knowledge bases; the first holds 200 completed files of the admin's 300
+    (the page lists them all and offers the rest). Rows only: the pages read no chunks."""
+    engine = sa.create_engine(url)
+    now = datetime.now(UTC)
+    with Session(engine) as session:
+        admin = accounts.get_user(session, "bench-admin")
+        for n in range(20):
+            session.add(
+                VectorStore(
+                    id=KNOWLEDGE_STORE if n == 0 else f"vs_{n:032x}",
+                    user_id=admin.id,
+                    name=f"store {n}",
+                    embedding_model="hepai/bge-m3",
+                    shared_groups=[],
+                    shared_users=[],
+                    created_at=now - timedelta(days=n),
+                    last_active_at=now,
+                )
+            )
+        for n in range(300):
+            file_id = f"file-{n:032x}"
+            session.add(
+                StoredFile(
+                    id=file_id,
+                    user_id=admin.id,
+                    filename=f"paper-{n}.pdf",
+                    purpose="assistants",
+                    bytes=1_000_000,
+                    content_type="application/pdf",
+                    sha256="0" * 64,
+                    storage_key=f"{n:032x}",
+                    created_at=now - timedelta(minutes=n),
+                    expires_at=None,
+                )
+            )
+            if n < 200:
+                session.add(
+                    VectorStoreFile(
+                        store_id=KNOWLEDGE_STORE,
+                        file_id=file_id,
+                        user_id=admin.id,
+                        status="completed",
+                        stage="done",
+                        max_chunk_tokens=800,
+                        chunk_overlap_tokens=400,
+                        chunks=40,
+                        usage_bytes=60_000,
+                        created_at=now - timedelta(minutes=n),
+                        updated_at=now,
+                    )
+                )
+        session.commit()
+    engine.dispose()
 
 
 def budgets_for_everyone(session: Session) -> dict[int, str]:
@@ -254,6 +316,7 @@ def main() -> None:
             users=options.users,
             models_per_user=options.models_per_user,
         )
+        seed_knowledge(ws.database_url)
         seeded = time.perf_counter() - started
         port = free_port()
         gateway = start_gateway(ws, port=port, workers=1, cpus="0")

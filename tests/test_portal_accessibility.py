@@ -19,6 +19,7 @@ PAGES = [
     "/usage?days=7",
     "/usage",
     "/files",
+    "/knowledge",
     "/playground",
     "/settings/keys",
     "/settings/password",
@@ -27,6 +28,7 @@ PAGES = [
     "/admin/providers",
     "/admin/models",
     "/admin/workers",
+    "/admin/knowledge",
     "/admin/audit",
 ]
 WCAG = {"runOnly": {"type": "tag", "values": ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]}}
@@ -46,7 +48,9 @@ def test_every_page_meets_wcag_aa(
     locale: str,
 ) -> None:
     admin = unique("a11y-admin")
-    platform.create_user(admin, "--admin")
+    key = platform.create_user(admin, "--admin")
+    store = server.openai(key).vector_stores.create(name="a11y notes").id
+    pages = [*PAGES, f"/knowledge/{store}", f"/knowledge/{store}?q=muons"]
     # axe is injected as a script, which the portal's own policy (script-src 'self') forbids.
     context = browser.new_context(locale=locale, base_url=server.url, bypass_csp=True)
     page = context.new_page()
@@ -54,7 +58,7 @@ def test_every_page_meets_wcag_aa(
         page.goto("/login")
         found = {"/login": violations(page)}
         sign_in(page, server, admin) if locale == "en-US" else sign_in_zh(page, server, admin)
-        for path in PAGES:
+        for path in pages:
             page.goto(path)
             found[path] = violations(page)
         # The avatar menu open, as a keyboard user opens it.

@@ -449,12 +449,14 @@ PAGES = [
     "/usage",
     "/settings/keys",
     "/files",
+    "/knowledge",
     "/settings/password",
     "/admin/users",
     "/admin/groups",
     "/admin/providers",
     "/admin/models",
     "/admin/workers",
+    "/admin/knowledge",
     "/admin/audit",
 ]
 

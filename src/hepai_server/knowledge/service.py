@@ -68,6 +68,14 @@ class Search:
     rerank: bool = True
 
 
+@dataclass(frozen=True, slots=True)
+class NamedFile:
+    """A store's file with the name its owner gave it, as the portal lists them."""
+
+    facts: StoreFileFacts
+    filename: str
+
+
 class KnowledgeService:
     def __init__(
         self,
@@ -154,6 +162,44 @@ class KnowledgeService:
             return stores.store_facts(session, [store], now)[0]
 
         return await self._transact(work)
+
+    async def own_stores(self, caller: Caller, *, now: datetime) -> list[StoreFacts]:
+        """The caller's own stores, newest first (not those shared with them)."""
+
+        def work(session: Session) -> list[StoreFacts]:
+            query = select(VectorStore).where(VectorStore.user_id == caller.user_id)
+            order = (VectorStore.created_at.desc(), VectorStore.id.desc())
+            return stores.store_facts(session, list(session.scalars(query.order_by(*order))), now)
+
+        return await self._transact(work)
+
+    async def own_store(self, caller: Caller, store_id: str, *, now: datetime) -> StoreFacts:
+        """One of the caller's own stores; any other id is missing (404)."""
+
+        def work(session: Session) -> StoreFacts:
+            return stores.store_facts(session, [stores.mine(session, caller, store_id)], now)[0]
+
+        return await self._transact(work)
+
+    async def own_files(self, caller: Caller, store_id: str) -> list[NamedFile]:
+        """Every file of one of the caller's own stores with its name, newest first."""
+
+        def work(session: Session) -> list[NamedFile]:
+            store = stores.mine(session, caller, store_id)
+            rows = session.execute(
+                select(VectorStoreFile, StoredFile.filename)
+                .join(StoredFile, StoredFile.id == VectorStoreFile.file_id)
+                .where(VectorStoreFile.store_id == store.id)
+                .order_by(VectorStoreFile.created_at.desc(), VectorStoreFile.file_id.desc())
+            ).all()
+            return [NamedFile(stores.file_facts(row), filename) for row, filename in rows]
+
+        return await self._transact(work)
+
+    async def usage_by_owner(self) -> list[stores.OwnerUsage]:
+        """Every owner's stores, files and bytes, the largest first: for administrators (the
+        caller checks that the viewer is one)."""
+        return await self._transact(stores.usage_by_owner)
 
     async def update_store(
         self,

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
-from hepai_server.db.tables import VectorStore, VectorStoreFile
+from hepai_server.db.tables import User, VectorStore, VectorStoreFile
 from hepai_server.errors import NotFound, PermissionDenied
 from hepai_server.protocol.vector_stores import FileCounts, StoreFacts, StoreFileFacts
 from hepai_server.services.accounts import Caller
@@ -57,6 +58,15 @@ def owned(session: Session, caller: Caller, store_id: str) -> VectorStore:
         raise PermissionDenied(
             "this vector store is shared with you to read; only its owner may change it"
         )
+    return store
+
+
+def mine(session: Session, caller: Caller, store_id: str) -> VectorStore:
+    """The caller's own store. Any other, even one shared with them to read, answers as
+    missing: the portal's pages for a store are its owner's only."""
+    store = session.get(VectorStore, store_id)
+    if store is None or store.user_id != caller.user_id:
+        raise missing(store_id)
     return store
 
 
@@ -163,3 +173,48 @@ def file_facts(row: VectorStoreFile) -> StoreFileFacts:
         pages=row.pages,
         chunks=row.chunks,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class OwnerUsage:
+    """What one user's knowledge bases hold, for administrators."""
+
+    user_id: int
+    username: str
+    stores: int
+    files: FileCounts
+    usage_bytes: int
+    last_active_at: datetime
+
+
+def usage_by_owner(session: Session) -> list[OwnerUsage]:
+    """The users with knowledge bases, those holding the most bytes first."""
+    owners = session.execute(
+        select(
+            VectorStore.user_id,
+            User.username,
+            func.count(),
+            func.max(VectorStore.last_active_at),
+        )
+        .join(User, User.id == VectorStore.user_id)
+        .group_by(VectorStore.user_id, User.username)
+    ).all()
+    counts: dict[int, dict[str, int]] = {row[0]: {} for row in owners}
+    sizes = dict.fromkeys(counts, 0)
+    for user_id, status, count, size in session.execute(
+        select(
+            VectorStoreFile.user_id,
+            VectorStoreFile.status,
+            func.count(),
+            func.coalesce(func.sum(VectorStoreFile.usage_bytes), 0),
+        ).group_by(VectorStoreFile.user_id, VectorStoreFile.status)
+    ):
+        if user_id in counts:
+            counts[user_id][status] = int(count)
+            sizes[user_id] += int(size)
+    found = [
+        OwnerUsage(user_id, username, int(n), FileCounts(**counts[user_id]), sizes[user_id], last)
+        for user_id, username, n, last in owners
+    ]
+    found.sort(key=lambda usage: (-usage.usage_bytes, usage.username))
+    return found

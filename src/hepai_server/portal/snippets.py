@@ -104,3 +104,48 @@ def for_model(model: str, kind: str, base_url: str) -> list[Snippet]:
         Snippet("openai", openai + call),
         Snippet("hepai", hepai + call),
     ]
+
+
+def for_store(store_id: str, model: str, query: str, base_url: str) -> list[Snippet]:
+    """Searching one knowledge base (vector store), and a chat ``model`` answering from it
+    with the ``file_search`` tool."""
+    api = base_url + "/apiv2"
+    base = json.dumps(api)
+    store, asked = json.dumps(store_id), json.dumps(query, ensure_ascii=False)
+    name = json.dumps(model, ensure_ascii=False)
+    tool = {"type": "file_search", "vector_store_ids": [store_id]}
+    searched = curl(
+        f"{api}/vector_stores/{store_id}/search", {"query": query, "max_num_results": 5}
+    )
+    chat = curl(
+        f"{api}/chat/completions",
+        {"model": model, "messages": [{"role": "user", "content": query}], "tools": [tool]},
+    )
+    answer = (
+        "answer = client.chat.completions.create(\n"
+        f"    model={name},\n"
+        f'    messages=[{{"role": "user", "content": {asked}}}],\n'
+        f'    tools=[{{"type": "file_search", "vector_store_ids": [{store}]}}],\n'
+        ")\n"
+        "print(answer.choices[0].message.content)\n"
+    )
+    search_openai = (
+        f"hits = client.vector_stores.search(vector_store_id={store}, query={asked}, "
+        "max_num_results=5)\n"
+        "for hit in hits.data:\n"
+        "    print(round(hit.score, 3), hit.filename, hit.content[0].text[:80])\n\n"
+    )
+    search_hepai = (
+        "hits = client.post(\n"
+        f'    "/vector_stores/{store_id}/search",\n'
+        f'    body={{"query": {asked}, "max_num_results": 5}},\n'
+        "    cast_to=object,\n"
+        ")\n"
+        'for hit in hits["data"]:\n'
+        '    print(round(hit["score"], 3), hit["filename"], hit["content"][0]["text"][:80])\n\n'
+    )
+    return [
+        Snippet("curl", searched + "\n\n" + chat),
+        Snippet("openai", OPENAI.format(base=base) + search_openai + answer),
+        Snippet("hepai", HEPAI.format(base=base) + search_hepai + answer),
+    ]

@@ -46,6 +46,9 @@ LANGUAGE_COOKIE = "hepai_lang"
 #: The sign-in form's CSRF token, before there is a session to hold one (double submit).
 SIGN_IN_COOKIE = "hepai_signin"
 
+#: Sent by the page's upload script, whose request follows the form's redirect unseen.
+UPLOAD_HEADER = "x-hepai-upload"
+
 #: Pages load only the portal's own scripts and styles; nothing may frame them.
 SECURITY_HEADERS = {
     "content-security-policy": "default-src 'self'; script-src 'self'; style-src 'self'; "
@@ -135,8 +138,10 @@ class Portal:
         if not token or len(token) > 128:
             return None
         now = datetime.now(UTC)
-        # Only a page shown to the person reads the notice (not the playground's calls).
-        pop = request.method == "GET"
+        # Only a page shown to the person reads the notice: not the playground's calls, nor
+        # the page an upload's script is redirected to in the background (it then shows that
+        # page itself, which reads the notice).
+        pop = request.method == "GET" and UPLOAD_HEADER not in request.headers
 
         def work(session: Any) -> Viewer | None:
             web = sessions.resolve(session, token=token, now=now, lifetime=self.lifetime)

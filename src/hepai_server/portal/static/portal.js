@@ -81,6 +81,8 @@ document.addEventListener("submit", (event) => {
   const status = form.querySelector("output");
   const request = new XMLHttpRequest();
   request.open("POST", form.action);
+  // The redirect's page is fetched unseen: this header leaves its notice for the page shown next.
+  request.setRequestHeader("X-HepAI-Upload", "1");
   request.upload.addEventListener("progress", (step) => {
     if (!step.lengthComputable) return;
     progress.hidden = false;
@@ -174,3 +176,29 @@ document.addEventListener("keydown", (event) => {
   next.tabIndex = 0;
   next.focus();
 });
+
+// A knowledge base's files while they are processed: their states every two seconds, and the
+// page again once none is left (its counts, sizes and search then include them). Without
+// this script the page's Refresh link does the same.
+for (const section of document.querySelectorAll("[data-poll]")) {
+  const poll = async () => {
+    let answer;
+    try {
+      answer = await (await fetch(section.dataset.poll, { headers: { accept: "application/json" } })).json();
+    } catch {
+      return setTimeout(poll, 5000);
+    }
+    for (const [id, state] of Object.entries(answer.files)) {
+      const row = section.querySelector(`[data-store-file="${CSS.escape(id)}"]`);
+      if (!row) continue;
+      row.dataset.status = state.status;
+      row.querySelector("[data-label-text]").textContent = state.label;
+      row.querySelector("[data-progress]").textContent = state.progress;
+      row.querySelector("[data-error]").textContent = state.error;
+    }
+    if (answer.in_progress > 0) return setTimeout(poll, 2000);
+    const typing = document.activeElement && document.activeElement.matches("input, textarea");
+    if (!typing) window.location.reload();
+  };
+  setTimeout(poll, 2000);
+}

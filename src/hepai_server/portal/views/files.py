@@ -8,12 +8,13 @@ import secrets
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
+from hepai_server.db.tables import StoredFile
 from hepai_server.errors import InvalidRequest, PermissionDenied
 from hepai_server.files import delivery
 from hepai_server.files.intake import DEFAULT_PURPOSE, read_form
 from hepai_server.files.responses import preview_url, send_file
 from hepai_server.files.service import used_bytes
-from hepai_server.portal.web import Portal, check_origin, done, gateway
+from hepai_server.portal.web import Portal, Viewer, check_origin, done, gateway
 
 #: Files shown on the page, newest first.
 SHOWN = 200
@@ -40,9 +41,15 @@ async def files_page(request: Request, portal: Portal) -> Response:
 
 
 async def upload_file(request: Request, portal: Portal) -> Response:
-    """The form's file goes to a spool first (within the user's quota), and is kept only if
-    the form's CSRF token is the session's: a forged upload is read and thrown away."""
     viewer = await portal.viewer(request)
+    file = await receive_upload(request, viewer)
+    return await done(request, viewer, "/files", "files.uploaded", name=file.filename)
+
+
+async def receive_upload(request: Request, viewer: Viewer) -> StoredFile:
+    """The form's file, kept as the viewer's. It goes to a spool first (within the user's
+    quota), and is kept only if the form's CSRF token is the session's: a forged upload is
+    read and thrown away."""
     check_origin(request)
     files = gateway(request).files
     spool = await files.spool_for(viewer.user_id, declared=declared_length(request))
@@ -63,8 +70,9 @@ async def upload_file(request: Request, portal: Portal) -> Response:
             )
         spooled = await spool.finish()
     name = delivery.display_name(form.filename)
-    await files.add(user_id=viewer.user_id, spooled=spooled, filename=name, purpose=DEFAULT_PURPOSE)
-    return await done(request, viewer, "/files", "files.uploaded", name=name)
+    return await files.add(
+        user_id=viewer.user_id, spooled=spooled, filename=name, purpose=DEFAULT_PURPOSE
+    )
 
 
 def declared_length(request: Request) -> int | None:
