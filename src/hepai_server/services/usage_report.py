@@ -14,7 +14,7 @@ from dataclasses import astuple, dataclass, replace
 from datetime import date, timedelta
 from typing import Any, TypeVarTuple
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, String, func, select, type_coerce
 from sqlalchemy.orm import Session
 
 from hepai_server.db.tables import (
@@ -195,7 +195,9 @@ def detail_rows(session: Session, usage: UsageFilter) -> Iterator[tuple[Any, ...
     """Day, user, model and the counters, for the CSV export: plain rows, no objects."""
     query = usage.apply(
         select(
-            UsageDaily.day,
+            # As text: a quarter of every account is tens of thousands of rows, and parsing
+            # each day into a date only to print it again is a third of the export's time.
+            type_coerce(UsageDaily.day, String()),
             func.coalesce(User.username, ""),
             UsageDaily.model,
             *(getattr(UsageDaily, name) for name in COUNTERS),
@@ -203,8 +205,9 @@ def detail_rows(session: Session, usage: UsageFilter) -> Iterator[tuple[Any, ...
         .outerjoin(User, User.id == UsageDaily.user_id)
         .order_by(UsageDaily.day, User.username, UsageDaily.model)
     )
-    for row in session.execute(query):
-        yield (row[0].isoformat(), *row[1:])
+    # On the connection: the ORM's result machinery would cost as much again as the query.
+    for row in session.connection().execute(query):
+        yield (str(row[0]), *row[1:])  # PostgreSQL's driver makes it a date still
 
 
 def models_used(session: Session, usage: UsageFilter) -> list[str]:
