@@ -243,13 +243,13 @@ def per_account(session: Session, usage: UsageFilter) -> dict[int, Totals]:
     )
     days_before = (first, first_week - timedelta(days=1))
     days_after = (last_week, usage.last_day)
-    parts = [session.execute(weekly)]
-    for first_day, last_day in (days_before, days_after):
-        if first_day <= last_day:
-            part = replace(usage, first_day=first_day, last_day=last_day)
-            parts.append(session.execute(_per_account_query(part)))
-    for part_rows in parts:
-        for user_id, *values in part_rows:
+    parts = [weekly] + [
+        _per_account_query(replace(usage, first_day=first_day, last_day=last_day))
+        for first_day, last_day in (days_before, days_after)
+        if first_day <= last_day
+    ]
+    for part in parts:
+        for user_id, *values in session.execute(part).all():
             bucket = sums.setdefault(user_id, [0] * len(COUNTERS))
             for index, value in enumerate(values):
                 bucket[index] += int(value)
