@@ -149,10 +149,10 @@ SPANS = [(0, DAYS - 1), (3, 47), (5, 9), (4, 10), (20, 20), (-9, -2)]
 
 
 def test_reports_of_every_account_say_what_the_rows_add_up_to(database: str, tmp_path) -> None:
-    """Every account's report (per day, per model, per day and model, overall) and each
-    account's totals (the top users and groups), read from the per-model and weekly totals,
-    are the rows' sums over any span of days; so is a report narrowed to a model or a group,
-    which reads the per-user daily totals."""
+    """Every account's report (per day, per model, per day and model, overall), the models
+    it used and each account's totals (the top users and groups), read from the per-model and
+    weekly totals, are the rows' sums over any span of days; so is a report narrowed to a
+    model or a group, which reads the per-user daily totals."""
     engine = sa.create_engine(database)
     with Session(engine) as session:
         ids = [
@@ -172,6 +172,9 @@ def test_reports_of_every_account_say_what_the_rows_add_up_to(database: str, tmp
                 every = UsageFilter(first_day=first, last_day=last)
                 assert_report(usage_report.report(session, every), inside, first, last)
                 assert usage_report.per_account(session, every) == per_user(inside)
+                assert usage_report.models_used(session, every) == sorted(
+                    {row.model for row in inside}
+                )
                 one_model = UsageFilter(first_day=first, last_day=last, model="a/two")
                 of_model = [row for row in inside if row.model == "a/two"]
                 assert_report(usage_report.report(session, one_model), of_model, first, last)
