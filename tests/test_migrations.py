@@ -148,3 +148,63 @@ def test_a_budget_never_gets_the_id_of_one_cleared_before(database: str) -> None
     finally:
         engine.dispose()
     assert before < after < latest.id
+
+
+def test_upgrading_fills_the_per_model_and_weekly_totals_from_the_usage_rows(
+    database: str,
+) -> None:
+    """Usage recorded before the per-model daily and per-user weekly totals existed is in them
+    after the upgrade: UTC days, weeks from Monday, errors and every counter, and requests no
+    account made under user 0."""
+    from hepai_server.gateway.ledger import UsageRow
+    from hepai_server.gateway.usage import insert_rows
+
+    sunday_night = datetime(2026, 11, 29, 23, 59, 59, 500_000, tzinfo=UTC)
+    monday = datetime(2026, 11, 30, tzinfo=UTC)
+    wednesday = datetime(2026, 12, 2, 8, tzinfo=UTC)
+    recorded = [  # (user, model, status, total tokens, pages, bytes, cost, when)
+        (7, "a", 200, 10, None, None, 5, sunday_night),
+        (7, "a", 500, 3, None, None, 0, monday),
+        (None, "b", 200, 7, 2, None, 1, monday.replace(hour=12)),
+        (7, "b", 200, None, None, 100, 2, wednesday),
+    ]
+    rows = [
+        UsageRow(
+            *(f"old-{n}", user, None, "chat.completions", model, None, False, status, None),
+            *(1 if tokens else None, None, tokens, None, None, pages, size, False, 1.0, None),
+            *(cost, None, None, None, when.timestamp()),
+        )
+        for n, (user, model, status, tokens, pages, size, cost, when) in enumerate(recorded)
+    ]
+    migrate.upgrade(database, "0012")
+    engine = sa.create_engine(database)
+    try:
+        with engine.begin() as connection:
+            insert_rows(connection, rows, [when for *_, when in recorded])
+        migrate.upgrade(database)
+        with engine.connect() as connection:
+            per_model = connection.execute(
+                sa.text(
+                    "SELECT day, model, requests, errors, prompt_tokens, total_tokens, pages, "
+                    "bytes, cost_nanos FROM usage_model_daily ORDER BY day, model"
+                )
+            ).all()
+            weekly = connection.execute(
+                sa.text(
+                    "SELECT week, user_id, requests, errors, prompt_tokens, total_tokens, pages, "
+                    "bytes, cost_nanos FROM usage_user_weekly ORDER BY week, user_id"
+                )
+            ).all()
+    finally:
+        engine.dispose()
+    assert [(str(day), *rest) for day, *rest in per_model] == [
+        ("2026-11-29", "a", 1, 0, 1, 10, 0, 0, 5),
+        ("2026-11-30", "a", 1, 1, 1, 3, 0, 0, 0),
+        ("2026-11-30", "b", 1, 0, 1, 7, 2, 0, 1),
+        ("2026-12-02", "b", 1, 0, 0, 0, 0, 100, 2),
+    ]
+    assert [(str(week), *rest) for week, *rest in weekly] == [
+        ("2026-11-23", 7, 1, 0, 1, 10, 0, 0, 5),
+        ("2026-11-30", 0, 1, 0, 1, 7, 2, 0, 1),
+        ("2026-11-30", 7, 2, 1, 1, 3, 0, 100, 2),
+    ]

@@ -9,7 +9,7 @@ import re
 import secrets
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import openai
 import psycopg
@@ -151,6 +151,10 @@ def test_each_account_sees_its_own_usage_and_admins_filter_everyones(
         assert {row["user"] for row in rows} == {bob}
         assert rows[0].keys() >= {"day", "model", "requests", "total_tokens"}
         assert sum(int(row["requests"]) for row in rows) == 3
+        today = datetime.now(UTC).date()
+        assert all(
+            today - timedelta(days=1) <= date.fromisoformat(row["day"]) <= today for row in rows
+        ), "days are ISO dates, as on every database"
         everyone = visitor.get("/usage").text
         assert "Every account" in everyone
 

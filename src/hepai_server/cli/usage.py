@@ -16,7 +16,7 @@ def usage() -> None:
 
 @usage.command("verify")
 def verify() -> None:
-    """Recompute the daily totals and every budget's spend from the usage rows; exit 0 when
+    """Recompute the usage totals and every budget's spend from the usage rows; exit 0 when
     they agree with what is stored, 1 (listing the differences) when they do not."""
     zone = Settings().budget_zone
     with database() as session:

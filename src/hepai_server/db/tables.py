@@ -289,6 +289,51 @@ class UsageDaily(Base):
     cost_nanos: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
 
+class UsageCounters:
+    """The counters of a total (``DAILY_COUNTERS``), for the totals kept beside usage_daily."""
+
+    requests: Mapped[int] = mapped_column(BigInteger, default=0)
+    errors: Mapped[int] = mapped_column(BigInteger, default=0)
+    prompt_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    completion_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    total_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    pages: Mapped[int] = mapped_column(BigInteger, default=0)
+    bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    cost_nanos: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class UsageModelDaily(UsageCounters, Base):
+    """Usage summed per UTC day and model over every account: what the usage pages read for
+    every account at once (at most days x models rows, where usage_daily has one per user too).
+
+    The usage writer adds each batch to it in the same transaction as usage_daily.
+    """
+
+    __tablename__ = "usage_model_daily"
+    #: Without a rowid, SQLite keeps the rows in key order: a span of days is one range read.
+    __table_args__ = ({"sqlite_with_rowid": False},)
+
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    model: Mapped[str] = mapped_column(String(256), primary_key=True)
+
+
+class UsageUserWeekly(UsageCounters, Base):
+    """Usage summed per week (Monday to Sunday, UTC days) and user, every model together: what
+    the top users and groups read for the whole weeks of a span (a year is 53 rows an account
+    instead of up to 365 x models).
+
+    The usage writer adds each batch to it in the same transaction as usage_daily.
+    """
+
+    __tablename__ = "usage_user_weekly"
+    __table_args__ = ({"sqlite_with_rowid": False},)
+
+    #: The Monday the week starts on.
+    week: Mapped[date] = mapped_column(Date, primary_key=True)
+    #: 0 for requests no account made, as in usage_daily.
+    user_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+
+
 class AuditEvent(Base):
     """An administrator's action, as the portal performed it."""
 

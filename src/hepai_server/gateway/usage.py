@@ -6,8 +6,9 @@ server drains what is left before it exits, so a clean stop (SIGTERM) loses noth
 database does not answer, rows are kept (up to MAX_PENDING) and the write is retried, less and
 less often up to every RETRY_CEILING seconds, until it succeeds.
 
-The same transaction adds the batch to the daily totals (``usage_daily``, what the usage pages
-read) and stamps each key's last use, so neither costs the request path anything.
+The same transaction adds the batch to the usage totals (``usage_daily`` per day, user and model,
+and the coarser ``usage_model_daily`` and ``usage_user_weekly``: what the usage pages read) and
+stamps each key's last use, so none of it costs the request path anything.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import logging
 import os
 import sqlite3
 from collections.abc import Sequence
-from datetime import UTC, date, datetime, tzinfo
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,14 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from hepai_server.db.engine import is_unavailable
 from hepai_server.db.governance import BudgetDaily
-from hepai_server.db.tables import ApiKey, UsageDaily, UsageRecord, UTCDateTime
+from hepai_server.db.tables import (
+    ApiKey,
+    UsageDaily,
+    UsageModelDaily,
+    UsageRecord,
+    UsageUserWeekly,
+    UTCDateTime,
+)
 from hepai_server.gateway.ledger import Journal, UsageRow, orphans, read_journal
 
 log = logging.getLogger(__name__)
@@ -234,38 +242,67 @@ def _max_parameters(dialect: Dialect) -> int:
 
 #: The counters of usage_daily, each summed from the usage row field of the same name.
 DAILY_SUMS = ("prompt_tokens", "completion_tokens", "total_tokens", "pages", "bytes", "cost_nanos")
+#: The counters of the usage totals, in the order add_to_daily_totals keeps them.
+COUNTERS = ("requests", "errors", *DAILY_SUMS)
 
 
 def add_to_daily_totals(
     connection: Connection, rows: Sequence[UsageRow], created: Sequence[datetime]
 ) -> None:
-    """Add the rows to usage_daily with one upsert per (day, user, model) they touch."""
-    totals: dict[tuple[date, int, str], dict[str, Any]] = {}
+    """Add the rows to the usage totals: usage_daily (one upsert per day, user and model they
+    touch), and the coarser totals summed from those, usage_model_daily (per day and model) and
+    usage_user_weekly (per week and user)."""
+    daily: dict[tuple[date, int, str], list[int]] = {}
     for row, moment in zip(rows, created, strict=True):
         key = (moment.date(), row.user_id or 0, row.model)
-        total = totals.get(key)
+        total = daily.get(key)
         if total is None:
-            total = totals[key] = {
-                "day": key[0],
-                "user_id": key[1],
-                "model": key[2],
-                "requests": 0,
-                "errors": 0,
-                **dict.fromkeys(DAILY_SUMS, 0),
-            }
-        total["requests"] += 1
-        total["errors"] += row.status_code >= 400
-        for name in DAILY_SUMS:
-            total[name] += getattr(row, name) or 0
+            total = daily[key] = [0] * len(COUNTERS)
+        total[0] += 1
+        total[1] += row.status_code >= 400
+        for index, name in enumerate(DAILY_SUMS, 2):
+            total[index] += getattr(row, name) or 0
+    per_model: dict[tuple[date, str], list[int]] = {}
+    per_week: dict[tuple[date, int], list[int]] = {}
+    for (day, user_id, model), total in daily.items():
+        week = day - timedelta(days=day.weekday())
+        for bucket in (
+            per_model.setdefault((day, model), [0] * len(COUNTERS)),
+            per_week.setdefault((week, user_id), [0] * len(COUNTERS)),
+        ):
+            for index, value in enumerate(total):
+                bucket[index] += value
+    # Always these tables in this order, each in key order: concurrent writers (several
+    # processes) take the rows' locks in one order and never deadlock.
+    _add(connection, UsageDaily, ("day", "user_id", "model"), daily)
+    _add(connection, UsageModelDaily, ("day", "model"), per_model)
+    _add(connection, UsageUserWeekly, ("week", "user_id"), per_week)
+
+
+def _add(
+    connection: Connection,
+    table: type[UsageDaily | UsageModelDaily | UsageUserWeekly],
+    key: tuple[str, ...],
+    totals: dict[Any, list[int]],
+) -> None:
+    """Add ``totals`` (key values -> counters) to ``table`` with an upsert that adds, so that
+    writers in several processes each add their own."""
     dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
-    statement = dialect.insert(UsageDaily)
-    counters = ("requests", "errors", *DAILY_SUMS)
+    statement = dialect.insert(table)
     statement = statement.on_conflict_do_update(
-        index_elements=["day", "user_id", "model"],
-        set_={name: getattr(UsageDaily, name) + statement.excluded[name] for name in counters},
+        index_elements=list(key),
+        set_={name: getattr(table, name) + statement.excluded[name] for name in COUNTERS},
     )
-    # A fixed order keeps concurrent writers (several processes) from deadlocking.
-    connection.execute(statement, [totals[key] for key in sorted(totals)])
+    connection.execute(
+        statement,
+        [
+            {
+                **dict(zip(key, values, strict=True)),
+                **dict(zip(COUNTERS, totals[values], strict=True)),
+            }
+            for values in sorted(totals)
+        ],
+    )
 
 
 def add_to_budget_totals(

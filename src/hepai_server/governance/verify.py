@@ -1,16 +1,20 @@
-"""Proof that the ledger's aggregates agree with its rows: the daily totals (``usage_daily``)
-and every budget's daily spend (``budget_daily``) recomputed from ``usage_records``."""
+"""Proof that the ledger's aggregates agree with its rows: the usage totals (``usage_daily``
+per day, user and model, ``usage_model_daily`` per day and model, ``usage_user_weekly`` per
+week and user) and every budget's daily spend (``budget_daily``) recomputed from
+``usage_records``."""
 
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import date, tzinfo
+from collections.abc import Iterable
+from datetime import date, timedelta, tzinfo
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from hepai_server.db.governance import BudgetDaily
-from hepai_server.db.tables import UsageDaily, UsageRecord
+from hepai_server.db.tables import UsageDaily, UsageModelDaily, UsageRecord, UsageUserWeekly
 
 DAILY = (
     "requests",
@@ -56,21 +60,63 @@ def disagreements(session: Session, *, zone: tzinfo) -> list[str]:
                 spend[0] += 1
                 spend[1] += cost or 0
                 spend[2] += total or 0
+    per_model: dict[tuple[date, str], list[int]] = defaultdict(lambda: [0] * len(DAILY))
+    per_week: dict[tuple[date, int], list[int]] = defaultdict(lambda: [0] * len(DAILY))
+    for (day, user, model), counts in daily.items():
+        week = day - timedelta(days=day.weekday())
+        for bucket in (per_model[(day, model)], per_week[(week, user)]):
+            for index, value in enumerate(counts):
+                bucket[index] += value
+    return [
+        *compare(
+            "usage_daily",
+            daily,
+            (
+                ((row.day, row.user_id, row.model), counters(row))
+                for row in session.scalars(select(UsageDaily))
+            ),
+        ),
+        *compare(
+            "usage_model_daily",
+            per_model,
+            (
+                ((row.day, row.model), counters(row))
+                for row in session.scalars(select(UsageModelDaily))
+            ),
+        ),
+        *compare(
+            "usage_user_weekly",
+            per_week,
+            (
+                ((row.week, row.user_id), counters(row))
+                for row in session.scalars(select(UsageUserWeekly))
+            ),
+        ),
+        *compare(
+            "budget_daily",
+            budget,
+            (
+                ((row.budget_id, row.day), [row.requests, row.cost_nanos, row.tokens])
+                for row in session.scalars(select(BudgetDaily))
+            ),
+        ),
+    ]
+
+
+def counters(row: Any) -> list[int]:
+    return [getattr(row, name) for name in DAILY]
+
+
+def compare(
+    table: str, rows_say: dict[Any, list[int]], stored: Iterable[tuple[Any, list[int]]]
+) -> list[str]:
+    """The keys where ``table``'s stored counters differ from the rows' sums (a key missing on
+    one side counts as all zeros there)."""
+    kept = dict(stored)
     found = []
-    stored_daily = {
-        (row.day, row.user_id, row.model): [getattr(row, name) for name in DAILY]
-        for row in session.scalars(select(UsageDaily))
-    }
-    for day_key in sorted(set(daily) | set(stored_daily)):
-        rows_say, stored = daily.get(day_key), stored_daily.get(day_key)
-        if (rows_say or [0] * len(DAILY)) != (stored or [0] * len(DAILY)):
-            found.append(f"usage_daily {day_key}: stored {stored}, rows add up to {rows_say}")
-    stored_budget = {
-        (row.budget_id, row.day): [row.requests, row.cost_nanos, row.tokens]
-        for row in session.scalars(select(BudgetDaily))
-    }
-    for budget_key in sorted(set(budget) | set(stored_budget)):
-        rows_add, kept = budget.get(budget_key), stored_budget.get(budget_key)
-        if (rows_add or [0, 0, 0]) != (kept or [0, 0, 0]):
-            found.append(f"budget_daily {budget_key}: stored {kept}, rows add up to {rows_add}")
+    for key in sorted(set(rows_say) | set(kept)):
+        computed, held = rows_say.get(key), kept.get(key)
+        zeros = [0] * len(computed or held or [])
+        if (computed or zeros) != (held or zeros):
+            found.append(f"{table} {key}: stored {held}, rows add up to {computed}")
     return found

@@ -1,21 +1,30 @@
 """Usage reports: requests and tokens per day and per model, read from the daily totals.
 
-Every report reads ``usage_daily`` (one row per day, user and model, kept by the usage writer),
-never the per-request rows, so a page costs the same with a hundred rows or a hundred million.
-Days are UTC days.
+Every report reads the usage totals the usage writer keeps, never the per-request rows, so a
+page costs the same with a hundred rows or a hundred million: ``usage_daily`` (per day, user and
+model) for one account or group, ``usage_model_daily`` (per day and model) for every account at
+once, and ``usage_user_weekly`` (per week and user) for every account's totals over the whole
+weeks of a span. Days are UTC days.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import astuple, dataclass
+from dataclasses import astuple, dataclass, replace
 from datetime import date, timedelta
 from typing import Any, TypeVarTuple
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, String, func, select, type_coerce
 from sqlalchemy.orm import Session
 
-from hepai_server.db.tables import Group, UsageDaily, User, user_groups
+from hepai_server.db.tables import (
+    Group,
+    UsageDaily,
+    UsageModelDaily,
+    UsageUserWeekly,
+    User,
+    user_groups,
+)
 
 Row = TypeVarTuple("Row")
 
@@ -42,19 +51,37 @@ class UsageFilter:
     group: str | None = None
     model: str | None = None
 
+    @property
+    def every_account(self) -> bool:
+        return self.user_id is None and self.group is None
+
     def apply(self, query: Select[*Row]) -> Select[*Row]:
+        """The filter on usage_daily."""
         query = query.where(UsageDaily.day >= self.first_day, UsageDaily.day <= self.last_day)
-        if self.user_id is not None:
-            query = query.where(UsageDaily.user_id == self.user_id)
         if self.model:
             query = query.where(UsageDaily.model == self.model)
+        return self.accounts(query, UsageDaily.user_id)
+
+    def apply_per_model(self, query: Select[*Row]) -> Select[*Row]:
+        """The filter on usage_model_daily (which has every account's usage: no user or group)."""
+        query = query.where(
+            UsageModelDaily.day >= self.first_day, UsageModelDaily.day <= self.last_day
+        )
+        if self.model:
+            query = query.where(UsageModelDaily.model == self.model)
+        return query
+
+    def accounts(self, query: Select[*Row], user_id: Any) -> Select[*Row]:
+        """Narrowed to the user or the group's members, on the column ``user_id``."""
+        if self.user_id is not None:
+            query = query.where(user_id == self.user_id)
         if self.group:
             members = (
                 select(user_groups.c.user_id)
                 .join(Group, Group.id == user_groups.c.group_id)
                 .where(Group.name == self.group)
             )
-            query = query.where(UsageDaily.user_id.in_(members))
+            query = query.where(user_id.in_(members))
         return query
 
     def days(self) -> Iterator[date]:
@@ -77,8 +104,8 @@ class Totals:
     cost_nanos: int = 0
 
 
-def _sums() -> list[Any]:
-    return [func.coalesce(func.sum(getattr(UsageDaily, name)), 0) for name in COUNTERS]
+def _sums(table: Any = UsageDaily) -> list[Any]:
+    return [func.coalesce(func.sum(getattr(table, name)), 0) for name in COUNTERS]
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,8 +120,11 @@ class Report:
 
 
 def report(session: Session, usage: UsageFilter) -> Report:
-    """Per day, per model and overall, from one pass over the daily totals (grouped by day and
-    model, at most days x models rows, summed up here)."""
+    """Per day, per model and overall: for every account, from usage_model_daily, whose rows
+    are already per day and model; for one user or group, from one pass over usage_daily
+    grouped by day and model (at most days x models rows, summed up here)."""
+    if usage.every_account:
+        return _every_account(session, usage)
     query = usage.apply(
         select(UsageDaily.day, UsageDaily.model, *_sums()).group_by(
             UsageDaily.day, UsageDaily.model
@@ -111,6 +141,48 @@ def report(session: Session, usage: UsageFilter) -> Report:
         ):
             for index, value in enumerate(values):
                 bucket[index] += int(value)
+    return _assemble(usage, days, models, day_model)
+
+
+def _every_account(session: Session, usage: UsageFilter) -> Report:
+    """Every account's report: the sums per day and per model in SQL (a year of 20 models is
+    7,300 rows, which Python would sum ten times slower), the two counters the charts draw per
+    day and model as they are."""
+    table = UsageModelDaily
+    sums = _sums(table)
+    days = {
+        day: [int(value) for value in values]
+        for day, *values in session.execute(
+            usage.apply_per_model(select(table.day, *sums).group_by(table.day))
+        )
+    }
+    models = {
+        model: [int(value) for value in values]
+        for model, *values in session.execute(
+            usage.apply_per_model(select(table.model, *sums).group_by(table.model))
+        )
+    }
+    # On the connection, the day as the driver gives it (text on SQLite), each made a date
+    # once: the ORM's rows and a date parsed on every row were half of reading a year.
+    drawn = usage.apply_per_model(
+        select(type_coerce(table.day, String()), table.model, table.requests, table.total_tokens)
+    )
+    as_date: dict[Any, date] = {}
+    day_model: dict[tuple[date, str], tuple[int, int]] = {}
+    for raw, model, requests, tokens in session.connection().execute(drawn).all():
+        day = as_date.get(raw)
+        if day is None:
+            day = as_date[raw] = date.fromisoformat(str(raw))
+        day_model[day, model] = (int(requests), int(tokens))
+    return _assemble(usage, days, models, day_model)
+
+
+def _assemble(
+    usage: UsageFilter,
+    days: dict[date, list[int]],
+    models: dict[str, list[int]],
+    day_model: dict[tuple[date, str], tuple[int, int]],
+) -> Report:
     overall = [sum(column) for column in zip(*days.values(), strict=True)] or [0] * len(COUNTERS)
     ranked = sorted(
         ((model, Totals(*values)) for model, values in models.items()),
@@ -128,7 +200,9 @@ def detail_rows(session: Session, usage: UsageFilter) -> Iterator[tuple[Any, ...
     """Day, user, model and the counters, for the CSV export: plain rows, no objects."""
     query = usage.apply(
         select(
-            UsageDaily.day,
+            # As text: a quarter of every account is tens of thousands of rows, and parsing
+            # each day into a date only to print it again is a third of the export's time.
+            type_coerce(UsageDaily.day, String()),
             func.coalesce(User.username, ""),
             UsageDaily.model,
             *(getattr(UsageDaily, name) for name in COUNTERS),
@@ -136,21 +210,60 @@ def detail_rows(session: Session, usage: UsageFilter) -> Iterator[tuple[Any, ...
         .outerjoin(User, User.id == UsageDaily.user_id)
         .order_by(UsageDaily.day, User.username, UsageDaily.model)
     )
-    for row in session.execute(query):
-        yield (row[0].isoformat(), *row[1:])
+    # On the connection: the ORM's result machinery would cost as much again as the query.
+    for row in session.connection().execute(query):
+        yield (str(row[0]), *row[1:])  # PostgreSQL's driver makes it a date still
 
 
 def models_used(session: Session, usage: UsageFilter) -> list[str]:
+    if usage.every_account:
+        query = usage.apply_per_model(select(UsageModelDaily.model).distinct())
+        return list(session.scalars(query.order_by(UsageModelDaily.model)))
     query = usage.apply(select(UsageDaily.model).distinct()).order_by(UsageDaily.model)
     return list(session.scalars(query))
 
 
 def per_account(session: Session, usage: UsageFilter) -> dict[int, Totals]:
-    """Each account's totals (one pass over the by-user index), for admins' top lists."""
-    query = usage.apply(select(UsageDaily.user_id, *_sums()).group_by(UsageDaily.user_id))
+    """Each account's totals, for admins' top lists: the span's whole weeks from
+    usage_user_weekly and the days either side of them from usage_daily (a year is 53 rows an
+    account, where its days are up to 365 x models), or every day from usage_daily when the
+    span is narrowed to a model (the weekly totals are not kept per model)."""
+    first, end = usage.first_day, usage.last_day + timedelta(days=1)
+    # The whole weeks within the span: Mondays from first_week, up to before last_week.
+    first_week = first + timedelta(days=-first.weekday() % 7)
+    last_week = end - timedelta(days=end.weekday())
+    if usage.model or first_week >= last_week:
+        return _per_account_daily(session, usage)
+    sums: dict[int, list[int]] = {}
+    weekly = usage.accounts(
+        select(UsageUserWeekly.user_id, *_sums(UsageUserWeekly))
+        .where(UsageUserWeekly.week >= first_week, UsageUserWeekly.week < last_week)
+        .group_by(UsageUserWeekly.user_id),
+        UsageUserWeekly.user_id,
+    )
+    days_before = (first, first_week - timedelta(days=1))
+    days_after = (last_week, usage.last_day)
+    parts = [weekly] + [
+        _per_account_query(replace(usage, first_day=first_day, last_day=last_day))
+        for first_day, last_day in (days_before, days_after)
+        if first_day <= last_day
+    ]
+    for part in parts:
+        for user_id, *values in session.execute(part).all():
+            bucket = sums.setdefault(user_id, [0] * len(COUNTERS))
+            for index, value in enumerate(values):
+                bucket[index] += int(value)
+    return {user_id: Totals(*values) for user_id, values in sums.items()}
+
+
+def _per_account_query(usage: UsageFilter) -> Select[Any]:
+    return usage.apply(select(UsageDaily.user_id, *_sums()).group_by(UsageDaily.user_id))
+
+
+def _per_account_daily(session: Session, usage: UsageFilter) -> dict[int, Totals]:
     return {
         user_id: Totals(*(int(value) for value in values))
-        for user_id, *values in session.execute(query)
+        for user_id, *values in session.execute(_per_account_query(usage))
     }
 
 

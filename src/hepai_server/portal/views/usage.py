@@ -92,7 +92,12 @@ def charts(result: Report, t: Any) -> dict[str, Any]:
     spans = [days[max(0, end - 6) : end + 1] for end in range(len(days) - 1, -1, -7)][::-1]
     spans = spans if weekly else [[day] for day in days]
     labels = [span[0] if len(span) == 1 else f"{span[0]} … {span[-1]}" for span in spans]
-    column = {day: label for span, label in zip(spans, labels, strict=True) for day in span}
+    # By date, not its text: a year of every account has 7,300 day-model cells to place.
+    column = {
+        date.fromisoformat(day): label
+        for span, label in zip(spans, labels, strict=True)
+        for day in span
+    }
     other = t("usage.other_models")
     # Ranked by tokens; a model with requests and no tokens (a tool) still gets its colour.
     weights = {model: totals.total_tokens + totals.requests for model, totals in result.per_model}
@@ -101,7 +106,7 @@ def charts(result: Report, t: Any) -> dict[str, Any]:
     for name, position in (("requests", 0), ("tokens", 1)):
         values: dict[tuple[str, str], int] = {}
         for (day, model), counts in result.day_model.items():
-            key = (column[day.isoformat()], model)
+            key = (column[day], model)
             values[key] = values.get(key, 0) + counts[position]
         made[name] = stacked_chart(
             labels,
@@ -196,8 +201,12 @@ async def usage_csv(request: Request, portal: Portal) -> Response:
         out = io.StringIO()
         writer = csv.writer(out)
         writer.writerow(["day", "user", "model", *usage_report.COUNTERS])
-        for row in usage_report.detail_rows(session, report):
-            writer.writerow([spreadsheet_safe(value) for value in row])
+        # Only the names are text a spreadsheet could take for a formula; days and counts
+        # are not (and a quarter of every account is tens of thousands of lines).
+        writer.writerows(
+            (day, spreadsheet_safe(user), spreadsheet_safe(model), *counts)
+            for day, user, model, *counts in usage_report.detail_rows(session, report)
+        )
         return out.getvalue()
 
     body = await gateway(request).transact(work)
