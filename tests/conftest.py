@@ -139,7 +139,11 @@ def settings(
         dead_url=f"http://127.0.0.1:{free_port()}/v1",
     )
     return Settings(
-        data_dir=root / "data", database_url=None, config=config, usage_flush_seconds=0.02
+        data_dir=root / "data",
+        database_url=None,
+        config=config,
+        usage_flush_seconds=0.02,
+        batch_retry_seconds=0.1,
     )
 
 

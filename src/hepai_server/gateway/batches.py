@@ -1,0 +1,607 @@
+"""Batches: the Batch API's service, and the background job that answers a batch's lines.
+
+A batch is one job of the platform's job runner (jobs/), keyed by its id. The job validates the
+input file (protocol/batches.py) into the batch's lines, answers every line not yet answered,
+then writes the output and error files as the owner's files. Each line is a call as the
+owner's own would be: the model's permissions, the limits and budgets admitting it, one usage
+row (an ``Exchange``, as gateway/knowledge_tools.py's steps are). A line the limits refuse
+(429) is not answered but tried again later, until the batch's completion window ends.
+
+Answered once, billed once, whoever runs it: a line's request id is ``<batch id>-<line>``, and
+its answer and its usage row are written in one transaction, which skips a line already
+answered. A process that dies mid-batch leaves the answered lines recorded and the rest owed;
+its claim on the batch (a lease, renewed while it runs) lapses, and the runner's recovery has
+another process take the batch up where it was. At most ``batch_concurrency`` lines of one
+model are in flight in one process, across all its batches, so live calls keep the rest of a
+model's capacity.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from time import perf_counter
+from typing import Any
+
+import orjson
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from hepai_server.db.tables import ApiKey, Batch, BatchLine, StoredFile, User
+from hepai_server.errors import HepAIError, InvalidRequest, NotFound
+from hepai_server.files.spool import Spool
+from hepai_server.gateway.asgi import Collected
+from hepai_server.gateway.frame import Exchange
+from hepai_server.gateway.ledger import UsageRow
+from hepai_server.gateway.limiter import estimate_tokens
+from hepai_server.gateway.proxy import Call
+from hepai_server.gateway.relay import resolve_model
+from hepai_server.gateway.responses import run_response
+from hepai_server.gateway.runtime import Gateway
+from hepai_server.jobs.runner import Job, JobRunner
+from hepai_server.protocol.batches import (
+    COMPLETION_WINDOWS,
+    ENDPOINTS,
+    FINAL,
+    Line,
+    check_metadata,
+    error,
+    output_line,
+    parse_lines,
+    refusal,
+    request_id,
+)
+from hepai_server.protocol.openai import CHAT, EMBEDDINGS, check_request
+from hepai_server.services import batches as store
+from hepai_server.services.accounts import Caller, caller_of
+
+log = logging.getLogger(__name__)
+
+KIND = "batches.run"
+#: How often a running batch looks whether it was cancelled, expired or lost its claim.
+WATCH_SECONDS = 1.0
+PAGE_LIMIT = 100
+
+
+def job_for(batch_id: str) -> Job:
+    return Job(KIND, batch_id, {"batch_id": batch_id})
+
+
+@dataclass(frozen=True, slots=True)
+class Owed:
+    """A line still owed its answer."""
+
+    index: int
+    custom_id: str
+    body: dict[str, Any]
+    model: str
+
+
+@dataclass(slots=True)
+class Run:
+    """One run of a batch's job: its claim, and whether it must stop starting lines."""
+
+    batch_id: str
+    endpoint: str
+    expires_at: int
+    lease_owner: str
+    stop: asyncio.Event
+    lost: bool = False
+    #: Why the batch fails while it runs (its owner or key went), as its ``errors``.
+    failure: list[Any] | None = None
+
+
+class Batches:
+    def __init__(
+        self, gateway: Gateway, runner: JobRunner, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.gateway = gateway
+        self.runner = runner
+        self.clock = clock
+        settings = gateway.settings
+        self.per_model = settings.batch_concurrency
+        self.retry_seconds = settings.batch_retry_seconds
+        self.lease_seconds = settings.job_stalled_seconds
+        #: Lines in flight per model, across this process's batches.
+        self._slots: dict[str, asyncio.Semaphore] = {}
+        runner.register(KIND, self.run, self.pending)
+
+    # -- the API --------------------------------------------------------------------------------
+
+    async def create(self, caller: Caller, body: dict[str, Any]) -> dict[str, Any]:
+        endpoint = body.get("endpoint")
+        if endpoint not in ENDPOINTS:
+            raise InvalidRequest(
+                f"'endpoint' must be one of {', '.join(ENDPOINTS)}", param="endpoint"
+            )
+        window = body.get("completion_window")
+        if window not in COMPLETION_WINDOWS:
+            raise InvalidRequest(
+                f"'completion_window' must be {', '.join(COMPLETION_WINDOWS)}",
+                param="completion_window",
+            )
+        file_id = body.get("input_file_id")
+        if not isinstance(file_id, str) or not file_id:
+            raise InvalidRequest("'input_file_id' is required", param="input_file_id")
+        metadata = check_metadata(body.get("metadata"))
+        file = await self.gateway.files.get(user_id=caller.user_id, file_id=file_id)
+        if file.purpose != "batch":
+            raise InvalidRequest(
+                f"file {file_id} has purpose {file.purpose!r}; upload the input with "
+                "purpose 'batch'",
+                param="input_file_id",
+            )
+        now = self.clock()
+
+        def work(session: Session) -> dict[str, Any]:
+            batch = store.create_batch(
+                session,
+                user_id=caller.user_id,
+                api_key_id=caller.key_id,
+                endpoint=str(endpoint),
+                input_file_id=file_id,
+                completion_window=str(window),
+                metadata=metadata,
+                now=now,
+            )
+            return store.batch_object(batch)
+
+        created = await self.gateway.transact(work)
+        await self.runner.submit(job_for(created["id"]))
+        return created
+
+    async def get(self, caller: Caller, batch_id: str) -> dict[str, Any]:
+        return await self.gateway.transact(
+            lambda s: store.batch_object(
+                store.get_batch(s, user_id=caller.user_id, batch_id=batch_id)
+            )
+        )
+
+    async def page(
+        self, caller: Caller, *, after: str | None, limit: int
+    ) -> tuple[list[dict[str, Any]], bool]:
+        def work(session: Session) -> tuple[list[dict[str, Any]], bool]:
+            rows, more = store.page_batches(
+                session, user_id=caller.user_id, after=after, limit=limit
+            )
+            return [store.batch_object(row) for row in rows], more
+
+        return await self.gateway.transact(work)
+
+    async def cancel(self, caller: Caller, batch_id: str) -> dict[str, Any]:
+        now = self.clock()
+        cancelled = await self.gateway.transact(
+            lambda s: store.batch_object(
+                store.cancel_batch(s, user_id=caller.user_id, batch_id=batch_id, now=now)
+            )
+        )
+        if cancelled["status"] == "cancelling":
+            await self.runner.submit(job_for(batch_id))  # finishes it if no run holds it
+        return cancelled
+
+    # -- the job --------------------------------------------------------------------------------
+
+    async def pending(self) -> list[Job]:
+        """Every batch the database says is still owed work."""
+        unfinished = await self.gateway.transact(store.unfinished_batches)
+        return [job_for(batch_id) for batch_id in unfinished]
+
+    async def run(self, payload: dict[str, Any]) -> None:
+        """The job: take the batch up where it is (see the module's docstring)."""
+        batch_id = str(payload["batch_id"])
+        owner = secrets.token_hex(8)
+        batch = await self.gateway.transact(lambda s: self._claim(s, batch_id, owner))
+        if batch is None:
+            return
+        run = Run(batch.id, batch.endpoint, batch.expires_at, owner, asyncio.Event())
+        watcher = asyncio.create_task(self._watch(run), name=f"batch-watch:{batch_id}")
+        try:
+            status = batch.status
+            if status == "validating":
+                status = await self._validate(run, batch)
+            if status in ("in_progress", "cancelling"):
+                await self._answer(run)
+            if not run.lost and status != "failed":
+                await self._finalize(run)
+        finally:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+            if not run.lost:
+                await self.gateway.transact(lambda s: self._release(s, run))
+
+    def _claim(self, session: Session, batch_id: str, owner: str) -> Batch | None:
+        """Claim the batch for this run, unless it is finished or another live run holds it
+        (several processes may each find the same unfinished batch)."""
+        batch = session.get(Batch, batch_id, with_for_update=True)
+        if batch is None or batch.status in FINAL:
+            return None
+        now = self.clock()
+        if batch.lease_until is not None and batch.lease_until > now:
+            return None
+        batch.lease_owner, batch.lease_until = owner, now + self.lease_seconds
+        session.flush()
+        session.expunge(batch)
+        return batch
+
+    def _renew(self, session: Session, run: Run) -> str | None:
+        """Renew the claim; the batch's status, or None when the claim was lost."""
+        batch = session.get(Batch, run.batch_id, with_for_update=True)
+        if batch is None or batch.lease_owner != run.lease_owner:
+            return None
+        batch.lease_until = self.clock() + self.lease_seconds
+        return batch.status
+
+    def _release(self, session: Session, run: Run) -> None:
+        session.execute(
+            update(Batch)
+            .where(Batch.id == run.batch_id, Batch.lease_owner == run.lease_owner)
+            .values(lease_owner=None, lease_until=None)
+        )
+
+    async def _watch(self, run: Run) -> None:
+        """Renew the claim every WATCH_SECONDS; stop starting lines when the batch is
+        cancelled, expires, or the claim is lost (this process was taken for dead and another
+        runs the batch)."""
+        while True:
+            await asyncio.sleep(WATCH_SECONDS)
+            try:
+                status = await self.gateway.transact(lambda s: self._renew(s, run))
+            except Exception:
+                log.warning("batch %s: renewing its claim failed", run.batch_id, exc_info=True)
+                continue
+            if status is None:
+                log.warning("batch %s: another process took it over", run.batch_id)
+                run.lost = True
+            if status is None or status == "cancelling" or self.clock() >= run.expires_at:
+                run.stop.set()
+
+    # -- validation -----------------------------------------------------------------------------
+
+    async def _validate(self, run: Run, batch: Batch) -> str:
+        """Read the input file into the batch's lines (in_progress), or fail the batch with
+        the errors found; the status it is left in."""
+        gateway = self.gateway
+        file = await gateway.transact(lambda s: s.get(StoredFile, batch.input_file_id))
+        lines: list[Line] = []
+        errors: list[Any] = []
+        if file is None or file.user_id != batch.user_id:
+            message = f"the input file {batch.input_file_id} was deleted"
+            errors.append(error("invalid_file", message, param="input_file_id"))
+        else:
+            raw = b"".join([chunk async for chunk in await gateway.files.open(file)])
+            lines, errors = await asyncio.to_thread(
+                parse_lines,
+                raw,
+                endpoint=batch.endpoint,
+                max_lines=gateway.settings.batch_max_lines,
+            )
+        now = int(self.clock())
+
+        def work(session: Session) -> str:
+            row = session.get(Batch, batch.id, with_for_update=True)
+            if row is None or row.lease_owner != run.lease_owner:
+                run.lost = True
+                return "lost"
+            if row.status == "cancelling":
+                return row.status  # cancelled before it was read: nothing to answer
+            if errors:
+                row.status, row.failed_at, row.errors = "failed", now, errors
+                return row.status
+            session.add_all(
+                BatchLine(
+                    batch_id=batch.id,
+                    line=line.index,
+                    custom_id=line.custom_id,
+                    body=line.body,
+                    model=line.model[:256],
+                    done=False,
+                )
+                for line in lines
+            )
+            row.status, row.in_progress_at, row.total = "in_progress", now, len(lines)
+            return row.status
+
+        return await gateway.transact(work)
+
+    # -- answering ------------------------------------------------------------------------------
+
+    async def _answer(self, run: Run) -> None:
+        """Answer every line still owed, each model's at most ``batch_concurrency`` at once
+        in this process, until all are answered or the run must stop."""
+        owner = await self.gateway.transact(lambda s: self._owner(s, run.batch_id))
+        if owner is None:
+            log.warning("batch %s: its owner or key is gone; the rest is not run", run.batch_id)
+            run.failure = [
+                {
+                    "code": "invalid_api_key",
+                    "message": "the account or API key that created the batch was disabled "
+                    "or revoked",
+                    "line": None,
+                    "param": None,
+                }
+            ]
+            return
+        owed = await self.gateway.transact(lambda s: owed_lines(s, run.batch_id))
+        queue = deque(owed)
+        models = {line.model for line in owed}
+        workers = min(len(owed), self.per_model * max(1, len(models)))
+
+        async def work() -> None:
+            while queue and not run.stop.is_set():
+                await self._settle_line(run, owner, queue.popleft())
+
+        await asyncio.gather(*(work() for _ in range(workers)))
+
+    def _owner(self, session: Session, batch_id: str) -> Caller | None:
+        """Who the batch's lines are called as: its owner through the key that created it
+        (that key's limits on models); None when either was disabled or revoked."""
+        batch = session.get(Batch, batch_id)
+        user = session.get(User, batch.user_id) if batch is not None else None
+        if batch is None or user is None or user.disabled:
+            return None
+        key = session.get(ApiKey, batch.api_key_id) if batch.api_key_id else None
+        if key is not None and key.revoked_at is not None:
+            return None
+        return caller_of(user, key)
+
+    async def _settle_line(self, run: Run, owner: Caller, line: Owed) -> None:
+        """Answer one line, trying again after a while for as long as the limits refuse it
+        and the run goes on."""
+        slots = self._slots.setdefault(line.model, asyncio.Semaphore(self.per_model))
+        while not run.stop.is_set():
+            async with slots:
+                if run.stop.is_set():
+                    return
+                if await self._attempt(run, owner, line):
+                    return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(run.stop.wait(), self.retry_seconds)
+
+    async def _attempt(self, run: Run, owner: Caller, line: Owed) -> bool:
+        """Call the line's request once; True when it got its answer (recorded), False when
+        the limits (or every upstream) refused it for now."""
+        gateway = self.gateway
+        exchange = Exchange(
+            gateway,
+            request_id(run.batch_id, line.index),
+            perf_counter(),
+            {},
+            ENDPOINTS[run.endpoint],
+        )
+        exchange.model = line.model[:256]
+        try:
+            status, body = await self._call(exchange, owner, run.endpoint, line.body)
+        except HepAIError as failure:
+            if failure.status == 429 and exchange.started_in is None:
+                return False  # refused at admission: no call was made, nothing is billed
+            exchange.outcome.fail(failure.status, failure.message)
+            status, body = failure.status, failure.to_body()
+        except Exception:
+            log.exception("batch %s line %d failed", run.batch_id, line.index)
+            exchange.outcome.fail(500, "internal error")
+            status, body = 500, {"error": {"message": "internal error", "type": "server_error"}}
+        row = exchange.usage_row(owner)
+        if status == 429:
+            # Every upstream refused it: not an answer for a batch line. The admitted call
+            # ends here (its reservation settled) and the line is tried again.
+            exchange.ended(owner, row)
+            return False
+        try:
+            await gateway.transact(lambda s: self._record(s, run, line, status, body, row))
+        finally:
+            exchange.ended(owner, row)
+        return True
+
+    async def _call(
+        self, exchange: Exchange, owner: Caller, endpoint: str, body: dict[str, Any]
+    ) -> tuple[int, Any]:
+        """The line's request run as a live one is, with no client connection: its status
+        and body."""
+        if (refused := refusal(body)) is not None:
+            raise refused
+        if endpoint == "/v1/responses":
+            status, raw = await run_response(exchange, owner, body)
+            return status, parse_answer(raw)
+        gateway = self.gateway
+        kind = EMBEDDINGS if endpoint == "/v1/embeddings" else CHAT
+        model_id = check_request(kind, body)
+        model = await resolve_model(gateway, owner, model_id, kind, exchange.request_id)
+        call = Call.create(
+            request_id=exchange.request_id,
+            caller=owner,
+            endpoint=kind,
+            model=model,
+            body=body,
+            started=exchange.started,
+        )
+        prompt, output = estimate_tokens(
+            kind, len(orjson.dumps(body)), body, gateway.settings.default_output_tokens
+        )
+        await exchange.admit(owner, prompt=prompt, output=output, embedding=kind is EMBEDDINGS)
+        answer = Collected()
+        await gateway.proxy.relay(call, exchange.outcome, answer.receive, answer.send)
+        return answer.status, parse_answer(answer.body)
+
+    def _record(
+        self, session: Session, run: Run, line: Owed, status: int, body: Any, row: UsageRow
+    ) -> None:
+        """The line's answer and its usage row, together; nothing when another run answered
+        the line first."""
+        answered = session.execute(
+            update(BatchLine)
+            .where(
+                BatchLine.batch_id == run.batch_id,
+                BatchLine.line == line.index,
+                BatchLine.done.is_(False),
+            )
+            .values(done=True, status_code=status, response=body, request_id=row.request_id)
+        )
+        if answered.rowcount != 1:  # type: ignore[attr-defined]  # a CursorResult's
+            return
+        self.gateway.recorder.write_in(session.connection(), [row])
+        ok = 200 <= status < 300
+        session.execute(
+            update(Batch)
+            .where(Batch.id == run.batch_id)
+            .values(
+                completed=Batch.completed + int(ok),
+                failed=Batch.failed + int(not ok),
+                input_tokens=Batch.input_tokens + (row.prompt_tokens or 0),
+                output_tokens=Batch.output_tokens + (row.completion_tokens or 0),
+            )
+        )
+
+    # -- finalizing -----------------------------------------------------------------------------
+
+    async def _finalize(self, run: Run) -> None:
+        """Write the output and error files and end the batch: cancelled when it was asked
+        to, expired when its window ended with lines unanswered, else completed."""
+        gateway = self.gateway
+        now = int(self.clock())
+
+        def begin(session: Session) -> list[BatchLine] | None:
+            batch = session.get(Batch, run.batch_id, with_for_update=True)
+            if batch is None or batch.lease_owner != run.lease_owner or batch.status in FINAL:
+                return None
+            if batch.status == "in_progress":
+                batch.status, batch.finalizing_at = "finalizing", now
+            lines = list(
+                session.scalars(
+                    select(BatchLine)
+                    .where(BatchLine.batch_id == run.batch_id)
+                    .order_by(BatchLine.line)
+                )
+            )
+            session.expunge_all()
+            return lines
+
+        lines = await gateway.transact(begin)
+        if lines is None:
+            return
+        status = await gateway.transact(
+            lambda s: s.scalar(select(Batch.status).where(Batch.id == run.batch_id))
+        )
+        owed = [line for line in lines if not line.done]
+        if run.failure is not None:
+            final, unanswered = "failed", error_of("invalid_api_key", run.failure[0]["message"])
+        elif status == "cancelling":
+            final, unanswered = "cancelled", error_of("batch_cancelled", "the batch was cancelled")
+        elif owed and now >= run.expires_at:
+            final = "expired"
+            unanswered = error_of(
+                "batch_expired",
+                "the request could not be run before the batch's completion window ended",
+            )
+        elif owed:
+            return  # stopped early (the claim was lost): another run goes on
+        else:
+            final, unanswered = "completed", None
+        good = [
+            answer_line(run.batch_id, line)
+            for line in lines
+            if line.done and 200 <= (line.status_code or 0) < 300
+        ]
+        bad = [
+            answer_line(run.batch_id, line)
+            for line in lines
+            if line.done and not 200 <= (line.status_code or 0) < 300
+        ]
+        if unanswered is not None:
+            bad += [
+                output_line(
+                    batch_id=run.batch_id,
+                    index=line.line,
+                    custom_id=line.custom_id,
+                    status_code=None,
+                    body=None,
+                    failure=unanswered,
+                )
+                for line in owed
+            ]
+        user_id = await gateway.transact(
+            lambda s: s.scalar(select(Batch.user_id).where(Batch.id == run.batch_id))
+        )
+        assert user_id is not None
+        output = await self._file(user_id, f"{run.batch_id}_output.jsonl", good)
+        errors = await self._file(user_id, f"{run.batch_id}_error.jsonl", bad)
+
+        def end(session: Session) -> bool:
+            batch = session.get(Batch, run.batch_id, with_for_update=True)
+            if batch is None or batch.lease_owner != run.lease_owner or batch.status in FINAL:
+                return False
+            batch.output_file_id, batch.error_file_id = output, errors
+            batch.status = final
+            if run.failure is not None:
+                batch.errors = run.failure
+            setattr(batch, f"{final}_at", int(self.clock()))
+            if final == "expired":
+                batch.failed += len(owed)
+            return True
+
+        if not await gateway.transact(end):
+            for file_id in (output, errors):
+                if file_id is not None:
+                    with contextlib.suppress(NotFound):
+                        await gateway.files.delete(user_id=user_id, file_id=file_id)
+
+    async def _file(self, user_id: int, name: str, lines: Iterable[bytes]) -> str | None:
+        """A file of the owner's holding ``lines`` (purpose batch_output), or None for none.
+        Results already paid for are kept whatever the owner's storage quota says."""
+        files = self.gateway.files
+        lines = list(lines)
+        if not lines:
+            return None
+        spool = Spool(files.storage.spool_dir, limit=2**62, too_large=files.file_too_large)
+        async with spool:
+            for line in lines:
+                await spool.write(line)
+            spooled = await spool.finish()
+        stored = await files.add(
+            user_id=user_id,
+            spooled=spooled,
+            filename=name,
+            purpose="batch_output",
+            enforce_quota=False,
+        )
+        return stored.id
+
+    async def close(self) -> None:
+        """Nothing of its own to stop: its runs are the runner's jobs."""
+
+
+def owed_lines(session: Session, batch_id: str) -> list[Owed]:
+    rows = session.execute(
+        select(BatchLine.line, BatchLine.custom_id, BatchLine.body, BatchLine.model)
+        .where(BatchLine.batch_id == batch_id, BatchLine.done.is_(False))
+        .order_by(BatchLine.line)
+    ).all()
+    return [Owed(*row) for row in rows]
+
+
+def parse_answer(raw: bytes) -> Any:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return raw.decode("utf-8", "replace")
+
+
+def error_of(code: str, message: str) -> dict[str, Any]:
+    return {"code": code, "message": message}
+
+
+def answer_line(batch_id: str, line: BatchLine) -> bytes:
+    return output_line(
+        batch_id=batch_id,
+        index=line.line,
+        custom_id=line.custom_id,
+        status_code=line.status_code,
+        body=line.response,
+        failure=None,
+    )
