@@ -6,6 +6,7 @@ against its owner."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -16,7 +17,9 @@ import pytest
 from openai.types import Batch
 
 from hepai_server.db.tables import Batch as BatchRow
+from hepai_server.gateway.batches import Batches
 from hepai_server.governance import limits
+from hepai_server.jobs.local import LocalRunner
 from hepai_server.protocol.batches import output_line, parse_lines, refusal, request_id
 from hepai_server.services.batches import batch_object
 from tests.inprocess import Account, App
@@ -266,21 +269,24 @@ async def test_a_line_the_limits_refuse_waits_and_a_cancel_ends_the_batch(
         await until(client, created.id, answered(2))
         await asyncio.sleep(0.5)  # several retries of the refused lines
         running = await client.batches.retrieve(created.id)
+        # A minute's window may turn meanwhile and let more in: never all of them.
         assert running.status == "in_progress" and running.request_counts is not None
-        assert (running.request_counts.completed, running.request_counts.failed) == (2, 0)
+        done = running.request_counts.completed
+        assert 2 <= done < 5 and running.request_counts.failed == 0
         cancelling = await client.batches.cancel(created.id)
         assert cancelling.status in ("cancelling", "cancelled") and cancelling.cancelling_at
         batch = await until(client, created.id, ended)
         assert batch.status == "cancelled" and batch.cancelled_at
-        assert len(await lines_of(client, batch.output_file_id)) == 2
+        assert batch.request_counts is not None and batch.request_counts.completed == done
+        assert len(await lines_of(client, batch.output_file_id)) == done
         unanswered = await lines_of(client, batch.error_file_id)
         assert {line["error"]["code"] for line in unanswered} == {"batch_cancelled"}
-        assert len(unanswered) == 3
+        assert len(unanswered) == 5 - done
         again = await client.batches.cancel(created.id)
         assert again.status == "cancelled"
-    # The refusals were no calls: two rows, the answered lines'.
+    # The refusals were no calls: a row for each answered line, none for the others.
     rows = [await app.platform.usage_rows(request_id(batch.id, n), timeout=0) for n in range(5)]
-    assert [len(found) for found in rows] == [1, 1, 0, 0, 0]
+    assert sum(map(len, rows)) == done and all(len(found) <= 1 for found in rows)
 
 
 async def test_refused_lines_are_answered_once_the_limit_allows(
@@ -381,3 +387,54 @@ async def test_a_bad_batch_request_is_400_naming_its_field(
         answer = await http.post("/v1/batches", headers=auth, json=body)
     assert answer.status_code == 400, answer.text
     assert answer.json()["error"]["param"] == param
+
+
+async def test_a_batch_whose_window_ends_expires_with_the_rest_in_its_error_file(
+    app: App, make_user: Callable[..., Account]
+) -> None:
+    account = make_user()
+    with app.platform.session() as session:
+        limits.set_limit(
+            session,
+            scope="user",
+            subject_id=account.user_id,
+            model="mock/chat",
+            rpm=1,
+            tpm=None,
+            concurrency=None,
+            now=datetime.now(UTC),
+            by="test",
+        )
+    await app.gateway.reload_catalog()
+    now = [time.time()]
+    runner = LocalRunner(concurrency=1, recovery_seconds=3600)
+    batches = Batches(app.gateway, runner, clock=lambda: now[0])
+    await runner.start()
+    try:
+        caller = await app.gateway.auth.authenticate(account.key)
+        async with app.openai(account.key) as client:
+            file = await client.files.create(
+                file=("in.jsonl", jsonl([chat_line(f"q{n}") for n in range(3)])), purpose="batch"
+            )
+            created = await batches.create(
+                caller,
+                {"input_file_id": file.id, "endpoint": CHAT_URL, "completion_window": "24h"},
+            )
+            await until(client, created["id"], answered(1))
+            now[0] += 24 * 3600  # the window ends while the other lines wait for the limit
+            batch = await until(client, created["id"], ended)
+            assert batch.status == "expired" and batch.expired_at
+            assert batch.request_counts is not None
+            done = batch.request_counts.completed  # one, or two if a minute turned meanwhile
+            assert batch.request_counts.failed == 3 - done
+            output = await lines_of(client, batch.output_file_id)
+            expired = await lines_of(client, batch.error_file_id)
+            assert len(output) == done and len(expired) == 3 - done
+            assert {line["custom_id"] for line in output + expired} == {"q0", "q1", "q2"}
+            assert {line["error"]["code"] for line in expired} == {"batch_expired"}
+            assert all(line["response"] is None for line in expired)
+    finally:
+        await runner.close()
+        with app.platform.session() as session:
+            limits.clear_limit(session, scope="user", subject_id=account.user_id, model="mock/chat")
+        await app.gateway.reload_catalog()
