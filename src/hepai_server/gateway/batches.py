@@ -329,6 +329,7 @@ class Batches:
             ]
             return
         owed = await self.gateway.transact(lambda s: owed_lines(s, run.batch_id))
+        log.info("batch %s: answering its %d lines still owed", run.batch_id, len(owed))
         queue = deque(owed)
         models = {line.model for line in owed}
         workers = min(len(owed), self.per_model * max(1, len(models)))
