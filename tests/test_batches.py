@@ -21,6 +21,7 @@ from hepai_server.gateway.batches import Batches
 from hepai_server.governance import limits
 from hepai_server.jobs.local import LocalRunner
 from hepai_server.protocol.batches import output_line, parse_lines, refusal, request_id
+from hepai_server.services import accounts
 from hepai_server.services.batches import batch_object
 from tests.inprocess import Account, App
 
@@ -62,6 +63,10 @@ async def until(client: openai.AsyncOpenAI, batch_id: str, done: Callable[[Batch
 
 def answered(count: int) -> Callable[[Batch], bool]:
     return lambda b: b.request_counts is not None and b.request_counts.completed == count
+
+
+def answered_count(batch: Batch) -> int:
+    return batch.request_counts.completed if batch.request_counts is not None else 0
 
 
 def ended(batch: Batch) -> bool:
@@ -168,27 +173,32 @@ async def test_a_chat_batch_answers_every_line_once_with_one_usage_row_each(
 ) -> None:
     lines = [chat_line(f"q{n}", f"question {n}") for n in range(12)]
     lines.append(chat_line("streamed", stream=True))
+    lines.append(chat_line("forbidden", model="team/physics-only"))
     created = await submit(api, lines)
     assert created.id.startswith("batch_") and created.status == "validating"
     assert created.metadata == {"project": "tests"} and created.completion_window == "24h"
     batch = await until(api, created.id, ended)
     assert batch.status == "completed" and batch.errors is None
     assert batch.request_counts is not None
-    assert (batch.request_counts.total, batch.request_counts.completed) == (13, 12)
-    assert batch.request_counts.failed == 1
+    assert (batch.request_counts.total, batch.request_counts.completed) == (14, 12)
+    assert batch.request_counts.failed == 2
     assert batch.in_progress_at and batch.finalizing_at and batch.completed_at
     output = await lines_of(api, batch.output_file_id)
     assert sorted(line["custom_id"] for line in output) == sorted(f"q{n}" for n in range(12))
     for line in output:
         assert line["response"]["status_code"] == 200 and line["error"] is None
         assert line["response"]["body"]["object"] == "chat.completion"
-    (refused,) = await lines_of(api, batch.error_file_id)
+    refused, forbidden = await lines_of(api, batch.error_file_id)
     assert refused["custom_id"] == "streamed"
     assert refused["response"]["status_code"] == 400
     assert refused["response"]["body"]["error"]["param"] == "stream"
-    rows = [await app.platform.usage_row(request_id(batch.id, n)) for n in range(13)]
+    # A model the owner may not call answers as a live call would: 404, as if there were none.
+    assert forbidden["custom_id"] == "forbidden"
+    assert forbidden["response"]["status_code"] == 404
+    assert forbidden["response"]["body"]["error"]["code"] == "model_not_found"
+    rows = [await app.platform.usage_row(request_id(batch.id, n)) for n in range(14)]
     assert {row["endpoint"] for row in rows} == {"chat.completions"}
-    assert [row["status_code"] for row in rows] == [200] * 12 + [400]
+    assert [row["status_code"] for row in rows] == [200] * 12 + [400, 404]
     assert batch.usage is not None
     assert batch.usage.output_tokens == sum(row["completion_tokens"] or 0 for row in rows)
     output_file = await api.files.retrieve(batch.output_file_id or "")
@@ -438,3 +448,37 @@ async def test_a_batch_whose_window_ends_expires_with_the_rest_in_its_error_file
         with app.platform.session() as session:
             limits.clear_limit(session, scope="user", subject_id=account.user_id, model="mock/chat")
         await app.gateway.reload_catalog()
+
+
+async def test_revoking_the_key_that_created_a_batch_fails_the_rest_of_it(
+    app: App, make_user: Callable[..., Account]
+) -> None:
+    account = make_user()
+    with app.platform.session() as session:
+        limits.set_limit(
+            session,
+            scope="user",
+            subject_id=account.user_id,
+            model="mock/chat",
+            rpm=1,
+            tpm=None,
+            concurrency=None,
+            now=datetime.now(UTC),
+            by="test",
+        )
+    await app.gateway.reload_catalog()
+    _, other_key = app.platform.make_key(account.username)
+    async with app.openai(account.key) as client, app.openai(other_key) as reader:
+        created = await submit(client, [chat_line(f"q{n}") for n in range(3)])
+        await until(client, created.id, answered(1))
+        with app.platform.session() as session:
+            accounts.revoke_api_key(session, key_id=account.key_id)
+        app.platform.callers_changed()
+        batch = await until(reader, created.id, ended)
+        assert batch.status == "failed" and batch.failed_at and batch.errors is not None
+        assert [e.code for e in batch.errors.data or []] == ["invalid_api_key"]
+        done = answered_count(batch)
+        assert len(await lines_of(reader, batch.output_file_id)) == done < 3
+        rest = await lines_of(reader, batch.error_file_id)
+        assert {line["error"]["code"] for line in rest} == {"invalid_api_key"}
+        assert len(rest) == 3 - done

@@ -231,11 +231,14 @@ class Batches:
         return batch
 
     def _renew(self, session: Session, run: Run) -> str | None:
-        """Renew the claim; the batch's status, or None when the claim was lost."""
+        """Renew the claim; the batch's status (``revoked`` when its owner or key no longer
+        may call), or None when the claim was lost."""
         batch = session.get(Batch, run.batch_id, with_for_update=True)
         if batch is None or batch.lease_owner != run.lease_owner:
             return None
         batch.lease_until = self.clock() + self.lease_seconds
+        if self._owner(session, run.batch_id) is None:
+            return "revoked"
         return batch.status
 
     def _release(self, session: Session, run: Run) -> None:
@@ -259,7 +262,9 @@ class Batches:
             if status is None:
                 log.warning("batch %s: another process took it over", run.batch_id)
                 run.lost = True
-            if status is None or status == "cancelling" or self.clock() >= run.expires_at:
+            elif status == "revoked":
+                run.failure = owner_gone(run.batch_id)
+            if status in (None, "cancelling", "revoked") or self.clock() >= run.expires_at:
                 run.stop.set()
 
     # -- validation -----------------------------------------------------------------------------
@@ -317,16 +322,7 @@ class Batches:
         in this process, until all are answered or the run must stop."""
         owner = await self.gateway.transact(lambda s: self._owner(s, run.batch_id))
         if owner is None:
-            log.warning("batch %s: its owner or key is gone; the rest is not run", run.batch_id)
-            run.failure = [
-                {
-                    "code": "invalid_api_key",
-                    "message": "the account or API key that created the batch was disabled "
-                    "or revoked",
-                    "line": None,
-                    "param": None,
-                }
-            ]
+            run.failure = owner_gone(run.batch_id)
             return
         owed = await self.gateway.transact(lambda s: owed_lines(s, run.batch_id))
         log.info("batch %s: answering its %d lines still owed", run.batch_id, len(owed))
@@ -467,12 +463,12 @@ class Batches:
         gateway = self.gateway
         now = int(self.clock())
 
-        def begin(session: Session) -> list[BatchLine] | None:
+        def begin(session: Session) -> tuple[list[BatchLine], str] | None:
+            """The batch's lines and how it ends, once that is known (it is finalizing
+            from here); None when this run has nothing more to do."""
             batch = session.get(Batch, run.batch_id, with_for_update=True)
             if batch is None or batch.lease_owner != run.lease_owner or batch.status in FINAL:
                 return None
-            if batch.status == "in_progress":
-                batch.status, batch.finalizing_at = "finalizing", now
             lines = list(
                 session.scalars(
                     select(BatchLine)
@@ -480,30 +476,36 @@ class Batches:
                     .order_by(BatchLine.line)
                 )
             )
+            owed = any(not line.done for line in lines)
+            if run.failure is not None:
+                final = "failed"
+            elif batch.status == "cancelling":
+                final = "cancelled"
+            elif owed and now >= run.expires_at:
+                final = "expired"
+            elif owed:
+                return None  # stopped early (the claim was lost): another run goes on
+            else:
+                final = "completed"
+            if batch.status == "in_progress":
+                batch.status, batch.finalizing_at = "finalizing", now
+            session.flush()
             session.expunge_all()
-            return lines
+            return lines, final
 
-        lines = await gateway.transact(begin)
-        if lines is None:
+        begun = await gateway.transact(begin)
+        if begun is None:
             return
-        status = await gateway.transact(
-            lambda s: s.scalar(select(Batch.status).where(Batch.id == run.batch_id))
-        )
+        lines, final = begun
         owed = [line for line in lines if not line.done]
-        if run.failure is not None:
-            final, unanswered = "failed", error_of("invalid_api_key", run.failure[0]["message"])
-        elif status == "cancelling":
-            final, unanswered = "cancelled", error_of("batch_cancelled", "the batch was cancelled")
-        elif owed and now >= run.expires_at:
-            final = "expired"
-            unanswered = error_of(
+        unanswered = {
+            "failed": error_of("invalid_api_key", (run.failure or [{}])[0].get("message", "")),
+            "cancelled": error_of("batch_cancelled", "the batch was cancelled"),
+            "expired": error_of(
                 "batch_expired",
                 "the request could not be run before the batch's completion window ended",
-            )
-        elif owed:
-            return  # stopped early (the claim was lost): another run goes on
-        else:
-            final, unanswered = "completed", None
+            ),
+        }.get(final)
         good = [
             answer_line(run.batch_id, line)
             for line in lines
@@ -573,8 +575,12 @@ class Batches:
         )
         return stored.id
 
-    async def close(self) -> None:
-        """Nothing of its own to stop: its runs are the runner's jobs."""
+
+def owner_gone(batch_id: str) -> list[Any]:
+    """The errors of a batch whose owner was disabled or whose key was revoked."""
+    log.warning("batch %s: its owner or key is gone; the rest is not run", batch_id)
+    message = "the account or API key that created the batch was disabled or revoked"
+    return [error("invalid_api_key", message)]
 
 
 def owed_lines(session: Session, batch_id: str) -> list[Owed]:
