@@ -23,7 +23,7 @@ from hepai_server.jobs.local import LocalRunner
 from hepai_server.protocol.batches import output_line, parse_lines, refusal, request_id
 from hepai_server.services import accounts
 from hepai_server.services.batches import batch_object
-from tests.inprocess import Account, App
+from tests.inprocess import Account, App, Upstream
 
 CHAT_URL = "/v1/chat/completions"
 
@@ -482,3 +482,38 @@ async def test_revoking_the_key_that_created_a_batch_fails_the_rest_of_it(
         rest = await lines_of(reader, batch.error_file_id)
         assert {line["error"]["code"] for line in rest} == {"invalid_api_key"}
         assert len(rest) == 3 - done
+
+
+async def test_a_batch_interrupted_by_a_restart_resumes_with_the_lines_still_owed(
+    app: App, upstream: Upstream, make_user: Callable[..., Account], unique
+) -> None:
+    account = make_user()
+    caller = await app.gateway.auth.authenticate(account.key)
+    marker = unique("resumed")
+    lines = [chat_line(f"q{n}", f"{marker} {n}", mock={"delay": 0.1}) for n in range(16)]
+    before = LocalRunner(concurrency=1, recovery_seconds=3600)
+    batches = Batches(app.gateway, before)
+    await before.start()
+    async with app.openai(account.key) as client:
+        file = await client.files.create(file=("in.jsonl", jsonl(lines)), purpose="batch")
+        body = {"input_file_id": file.id, "endpoint": CHAT_URL, "completion_window": "24h"}
+        batch_id = (await batches.create(caller, body))["id"]
+        await until(client, batch_id, lambda b: answered_count(b) >= 4)
+        await before.close()  # the process stops, lines in flight and all
+        stopped = await client.batches.retrieve(batch_id)
+        assert stopped.status == "in_progress" and answered_count(stopped) < 16
+        after = LocalRunner(concurrency=1, recovery_seconds=0.05)
+        Batches(app.gateway, after)
+        await after.start()  # finds the unfinished batch by itself
+        try:
+            batch = await until(client, batch_id, ended)
+        finally:
+            await after.close()
+        output = await lines_of(client, batch.output_file_id)
+    assert batch.status == "completed" and answered_count(batch) == 16
+    assert sorted(line["custom_id"] for line in output) == sorted(f"q{n}" for n in range(16))
+    for n in range(16):
+        assert len(await app.platform.usage_rows(request_id(batch_id, n))) == 1
+    # Only the lines in flight when it stopped were called twice.
+    calls = [r for r in upstream.requests() if marker in str(r["body"])]
+    assert 16 <= len(calls) <= 16 + app.gateway.settings.batch_concurrency

@@ -375,6 +375,12 @@ class Batches:
         exchange.model = line.model[:256]
         try:
             status, body = await self._call(exchange, owner, run.endpoint, line.body)
+        except asyncio.CancelledError:
+            # The process stops: the line stays owed, and runs again under the same request
+            # id, so this attempt writes no row; its reservation is given back.
+            if exchange.ticket is not None:
+                gateway.limiter.settle(exchange.ticket, exchange.request_id, tokens=0, cost=0)
+            raise
         except HepAIError as failure:
             if failure.status == 429 and exchange.started_in is None:
                 return False  # refused at admission: no call was made, nothing is billed
