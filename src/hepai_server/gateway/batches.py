@@ -3,13 +3,11 @@
 A batch is one job of the platform's job runner (jobs/), keyed by its id. The job validates the
 input file (protocol/batches.py) into the batch's lines, answers every line not yet answered,
 then writes the output and error files as the owner's files. Each line is a call as the
-owner's own would be: the model's permissions, the limits and budgets admitting it, one usage
-row (an ``Exchange``, as gateway/knowledge_tools.py's steps are). A line the limits refuse
-(429) is not answered but tried again later, until the batch's completion window ends.
+owner's own would be, answered and billed once however often it runs (batch_lines.py). A
+line the limits refuse (429) is not answered but tried again later, until the batch's
+completion window ends.
 
-Answered once, billed once, whoever runs it: a line's request id is ``<batch id>-<line>``, and
-its answer and its usage row are written in one transaction, which skips a line already
-answered. A process that dies mid-batch leaves the answered lines recorded and the rest owed;
+A process that dies mid-batch leaves the answered lines recorded and the rest owed;
 its claim on the batch (a lease, renewed while it runs) lapses, and the runner's recovery has
 another process take the batch up where it was. At most ``batch_concurrency`` lines of one
 model are in flight in one process, across all its batches, so live calls keep the rest of a
@@ -26,23 +24,15 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from time import perf_counter
 from typing import Any
 
-import orjson
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from hepai_server.db.tables import ApiKey, Batch, BatchLine, StoredFile, User
-from hepai_server.errors import HepAIError, InvalidRequest, NotFound
+from hepai_server.errors import InvalidRequest, NotFound
 from hepai_server.files.spool import Spool
-from hepai_server.gateway.asgi import Collected
-from hepai_server.gateway.frame import Exchange
-from hepai_server.gateway.ledger import UsageRow
-from hepai_server.gateway.limiter import estimate_tokens
-from hepai_server.gateway.proxy import Call
-from hepai_server.gateway.relay import resolve_model
-from hepai_server.gateway.responses import run_response
+from hepai_server.gateway.batch_lines import LineCalls, Owed, owed_lines
 from hepai_server.gateway.runtime import Gateway
 from hepai_server.jobs.runner import Job, JobRunner
 from hepai_server.protocol.batches import (
@@ -54,10 +44,7 @@ from hepai_server.protocol.batches import (
     error,
     output_line,
     parse_lines,
-    refusal,
-    request_id,
 )
-from hepai_server.protocol.openai import CHAT, EMBEDDINGS, check_request
 from hepai_server.services import batches as store
 from hepai_server.services.accounts import Caller, caller_of
 
@@ -71,16 +58,6 @@ PAGE_LIMIT = 100
 
 def job_for(batch_id: str) -> Job:
     return Job(KIND, batch_id, {"batch_id": batch_id})
-
-
-@dataclass(frozen=True, slots=True)
-class Owed:
-    """A line still owed its answer."""
-
-    index: int
-    custom_id: str
-    body: dict[str, Any]
-    model: str
 
 
 @dataclass(slots=True)
@@ -108,6 +85,7 @@ class Batches:
         self.per_model = settings.batch_concurrency
         self.retry_seconds = settings.batch_retry_seconds
         self.lease_seconds = settings.job_stalled_seconds
+        self.lines = LineCalls(gateway)
         #: Lines in flight per model, across this process's batches.
         self._slots: dict[str, asyncio.Semaphore] = {}
         runner.register(KIND, self.run, self.pending)
@@ -356,110 +334,10 @@ class Batches:
             async with slots:
                 if run.stop.is_set():
                     return
-                if await self._attempt(run, owner, line):
+                if await self.lines.answer(run.batch_id, run.endpoint, owner, line):
                     return
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(run.stop.wait(), self.retry_seconds)
-
-    async def _attempt(self, run: Run, owner: Caller, line: Owed) -> bool:
-        """Call the line's request once; True when it got its answer (recorded), False when
-        the limits (or every upstream) refused it for now."""
-        gateway = self.gateway
-        exchange = Exchange(
-            gateway,
-            request_id(run.batch_id, line.index),
-            perf_counter(),
-            {},
-            ENDPOINTS[run.endpoint],
-        )
-        exchange.model = line.model[:256]
-        try:
-            status, body = await self._call(exchange, owner, run.endpoint, line.body)
-        except asyncio.CancelledError:
-            # The process stops: the line stays owed, and runs again under the same request
-            # id, so this attempt writes no row; its reservation is given back.
-            if exchange.ticket is not None:
-                gateway.limiter.settle(exchange.ticket, exchange.request_id, tokens=0, cost=0)
-            raise
-        except HepAIError as failure:
-            if failure.status == 429 and exchange.started_in is None:
-                return False  # refused at admission: no call was made, nothing is billed
-            exchange.outcome.fail(failure.status, failure.message)
-            status, body = failure.status, failure.to_body()
-        except Exception:
-            log.exception("batch %s line %d failed", run.batch_id, line.index)
-            exchange.outcome.fail(500, "internal error")
-            status, body = 500, {"error": {"message": "internal error", "type": "server_error"}}
-        row = exchange.usage_row(owner)
-        if status == 429:
-            # Every upstream refused it: not an answer for a batch line. The admitted call
-            # ends here (its reservation settled) and the line is tried again.
-            exchange.ended(owner, row)
-            return False
-        try:
-            await gateway.transact(lambda s: self._record(s, run, line, status, body, row))
-        finally:
-            exchange.ended(owner, row)
-        return True
-
-    async def _call(
-        self, exchange: Exchange, owner: Caller, endpoint: str, body: dict[str, Any]
-    ) -> tuple[int, Any]:
-        """The line's request run as a live one is, with no client connection: its status
-        and body."""
-        if (refused := refusal(body)) is not None:
-            raise refused
-        if endpoint == "/v1/responses":
-            status, raw = await run_response(exchange, owner, body)
-            return status, parse_answer(raw)
-        gateway = self.gateway
-        kind = EMBEDDINGS if endpoint == "/v1/embeddings" else CHAT
-        model_id = check_request(kind, body)
-        model = await resolve_model(gateway, owner, model_id, kind, exchange.request_id)
-        call = Call.create(
-            request_id=exchange.request_id,
-            caller=owner,
-            endpoint=kind,
-            model=model,
-            body=body,
-            started=exchange.started,
-        )
-        prompt, output = estimate_tokens(
-            kind, len(orjson.dumps(body)), body, gateway.settings.default_output_tokens
-        )
-        await exchange.admit(owner, prompt=prompt, output=output, embedding=kind is EMBEDDINGS)
-        answer = Collected()
-        await gateway.proxy.relay(call, exchange.outcome, answer.receive, answer.send)
-        return answer.status, parse_answer(answer.body)
-
-    def _record(
-        self, session: Session, run: Run, line: Owed, status: int, body: Any, row: UsageRow
-    ) -> None:
-        """The line's answer and its usage row, together; nothing when another run answered
-        the line first."""
-        answered = session.execute(
-            update(BatchLine)
-            .where(
-                BatchLine.batch_id == run.batch_id,
-                BatchLine.line == line.index,
-                BatchLine.done.is_(False),
-            )
-            .values(done=True, status_code=status, response=body, request_id=row.request_id)
-        )
-        if answered.rowcount != 1:  # type: ignore[attr-defined]  # a CursorResult's
-            return
-        self.gateway.recorder.write_in(session.connection(), [row])
-        ok = 200 <= status < 300
-        session.execute(
-            update(Batch)
-            .where(Batch.id == run.batch_id)
-            .values(
-                completed=Batch.completed + int(ok),
-                failed=Batch.failed + int(not ok),
-                input_tokens=Batch.input_tokens + (row.prompt_tokens or 0),
-                output_tokens=Batch.output_tokens + (row.completion_tokens or 0),
-            )
-        )
 
     # -- finalizing -----------------------------------------------------------------------------
 
@@ -587,22 +465,6 @@ def owner_gone(batch_id: str) -> list[Any]:
     log.warning("batch %s: its owner or key is gone; the rest is not run", batch_id)
     message = "the account or API key that created the batch was disabled or revoked"
     return [error("invalid_api_key", message)]
-
-
-def owed_lines(session: Session, batch_id: str) -> list[Owed]:
-    rows = session.execute(
-        select(BatchLine.line, BatchLine.custom_id, BatchLine.body, BatchLine.model)
-        .where(BatchLine.batch_id == batch_id, BatchLine.done.is_(False))
-        .order_by(BatchLine.line)
-    ).all()
-    return [Owed(*row) for row in rows]
-
-
-def parse_answer(raw: bytes) -> Any:
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        return raw.decode("utf-8", "replace")
 
 
 def error_of(code: str, message: str) -> dict[str, Any]:
