@@ -174,21 +174,24 @@ async def test_a_chat_batch_answers_every_line_once_with_one_usage_row_each(
     lines = [chat_line(f"q{n}", f"question {n}") for n in range(12)]
     lines.append(chat_line("streamed", stream=True))
     lines.append(chat_line("forbidden", model="team/physics-only"))
+    # file_search is the platform's, as on a live chat: a store that is not the owner's is 404.
+    search = {"type": "file_search", "vector_store_ids": ["vs_not_yours"]}
+    lines.append(chat_line("grounded", tools=[search]))
     created = await submit(api, lines)
     assert created.id.startswith("batch_") and created.status == "validating"
     assert created.metadata == {"project": "tests"} and created.completion_window == "24h"
     batch = await until(api, created.id, ended)
     assert batch.status == "completed" and batch.errors is None
     assert batch.request_counts is not None
-    assert (batch.request_counts.total, batch.request_counts.completed) == (14, 12)
-    assert batch.request_counts.failed == 2
+    assert (batch.request_counts.total, batch.request_counts.completed) == (15, 12)
+    assert batch.request_counts.failed == 3
     assert batch.in_progress_at and batch.finalizing_at and batch.completed_at
     output = await lines_of(api, batch.output_file_id)
     assert sorted(line["custom_id"] for line in output) == sorted(f"q{n}" for n in range(12))
     for line in output:
         assert line["response"]["status_code"] == 200 and line["error"] is None
         assert line["response"]["body"]["object"] == "chat.completion"
-    refused, forbidden = await lines_of(api, batch.error_file_id)
+    refused, forbidden, grounded = await lines_of(api, batch.error_file_id)
     assert refused["custom_id"] == "streamed"
     assert refused["response"]["status_code"] == 400
     assert refused["response"]["body"]["error"]["param"] == "stream"
@@ -196,9 +199,12 @@ async def test_a_chat_batch_answers_every_line_once_with_one_usage_row_each(
     assert forbidden["custom_id"] == "forbidden"
     assert forbidden["response"]["status_code"] == 404
     assert forbidden["response"]["body"]["error"]["code"] == "model_not_found"
-    rows = [await app.platform.usage_row(request_id(batch.id, n)) for n in range(14)]
+    assert grounded["custom_id"] == "grounded"
+    assert grounded["response"]["status_code"] == 404
+    assert "vs_not_yours" in grounded["response"]["body"]["error"]["message"]
+    rows = [await app.platform.usage_row(request_id(batch.id, n)) for n in range(15)]
     assert {row["endpoint"] for row in rows} == {"chat.completions"}
-    assert [row["status_code"] for row in rows] == [200] * 12 + [400, 404]
+    assert [row["status_code"] for row in rows] == [200] * 12 + [400, 404, 404]
     assert batch.usage is not None
     assert batch.usage.output_tokens == sum(row["completion_tokens"] or 0 for row in rows)
     output_file = await api.files.retrieve(batch.output_file_id or "")

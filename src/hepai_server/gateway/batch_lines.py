@@ -22,7 +22,8 @@ from sqlalchemy.orm import Session
 
 from hepai_server.db.tables import Batch, BatchLine
 from hepai_server.errors import HepAIError
-from hepai_server.gateway.asgi import Collected
+from hepai_server.gateway import file_search
+from hepai_server.gateway.asgi import Collected, Send
 from hepai_server.gateway.frame import Exchange
 from hepai_server.gateway.ledger import UsageRow
 from hepai_server.gateway.limiter import estimate_tokens
@@ -121,7 +122,13 @@ class LineCalls:
         )
         await exchange.admit(owner, prompt=prompt, output=output, embedding=kind is EMBEDDINGS)
         answer = Collected()
-        await gateway.proxy.relay(call, exchange.outcome, answer.receive, answer.send)
+        send: Send = answer.send
+        if kind is CHAT and "tools" in body:
+            # Grounded in the owner's knowledge bases as a live chat is (gateway/relay.py).
+            sources = await file_search.ground(gateway, owner, body, exchange.request_id)
+            if sources is not None:
+                send = sources.wrap(send, stream=False)
+        await gateway.proxy.relay(call, exchange.outcome, answer.receive, send)
         return answer.status, parse_answer(answer.body)
 
     def _record(
