@@ -204,6 +204,7 @@ async def test_a_chat_batch_answers_every_line_once_with_one_usage_row_each(
     assert "vs_not_yours" in grounded["response"]["body"]["error"]["message"]
     rows = [await app.platform.usage_row(request_id(batch.id, n)) for n in range(15)]
     assert {row["endpoint"] for row in rows} == {"chat.completions"}
+    assert {row["client_request_id"] for row in rows} == {batch.id}
     assert [row["status_code"] for row in rows] == [200] * 12 + [400, 404, 404]
     assert batch.usage is not None
     assert batch.usage.output_tokens == sum(row["completion_tokens"] or 0 for row in rows)

@@ -64,6 +64,7 @@ class LineCalls:
             perf_counter(),
             {},
             ENDPOINTS[endpoint],
+            batch_id,  # the row's client_request_id: which batch it was taken for
         )
         exchange.model = line.model[:256]
         try:
