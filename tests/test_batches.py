@@ -510,7 +510,7 @@ async def test_a_batch_interrupted_by_a_restart_resumes_with_the_lines_still_owe
         stopped = await client.batches.retrieve(batch_id)
         assert stopped.status == "in_progress" and answered_count(stopped) < 16
         after = LocalRunner(concurrency=1, recovery_seconds=0.05)
-        Batches(app.gateway, after)
+        Batches(app.gateway, after, page_lines=5)  # the lines read, and written, in pages
         await after.start()  # finds the unfinished batch by itself
         try:
             batch = await until(client, batch_id, ended)

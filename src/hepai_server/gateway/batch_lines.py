@@ -17,7 +17,7 @@ from time import perf_counter
 from typing import Any
 
 import orjson
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from hepai_server.db.tables import Batch, BatchLine
@@ -162,13 +162,30 @@ class LineCalls:
         )
 
 
-def owed_lines(session: Session, batch_id: str) -> list[Owed]:
+def owed_lines(session: Session, batch_id: str, *, after: int, limit: int) -> list[Owed]:
+    """Up to ``limit`` lines still owed, in order, after line ``after``."""
     rows = session.execute(
         select(BatchLine.line, BatchLine.custom_id, BatchLine.body, BatchLine.model)
-        .where(BatchLine.batch_id == batch_id, BatchLine.done.is_(False))
+        .where(
+            BatchLine.batch_id == batch_id,
+            BatchLine.done.is_(False),
+            BatchLine.line > after,
+        )
         .order_by(BatchLine.line)
+        .limit(limit)
     ).all()
     return [Owed(*row) for row in rows]
+
+
+def count_owed(session: Session, batch_id: str) -> int:
+    return (
+        session.scalar(
+            select(func.count())
+            .select_from(BatchLine)
+            .where(BatchLine.batch_id == batch_id, BatchLine.done.is_(False))
+        )
+        or 0
+    )
 
 
 def parse_answer(raw: bytes) -> Any:

@@ -22,8 +22,9 @@ import logging
 import secrets
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from sqlalchemy import select, update
@@ -32,7 +33,7 @@ from sqlalchemy.orm import Session
 from hepai_server.db.tables import ApiKey, Batch, BatchLine, StoredFile, User
 from hepai_server.errors import InvalidRequest, NotFound
 from hepai_server.files.spool import Spool
-from hepai_server.gateway.batch_lines import LineCalls, Owed, owed_lines
+from hepai_server.gateway.batch_lines import LineCalls, Owed, count_owed, owed_lines
 from hepai_server.gateway.runtime import Gateway
 from hepai_server.jobs.runner import Job, JobRunner
 from hepai_server.protocol.batches import (
@@ -53,6 +54,9 @@ log = logging.getLogger(__name__)
 KIND = "batches.run"
 #: How often a running batch looks whether it was cancelled, expired or lost its claim.
 WATCH_SECONDS = 1.0
+#: Lines read from the database at once, to answer or to write into the output files: a
+#: batch of 50,000 embeddings is never held in memory whole.
+PAGE_LINES = 1000
 PAGE_LIMIT = 100
 
 
@@ -76,9 +80,14 @@ class Run:
 
 class Batches:
     def __init__(
-        self, gateway: Gateway, runner: JobRunner, clock: Callable[[], float] = time.time
+        self,
+        gateway: Gateway,
+        runner: JobRunner,
+        clock: Callable[[], float] = time.time,
+        page_lines: int = PAGE_LINES,
     ) -> None:
         self.gateway = gateway
+        self.page_lines = page_lines
         self.runner = runner
         self.clock = clock
         settings = gateway.settings
@@ -302,11 +311,22 @@ class Batches:
         if owner is None:
             run.failure = owner_gone(run.batch_id)
             return
-        owed = await self.gateway.transact(lambda s: owed_lines(s, run.batch_id))
-        log.info("batch %s: answering its %d lines still owed", run.batch_id, len(owed))
-        queue = deque(owed)
-        models = {line.model for line in owed}
-        workers = min(len(owed), self.per_model * max(1, len(models)))
+        owed = await self.gateway.transact(lambda s: count_owed(s, run.batch_id))
+        log.info("batch %s: answering its %d lines still owed", run.batch_id, owed)
+        after = -1
+        while not run.stop.is_set():
+            page = await self.gateway.transact(
+                partial(owed_lines, batch_id=run.batch_id, after=after, limit=self.page_lines)
+            )
+            if not page:
+                return
+            await self._answer_page(run, owner, page)
+            after = page[-1].index
+
+    async def _answer_page(self, run: Run, owner: Caller, page: list[Owed]) -> None:
+        queue = deque(page)
+        models = {line.model for line in page}
+        workers = min(len(page), self.per_model * len(models))
 
         async def work() -> None:
             while queue and not run.stop.is_set():
@@ -347,20 +367,13 @@ class Batches:
         gateway = self.gateway
         now = int(self.clock())
 
-        def begin(session: Session) -> tuple[list[BatchLine], str] | None:
-            """The batch's lines and how it ends, once that is known (it is finalizing
-            from here); None when this run has nothing more to do."""
+        def begin(session: Session) -> tuple[int, str, int] | None:
+            """The batch's owner, how it ends and how many lines it leaves unanswered, once
+            that is known (it is finalizing from here); None when this run is done."""
             batch = session.get(Batch, run.batch_id, with_for_update=True)
             if batch is None or batch.lease_owner != run.lease_owner or batch.status in FINAL:
                 return None
-            lines = list(
-                session.scalars(
-                    select(BatchLine)
-                    .where(BatchLine.batch_id == run.batch_id)
-                    .order_by(BatchLine.line)
-                )
-            )
-            owed = any(not line.done for line in lines)
+            owed = count_owed(session, run.batch_id)
             if run.failure is not None:
                 final = "failed"
             elif batch.status == "cancelling":
@@ -373,15 +386,12 @@ class Batches:
                 final = "completed"
             if batch.status == "in_progress":
                 batch.status, batch.finalizing_at = "finalizing", now
-            session.flush()
-            session.expunge_all()
-            return lines, final
+            return batch.user_id, final, owed
 
         begun = await gateway.transact(begin)
         if begun is None:
             return
-        lines, final = begun
-        owed = [line for line in lines if not line.done]
+        user_id, final, owed = begun
         unanswered = {
             "failed": error_of("invalid_api_key", (run.failure or [{}])[0].get("message", "")),
             "cancelled": error_of("batch_cancelled", "the batch was cancelled"),
@@ -390,34 +400,7 @@ class Batches:
                 "the request could not be run before the batch's completion window ended",
             ),
         }.get(final)
-        good = [
-            answer_line(run.batch_id, line)
-            for line in lines
-            if line.done and 200 <= (line.status_code or 0) < 300
-        ]
-        bad = [
-            answer_line(run.batch_id, line)
-            for line in lines
-            if line.done and not 200 <= (line.status_code or 0) < 300
-        ]
-        if unanswered is not None:
-            bad += [
-                output_line(
-                    batch_id=run.batch_id,
-                    index=line.line,
-                    custom_id=line.custom_id,
-                    status_code=None,
-                    body=None,
-                    failure=unanswered,
-                )
-                for line in owed
-            ]
-        user_id = await gateway.transact(
-            lambda s: s.scalar(select(Batch.user_id).where(Batch.id == run.batch_id))
-        )
-        assert user_id is not None
-        output = await self._file(user_id, f"{run.batch_id}_output.jsonl", good)
-        errors = await self._file(user_id, f"{run.batch_id}_error.jsonl", bad)
+        output, errors = await self._write_files(run.batch_id, user_id, unanswered)
 
         def end(session: Session) -> bool:
             batch = session.get(Batch, run.batch_id, with_for_update=True)
@@ -429,7 +412,7 @@ class Batches:
                 batch.errors = run.failure
             setattr(batch, f"{final}_at", int(self.clock()))
             if final == "expired":
-                batch.failed += len(owed)
+                batch.failed += owed
             return True
 
         if not await gateway.transact(end):
@@ -438,21 +421,43 @@ class Batches:
                     with contextlib.suppress(NotFound):
                         await gateway.files.delete(user_id=user_id, file_id=file_id)
 
-    async def _file(self, user_id: int, name: str, lines: Iterable[bytes]) -> str | None:
-        """A file of the owner's holding ``lines`` (purpose batch_output), or None for none.
-        Results already paid for are kept whatever the owner's storage quota says."""
+    async def _write_files(
+        self, batch_id: str, user_id: int, unanswered: dict[str, Any] | None
+    ) -> tuple[str | None, str | None]:
+        """The output file (the lines answered 2xx) and the error file (the others, and
+        with ``unanswered`` the lines never answered), read a page at a time; each None
+        when it would be empty."""
         files = self.gateway.files
-        lines = list(lines)
-        if not lines:
+        spools = [
+            Spool(files.storage.spool_dir, limit=2**62, too_large=files.file_too_large)
+            for _ in range(2)
+        ]
+        async with spools[0] as good, spools[1] as bad:
+            after = -1
+            while page := await self.gateway.transact(
+                partial(line_page, batch_id=batch_id, after=after, limit=self.page_lines)
+            ):
+                for line in page:
+                    if line.done:
+                        ok = 200 <= (line.status_code or 0) < 300
+                        await (good if ok else bad).write(answer_line(batch_id, line))
+                    elif unanswered is not None:
+                        await bad.write(unanswered_line(batch_id, line, unanswered))
+                after = page[-1].line
+            names = ("output", "error")
+            return (
+                await self._keep(user_id, f"{batch_id}_{names[0]}.jsonl", good),
+                await self._keep(user_id, f"{batch_id}_{names[1]}.jsonl", bad),
+            )
+
+    async def _keep(self, user_id: int, name: str, spool: Spool) -> str | None:
+        """The spool as a file of the owner's (purpose batch_output), or None when empty.
+        Results already paid for are kept whatever the owner's storage quota says."""
+        if not spool.size:
             return None
-        spool = Spool(files.storage.spool_dir, limit=2**62, too_large=files.file_too_large)
-        async with spool:
-            for line in lines:
-                await spool.write(line)
-            spooled = await spool.finish()
-        stored = await files.add(
+        stored = await self.gateway.files.add(
             user_id=user_id,
-            spooled=spooled,
+            spooled=await spool.finish(),
             filename=name,
             purpose="batch_output",
             enforce_quota=False,
@@ -460,11 +465,36 @@ class Batches:
         return stored.id
 
 
+def line_page(session: Session, batch_id: str, *, after: int, limit: int) -> list[BatchLine]:
+    """Up to ``limit`` of the batch's lines after line ``after``, in order, answers and all."""
+    lines = list(
+        session.scalars(
+            select(BatchLine)
+            .where(BatchLine.batch_id == batch_id, BatchLine.line > after)
+            .order_by(BatchLine.line)
+            .limit(limit)
+        )
+    )
+    session.expunge_all()
+    return lines
+
+
 def owner_gone(batch_id: str) -> list[Any]:
     """The errors of a batch whose owner was disabled or whose key was revoked."""
     log.warning("batch %s: its owner or key is gone; the rest is not run", batch_id)
     message = "the account or API key that created the batch was disabled or revoked"
     return [error("invalid_api_key", message)]
+
+
+def unanswered_line(batch_id: str, line: BatchLine, failure: dict[str, Any]) -> bytes:
+    return output_line(
+        batch_id=batch_id,
+        index=line.line,
+        custom_id=line.custom_id,
+        status_code=None,
+        body=None,
+        failure=failure,
+    )
 
 
 def error_of(code: str, message: str) -> dict[str, Any]:
