@@ -524,3 +524,28 @@ async def test_a_batch_interrupted_by_a_restart_resumes_with_the_lines_still_owe
     # Only the lines in flight when it stopped were called twice.
     calls = [r for r in upstream.requests() if marker in str(r["body"])]
     assert 16 <= len(calls) <= 16 + app.gateway.settings.batch_concurrency
+
+
+async def test_an_input_file_larger_than_the_setting_fails_the_batch(
+    app: App, account: Account
+) -> None:
+    runner = LocalRunner(concurrency=1, recovery_seconds=3600)
+    batches = Batches(app.gateway, runner)
+    batches.max_bytes = 100
+    await runner.start()
+    try:
+        caller = await app.gateway.auth.authenticate(account.key)
+        async with app.openai(account.key) as client:
+            raw = jsonl([chat_line(f"q{n}") for n in range(3)])
+            assert len(raw) > 100
+            file = await client.files.create(file=("in.jsonl", raw), purpose="batch")
+            created = await batches.create(
+                caller,
+                {"input_file_id": file.id, "endpoint": CHAT_URL, "completion_window": "24h"},
+            )
+            batch = await until(client, created["id"], ended)
+    finally:
+        await runner.close()
+    assert batch.status == "failed" and batch.errors is not None
+    (fault,) = batch.errors.data or []
+    assert (fault.code, fault.param) == ("file_too_large", "input_file_id")

@@ -278,6 +278,12 @@ class Settings(BaseSettings):
         description="Most requests one batch's input file may hold; a longer file fails the "
         "batch at validation.",
     )
+    batch_max_bytes: int = Field(
+        default=200 * 1024 * 1024,
+        ge=1,
+        description="Largest input file one batch takes (it is read into memory to be "
+        "checked); a larger file fails the batch at validation.",
+    )
     batch_retry_seconds: float = Field(
         default=5.0,
         gt=0,

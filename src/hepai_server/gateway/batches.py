@@ -93,6 +93,9 @@ class Batches:
         settings = gateway.settings
         self.per_model = settings.batch_concurrency
         self.retry_seconds = settings.batch_retry_seconds
+        self.max_lines = settings.batch_max_lines
+        #: The largest input file read: it is held in memory while it is checked.
+        self.max_bytes = settings.batch_max_bytes
         self.lease_seconds = settings.job_stalled_seconds
         self.lines = LineCalls(gateway)
         #: Lines in flight per model, across this process's batches.
@@ -266,13 +269,16 @@ class Batches:
         if file is None or file.user_id != batch.user_id:
             message = f"the input file {batch.input_file_id} was deleted"
             errors.append(error("invalid_file", message, param="input_file_id"))
+        elif file.bytes > self.max_bytes:
+            message = (
+                f"the input file has {file.bytes} bytes; a batch takes at most "
+                f"{self.max_bytes}: split it into several batches"
+            )
+            errors.append(error("file_too_large", message, param="input_file_id"))
         else:
             raw = b"".join([chunk async for chunk in await gateway.files.open(file)])
             lines, errors = await asyncio.to_thread(
-                parse_lines,
-                raw,
-                endpoint=batch.endpoint,
-                max_lines=gateway.settings.batch_max_lines,
+                parse_lines, raw, endpoint=batch.endpoint, max_lines=self.max_lines
             )
         now = int(self.clock())
 
