@@ -68,7 +68,9 @@ class LineCalls:
         )
         exchange.model = line.model[:256]
         try:
-            status, body = await self._call(exchange, owner, endpoint, line.body)
+            # A copy each try: the proxy and file_search change the body they are given.
+            request = orjson.loads(orjson.dumps(line.body))
+            status, body = await self._call(exchange, owner, endpoint, request)
         except asyncio.CancelledError:
             # The process stops: the line stays owed, and runs again under the same request
             # id, so this attempt writes no row; its reservation is given back.
