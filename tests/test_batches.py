@@ -549,3 +549,39 @@ async def test_an_input_file_larger_than_the_setting_fails_the_batch(
     assert batch.status == "failed" and batch.errors is not None
     (fault,) = batch.errors.data or []
     assert (fault.code, fault.param) == ("file_too_large", "input_file_id")
+
+
+async def test_an_upstream_429_is_tried_again_rather_than_answered(
+    app: App, upstream: Upstream, account: Account, unique
+) -> None:
+    now = [time.time()]
+    runner = LocalRunner(concurrency=1, recovery_seconds=3600)
+    batches = Batches(app.gateway, runner, clock=lambda: now[0])
+    await runner.start()
+    marker = unique("busy")
+    lines = [chat_line("fine"), chat_line("busy", marker, mock={"status": 429})]
+    try:
+        caller = await app.gateway.auth.authenticate(account.key)
+        async with app.openai(account.key) as client:
+            file = await client.files.create(file=("in.jsonl", jsonl(lines)), purpose="batch")
+            created = await batches.create(
+                caller,
+                {"input_file_id": file.id, "endpoint": CHAT_URL, "completion_window": "24h"},
+            )
+            await until(client, created["id"], answered(1))
+            deadline = asyncio.get_running_loop().time() + 10
+            while len([r for r in upstream.requests() if marker in str(r["body"])]) < 3:
+                assert asyncio.get_running_loop().time() < deadline
+                await asyncio.sleep(0.05)
+            running = await client.batches.retrieve(created["id"])
+            assert running.status == "in_progress" and running.request_counts is not None
+            assert running.request_counts.failed == 0
+            now[0] += 24 * 3600
+            batch = await until(client, created["id"], ended)
+            (busy,) = await lines_of(client, batch.error_file_id)
+    finally:
+        await runner.close()
+    assert batch.status == "expired"
+    assert (busy["custom_id"], busy["error"]["code"]) == ("busy", "batch_expired")
+    assert await app.platform.usage_rows(request_id(batch.id, 1), timeout=0.3) == []
+    assert len(await app.platform.usage_rows(request_id(batch.id, 0))) == 1
