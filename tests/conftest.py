@@ -145,6 +145,7 @@ def settings(
         usage_flush_seconds=0.02,
         # Knowledge bases embed with the mock upstream's model: no worker to start in process.
         knowledge_embedding_model="mock/embed",
+        batch_retry_seconds=0.1,
     )
 
 

@@ -258,9 +258,9 @@ class Settings(BaseSettings):
     )
     job_queue: Literal["auto", "in-process", "procrastinate"] = Field(
         default="auto",
-        description="What runs background jobs (knowledge-base ingestion): procrastinate, a "
-        "queue in the platform's PostgreSQL that every replica shares, or each process "
-        "itself; auto means procrastinate on PostgreSQL and in-process on SQLite.",
+        description="What runs background jobs (knowledge-base ingestion, batches): "
+        "procrastinate, a queue in the platform's PostgreSQL that every replica shares, or "
+        "each process itself; auto means procrastinate on PostgreSQL and in-process on SQLite.",
     )
     job_concurrency: int = Field(
         default=2, ge=1, description="Background jobs one server process runs at once."
@@ -270,6 +270,36 @@ class Settings(BaseSettings):
         gt=0,
         description="How often each process looks for unfinished jobs (after a restart, or "
         "of a replica that died) and submits them again.",
+    )
+    job_stalled_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="On procrastinate: a replica that sent no heartbeat for this long is taken "
+        "for dead, and its running jobs go back in the queue for another.",
+    )
+    batch_concurrency: int = Field(
+        default=4,
+        ge=1,
+        description="Batch API lines one server process has in flight at once for each model: "
+        "the share of a model's capacity batches take, so live calls keep the rest.",
+    )
+    batch_max_lines: int = Field(
+        default=50_000,
+        ge=1,
+        description="Most requests one batch's input file may hold; a longer file fails the "
+        "batch at validation.",
+    )
+    batch_max_bytes: int = Field(
+        default=200 * 1024 * 1024,
+        ge=1,
+        description="Largest input file one batch takes (it is read into memory to be "
+        "checked); a larger file fails the batch at validation.",
+    )
+    batch_retry_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        description="How long a batch line refused by a rate limit or budget (429) waits "
+        "before it is tried again, until the batch's completion window ends.",
     )
     knowledge_store: Literal["auto", "sqlite", "pgvector"] = Field(
         default="auto",

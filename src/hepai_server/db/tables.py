@@ -1,5 +1,5 @@
 """The tables: accounts, web sessions, usage, workers, files, the audit log, knowledge bases,
-stored responses and external MCP servers."""
+stored responses, external MCP servers and batches."""
 
 from __future__ import annotations
 
@@ -592,6 +592,76 @@ class McpServer(Base):
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Batch(Base):
+    """A batch of the Batch API: its owner's JSONL file of requests, answered in the background
+    by the job runner (gateway/batches.py) and collected as output and error files.
+
+    Its times are epoch seconds, as the Batch object carries them.
+    """
+
+    __tablename__ = "batches"
+    __table_args__ = (Index("ix_batches_user_created", "user_id", "created_at"),)
+
+    #: ``batch_`` and 32 random hex digits.
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    #: The key that created it: its lines run with that key's limits on models.
+    api_key_id: Mapped[int | None] = mapped_column(Integer)
+    endpoint: Mapped[str] = mapped_column(String(64))
+    input_file_id: Mapped[str] = mapped_column(String(40))
+    completion_window: Mapped[str] = mapped_column(String(16))
+    #: validating, failed, in_progress, finalizing, completed, expired, cancelling, cancelled.
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    #: Why validation failed: OpenAI's ``errors.data`` (code, message, line, param).
+    errors: Mapped[list[Any] | None] = mapped_column(JSON)
+    output_file_id: Mapped[str | None] = mapped_column(String(40))
+    error_file_id: Mapped[str | None] = mapped_column(String(40))
+    metadata_: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSON)
+    total: Mapped[int] = mapped_column(Integer, default=0)
+    completed: Mapped[int] = mapped_column(Integer, default=0)
+    failed: Mapped[int] = mapped_column(Integer, default=0)
+    input_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    output_tokens: Mapped[int] = mapped_column(BigInteger, default=0)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    expires_at: Mapped[int] = mapped_column(BigInteger)
+    in_progress_at: Mapped[int | None] = mapped_column(BigInteger)
+    finalizing_at: Mapped[int | None] = mapped_column(BigInteger)
+    completed_at: Mapped[int | None] = mapped_column(BigInteger)
+    failed_at: Mapped[int | None] = mapped_column(BigInteger)
+    expired_at: Mapped[int | None] = mapped_column(BigInteger)
+    cancelling_at: Mapped[int | None] = mapped_column(BigInteger)
+    cancelled_at: Mapped[int | None] = mapped_column(BigInteger)
+    #: The run that works on it and until when its claim holds (renewed while it runs): a
+    #: process that died lets the claim lapse, and another takes the batch up.
+    lease_owner: Mapped[str | None] = mapped_column(String(32))
+    lease_until: Mapped[float | None] = mapped_column(Float)
+
+
+class BatchLine(Base):
+    """One request of a batch, and once answered its answer: written in the transaction that
+    writes the line's usage row, so a line is answered and billed once, whoever runs it."""
+
+    __tablename__ = "batch_lines"
+
+    batch_id: Mapped[str] = mapped_column(
+        ForeignKey("batches.id", ondelete="CASCADE"), primary_key=True
+    )
+    #: The line's number in the input file, from 0.
+    line: Mapped[int] = mapped_column(Integer, primary_key=True)
+    custom_id: Mapped[str] = mapped_column(String(512))
+    #: The request's body, as the input file gave it.
+    body: Mapped[dict[str, Any]] = mapped_column(JSON)
+    #: The model the body names, for the per-model share of capacity.
+    model: Mapped[str] = mapped_column(String(256))
+    done: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: The answer's status and body, or the line's error (code and message) when it got none.
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    response: Mapped[Any | None] = mapped_column(JSON)
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    #: The usage row's request id: ``<batch id>-<line>``.
+    request_id: Mapped[str | None] = mapped_column(String(64))
 
 
 # The governance tables (prices, budgets, limits) declare themselves on the same metadata.

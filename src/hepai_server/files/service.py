@@ -89,9 +89,17 @@ class FileService:
     # -- files ----------------------------------------------------------------------------------
 
     async def add(
-        self, *, user_id: int, spooled: Spooled, filename: str, purpose: str
+        self,
+        *,
+        user_id: int,
+        spooled: Spooled,
+        filename: str,
+        purpose: str,
+        enforce_quota: bool = True,
     ) -> StoredFile:
-        """Store a spooled file as a new file of ``user_id``; the spool file is consumed."""
+        """Store a spooled file as a new file of ``user_id``; the spool file is consumed.
+        Without ``enforce_quota`` it is stored whatever the user's quota says (the results of
+        work already paid for, such as a batch's output)."""
         key = secrets.token_hex(16)
         try:
             await self.storage.put(key, spooled.path)
@@ -117,7 +125,7 @@ class FileService:
             # The owner's row is locked (on PostgreSQL) so two uploads cannot both take the
             # last of the quota.
             session.execute(select(User.id).where(User.id == user_id).with_for_update())
-            if used_bytes(session, user_id) + file.bytes > quota:
+            if enforce_quota and used_bytes(session, user_id) + file.bytes > quota:
                 raise self.quota_exceeded()
             session.add(file)
             return file

@@ -120,6 +120,20 @@ class Exchange:
         gateway.meter.add(row)
         return row
 
+    def ended(self, caller: Caller, row: UsageRow) -> None:
+        """The call is over and its row ``row`` (``usage_row``) is not the usage writer's to
+        write: whoever ran the call writes it in a transaction of its own (a batch line's,
+        with its answer). Its start is ended in the journal, its reservation settled, its
+        metrics counted; the journal's copy of the row is harmless, since the ledger is
+        unique by request id."""
+        gateway = self.gateway
+        gateway.recorder.journal.ended(row, self.started_in)
+        if self.ticket is not None:
+            gateway.limiter.settle(
+                self.ticket, self.request_id, tokens=row.total_tokens or 0, cost=row.cost_nanos
+            )
+        gateway.meter.add(row)
+
     def _budgets(self) -> str | None:
         if self.ticket is None or not self.ticket.plan.budget_ids:
             return None

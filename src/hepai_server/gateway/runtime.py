@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import aiohttp
 from sqlalchemy import Engine
@@ -54,6 +54,9 @@ from hepai_server.state.counters import Counters, MemoryCounters
 from hepai_server.state.generation import Generation
 from hepai_server.telemetry.metrics import Metrics
 from hepai_server.telemetry.tracing import Tracing
+
+if TYPE_CHECKING:
+    from hepai_server.gateway.batches import Batches
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
@@ -106,6 +109,8 @@ class Gateway:
     started: int = field(default_factory=lambda: int(time.time()))
     #: Knowledge bases (vector stores): built once the rest is, since their tools call it.
     knowledge: KnowledgeService = field(init=False)
+    #: The Batch API (gateway/batches.py), on the same job runner as ingestion.
+    batches: Batches = field(init=False)
 
     @classmethod
     async def start(cls, settings: Settings, config_providers: list[ProviderConfig]) -> Gateway:
@@ -276,7 +281,7 @@ class Gateway:
 
             gateway.broadcast = Broadcast(settings.redis_url, gateway.heard)
             gateway.broadcast.start()
-        await gateway.start_knowledge()
+        await gateway.start_jobs()
         # Read before loading: a change made while this process loads is then seen as one.
         seen = gateway.catalog_generation.read()
         try:
@@ -289,12 +294,15 @@ class Gateway:
         )
         return gateway
 
-    async def start_knowledge(self) -> None:
-        """The knowledge service, its chunk index and the job runner that ingests its files.
+    async def start_jobs(self) -> None:
+        """The job runner, and the services whose background work it runs: the knowledge
+        service (its chunk index, ingesting its files) and the Batch API. The knowledge
+        service closes the runner when it closes.
 
-        Its tools call back into this gateway (the dispatcher, the proxy, the recorder), so
-        the module that makes them is imported here, once the gateway exists.
+        Both call back into this gateway (the dispatcher, the proxy, the recorder), so the
+        modules that make them are imported here, once the gateway exists.
         """
+        from hepai_server.gateway.batches import Batches
         from hepai_server.gateway.knowledge_tools import PlatformTools
 
         settings = self.settings
@@ -306,6 +314,7 @@ class Gateway:
             tools=PlatformTools(self),
             runner=runner,
         )
+        self.batches = Batches(self, runner)
         await runner.start()
 
     async def reload_catalog(self) -> None:

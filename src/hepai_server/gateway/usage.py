@@ -163,17 +163,22 @@ class UsageRecorder:
     def write(self, rows: Sequence[UsageRow]) -> int:
         """Write rows in one transaction, each request once (rows already in the ledger are
         skipped, totals included); how many were new."""
-        created = [datetime.fromtimestamp(row.created_at, UTC) for row in rows]
         with self._engine.begin() as connection:
-            fresh = insert_rows(connection, rows, created)
-            if len(fresh) < len(rows):
-                kept = [i for i, row in enumerate(rows) if row.request_id in fresh]
-                rows = [rows[i] for i in kept]
-                created = [created[i] for i in kept]
-            if rows:
-                add_to_daily_totals(connection, rows, created)
-                add_to_budget_totals(connection, rows, created, self._zone)
-                stamp_last_use(connection, rows, created)
+            return self.write_in(connection, rows)
+
+    def write_in(self, connection: Connection, rows: Sequence[UsageRow]) -> int:
+        """Write rows in the caller's transaction, each request once (as ``write``): for work
+        whose own record must commit with its row (a batch line's answer)."""
+        created = [datetime.fromtimestamp(row.created_at, UTC) for row in rows]
+        fresh = insert_rows(connection, rows, created)
+        if len(fresh) < len(rows):
+            kept = [i for i, row in enumerate(rows) if row.request_id in fresh]
+            rows = [rows[i] for i in kept]
+            created = [created[i] for i in kept]
+        if rows:
+            add_to_daily_totals(connection, rows, created)
+            add_to_budget_totals(connection, rows, created, self._zone)
+            stamp_last_use(connection, rows, created)
         return len(rows)
 
     def replay(self, root: Path) -> int:

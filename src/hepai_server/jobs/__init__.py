@@ -1,5 +1,5 @@
-"""The job runner: background work of the platform (ingestion into knowledge bases now,
-batches and tool tasks later), behind one small interface (runner.py).
+"""The job runner: background work of the platform (ingestion into knowledge bases and
+the Batch API's batches; tool tasks later), behind one small interface (runner.py).
 
 In process on the embedded default (local.py); on procrastinate, a task queue kept in the
 platform's PostgreSQL, when the database is PostgreSQL and several replicas share it

@@ -20,7 +20,8 @@ import logging
 from typing import Any
 
 import procrastinate
-from procrastinate.exceptions import AlreadyEnqueued
+from procrastinate.exceptions import AlreadyEnqueued, UniqueViolation
+from procrastinate.jobs import Status
 
 from hepai_server.jobs.runner import Handler, Job, Pending
 
@@ -113,7 +114,16 @@ class PostgresRunner:
             seconds_since_heartbeat=self._stalled_seconds
         ):
             log.warning("job %s of a stalled worker goes back in the queue", stalled.id)
-            await manager.retry_job(stalled)
+            try:
+                await manager.retry_job(stalled)
+            except UniqueViolation:
+                # A job of the same key was submitted again meanwhile (the unfinished-job
+                # lister found its work) and waits for this one's lock: end this one, so the
+                # waiting one runs. Handlers are idempotent; nothing is lost.
+                assert stalled.id is not None
+                await manager.finish_job_by_id_async(
+                    stalled.id, status=Status.FAILED, delete_job=True
+                )
         for kind, pending in self._pending.items():
             for job in await pending():
                 await self.submit(job)

@@ -71,6 +71,8 @@ def open_runner(settings: Settings) -> JobRunner:
         conninfo=libpq_url(settings.sqlalchemy_url),
         concurrency=settings.job_concurrency,
         recovery_seconds=settings.job_recovery_seconds,
+        heartbeat_seconds=min(10.0, settings.job_stalled_seconds / 3),
+        stalled_seconds=settings.job_stalled_seconds,
     )
 
 

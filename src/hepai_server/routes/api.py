@@ -34,6 +34,7 @@ from hepai_server.protocol.openai import (
 )
 from hepai_server.routes import (
     accounts,
+    batches,
     billing,
     ddf,
     files,
@@ -81,6 +82,7 @@ def api_routes() -> list[BaseRoute]:
         routes += file_routes(prefix)
         routes += response_routes(prefix)
         routes += vector_store_routes(prefix)
+        routes += batch_routes(prefix)
         routes += [
             Route(prefix + "/billing/limits", billing.billing_limits, methods=["GET"]),
             Route(
@@ -116,6 +118,17 @@ def file_routes(prefix: str) -> list[BaseRoute]:
         Route(upload + "/parts", files.add_upload_part, methods=["POST"]),
         Route(upload + "/complete", files.complete_upload, methods=["POST"]),
         Route(upload + "/cancel", files.cancel_upload, methods=["POST"]),
+    ]
+
+
+def batch_routes(prefix: str) -> list[BaseRoute]:
+    """The Batch API (its work runs on the job runner, gateway/batches.py)."""
+    batch = prefix + "/batches/{batch_id}"
+    return [
+        Route(prefix + "/batches", batches.create_batch, methods=["POST"]),
+        Route(prefix + "/batches", batches.list_batches, methods=["GET"]),
+        Route(batch, batches.retrieve_batch, methods=["GET"]),
+        Route(batch + "/cancel", batches.cancel_batch, methods=["POST"]),
     ]
 
 

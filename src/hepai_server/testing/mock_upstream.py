@@ -42,7 +42,8 @@ from typing import Any
 import orjson
 from aiohttp import BodyPartReader, web
 
-RECORDED = 200
+#: Requests kept for tests to look at (a batch of 200 lines, and what runs beside it).
+RECORDED = 2000
 DIM = 8
 
 
