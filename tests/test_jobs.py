@@ -123,7 +123,13 @@ def test_a_job_of_a_killed_replica_is_finished_by_another(job_database: str) -> 
         replica.kill()  # SIGKILL: no goodbye, the job stays "doing"
         replica.wait()
 
+    release = asyncio.Event()
+
     async def handler(payload: dict[str, Any]) -> None:
+        with psycopg.connect(job_database, autocommit=True) as connection:
+            connection.execute("INSERT INTO job_log VALUES (%s, 'started')", (payload["name"],))
+        if payload["name"] == "k2":
+            await release.wait()
         with psycopg.connect(job_database, autocommit=True) as connection:
             connection.execute("INSERT INTO job_log VALUES (%s, 'finished')", (payload["name"],))
 
@@ -146,10 +152,16 @@ def test_a_job_of_a_killed_replica_is_finished_by_another(job_database: str) -> 
             while ("k1", "finished") not in log_of(job_database):
                 assert time.monotonic() < deadline
                 await asyncio.sleep(0.2)
-            # A second submit of a waiting key is one job, and the job runs once.
+            # A second submit of a running key, or of a waiting one (k3, behind k2 on the one
+            # slot), adds nothing: each runs once.
             await runner.submit(Job("test.job", "k2", {"name": "k2"}))
-            await runner.submit(Job("test.job", "k2", {"name": "k2"}))
-            while ("k2", "finished") not in log_of(job_database):
+            while ("k2", "started") not in log_of(job_database):
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.1)
+            for key in ("k2", "k3", "k3"):
+                await runner.submit(Job("test.job", key, {"name": key}))
+            release.set()
+            while ("k3", "finished") not in log_of(job_database):
                 assert time.monotonic() < deadline
                 await asyncio.sleep(0.2)
             await asyncio.sleep(1)
@@ -160,3 +172,4 @@ def test_a_job_of_a_killed_replica_is_finished_by_another(job_database: str) -> 
     log = log_of(job_database)
     assert log.count(("k1", "finished")) == 1
     assert log.count(("k2", "finished")) == 1
+    assert log.count(("k3", "finished")) == 1

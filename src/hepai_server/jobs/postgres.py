@@ -4,7 +4,8 @@ Several replicas share one database, so they share its queue: a job deferred by 
 by whichever replica's worker takes it first (``SELECT … FOR UPDATE SKIP LOCKED`` inside
 procrastinate), with nothing to run beside the database. The job's key is both its queueing
 lock (a second submit while one waits is refused, and ignored here) and its lock (never two
-runs of one key at once). Each replica's worker sends heartbeats; the jobs of a replica that
+runs of one key at once); a submit while one runs is ignored too, as the runner's contract
+says (procrastinate would queue it behind the lock and run the key again). Each replica's worker sends heartbeats; the jobs of a replica that
 stopped sending them (killed mid-job) are put back in the queue by the recovery loop of the
 others, and each kind's unfinished jobs are looked up in the database and submitted again, so
 work also survives a restart of every replica.
@@ -94,6 +95,15 @@ class PostgresRunner:
         log.info("created procrastinate's tables")
 
     async def submit(self, job: Job) -> None:
+        # Work noticed between this check and the running job's end is not lost: each kind's
+        # unfinished jobs are looked up and submitted again by the recovery loop.
+        running = await self.app.connector.execute_query_one_async(
+            "SELECT EXISTS (SELECT 1 FROM procrastinate_jobs"
+            " WHERE lock = %(key)s AND status = 'doing') AS running",
+            key=job.key,
+        )
+        if running["running"]:
+            return
         deferrer = self.app.configure_task(job.kind, lock=job.key, queueing_lock=job.key)
         with contextlib.suppress(AlreadyEnqueued):
             await deferrer.defer_async(**job.payload)
