@@ -5,10 +5,11 @@ by whichever replica's worker takes it first (``SELECT … FOR UPDATE SKIP LOCKE
 procrastinate), with nothing to run beside the database. The job's key is both its queueing
 lock (a second submit while one waits is refused, and ignored here) and its lock (never two
 runs of one key at once); a submit while one runs is ignored too, as the runner's contract
-says (procrastinate would queue it behind the lock and run the key again). Each replica's worker sends heartbeats; the jobs of a replica that
-stopped sending them (killed mid-job) are put back in the queue by the recovery loop of the
-others, and each kind's unfinished jobs are looked up in the database and submitted again, so
-work also survives a restart of every replica.
+says (procrastinate would queue it behind the lock and run the key again). Each replica's
+worker sends heartbeats; the jobs of a replica that stopped sending them (killed mid-job) are
+put back in the queue by the recovery loop of the others, and each kind's unfinished jobs are
+looked up in the database and submitted again, so work also survives a restart of every
+replica.
 
 procrastinate's own tables (procrastinate_*) are created at the first start when missing.
 """
