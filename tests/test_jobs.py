@@ -4,6 +4,7 @@ mid-job has its job finished by another."""
 from __future__ import annotations
 
 import asyncio
+import secrets
 import subprocess
 import sys
 import textwrap
@@ -19,6 +20,7 @@ from hepai_server.config import Settings
 from hepai_server.jobs.local import LocalRunner
 from hepai_server.jobs.postgres import PostgresRunner
 from hepai_server.jobs.runner import Job, libpq_url, open_runner
+from tests.conftest import POSTGRES_ADMIN_URL
 
 ROOT = Path(__file__).parent.parent
 
@@ -173,3 +175,36 @@ def test_a_job_of_a_killed_replica_is_finished_by_another(job_database: str) -> 
     assert log.count(("k1", "finished")) == 1
     assert log.count(("k2", "finished")) == 1
     assert log.count(("k3", "finished")) == 1
+
+
+@pytest.mark.postgres
+def test_replicas_starting_together_on_a_new_database_create_the_queue_once() -> None:
+    """The first start of several replicas at once: one creates procrastinate's tables, the
+    others wait for it and use them (none fails for finding them half-way)."""
+    name = f"hepai_jobs_{secrets.token_hex(4)}"
+    with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    url = f"{POSTGRES_ADMIN_URL.rsplit('/', 1)[0]}/{name}"
+
+    async def nothing() -> list[Job]:
+        return []
+
+    async def handler(payload: dict[str, Any]) -> None:
+        return None
+
+    async def scenario() -> None:
+        runners = [
+            PostgresRunner(conninfo=url, concurrency=1, recovery_seconds=60) for _ in range(4)
+        ]
+        for runner in runners:
+            runner.register("test.job", handler, nothing)
+        try:
+            await asyncio.gather(*(runner.start() for runner in runners))
+        finally:
+            await asyncio.gather(*(runner.close() for runner in runners))
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        with psycopg.connect(POSTGRES_ADMIN_URL, autocommit=True) as connection:
+            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

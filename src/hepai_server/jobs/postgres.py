@@ -89,10 +89,17 @@ class PostgresRunner:
         pool = connector.pool  # type: ignore[attr-defined]  # PsycopgConnector's own pool
         async with pool.connection() as connection, connection.transaction():
             await connection.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
-            found = await connection.execute("SELECT to_regclass('procrastinate_jobs')")
+            # A scan of pg_class, not to_regclass: taking an advisory lock does not refresh
+            # the catalog cache, so to_regclass could still miss the tables the replica that
+            # held the lock just created (and creating them again fails).
+            found = await connection.execute(
+                "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_class"
+                " WHERE relname = 'procrastinate_jobs' AND relkind = 'r')"
+            )
             row = await found.fetchone()
-            if row is None or row[0] is None:
-                await connection.execute(procrastinate.schema.SchemaManager.get_schema())
+            if row is not None and row[0]:
+                return
+            await connection.execute(procrastinate.schema.SchemaManager.get_schema())
         log.info("created procrastinate's tables")
 
     async def submit(self, job: Job) -> None:
