@@ -21,10 +21,12 @@ import signal
 import subprocess
 import sys
 import tempfile
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from run import GATEWAY_CPU, LOAD_CPU, Bench, latency, priority, running, throughput
+from flame import start_recording, summarize, wait_recording
+from run import GATEWAY_CPU, LOAD_CPU, Bench, latency, priority, running, throughput, url
 from services import (
     BIN,
     MODEL,
@@ -36,6 +38,7 @@ from services import (
     start_mock,
     wait_for_workers,
 )
+from wrkload import run_wrk
 
 HERE = Path(__file__).resolve().parent
 
@@ -53,9 +56,14 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--keep", action="store_true", help="keep the workspace (its logs) for a look afterwards"
     )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        help="also record each configuration's chat load with py-spy into this directory",
+    )
     args = parser.parse_args()
     args.patch = []
-    args.profile = False
     return args
 
 
@@ -86,13 +94,29 @@ def limits_on(b: Bench) -> None:
         )  # fmt: skip
 
 
-def measure_config(b: Bench, mock: Service, name: str, extra: dict[str, str]) -> dict[str, Any]:
+def measure_config(
+    b: Bench, mock: Service, key: str, name: str, extra: dict[str, str]
+) -> dict[str, Any]:
     port = free_port()
     print(f"== {name}", flush=True)
     with running(gateway(b, port, extra)) as gw:
         lat = latency(b, "chat", mock=mock, gateway=gw, port=port)
         rate = throughput(b, "chat", "gateway", port=port, cpus=LOAD_CPU, gateway=gw, mock=mock)
+        if b.args.profile is not None:
+            rate["profile"] = record(b, gw, port, b.args.profile / f"limits-{key}.txt")
     return {"latency": lat, "throughput": rate}
+
+
+def record(b: Bench, gw: Service, port: int, raw: Path) -> dict[str, Any]:
+    """py-spy on the gateway under the chat load, a run of its own (sampling perturbs it)."""
+    raw.parent.mkdir(parents=True, exist_ok=True)
+    script, seconds = b.script("chat", "gateway"), b.args.duration
+    target = url("gateway", port)
+    recorder = start_recording(gw.pid, seconds=seconds - 1, out=raw, cpus=LOAD_CPU)
+    run_wrk(target, script, connections=b.args.connections, seconds=seconds, cpus=LOAD_CPU)
+    wait_recording(recorder, timeout=seconds + 30)
+    print(f"  {raw}", flush=True)
+    return asdict(summarize(raw))
 
 
 def main() -> None:
@@ -115,11 +139,15 @@ def main() -> None:
             )  # fmt: skip
             try:
                 with running(start_mock(b.ws, cpus=LOAD_CPU)) as mock:
-                    results["off"] = measure_config(b, mock, "limits off", {})
+                    results["off"] = measure_config(b, mock, "off", "limits off", {})
                     limits_on(b)
-                    results["memory"] = measure_config(b, mock, "limits on, in process", {})
+                    results["memory"] = measure_config(
+                        b, mock, "memory", "limits on, in process", {}
+                    )
                     redis_url = {"HEPAI_SERVER_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0"}
-                    results["redis"] = measure_config(b, mock, "limits on, Redis", redis_url)
+                    results["redis"] = measure_config(
+                        b, mock, "redis", "limits on, Redis", redis_url
+                    )
             finally:
                 redis.terminate()
                 redis.wait(10)

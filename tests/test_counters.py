@@ -5,14 +5,17 @@ are freed on settlement or when they expire, and budgets settle with what was ac
 from __future__ import annotations
 
 import asyncio
+import socket
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import TypeVar
 
 import pytest
-from redis.exceptions import ConnectionError as RedisConnectionError
+import uvloop
 
 from hepai_server.state.counters import Check, Counters, MemoryCounters
 from hepai_server.state.redis_counters import RedisCounters
+from hepai_server.state.resp import Address
 from tests.redisserver import RedisServer, redis_server
 from tests.stack import free_port
 
@@ -50,7 +53,8 @@ def run(make: Callable[[], Counters], scenario: Callable[[Counters], Awaitable[T
         finally:
             await backend.close()
 
-    return asyncio.run(main())
+    # The gateway's loop: its transports are not asyncio's classes.
+    return uvloop.run(main())
 
 
 def test_a_window_admits_up_to_its_limit_and_not_one_more(counters) -> None:
@@ -197,7 +201,7 @@ def test_calls_made_together_while_redis_is_away_each_fail_at_once(unique) -> No
 
     port = free_port()
     results = run(lambda: RedisCounters(f"redis://127.0.0.1:{port}/0"), scenario)
-    assert len(results) == 5 and all(isinstance(r, RedisConnectionError) for r in results), results
+    assert len(results) == 5 and all(isinstance(r, ConnectionError) for r in results), results
 
 
 @pytest.mark.e2e
@@ -217,3 +221,96 @@ def test_a_burst_goes_to_redis_in_batches_and_each_call_gets_its_own_answer(
     results = run(lambda: RedisCounters(redis.url), scenario)
     admitted = [used for ok, used in results if ok]
     assert len(admitted) == 150 and sorted(admitted) == list(range(1, 151))
+
+
+@pytest.mark.e2e
+def test_a_settlement_rides_with_the_next_admission_in_one_round_trip(
+    redis: RedisServer, unique
+) -> None:
+    """At concurrency 1 (admit, settle, a pause, admit, settle, ...) the script runs about
+    once a request, not twice: a settlement waits up to its linger for the next admission
+    and goes with it (here a linger longer than the pause, to be sure of the timing)."""
+    check = Check("window", unique("w"), limit=1000, amount=1, span=60)
+    client = redis.client()
+
+    def script_calls() -> int:
+        return int(client.info("commandstats")["cmdstat_evalsha"]["calls"])
+
+    async def scenario(backend: Counters) -> None:
+        for n in range(20):
+            decision = await backend.admit(f"r{n}", [check], reservation_ttl=30)
+            assert decision.admitted
+            pending = backend.settle(f"r{n}", [check], [1], at=decision.at)
+            await asyncio.sleep(0.005)  # the answer goes out; the client's next request comes
+        assert await pending == [0]  # the last goes alone, after its linger
+
+    run(
+        lambda: RedisCounters(redis.url),
+        lambda backend: backend.admit("warm", [], reservation_ttl=1),
+    )
+    before = script_calls()
+    run(lambda: RedisCounters(redis.url, linger=0.05), scenario)
+    assert script_calls() - before == 21
+
+
+@pytest.mark.e2e
+def test_counters_load_their_script_again_into_a_redis_that_forgot_it(
+    redis: RedisServer, unique
+) -> None:
+    """A restarted or replaced Redis knows no scripts: the next call loads it and succeeds."""
+    check = Check("window", unique("w"), limit=10, amount=1, span=60)
+
+    async def scenario(backend: Counters) -> list[int]:
+        first = await backend.admit("a", [check], reservation_ttl=30)
+        redis.client().script_flush()
+        second = await backend.admit("b", [check], reservation_ttl=30)
+        return [first.used[0][0], second.used[0][0]]
+
+    assert run(lambda: RedisCounters(redis.url), scenario) == [1, 2]
+
+
+def test_a_redis_that_accepts_but_never_answers_fails_the_call_within_its_timeout(
+    unique,
+) -> None:
+    """No call hangs on a Redis that stopped answering: it fails after the timeout, and so
+    does every call waiting behind it."""
+    check = Check("window", unique("w"), limit=10, amount=1, span=60)
+    silent = socket.create_server(("127.0.0.1", 0))
+    port = silent.getsockname()[1]
+
+    async def scenario(backend: Counters) -> tuple[list[BaseException | object], float]:
+        started = time.monotonic()
+        calls = (backend.admit(f"r{n}", [check], reservation_ttl=30) for n in range(3))
+        results = list(await asyncio.gather(*calls, return_exceptions=True))
+        return results, time.monotonic() - started
+
+    try:
+        results, took = run(
+            lambda: RedisCounters(f"redis://127.0.0.1:{port}/0", timeout=0.3), scenario
+        )
+    finally:
+        silent.close()
+    assert all(isinstance(r, ConnectionError) for r in results), results
+    assert took < 5
+
+
+@pytest.mark.parametrize(
+    ("url", "address"),
+    [
+        ("redis://127.0.0.1:6380/2", Address("127.0.0.1", 6380, db=2)),
+        ("redis://:p%40ss@cache", Address("cache", password="p@ss")),
+        (
+            "rediss://limits:s3cret@cache:6390/0",
+            Address("cache", 6390, None, True, "limits", "s3cret"),
+        ),
+        ("unix:///run/redis.sock?db=3", Address(socket="/run/redis.sock", db=3)),
+        ("redis://cache/4?db=5", Address("cache", db=5)),
+    ],
+)
+def test_redis_urls_are_read_as_redis_py_reads_them(url: str, address: Address) -> None:
+    assert Address.parse(url) == address
+
+
+def test_a_url_that_is_not_redis_is_refused() -> None:
+    with pytest.raises(ValueError, match="not a Redis URL"):
+        Address.parse("http://cache:6379")

@@ -20,9 +20,10 @@ import pytest
 
 from hepai_server.errors import AuthenticationFailed, DatabaseUnavailable
 from hepai_server.gateway.auth import Authenticator
-from hepai_server.gateway.health import ping_redis, resp
+from hepai_server.gateway.health import ping_redis
 from hepai_server.services.accounts import Caller
 from hepai_server.state.generation import Generation
+from hepai_server.state.resp import pack
 from hepai_server.telemetry.logs import REQUEST_ID, JSONLines, RequestStamp
 from tests.stack import Platform, Server, free_port
 
@@ -85,7 +86,7 @@ def test_an_unknown_key_gets_503_not_401_while_the_database_is_away(tmp_path: Pa
 
 
 def test_redis_commands_are_arrays_of_bulk_strings() -> None:
-    assert resp(["AUTH", "pässword"]) == b"*2\r\n$4\r\nAUTH\r\n$9\r\np\xc3\xa4ssword\r\n"
+    assert pack((b"AUTH", "pässword")) == b"*2\r\n$4\r\nAUTH\r\n$9\r\np\xc3\xa4ssword\r\n"
 
 
 @contextmanager

@@ -112,6 +112,7 @@ def test_a_rate_limit_is_global_across_replicas(
     in_force(replicas, key, "rate_limits")
     calls = RoundRobin(replicas, key)
     first = calls.chat()
+    assert first.status_code == 200, first.text
     reset = first.headers["x-ratelimit-reset-requests"]
     if not reset.endswith("m0s") and float(reset.rstrip("ms").split("m")[-1] or 0) < 5:
         time.sleep(6)  # too close to the window's end: the next window, from its start

@@ -12,14 +12,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-import ssl
 import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from types import FrameType
-from urllib.parse import unquote, urlsplit
 
 from sqlalchemy import Engine, text
+
+from hepai_server.state.resp import Connection, ReplyError
 
 log = logging.getLogger(__name__)
 
@@ -83,42 +83,17 @@ def select_one(engine: Engine) -> None:
 
 
 async def ping_redis(url: str) -> None:
-    """PING the Redis server at ``url`` (redis:// or rediss://, with AUTH when it has a
-    password); raise unless it answers PONG."""
-    parts = urlsplit(url)
-    secure = parts.scheme == "rediss"
-    reader, writer = await asyncio.open_connection(
-        parts.hostname or "127.0.0.1",
-        parts.port or 6379,
-        ssl=ssl.create_default_context() if secure else None,
-    )
+    """PING the Redis server at ``url`` (with its credentials and database); raise unless it
+    answers PONG."""
+    connection = Connection(url, timeout=READY_BUDGET)
     try:
-        commands: list[list[str]] = []
-        if parts.password is not None:
-            credentials = [unquote(parts.password)]
-            if parts.username:
-                credentials.insert(0, unquote(parts.username))
-            commands.append(["AUTH", *credentials])
-        commands.append(["PING"])
-        for command in commands:
-            writer.write(resp(command))
-        await writer.drain()
-        for command in commands:
-            line = await reader.readline()
-            if not line.startswith(b"+"):
-                answer = line.decode(errors="replace").strip()
-                raise ConnectionError(f"Redis answered {command[0]} with {answer!r}")
+        answer = await connection.call(b"PING")
+    except ReplyError as exc:
+        raise ConnectionError(f"Redis answered PING with {exc}") from None
     finally:
-        writer.close()
-
-
-def resp(command: list[str]) -> bytes:
-    """A command in the Redis protocol's array-of-bulk-strings form."""
-    out = [f"*{len(command)}\r\n".encode()]
-    for part in command:
-        data = part.encode()
-        out.append(b"$%d\r\n%s\r\n" % (len(data), data))
-    return b"".join(out)
+        await connection.close()
+    if answer != b"PONG":
+        raise ConnectionError(f"Redis answered PING with {answer!r}")
 
 
 Handler = Callable[[int, FrameType | None], object]

@@ -22,6 +22,7 @@ import math
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, tzinfo
+from functools import partial
 from typing import Any
 
 from sqlalchemy import Engine
@@ -78,7 +79,8 @@ class Limiter:
         self._clock = clock
         self.rules = Rules((), (), {})
         self.prices = PriceBook({})
-        self._settling: set[asyncio.Task[None]] = set()
+        #: Settlements and alerts still under way, for ``drain``.
+        self._settling: set[asyncio.Future[Any]] = set()
         self._last_alert: asyncio.Task[None] | None = None
 
     @property
@@ -170,17 +172,23 @@ class Limiter:
         if isinstance(counters, MemoryCounters):
             spent = counters.settle_now(request_id, ticket.plan.checks, actuals, at=ticket.at)
             self._alert(ticket.plan, actuals, spent)
-        else:
-            self._background(self._settle(ticket, request_id, actuals))
+            return
+        # A callback rather than a task: Redis's counters answer with a future, and a task a
+        # request would cost more than the rest of its settlement.
+        pending = asyncio.ensure_future(
+            counters.settle(request_id, ticket.plan.checks, actuals, at=ticket.at)
+        )
+        self._settling.add(pending)
+        pending.add_done_callback(partial(self._settled, ticket.plan, actuals, request_id))
 
-    async def _settle(self, ticket: Ticket, request_id: str, actuals: list[int]) -> None:
-        plan = ticket.plan
-        try:
-            spent = await ticket.counters.settle(request_id, plan.checks, actuals, at=ticket.at)
-        except Exception:
+    def _settled(
+        self, plan: Plan, actuals: list[int], request_id: str, done: asyncio.Future[list[int]]
+    ) -> None:
+        self._settling.discard(done)
+        if done.cancelled() or done.exception() is not None:
             log.warning("limits: settling %s failed; its reservation expires", request_id)
             return
-        self._alert(plan, actuals, spent)
+        self._alert(plan, actuals, done.result())
 
     def _alert(self, plan: Plan, actuals: list[int], spent: list[int]) -> None:
         """Tell of every budget this call's spend took past its warning or its limit."""
@@ -190,14 +198,12 @@ class Limiter:
             budget = meter.budget
             if budget is None:
                 continue
-            start = date.fromisoformat(plan.periods[budget.id][0])
-            measure = "money" if meter.measure == "money" else "tokens"
-            thresholds = (("warning", budget.warn_at * check.limit), ("exhausted", check.limit))
-            for kind, threshold in thresholds:
-                if after >= threshold > after - used:
-                    self._in_turn(
-                        self._on_threshold(budget, kind, start, measure, after, check.limit)
-                    )
+            before, limit = after - used, check.limit
+            for kind, threshold in (("warning", budget.warn_at * limit), ("exhausted", limit)):
+                if after >= threshold > before:  # crossed by this call: rare, so worked out here
+                    start = date.fromisoformat(plan.periods[budget.id][0])
+                    measure = "money" if meter.measure == "money" else "tokens"
+                    self._in_turn(self._on_threshold(budget, kind, start, measure, after, limit))
 
     def _in_turn(self, alert: Coroutine[Any, Any, None]) -> None:
         """Deliver alerts one after another, in the order they were raised: a budget's warning

@@ -52,6 +52,7 @@ from hepai_server.services.throttle import Throttle
 from hepai_server.state.changes import CALLERS, CATALOG, Publisher
 from hepai_server.state.counters import Counters, MemoryCounters
 from hepai_server.state.generation import Generation
+from hepai_server.state.redis_counters import RedisCounters
 from hepai_server.telemetry.metrics import Metrics
 from hepai_server.telemetry.tracing import Tracing
 
@@ -141,9 +142,6 @@ class Gateway:
         session = upstream_session(settings)
         counters: Counters = MemoryCounters()
         if settings.redis_url:
-            # Only here: redis-py imports OpenTelemetry's SDK when it is installed.
-            from hepai_server.state.redis_counters import RedisCounters
-
             counters = RedisCounters(settings.redis_url)
         alerts = Alerts(
             engine,

@@ -17,7 +17,7 @@ every one is reserved, or none is touched. Three kinds:
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, NamedTuple, Protocol
 
@@ -61,9 +61,9 @@ class Counters(Protocol):
         self, request_id: str, checks: Sequence[Check], *, reservation_ttl: float
     ) -> Decision: ...
 
-    async def settle(
+    def settle(
         self, request_id: str, checks: Sequence[Check], actuals: Sequence[int], *, at: float
-    ) -> list[int]:
+    ) -> Awaitable[list[int]]:
         """Release the request's reservations (made at ``at``), counting ``actuals`` (one per
         check) instead of the estimates; what each budget check's period has spent after it
         (0 for the other checks)."""

@@ -1,10 +1,10 @@
-"""The limits' counters in Redis, shared by every replica: a Lua script admits (each admission
-atomic, on Redis's clock), another settles.
+"""The limits' counters in Redis, shared by every replica: one Lua script settles and admits
+(each admission atomic, on Redis's clock).
 
-Calls are batched: every admission (or settlement) made while the previous batch is on its
+Calls are batched: every admission and settlement made while the previous batch is on its
 way goes out in the next one, as one call of the script, so under load a replica makes one
-round trip per batch rather than per request, and at concurrency 1 a call still goes out at
-once.
+round trip per batch rather than per request; at concurrency 1 an admission still goes out at
+once, and the settlement of the request before rides with it.
 
 Keys (every one expires): ``<check key>:<window number>`` for windows (a string counter);
 ``<check key>`` for concurrency (a sorted set of request ids, scored by when their slot
@@ -20,20 +20,26 @@ from collections.abc import Sequence
 from typing import Any
 
 import orjson
-import redis.asyncio as redis
-from redis.commands.core import AsyncScript
 
 from hepai_server.state.counters import Check, Decision
+from hepai_server.state.resp import Connection, Script
 
-#: ARGV[1]: a JSON array of admissions, each [request id, reservation ttl (ms), checks], each
-#: check [kind, key, limit, amount, span (ms), seed or false]. One call of the script admits
-#: a whole batch (each admission all or nothing by itself), so the client packs two arguments
-#: a batch rather than a dozen a request: packing arguments is most of what a call costs it.
+#: One call of the script settles a batch of requests that ended, then admits a batch of new
+#: ones: the client packs two arguments a batch rather than a dozen a request (packing is
+#: most of what a call costs it), and a request's settlement rides on a later admission.
+#:
+#: ARGV[1]: a JSON array of settlements, each [request id, admission time (ms), checks], each
+#: check [kind, key, amount reserved, actual, span (ms)]; per settlement, what each budget
+#: check's period has spent after it (0 for the other checks).
+#:
+#: ARGV[2]: a JSON array of admissions, each [request id, reservation ttl (ms), checks], each
+#: check [kind, key, limit, amount, span (ms), seed or false]; each admission all or nothing
+#: by itself.
+#:
 #: The keys travel in the JSON, not in KEYS: a standalone Redis (or a primary with replicas)
 #: allows that, and an admission touching a user's, a model's and a budget's counters at once
 #: could not run on Redis Cluster anyway.
-ADMIT = """
-local t = redis.call('TIME')
+STEP = """local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
 local function admit(id, ttl, checks)
@@ -92,17 +98,6 @@ local function admit(id, ttl, checks)
   return {1, 0, 0, 0, used, now}
 end
 
-local results = {}
-for i, call in ipairs(cjson.decode(ARGV[1])) do
-  results[i] = admit(call[1], call[2], call[3])
-end
-return results
-"""
-
-#: ARGV[1]: a JSON array of settlements, each [request id, admission time (ms), checks], each
-#: check [kind, key, amount reserved, actual, span (ms)]. Per settlement, what each budget
-#: check's period has spent after it (0 for the other checks).
-SETTLE = """
 local function settle(id, at, checks)
   local spent = {}
   for i, check in ipairs(checks) do
@@ -131,33 +126,32 @@ local function settle(id, at, checks)
   return spent
 end
 
-local results = {}
+local settled = {}
 for i, call in ipairs(cjson.decode(ARGV[1])) do
-  results[i] = settle(call[1], call[2], call[3])
+  settled[i] = settle(call[1], call[2], call[3])
 end
-return results
+local admitted = {}
+for i, call in ipairs(cjson.decode(ARGV[2])) do
+  admitted[i] = admit(call[1], call[2], call[3])
+end
+return {settled, admitted}
 """
 
 _KINDS = {"window": "w", "concurrency": "c", "budget": "b"}
 
 
+#: How long a settlement waits for an admission to ride with (seconds). At concurrency 1 the
+#: next request's admission usually comes within it, and the two share one round trip; a
+#: settlement that waits holds its reservation (and concurrency slot) that much longer, which
+#: errs on the side of refusing.
+LINGER = 0.002
+
+
 class RedisCounters:
     """Counters every replica shares, in the Redis at ``url``."""
 
-    def __init__(self, url: str, *, timeout: float = 0.5, connections: int = 8) -> None:
-        # A blocking pool: a call that finds every connection busy waits for one instead of
-        # failing with "Too many connections" (the default pool's way). Batching keeps at most
-        # one batch of each script in flight, so a few connections are plenty.
-        pool = redis.BlockingConnectionPool.from_url(
-            url,
-            max_connections=connections,
-            timeout=timeout * 4,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-        )
-        self.client: redis.Redis = redis.Redis.from_pool(pool)
-        self._admit = Batches(self.client.register_script(ADMIT))
-        self._settle = Batches(self.client.register_script(SETTLE))
+    def __init__(self, url: str, *, timeout: float = 0.5, linger: float = LINGER) -> None:
+        self._batches = Batches(Connection(url, timeout=timeout), Script(STEP), linger=linger)
 
     async def admit(
         self, request_id: str, checks: Sequence[Check], *, reservation_ttl: float
@@ -177,16 +171,17 @@ class RedisCounters:
                 for check in checks
             ],
         ]
-        admitted, failed, wait, unseeded, flat, now = await self._admit.call(call)
+        admitted, failed, wait, unseeded, flat, now = await self._batches.admit(call)
         used = tuple((int(flat[i]), int(flat[i + 1]) / 1000) for i in range(0, len(flat), 2))
         at = int(now) / 1000
         if admitted:
             return Decision(True, used=used, at=at)
         return Decision(False, int(failed) - 1, int(wait) / 1000, used, bool(unseeded), at)
 
-    async def settle(
+    def settle(
         self, request_id: str, checks: Sequence[Check], actuals: Sequence[int], *, at: float
-    ) -> list[int]:
+    ) -> asyncio.Future[list[int]]:
+        """A future, not a coroutine: the limiter waits for it with a callback, not a task."""
         call = [
             request_id,
             int(at * 1000),
@@ -201,50 +196,91 @@ class RedisCounters:
                 for check, actual in zip(checks, actuals, strict=True)
             ],
         ]
-        return [int(value) for value in await self._settle.call(call)]
+        return self._batches.settle(call)
 
     async def close(self) -> None:
-        await self._admit.close()
-        await self._settle.close()
-        await self.client.aclose()
+        await self._batches.close()
 
 
 class Batches:
-    """Calls of one script, sent in batches: one batch in flight at a time, and every call
-    made meanwhile waiting to go in the next (at concurrency 1, a batch of one at once)."""
+    """Calls of the script, sent in batches: one batch in flight at a time, and every call
+    made meanwhile waiting to go in the next. An admission goes at once when nothing is in
+    flight; settlements alone wait up to ``linger`` for one."""
 
-    def __init__(self, script: AsyncScript) -> None:
+    def __init__(self, connection: Connection, script: Script, *, linger: float) -> None:
+        self._connection = connection
         self._script = script
-        self._waiting: list[tuple[list[Any], asyncio.Future[Any]]] = []
+        self._linger = linger
+        self._admits: list[tuple[list[Any], asyncio.Future[Any]]] = []
+        self._settles: list[tuple[list[Any], asyncio.Future[Any]]] = []
         self._sender: asyncio.Task[None] | None = None
+        #: Set while settlements wait for an admission: the admission wakes the sender.
+        self._wake: asyncio.Future[None] | None = None
+        self._closing = False
 
-    async def call(self, call: list[Any]) -> Any:
-        """The script's answer to this one call, once its batch has run."""
+    def admit(self, call: list[Any]) -> asyncio.Future[Any]:
+        future = self._queue(self._admits, call)
+        wake = self._wake
+        if wake is not None and not wake.done():
+            wake.set_result(None)
+        return future
+
+    def settle(self, call: list[Any]) -> asyncio.Future[Any]:
+        return self._queue(self._settles, call)
+
+    def _queue(
+        self, queue: list[tuple[list[Any], asyncio.Future[Any]]], call: list[Any]
+    ) -> asyncio.Future[Any]:
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._waiting.append((call, future))
+        queue.append((call, future))
         if self._sender is None:
             self._sender = asyncio.create_task(self._send())
-        return await future
+        return future
 
     async def _send(self) -> None:
+        loop = asyncio.get_running_loop()
         try:
-            while self._waiting:
-                batch, self._waiting = self._waiting, []
+            while self._admits or self._settles:
+                if not self._admits and not self._closing:
+                    wake = self._wake = loop.create_future()
+                    timer = loop.call_later(self._linger, _wake, wake)
+                    await wake
+                    timer.cancel()
+                    self._wake = None
+                admits, self._admits = self._admits, []
+                settles, self._settles = self._settles, []
                 try:
-                    payload = orjson.dumps([call for call, _ in batch])
-                    results: list[Any] = await self._script(keys=[], args=[payload])
+                    payload = (
+                        orjson.dumps([call for call, _ in settles]),
+                        orjson.dumps([call for call, _ in admits]),
+                    )
+                    settled, admitted = await self._connection.script(self._script, *payload)
                 except Exception as exc:  # Redis is away: every call of the batch fails
-                    results = [exc] * len(batch)
-                for (_, future), result in zip(batch, results, strict=True):
-                    if future.done():  # its caller was cancelled
-                        continue
-                    if isinstance(result, Exception):
-                        future.set_exception(result)
-                    else:
-                        future.set_result(result)
+                    settled, admitted = [exc] * len(settles), [exc] * len(admits)
+                _answer(settles, settled)
+                _answer(admits, admitted)
         finally:
             self._sender = None
 
     async def close(self) -> None:
+        self._closing = True
+        if self._wake is not None and not self._wake.done():
+            self._wake.set_result(None)
         if self._sender is not None:
             await asyncio.gather(self._sender, return_exceptions=True)
+        await self._connection.close()
+
+
+def _wake(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def _answer(batch: list[tuple[list[Any], asyncio.Future[Any]]], results: list[Any]) -> None:
+    for (_, future), result in zip(batch, results, strict=True):
+        if future.done():  # its caller was cancelled
+            continue
+        if isinstance(result, Exception):
+            future.set_exception(result)
+        else:
+            future.set_result(result)
