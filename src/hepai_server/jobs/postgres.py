@@ -30,6 +30,8 @@ from hepai_server.jobs.runner import Handler, Job, Pending
 log = logging.getLogger(__name__)
 #: Keeps two replicas from creating procrastinate's tables at the same moment.
 SCHEMA_LOCK = 4260016
+#: How long closing waits for the job worker to stop.
+STOP_SECONDS = 5.0
 
 
 class PostgresRunner:
@@ -148,9 +150,19 @@ class PostgresRunner:
             log.debug("submitted the unfinished %s jobs", kind)
 
     async def close(self) -> None:
-        for task in (self._recovery, self._worker):
-            if task is not None:
+        tasks = {task for task in (self._recovery, self._worker) if task is not None}
+        # Cancelled again until they stop, within a bound: a cancellation that lands while
+        # psycopg or procrastinate is starting a query can be swallowed (the task then goes
+        # on as if nothing happened), and procrastinate's worker waits for its running jobs.
+        # A job cut here is picked up by another replica once its heartbeat stops, or by
+        # this one's next start.
+        deadline = asyncio.get_running_loop().time() + STOP_SECONDS
+        while tasks and asyncio.get_running_loop().time() < deadline:
+            for task in tasks:
                 task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+            stopped, tasks = await asyncio.wait(tasks, timeout=1.0)
+            for task in stopped:  # what it ended with is of no use now: taken, not logged
+                task.cancelled() or task.exception()
+        for task in tasks:
+            log.warning("the job %s did not stop within %g s", task.get_name(), STOP_SECONDS)
         await self.app.close_async()
