@@ -38,6 +38,12 @@ from hepai_server.state.counters import Check, Counters, Decision, MemoryCounter
 
 log = logging.getLogger(__name__)
 
+#: The x-ratelimit-* headers' names, per measure.
+HEADERS = {
+    measure: tuple(f"x-ratelimit-{part}-{measure}" for part in ("limit", "remaining", "reset"))
+    for measure in ("requests", "tokens")
+}
+
 #: Called when a budget's spend crosses its warning threshold or its limit:
 #: (budget, "warning" or "exhausted", first day of the period, "money" or "tokens", spent,
 #: limit).
@@ -162,7 +168,7 @@ class Limiter:
                 seed = money if meter.measure == "money" else tokens
                 check = Check(check.kind, check.key, check.limit, check.amount, check.span, seed)
             checks.append(check)
-        return Plan(tuple(checks), plan.meters, plan.budget_ids, plan.periods)
+        return Plan(tuple(checks), plan.meters, plan.budget_ids, plan.periods, plan.rated)
 
     def settle(self, ticket: Ticket, request_id: str, *, tokens: int, cost: int) -> None:
         """Release the call's reservation, counting what it used: at once in process, in the
@@ -245,23 +251,30 @@ def estimate_tokens(
 def rate_headers(plan: Plan, decision: Decision) -> dict[str, str]:
     """OpenAI's x-ratelimit-* headers: for requests and for tokens, the window closest to
     its limit."""
-    known = list(decision.used)
-    if decision.failed is not None:  # the refusing window: nothing left until it resets
-        known.append((plan.checks[decision.failed].limit, decision.retry_after))
+    used, failed, checks = decision.used, decision.failed, plan.checks
     tightest: dict[str, tuple[int, int, float]] = {}
-    for check, meter, (used, reset) in zip(plan.checks, plan.meters, known, strict=False):
-        measure = meter.measure
-        if measure != "requests" and measure != "tokens":
-            continue
-        remaining = max(check.limit - used, 0)
+    for index, measure in plan.rated:
+        limit = checks[index][2]
+        if index < len(used):
+            count, reset = used[index]
+        elif index == failed:  # the refusing window: nothing left until it resets
+            count, reset = limit, decision.retry_after
+        else:  # checks after the refusing one were not looked at
+            break
+        remaining = limit - count if count < limit else 0
         found = tightest.get(measure)
         if found is None or remaining < found[1]:
-            tightest[measure] = (check.limit, remaining, reset)
+            tightest[measure] = (limit, remaining, reset)
     headers: dict[str, str] = {}
+    resets: dict[float, str] = {}  # the requests' and tokens' windows often end together
     for measure, (limit, remaining, reset) in tightest.items():
-        headers[f"x-ratelimit-limit-{measure}"] = str(limit)
-        headers[f"x-ratelimit-remaining-{measure}"] = str(remaining)
-        headers[f"x-ratelimit-reset-{measure}"] = duration(reset)
+        names = HEADERS[measure]
+        headers[names[0]] = str(limit)
+        headers[names[1]] = str(remaining)
+        text = resets.get(reset)
+        if text is None:
+            text = resets[reset] = duration(reset)
+        headers[names[2]] = text
     return headers
 
 

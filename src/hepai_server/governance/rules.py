@@ -39,6 +39,8 @@ class Plan:
     budget_ids: tuple[int, ...]
     #: Each budget check's period: its first day (ISO) and end, for seeding and alerts.
     periods: Mapping[int, tuple[str, datetime]] = field(default_factory=dict)
+    #: (index, "requests" or "tokens") of the checks the x-ratelimit-* headers tell of.
+    rated: tuple[tuple[int, str], ...] = ()
 
     def actuals(self, *, tokens: int, cost: int) -> list[int]:
         """What each check counts once the call is over."""
@@ -51,13 +53,38 @@ class Plan:
 
 @dataclass(frozen=True, slots=True)
 class _Template:
-    """A plan without its amounts: per check its kind, key, limit, span and measure."""
+    """A plan without its amounts: the checks whose amount is always 1 (requests, concurrency)
+    built once, and per other check its index, kind, key, limit, span and measure."""
 
-    rows: tuple[tuple[Kind, str, int, float, str], ...]
+    fixed: tuple[Check, ...]
+    sized: tuple[tuple[int, Kind, str, int, float, str], ...]
     meters: tuple[Meter, ...]
     budget_ids: tuple[int, ...]
     periods: Mapping[int, tuple[str, datetime]]
     valid_until: datetime
+    rated: tuple[tuple[int, str], ...]
+
+    @classmethod
+    def of(
+        cls,
+        rows: list[tuple[Kind, str, int, float, str]],
+        meters: list[Meter],
+        budget_ids: list[int],
+        periods: Mapping[int, tuple[str, datetime]],
+        valid_until: datetime,
+    ) -> _Template:
+        fixed = [Check(kind, name, limit, 1, span) for kind, name, limit, span, _ in rows]
+        sized = tuple(
+            (index, *row)
+            for index, row in enumerate(rows)
+            if row[4] not in ("requests", "concurrency")
+        )
+        rated = tuple(
+            (index, row[4]) for index, row in enumerate(rows) if row[4] in ("requests", "tokens")
+        )
+        return cls(
+            tuple(fixed), sized, tuple(meters), tuple(budget_ids), periods, valid_until, rated
+        )
 
 
 class Rules:
@@ -139,20 +166,12 @@ class Rules:
             template = self._plans[key] = self._template(
                 caller, model, now=now, zone=zone, reservation_ttl=reservation_ttl
             )
-        amounts = {
-            "requests": 1,
-            "concurrency": 1,
-            "tokens": tokens,
-            "budget-tokens": tokens,
-            "money": cost,
-        }
-        checks = tuple(
-            [
-                Check(kind, name, limit, amounts[measure], span)
-                for kind, name, limit, span, measure in template.rows
-            ]
+        checks = list(template.fixed)
+        for index, kind, name, limit, span, measure in template.sized:
+            checks[index] = Check(kind, name, limit, cost if measure == "money" else tokens, span)
+        return Plan(
+            tuple(checks), template.meters, template.budget_ids, template.periods, template.rated
         )
-        return Plan(checks, template.meters, template.budget_ids, template.periods)
 
     def _template(
         self, caller: Caller, model: str, *, now: datetime, zone: tzinfo, reservation_ttl: float
@@ -189,7 +208,7 @@ class Rules:
             if budget.tokens is not None:
                 rows.append(("budget", key + ":t", budget.tokens, span, "budget-tokens"))
                 meters.append(Meter("budget-tokens", budget))
-        return _Template(tuple(rows), tuple(meters), tuple(budget_ids), periods, valid_until)
+        return _Template.of(rows, meters, budget_ids, periods, valid_until)
 
     def _rate_subjects(self, caller: Caller, groups: Sequence[int]) -> list[tuple[str, int, str]]:
         """(scope, subject id of the rules, what the counters count per)."""

@@ -108,49 +108,52 @@ class MemoryCounters:
         now = self._clock()
         if now - self._swept >= 1.0:
             self._sweep(now)
+        # Checks unpacked rather than read by name, and the maps held in locals: this runs
+        # for every limited request, and a NamedTuple's fields are properties.
+        windows, slots, budgets = self._windows, self._slots, self._budgets
         used: list[tuple[int, float]] = []
-        windows: list[tuple[str, int]] = []
-        for index, check in enumerate(checks):
-            kind = check.kind
+        counted: list[tuple[str, int]] = []  # each window's key, for the second pass
+        for index, (kind, key, limit, amount, span, seed) in enumerate(checks):
             if kind == "window":
-                number = int(now // check.span)
-                reset = (number + 1) * check.span - now
-                key = (check.key, number)
-                windows.append(key)
-                count = self._windows.get(key, (0, 0.0))[0]
-                if count + check.amount > check.limit:
+                number = int(now // span)
+                reset = (number + 1) * span - now
+                window = (key, number)
+                counted.append(window)
+                count = windows.get(window, (0, 0.0))[0] + amount
+                if count > limit:
                     return Decision(False, index, reset, tuple(used), False, now)
-                used.append((count + check.amount, reset))
+                used.append((count, reset))
             elif kind == "concurrency":
-                live = len(self._slots.get(check.key, ()))
-                if live + 1 > check.limit:
+                live = len(slots.get(key, ())) + 1
+                if live > limit:
                     return Decision(False, index, 1.0, tuple(used), False, now)
-                used.append((live + 1, 0.0))
+                used.append((live, 0.0))
             else:
-                budget = self._budgets.get(check.key)
+                budget = budgets.get(key)
                 if budget is None:
-                    if check.seed is None:
+                    if seed is None:
                         return Decision(False, index, 0.0, tuple(used), True, now)
-                    budget = self._budgets[check.key] = _Budget(check.seed, now + check.span)
-                total = budget.spent + budget.held + check.amount
-                if budget.spent >= check.limit or total > check.limit:
-                    return Decision(False, index, check.span, tuple(used), False, now)
+                    budget = budgets[key] = _Budget(seed, now + span)
+                total = budget.spent + budget.held + amount
+                if budget.spent >= limit or total > limit:
+                    return Decision(False, index, span, tuple(used), False, now)
                 used.append((total, 0.0))
         until = now + reservation_ttl
-        windows.reverse()
-        for check in checks:
-            kind = check.kind
+        counted.reverse()
+        for kind, key, _, amount, span, _ in checks:
             if kind == "window":
-                key = windows.pop()
-                count = self._windows.get(key, (0, 0.0))[0]
-                self._windows[key] = (count + check.amount, (key[1] + 1) * check.span)
+                window = counted.pop()
+                windows[window] = (
+                    windows.get(window, (0, 0.0))[0] + amount,
+                    (window[1] + 1) * span,
+                )
             elif kind == "concurrency":
-                self._slots.setdefault(check.key, {})[request_id] = until
+                slots.setdefault(key, {})[request_id] = until
             else:
-                budget = self._budgets[check.key]
+                budget = budgets[key]
                 budget.release(request_id)  # admitted twice under one id: the later counts
-                budget.reserved[request_id] = (check.amount, until)
-                budget.held += check.amount
+                budget.reserved[request_id] = (amount, until)
+                budget.held += amount
         return Decision(True, used=tuple(used), at=now)
 
     async def settle(
@@ -162,21 +165,23 @@ class MemoryCounters:
         self, request_id: str, checks: Sequence[Check], actuals: Sequence[int], *, at: float
     ) -> list[int]:
         """``settle``, without the coroutine: in process there is nothing to wait for."""
+        windows = self._windows
         spent: list[int] = []
-        for check, actual in zip(checks, actuals, strict=True):
-            kind = check.kind
+        for (kind, key, _, amount, span, _), actual in zip(checks, actuals, strict=True):
             if kind == "window":
                 # The window it was reserved in, while that window is still counted.
-                key = (check.key, int(at // check.span))
-                if key in self._windows:
-                    count, expires = self._windows[key]
-                    self._windows[key] = (max(count + actual - check.amount, 0), expires)
+                window = (key, int(at // span))
+                found = windows.get(window)
+                if found is not None:
+                    windows[window] = (max(found[0] + actual - amount, 0), found[1])
                 spent.append(0)
             elif kind == "concurrency":
-                self._slots.get(check.key, {}).pop(request_id, None)
+                slots = self._slots.get(key)
+                if slots is not None:
+                    slots.pop(request_id, None)
                 spent.append(0)
             else:
-                budget = self._budgets.get(check.key)
+                budget = self._budgets.get(key)
                 if budget is None:
                     spent.append(0)
                     continue
