@@ -3,11 +3,12 @@ come, replies parsed by hiredis and handed back in order.
 
 The limiter calls Redis for every batch of requests, on the gateway's only core. redis-py's
 asyncio client spends about 95 µs of CPU on a call (its pool, health checks and per-read
-timeouts); this connection spends about 35 (``benchmarks/RESULTS.md``, "Limits"). It does
-only what the limiter needs: connect (TLS and a Unix socket too), authenticate, select the
-database, run scripts by their digest, and fail every waiting call at once when the
-connection is lost, so none waits for a reply that will not come. The next call connects
-again. Everything else (pub/sub, the catalog's broadcasts) keeps using redis-py.
+timeouts); this connection spends about 37 (``benchmarks/RESULTS.md``, "what limits
+cost"). It does only what the limiter and the readiness probe need: connect (TLS and a Unix
+socket too), authenticate, select the database, run scripts by their digest, and fail every
+waiting call at once when the connection is lost, so none waits for a reply that will not
+come. The next call connects again. Everything else (pub/sub for the catalog's broadcasts)
+keeps using redis-py.
 """
 
 from __future__ import annotations
@@ -126,7 +127,8 @@ class Connection:
             async with asyncio.timeout(self._timeout):
                 return await future
         except TimeoutError:
-            # A reply may still come: the ones after it would be handed to the wrong calls.
+            # Redis (or the network to it) is stuck: every call waiting on this connection
+            # fails now rather than each after its own wait, and the next call connects again.
             self._drop(protocol)
             raise ConnectionError(f"Redis did not answer within {self._timeout} s") from None
 
