@@ -14,30 +14,41 @@ python=${PYTHON:-python3.11}
 command -v "$python" >/dev/null || python=python3
 "$python" -c 'import sys; assert sys.version_info[:2] == (3, 11), "hepai-server needs Python 3.11"'
 
-if [ ! -x .venv/bin/python ]; then
-    "$python" -m venv .venv
-fi
-# Reinstall only when the pins changed since the last install.
-stamp=$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1)
-if [ "$(cat .venv/.installed 2>/dev/null)" != "$stamp" ]; then
-    .venv/bin/python -m pip install --quiet --disable-pip-version-check \
-        -c constraints.txt -e '.[test]'
-    echo "$stamp" > .venv/.installed
-fi
+# --no-compile: pip would byte-compile every module of every package (torch's thousands) up
+# front; Python compiles the ones a process imports when it first does, and keeps them. On a
+# fresh clone this halves the install (142 s to 87 s for .venv, 48 s to 31 s for MinerU's).
+pip_install=(-m pip install --quiet --no-compile --disable-pip-version-check)
 
 # MinerU (2.x) in its own environment: its pins clash with docvortex's (pypdfium2), and the
 # platform only talks to it over HTTP (mineru-api), as it does on a GPU node. The tests run
 # it with its vlm-http-client backend against a stand-in for the VLM (no model weights).
+# Installed beside .venv, at the same time: the two are independent.
+mineru=""
 if ! $fast; then
     if [ ! -x .venv-mineru/bin/python ]; then
         "$python" -m venv .venv-mineru
     fi
     stamp=$(sha256sum constraints-mineru.txt | cut -d' ' -f1)
     if [ "$(cat .venv-mineru/.installed 2>/dev/null)" != "$stamp" ]; then
-        .venv-mineru/bin/python -m pip install --quiet --disable-pip-version-check \
-            -c constraints-mineru.txt 'mineru[api]'
-        echo "$stamp" > .venv-mineru/.installed
+        (
+            .venv-mineru/bin/python "${pip_install[@]}" -c constraints-mineru.txt 'mineru[api]'
+            echo "$stamp" > .venv-mineru/.installed
+        ) &
+        mineru=$!
     fi
+fi
+
+if [ ! -x .venv/bin/python ]; then
+    "$python" -m venv .venv
+fi
+# Reinstall only when the pins changed since the last install.
+stamp=$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1)
+if [ "$(cat .venv/.installed 2>/dev/null)" != "$stamp" ]; then
+    .venv/bin/python "${pip_install[@]}" -c constraints.txt -e '.[test]'
+    echo "$stamp" > .venv/.installed
+fi
+if [ -n "$mineru" ]; then
+    wait "$mineru"  # its failure fails the setup (set -e)
 fi
 
 # Debian packages, each with a file that shows it is installed: Chromium for the page tests,
