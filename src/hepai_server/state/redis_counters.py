@@ -220,9 +220,7 @@ class Batches:
 
     def admit(self, call: list[Any]) -> asyncio.Future[Any]:
         future = self._queue(self._admits, call)
-        wake = self._wake
-        if wake is not None and not wake.done():
-            wake.set_result(None)
+        _wake(self._wake)
         return future
 
     def settle(self, call: list[Any]) -> asyncio.Future[Any]:
@@ -264,15 +262,15 @@ class Batches:
 
     async def close(self) -> None:
         self._closing = True
-        if self._wake is not None and not self._wake.done():
-            self._wake.set_result(None)
+        _wake(self._wake)
         if self._sender is not None:
             await asyncio.gather(self._sender, return_exceptions=True)
         await self._connection.close()
 
 
-def _wake(future: asyncio.Future[None]) -> None:
-    if not future.done():
+def _wake(future: asyncio.Future[None] | None) -> None:
+    """End a settlement's linger (an admission came, the linger ran out, or closing)."""
+    if future is not None and not future.done():
         future.set_result(None)
 
 

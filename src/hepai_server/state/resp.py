@@ -169,18 +169,17 @@ class Connection:
             _, protocol = await loop.create_connection(
                 _Protocol, address.host, address.port, ssl=tls
             )
-        handshake: list[tuple[bytes | str | int, ...]] = []
+        handshake: list[tuple[str | int, ...]] = []
         if address.password is not None:
-            handshake.append((b"AUTH", address.username or "default", address.password))
+            handshake.append(("AUTH", address.username or "default", address.password))
         if address.db:
-            handshake.append((b"SELECT", address.db))
+            handshake.append(("SELECT", address.db))
         try:
             for command in handshake:
                 try:
                     await protocol.send(command)
                 except ReplyError as exc:
-                    name = str(command[0], "ascii") if isinstance(command[0], bytes) else command[0]
-                    raise ConnectionError(f"Redis answered {name} with {exc}") from None
+                    raise ConnectionError(f"Redis answered {command[0]} with {exc}") from None
         except BaseException:
             self._drop(protocol)
             raise
