@@ -172,6 +172,23 @@ def test_reservations_of_a_crashed_request_expire(unique) -> None:
     assert run(make, scenario).admitted
 
 
+@pytest.mark.e2e
+def test_in_redis_a_crashed_requests_budget_reservation_expires(redis: RedisServer, unique) -> None:
+    """On Redis's clock: a reservation nobody settles is released when it expires, by its
+    own amount, and the budget admits again."""
+    budget = Check("budget", unique("b"), limit=10, amount=7, span=3600, seed=0)
+
+    async def scenario(backend: Counters) -> tuple[bool, bool, tuple[tuple[int, float], ...]]:
+        dead = (await backend.admit("dead", [budget], reservation_ttl=0.2)).admitted
+        refused = (await backend.admit("next", [budget], reservation_ttl=0.2)).admitted
+        await asyncio.sleep(0.3)
+        return dead, refused, (await backend.admit("next", [budget], reservation_ttl=30)).used
+
+    dead, refused, used = run(lambda: RedisCounters(redis.url), scenario)
+    assert dead and not refused
+    assert used == ((7, 0.0),), "spent 0, reserved only by this request"
+
+
 def test_a_window_resets_at_its_boundary(unique) -> None:
     clock = Clock()
     clock.now = 600.0  # the start of a minute
@@ -223,34 +240,81 @@ def test_a_burst_goes_to_redis_in_batches_and_each_call_gets_its_own_answer(
     assert len(admitted) == 150 and sorted(admitted) == list(range(1, 151))
 
 
-@pytest.mark.e2e
-def test_a_settlement_rides_with_the_next_admission_in_one_round_trip(
-    redis: RedisServer, unique
-) -> None:
-    """At concurrency 1 (admit, settle, a pause, admit, settle, ...) the script runs about
-    once a request, not twice: a settlement waits up to its linger for the next admission
-    and goes with it (here a linger longer than the pause, to be sure of the timing)."""
-    check = Check("window", unique("w"), limit=1000, amount=1, span=60)
+def evalsha_calls(redis: RedisServer) -> Callable[[], int]:
     client = redis.client()
+    return lambda: int(client.info("commandstats")["cmdstat_evalsha"]["calls"])
 
-    def script_calls() -> int:
-        return int(client.info("commandstats")["cmdstat_evalsha"]["calls"])
+
+@pytest.mark.e2e
+def test_at_concurrency_one_a_settlement_goes_at_once(redis: RedisServer, unique) -> None:
+    """Nothing in flight: a settlement does not wait for the next admission (however long its
+    linger) but goes at once, and Redis settles it while the client reads its answer."""
+    check = Check("window", unique("w"), limit=1000, amount=1, span=60)
+    script_calls = evalsha_calls(redis)
 
     async def scenario(backend: Counters) -> None:
-        for n in range(20):
+        for n in range(5):
             decision = await backend.admit(f"r{n}", [check], reservation_ttl=30)
             assert decision.admitted
             pending = backend.settle(f"r{n}", [check], [1], at=decision.at)
-            await asyncio.sleep(0.005)  # the answer goes out; the client's next request comes
-        assert await pending == [0]  # the last goes alone, after its linger
+            assert await asyncio.wait_for(pending, 1) == [0]
 
-    run(
-        lambda: RedisCounters(redis.url),
-        lambda backend: backend.admit("warm", [], reservation_ttl=1),
-    )
     before = script_calls()
-    run(lambda: RedisCounters(redis.url, linger=0.05), scenario)
-    assert script_calls() - before == 21
+    run(lambda: RedisCounters(redis.url, linger=30), scenario)
+    assert script_calls() - before == 10
+
+
+@pytest.mark.e2e
+def test_a_settlement_made_while_a_call_is_in_flight_rides_with_the_next_admission(
+    redis: RedisServer, unique
+) -> None:
+    """Under load a batch is nearly always in flight: the settlements made meanwhile wait
+    for an admission to go with (up to their linger), one round trip for both."""
+    check = Check("window", unique("w"), limit=1000, amount=1, span=60)
+    script_calls = evalsha_calls(redis)
+
+    async def scenario(backend: Counters) -> None:
+        first = asyncio.ensure_future(backend.admit("a", [check], reservation_ttl=30))
+        for _ in range(3):
+            await asyncio.sleep(0)  # the admission goes, and is in flight
+        pending = backend.settle("a", [check], [1], at=0)
+        assert (await first).admitted
+        await asyncio.sleep(0.01)
+        assert not pending.done(), "it waits for an admission"
+        assert (await backend.admit("b", [check], reservation_ttl=30)).admitted
+        assert await pending == [0]
+
+    run(lambda: RedisCounters(redis.url), lambda b: b.admit("warm", [], reservation_ttl=1))
+    before = script_calls()
+    run(lambda: RedisCounters(redis.url, linger=5), scenario)
+    assert script_calls() - before == 2
+
+
+@pytest.mark.e2e
+def test_every_key_the_counters_write_expires(redis: RedisServer, unique) -> None:
+    """Windows, concurrency slots and a budget's counters, admitted, settled and refused:
+    every key left in Redis has an expiry (none outlives its window or period)."""
+    prefix = unique("x")
+    checks = [
+        Check("window", f"{prefix}:rpm", limit=10, amount=1, span=60),
+        Check("window", f"{prefix}:tpm", limit=10_000, amount=500, span=60),
+        Check("concurrency", f"{prefix}:c", limit=5, amount=1, span=0),
+        Check("budget", f"{prefix}:b", limit=10**6, amount=700, span=3600, seed=0),
+    ]
+
+    async def scenario(backend: Counters) -> None:
+        decision = await backend.admit("a", checks, reservation_ttl=30)
+        assert decision.admitted
+        assert (await backend.admit("b", checks, reservation_ttl=30)).admitted  # in flight
+        await backend.settle("a", checks, [1, 200, 1, 300], at=decision.at)
+        tight = [*checks, Check("window", f"{prefix}:tight", limit=0, amount=1, span=60)]
+        assert not (await backend.admit("c", tight, reservation_ttl=30)).admitted
+
+    run(lambda: RedisCounters(redis.url), scenario)
+    client = redis.client()
+    keys = list(client.scan_iter(f"{prefix}:*"))
+    assert len(keys) >= 5, keys
+    assert {key: client.pttl(key) > 0 for key in keys} == dict.fromkeys(keys, True)
 
 
 @pytest.mark.e2e
