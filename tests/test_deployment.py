@@ -148,12 +148,16 @@ def manifests() -> list[dict[str, Any]]:
     return found
 
 
-def test_the_gateway_deployment_probes_liveness_and_readiness_and_drains() -> None:
-    deployment = next(
+def gateway_set() -> dict[str, Any]:
+    return next(
         doc
         for doc in manifests()
-        if doc["kind"] == "Deployment" and doc["metadata"]["name"] == "hepai-gateway"
+        if doc["kind"] == "StatefulSet" and doc["metadata"]["name"] == "hepai-gateway"
     )
+
+
+def test_the_gateway_deployment_probes_liveness_and_readiness_and_drains() -> None:
+    deployment = gateway_set()
     pod = deployment["spec"]["template"]["spec"]
     (container,) = pod["containers"]
     assert container["livenessProbe"]["httpGet"]["path"] == "/health/live"
@@ -164,6 +168,35 @@ def test_the_gateway_deployment_probes_liveness_and_readiness_and_drains() -> No
     # Drain, then up to 30 s for running requests, before the kubelet's SIGKILL.
     assert pod["terminationGracePeriodSeconds"] >= drain + 30
     assert deployment["spec"]["replicas"] >= 2
+
+
+def data_dir() -> str:
+    (path,) = re.findall(r"HEPAI_SERVER_DATA_DIR=(\S+)", (ROOT / "Dockerfile").read_text())
+    return path
+
+
+def test_each_gateway_replica_keeps_its_ledger_journal_on_a_volume_of_its_own() -> None:
+    """Usage rows not yet in the database are journaled under the data directory: a pod or
+    container that is replaced must find them there, so it is a persistent volume per
+    replica, never an emptyDir or the container's own layer."""
+    pod = gateway_set()["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    mounts = {mount["mountPath"]: mount["name"] for mount in container["volumeMounts"]}
+    claims = [claim["metadata"]["name"] for claim in gateway_set()["spec"]["volumeClaimTemplates"]]
+    assert mounts[data_dir()] in claims
+    assert mounts[data_dir()] not in {volume["name"] for volume in pod["volumes"]}
+    assert pod["securityContext"]["fsGroup"] == pod["securityContext"]["runAsUser"]
+
+    services = compose()["services"]
+    named = set(compose()["volumes"])
+    volumes = {}
+    for name in ("gateway-1", "gateway-2"):
+        sources = {}  # where each mount comes from, by where it is mounted
+        for volume in services[name]["volumes"]:
+            source, target = volume.split(":")[:2]
+            sources[target] = source
+        volumes[name] = sources[data_dir()]
+    assert set(volumes.values()) <= named and len(set(volumes.values())) == 2, volumes
 
 
 def test_kubernetes_and_systemd_name_only_real_settings() -> None:
