@@ -1,29 +1,37 @@
 """What governance costs the gateway: limits off, limits on in process, limits on in Redis.
 
-    .venv/bin/python benchmarks/limits.py [--duration 10] [--nice 19]
+    .venv/bin/python benchmarks/limits.py [--rounds 6] [--duration 4] [--nice 19]
 
-One workspace, one mock upstream; the gateway pinned to core 0 as in run.py, started three
-times: with no prices, budgets or limits (off); then, with a price for the model, a budget for
-the user and RPM, TPM and concurrency limits for the user and the model (all large enough
-never to refuse: every check runs, none says no), counted in process (memory) and in Redis
-(redis, a redis-server of its own on core 1). For each: gateway CPU per non-stream request at
-saturation (wrk) and the added latency at concurrency 1, the measures of issue 13's budget
-(at most +25 % CPU over off and at most 0.5 ms; at most +0.1 ms p50).
+Three gateways pinned to core 0 as in run.py, all running at once: one with no prices,
+budgets or limits (off, a workspace of its own); two on a workspace with a price for the
+model, a budget for the user and RPM, TPM and concurrency limits for the user and the model
+(all large enough never to refuse: every check runs, none says no), one counting in process
+(memory), one in Redis (redis, a redis-server of its own on core 1). Each round measures
+every gateway in turn, in an order that rotates: gateway CPU per non-stream request at
+saturation (wrk) and the added latency at concurrency 1 (against its own mock, request by
+request). Interleaved rounds, on a machine shared with other work, put the same drift on
+all three; each configuration is compared with off in the same round, and the medians of
+those differences are the measures of issue 13's budget (at most +25 % CPU over off and at
+most 0.5 ms; at most +0.1 ms p50).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from redis import Redis
 
 from flame import start_recording, summarize, wait_recording
 from run import GATEWAY_CPU, LOAD_CPU, Bench, latency, priority, running, throughput, url
@@ -45,12 +53,13 @@ HERE = Path(__file__).resolve().parent
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=float, default=10)
-    parser.add_argument("--warmup", type=float, default=2)
+    parser.add_argument("--rounds", type=int, default=6)
+    parser.add_argument("--duration", type=float, default=4)
+    parser.add_argument("--warmup", type=float, default=1)
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--chunks", type=int, default=20)
-    parser.add_argument("--latency-seconds", type=float, default=5)
-    parser.add_argument("--quiet-wait", type=float, default=10)
+    parser.add_argument("--latency-seconds", type=float, default=3)
+    parser.add_argument("--quiet-wait", type=float, default=2)
     parser.add_argument("--nice", type=int, default=0)
     parser.add_argument("--json", type=Path, default=HERE / "limits.json")
     parser.add_argument(
@@ -94,17 +103,42 @@ def limits_on(b: Bench) -> None:
         )  # fmt: skip
 
 
-def measure_config(
-    b: Bench, mock: Service, key: str, name: str, extra: dict[str, str]
-) -> dict[str, Any]:
-    port = free_port()
-    print(f"== {name}", flush=True)
-    with running(gateway(b, port, extra)) as gw:
+#: The requests ``latency`` (seqlatency.paired) sends each target before it measures.
+LATENCY_WARMUP = 200
+
+
+@dataclass
+class Config:
+    """One gateway under measurement, and what it is measured with."""
+
+    name: str
+    bench: Bench
+    mock: Service
+    gateway: Service
+    port: int
+    #: The Redis its counters are in, if they are.
+    redis: Redis | None = None
+
+    def measure(self) -> dict[str, Any]:
+        print(f"== {self.name}", flush=True)
+        b, mock, gw, port = self.bench, self.mock, self.gateway, self.port
+        calls = self.script_calls()
         lat = latency(b, "chat", mock=mock, gateway=gw, port=port)
+        requests = lat["total"]["pairs"] + LATENCY_WARMUP
+        lat["scripts_per_request"] = (self.script_calls() - calls) / requests
+        calls = self.script_calls()
         rate = throughput(b, "chat", "gateway", port=port, cpus=LOAD_CPU, gateway=gw, mock=mock)
-        if b.args.profile is not None:
-            rate["profile"] = record(b, gw, port, b.args.profile / f"limits-{key}.txt")
-    return {"latency": lat, "throughput": rate}
+        # wrk counts the measured seconds only; the warm-up ran at about the same rate.
+        requests = rate["rate"] * (b.args.warmup + rate["seconds"])
+        rate["scripts_per_request"] = (self.script_calls() - calls) / max(requests, 1)
+        return {"latency": lat, "throughput": rate}
+
+    def script_calls(self) -> int:
+        """How often Redis has run the counters' script."""
+        if self.redis is None:
+            return 0
+        stats = self.redis.info("commandstats").get("cmdstat_evalsha", {"calls": 0})
+        return int(stats["calls"])
 
 
 def record(b: Bench, gw: Service, port: int, raw: Path) -> dict[str, Any]:
@@ -124,12 +158,11 @@ def main() -> None:
     os.sched_setaffinity(0, {int(LOAD_CPU)})
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     root = Path(tempfile.mkdtemp(prefix="hepai-limits-"))
-    redis_dir = root / "redis"
-    redis_dir.mkdir()
-    results: dict[str, Any] = {}
+    rounds: list[dict[str, Any]] = []
     try:
-        with priority(args.nice):
-            b = Bench(args=args, ws=prepare_workspace(root, database_url=None))
+        with priority(args.nice), contextlib.ExitStack() as stack:
+            redis_dir = root / "redis"
+            redis_dir.mkdir()
             redis_port = free_port()
             redis = subprocess.Popen(
                 ["taskset", "-c", LOAD_CPU, shutil.which("redis-server") or "redis-server",
@@ -137,43 +170,105 @@ def main() -> None:
                  "--appendonly", "no", "--dir", str(redis_dir)],
                 stdout=subprocess.DEVNULL,
             )  # fmt: skip
-            try:
-                with running(start_mock(b.ws, cpus=LOAD_CPU)) as mock:
-                    results["off"] = measure_config(b, mock, "off", "limits off", {})
-                    limits_on(b)
-                    results["memory"] = measure_config(
-                        b, mock, "memory", "limits on, in process", {}
-                    )
-                    redis_url = {"HEPAI_SERVER_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0"}
-                    results["redis"] = measure_config(
-                        b, mock, "redis", "limits on, Redis", redis_url
-                    )
-            finally:
-                redis.terminate()
-                redis.wait(10)
+            stack.callback(redis.wait, 10)
+            stack.callback(redis.terminate)
+            benches = {}
+            for side in ("off", "on"):
+                (root / side).mkdir()
+                benches[side] = Bench(
+                    args=args, ws=prepare_workspace(root / side, database_url=None)
+                )
+            limits_on(benches["on"])
+            mocks = {
+                side: stack.enter_context(running(start_mock(b.ws, cpus=LOAD_CPU)))
+                for side, b in benches.items()
+            }
+            redis_url = {"HEPAI_SERVER_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0"}
+            configs = []
+            for name, side, extra in (
+                ("off", "off", {}),
+                ("memory", "on", {}),
+                ("redis", "on", redis_url),
+            ):
+                port = free_port()
+                gw = stack.enter_context(running(gateway(benches[side], port, extra)))
+                counted = Redis(port=redis_port) if extra else None
+                configs.append(Config(name, benches[side], mocks[side], gw, port, counted))
+            for number in range(args.rounds):
+                print(f"# round {number + 1} of {args.rounds}", flush=True)
+                order = configs[number % 3 :] + configs[: number % 3]
+                rounds.append({config.name: config.measure() for config in order})
+            if args.profile is not None:
+                for config in configs:
+                    raw = args.profile / f"limits-{config.name}.txt"
+                    record(config.bench, config.gateway, config.port, raw)
     finally:
         if args.keep:
             print(f"workspace kept: {root}")
         else:
             shutil.rmtree(root, ignore_errors=True)
-    args.json.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    summary = summarize_rounds(rounds)
+    args.json.write_text(
+        json.dumps({"summary": summary, "rounds": rounds}, indent=2, default=str) + "\n"
+    )
     print()
-    print(table(results))
+    print(table(summary))
 
 
-def table(results: dict[str, Any]) -> str:
-    off = results["off"]["throughput"]["gateway_cpu_ms"]
+def summarize_rounds(rounds: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Per configuration: the medians of its CPU a request and of its added p50 latency,
+    and of each round's difference from off in the same round."""
+    summary = {}
+    for name in ("off", "memory", "redis"):
+        cpu = [r[name]["throughput"]["gateway_cpu_ms"] for r in rounds]
+        added = [r[name]["latency"]["total"]["added_p50_ms"] for r in rounds]
+        off_cpu = [r["off"]["throughput"]["gateway_cpu_ms"] for r in rounds]
+        off_added = [r["off"]["latency"]["total"]["added_p50_ms"] for r in rounds]
+        summary[name] = {
+            "cpu_ms": statistics.median(cpu),
+            "cpu_vs_off_pct": statistics.median(
+                100 * (mine / off - 1) for mine, off in zip(cpu, off_cpu, strict=True)
+            ),
+            "cpu_vs_off_pct_range": [
+                100 * (mine / off - 1) for mine, off in zip(cpu, off_cpu, strict=True)
+            ],
+            "rate": statistics.median(r[name]["throughput"]["rate"] for r in rounds),
+            "added_p50_ms": statistics.median(added),
+            "added_p50_vs_off_ms": statistics.median(
+                mine - off for mine, off in zip(added, off_added, strict=True)
+            ),
+            "added_p50_vs_off_ms_range": [
+                mine - off for mine, off in zip(added, off_added, strict=True)
+            ],
+            "scripts_per_request_loaded": statistics.median(
+                r[name]["throughput"]["scripts_per_request"] for r in rounds
+            ),
+            "scripts_per_request_c1": statistics.median(
+                r[name]["latency"]["scripts_per_request"] for r in rounds
+            ),
+        }
+    return summary
+
+
+def table(summary: dict[str, dict[str, Any]]) -> str:
     lines = [
-        "| Limits | Gateway CPU ms/req | vs off | req/s | Added p50 ms (c=1) | Others in the way |",
-        "|---|---|---|---|---|---|",
+        "| Limits | Gateway CPU ms/req | vs off (each round) | req/s | Added p50 ms (c=1) "
+        "| vs off (each round) | Redis scripts/req: loaded, c=1 |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name, label in (("off", "off"), ("memory", "on, in process"), ("redis", "on, Redis")):
-        run = results[name]
-        cpu = run["throughput"]["gateway_cpu_ms"]
+        row = summary[name]
+        cpu_range = ", ".join(f"{v:+.1f}" for v in row["cpu_vs_off_pct_range"])
+        lat_range = ", ".join(f"{v:+.3f}" for v in row["added_p50_vs_off_ms_range"])
+        scripts = (
+            f"{row['scripts_per_request_loaded']:.2f}, {row['scripts_per_request_c1']:.2f}"
+            if name == "redis"
+            else ""
+        )
         lines.append(
-            f"| {label} | {cpu:.3f} | {100 * (cpu / off - 1):+.1f} % | "
-            f"{run['throughput']['rate']:,.0f} | {run['latency']['total']['added_p50_ms']:+.3f} | "
-            f"{run['throughput']['interfering_cores']:.2f} |"
+            f"| {label} | {row['cpu_ms']:.3f} | {row['cpu_vs_off_pct']:+.1f} % ({cpu_range}) "
+            f"| {row['rate']:,.0f} | {row['added_p50_ms']:+.3f} "
+            f"| {row['added_p50_vs_off_ms']:+.3f} ({lat_range}) | {scripts} |"
         )
     return "\n".join(lines)
 
