@@ -12,6 +12,7 @@ from pathlib import Path
 from string import Template
 from typing import Any
 
+import kubernetes_validate
 import pytest
 import yaml
 
@@ -154,6 +155,22 @@ def gateway_set() -> dict[str, Any]:
         for doc in manifests()
         if doc["kind"] == "StatefulSet" and doc["metadata"]["name"] == "hepai-gateway"
     )
+
+
+#: The Kubernetes release the manifests are checked against: one an institute's cluster may
+#: well still run (fields added later would be refused there).
+KUBERNETES = "1.33.0"
+
+
+@pytest.mark.parametrize(
+    "path", sorted((DEPLOY / "kubernetes").glob("*.yaml")), ids=lambda path: path.name
+)
+def test_each_kubernetes_manifest_is_valid_against_kubernetes_own_schema(path: Path) -> None:
+    """Strictly: a misspelt or misplaced field is an error, not silently ignored."""
+    documents = [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+    assert documents
+    for document in documents:
+        kubernetes_validate.validate(document, KUBERNETES, strict=True)
 
 
 def test_the_gateway_deployment_probes_liveness_and_readiness_and_drains() -> None:
