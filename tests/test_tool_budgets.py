@@ -1,10 +1,12 @@
-"""Document tools against budgets, in process: a call of a tool priced per page is admitted with
-an estimate of its pages, so a burst cannot spend past the budget, and is charged the pages it
-reports."""
+"""Tools against budgets, in process: a call of a tool priced per page is admitted with an
+estimate of its pages, so a burst cannot spend past the budget, and is charged the pages it
+reports; a chat or a response that searches files with file_search is admitted with room for
+the passages the search will put into its prompt."""
 
 from __future__ import annotations
 
 import asyncio
+import io
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -74,3 +76,75 @@ async def test_a_burst_of_tool_calls_priced_per_page_stays_within_the_budget(
     rows = await app.platform.usage_rows(marker)
     charged = [row["cost_nanos"] for row in rows if row["status_code"] == 200]
     assert charged == [pages * YUAN] * 2
+
+
+NOTES = """# Cryostat notes
+
+The cryostat was cooled to 4.2 K in three days; its heat load is within the design value.
+"""
+
+
+async def test_a_burst_of_searching_calls_reserves_room_for_the_passages(
+    app: App, make_user: Callable[..., Account], unique: Callable[[str], str]
+) -> None:
+    """A budget of 10,000 tokens, and calls whose prompts are a few dozen tokens until the
+    search adds up to five passages of the store's 800-token chunks: two at a time are
+    admitted, not all six, on the chat route and the Responses API alike."""
+    owner = make_user()
+    async with app.openai(owner.key) as client:
+        store = await client.vector_stores.create(name="cryostat")
+        upload = await client.files.create(
+            file=("notes.md", io.BytesIO(NOTES.encode())), purpose="assistants"
+        )
+        attached = await client.vector_stores.files.create_and_poll(
+            vector_store_id=store.id, file_id=upload.id, poll_interval_ms=50
+        )
+        assert attached.status == "completed", attached.last_error
+    with app.platform.session() as session:
+        budgets.set_budget(
+            session,
+            scope="user",
+            subject_id=owner.user_id,
+            amount_nanos=None,
+            tokens=10_000,
+            period="day",
+            warn_at=0.8,
+            now=datetime.now(UTC),
+            by="test",
+        )
+    await app.gateway.reload_catalog()
+    tool = {"type": "file_search", "vector_store_ids": [store.id]}
+    question = "How cold was the cryostat?"
+    chat = {
+        "model": "mock/chat",
+        "messages": [{"role": "user", "content": question}],
+        "max_tokens": 16,
+        "tools": [tool],
+        "mock": {"delay": 0.5},  # answers slowly enough that the burst overlaps
+    }
+    response = {
+        "model": "mock/chat",
+        "input": question,
+        "max_output_tokens": 16,
+        "tools": [tool],
+        "store": False,
+        "mock": {"delay": 0.5},
+    }
+    async with app.client() as client:
+
+        async def call(path: str, body: dict[str, Any], request_id: str) -> int:
+            answer = await client.post(
+                path,
+                json=body,
+                headers={"authorization": f"Bearer {owner.key}", "x-request-id": request_id},
+            )
+            assert answer.status_code in (200, 429), answer.text
+            if answer.status_code == 429:
+                assert answer.json()["error"]["code"] == "insufficient_quota"
+            return answer.status_code
+
+        for path, body in (("/apiv2/chat/completions", chat), ("/apiv2/responses", response)):
+            marker = unique("search")
+            burst = (call(path, body, f"{marker}-{n}") for n in range(6))
+            statuses = sorted(await asyncio.gather(*burst))
+            assert statuses == [200, 200, 429, 429, 429, 429], (path, statuses)

@@ -123,6 +123,8 @@ class LineCalls:
         prompt, output = estimate_tokens(
             kind, len(orjson.dumps(body)), body, gateway.settings.default_output_tokens
         )
+        if kind is CHAT and (tool := file_search.find_tool(body)) is not None:
+            prompt += await file_search.passage_tokens(gateway, tool)
         await exchange.admit(owner, prompt=prompt, output=output, embedding=kind is EMBEDDINGS)
         answer = Collected()
         send: Send = answer.send

@@ -26,13 +26,17 @@ from hepai_server.db.tables import utcnow
 from hepai_server.errors import InvalidRequest
 from hepai_server.gateway.asgi import Message, Send
 from hepai_server.gateway.runtime import Gateway
+from hepai_server.knowledge import stores
 from hepai_server.knowledge.filters import check_filter
-from hepai_server.knowledge.service import Search
+from hepai_server.knowledge.service import MAX_RESULTS, Search
 from hepai_server.protocol.sse import DONE, event_data, split_events
 from hepai_server.protocol.vector_stores import SearchHit
 from hepai_server.services.accounts import Caller
 
 DEFAULT_RESULTS = 5
+#: What each passage adds to the prompt beside its text (its marker, file, page, heading),
+#: in tokens, for admission.
+PASSAGE_OVERHEAD = 32
 MARKER = re.compile(r"\[(\d{1,2})\]")
 INSTRUCTIONS = (
     "Answer using the sources below when they are relevant. Cite each source you use with "
@@ -49,6 +53,30 @@ def _text(content: Any) -> str:
             str(part.get("text", "")) for part in content if isinstance(part, dict)
         ).strip()
     return ""
+
+
+def find_tool(body: dict[str, Any]) -> dict[str, Any] | None:
+    """The request's file_search tool, checked and left where it is; None if it has none."""
+    tools = body.get("tools")
+    if not isinstance(tools, list):
+        return None
+    for tool in tools:
+        if isinstance(tool, dict) and tool.get("type") == "file_search":
+            return check_tool(tool)
+    return None
+
+
+async def passage_tokens(gateway: Gateway, tool: dict[str, Any]) -> int:
+    """What the sources a file_search puts into the prompt may add to it, reserved when the
+    call is admitted (the search itself runs only after): the instructions, and as many
+    passages as it asks for, each as long as the longest chunk its stores are cut to. Not
+    counted, a burst of searching calls would be admitted against a budget or a TPM limit
+    on prompts a fraction of what they become."""
+    limit = tool.get("max_num_results", DEFAULT_RESULTS)
+    limit = limit if type(limit) is int and 1 <= limit <= MAX_RESULTS else DEFAULT_RESULTS
+    store_ids = list(dict.fromkeys(tool["vector_store_ids"]))
+    longest = await gateway.transact(lambda session: stores.longest_chunk(session, store_ids))
+    return len(INSTRUCTIONS) // 4 + limit * (longest + PASSAGE_OVERHEAD)
 
 
 def take_tool(body: dict[str, Any]) -> dict[str, Any] | None:

@@ -67,10 +67,13 @@ class OpenAIRelay:
         prompt, output = estimate_tokens(
             self.endpoint, len(raw), body, gateway.settings.default_output_tokens
         )
+        searching = self.endpoint is CHAT and dialect is None and "tools" in body
+        if searching and (tool := file_search.find_tool(body)) is not None:
+            prompt += await file_search.passage_tokens(gateway, tool)
         await exchange.admit(
             caller, prompt=prompt, output=output, embedding=self.endpoint is EMBEDDINGS
         )
-        if self.endpoint is CHAT and dialect is None and "tools" in body:
+        if searching:
             # After admission: a caller the limits refuse gets no searches (nor their rows).
             # The call holds the body, so the sources put into its prompt go upstream.
             sources = await file_search.ground(gateway, caller, body, exchange.request_id)

@@ -311,7 +311,10 @@ async def prepare(
     )
     exchange.stream = call.stream
     output = body.get("max_output_tokens") or gateway.settings.default_output_tokens
-    return call, estimate_tokens(size, history), int(output)
+    prompt = estimate_tokens(size, history)
+    if search is not None:
+        prompt += await file_search.passage_tokens(gateway, search)
+    return call, prompt, int(output)
 
 
 async def admit(

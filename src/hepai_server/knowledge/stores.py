@@ -114,6 +114,16 @@ def usage_bytes(session: Session, store_ids: Sequence[str]) -> dict[str, int]:
     return found
 
 
+def longest_chunk(session: Session, store_ids: Sequence[str]) -> int:
+    """The largest chunk size (in tokens) any file of these stores was cut to; 0 if none."""
+    longest = session.scalar(
+        select(func.max(VectorStoreFile.max_chunk_tokens)).where(
+            VectorStoreFile.store_id.in_(store_ids)
+        )
+    )
+    return int(longest or 0)
+
+
 def user_bytes(session: Session, user_id: int) -> int:
     """The chunk text the user's stores hold, for the quota."""
     total = session.scalar(
