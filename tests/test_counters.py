@@ -259,6 +259,7 @@ def test_at_concurrency_one_a_settlement_goes_at_once(redis: RedisServer, unique
             pending = backend.settle(f"r{n}", [check], [1], at=decision.at)
             assert await asyncio.wait_for(pending, 1) == [0]
 
+    run(lambda: RedisCounters(redis.url), lambda b: b.admit("warm", [], reservation_ttl=1))
     before = script_calls()
     run(lambda: RedisCounters(redis.url, linger=30), scenario)
     assert script_calls() - before == 10
