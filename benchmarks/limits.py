@@ -35,6 +35,7 @@ from redis import Redis
 
 from flame import start_recording, summarize, wait_recording
 from run import GATEWAY_CPU, LOAD_CPU, Bench, latency, priority, running, throughput, url
+from seqlatency import WARMUP
 from services import (
     BIN,
     MODEL,
@@ -43,6 +44,7 @@ from services import (
     free_port,
     prepare_workspace,
     ready_or_stop,
+    script_stats,
     start_mock,
     wait_for_workers,
 )
@@ -103,10 +105,6 @@ def limits_on(b: Bench) -> None:
         )  # fmt: skip
 
 
-#: The requests ``latency`` (seqlatency.paired) sends each target before it measures.
-LATENCY_WARMUP = 200
-
-
 @dataclass
 class Config:
     """One gateway under measurement, and what it is measured with."""
@@ -124,7 +122,7 @@ class Config:
         b, mock, gw, port = self.bench, self.mock, self.gateway, self.port
         calls = self.script_calls()
         lat = latency(b, "chat", mock=mock, gateway=gw, port=port)
-        requests = lat["total"]["pairs"] + LATENCY_WARMUP
+        requests = lat["total"]["pairs"] + WARMUP
         lat["scripts_per_request"] = (self.script_calls() - calls) / requests
         calls = self.script_calls()
         rate = throughput(b, "chat", "gateway", port=port, cpus=LOAD_CPU, gateway=gw, mock=mock)
@@ -135,10 +133,7 @@ class Config:
 
     def script_calls(self) -> int:
         """How often Redis has run the counters' script."""
-        if self.redis is None:
-            return 0
-        stats = self.redis.info("commandstats").get("cmdstat_evalsha", {"calls": 0})
-        return int(stats["calls"])
+        return 0 if self.redis is None else script_stats(self.redis)[0]
 
 
 def record(b: Bench, gw: Service, port: int, raw: Path) -> dict[str, Any]:

@@ -16,6 +16,8 @@ import aiohttp
 import orjson
 
 FIRST_CONTENT = re.compile(rb'"content":\s*"[^"]')
+#: Requests ``paired`` sends each target before it measures.
+WARMUP = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +66,7 @@ async def paired(
     *,
     stream: bool,
     seconds: float,
-    warmup: int = 200,
+    warmup: int = WARMUP,
     max_pairs: int = 20_000,
 ) -> dict[str, Samples]:
     """Alternate requests to both targets for ``seconds``; who goes first flips every pair."""

@@ -17,6 +17,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from redis import Redis
+
 from procfs import descendants
 
 #: The public model id the benchmark calls, and the name the mock sees.
@@ -265,3 +267,10 @@ def wait_for_workers(service: Service, workers: int, timeout: float = 30.0) -> N
             return
         time.sleep(0.1)
     raise RuntimeError(f"only some of {workers} workers started: {service.log_tail()}")
+
+
+def script_stats(redis: Redis) -> tuple[int, int]:
+    """Redis's count of script calls (``EVALSHA``: the limit counters') so far, and the
+    microseconds of its own CPU they took."""
+    stats = redis.info("commandstats").get("cmdstat_evalsha", {"calls": 0, "usec": 0})
+    return int(stats["calls"]), int(stats["usec"])
