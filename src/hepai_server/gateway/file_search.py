@@ -55,15 +55,17 @@ def _text(content: Any) -> str:
     return ""
 
 
+def _is_file_search(tool: Any) -> bool:
+    return isinstance(tool, dict) and tool.get("type") == "file_search"
+
+
 def find_tool(body: dict[str, Any]) -> dict[str, Any] | None:
     """The request's file_search tool, checked and left where it is; None if it has none."""
     tools = body.get("tools")
     if not isinstance(tools, list):
         return None
-    for tool in tools:
-        if isinstance(tool, dict) and tool.get("type") == "file_search":
-            return check_tool(tool)
-    return None
+    tool = next(filter(_is_file_search, tools), None)
+    return check_tool(tool) if tool is not None else None
 
 
 async def passage_tokens(gateway: Gateway, tool: dict[str, Any]) -> int:
@@ -80,21 +82,19 @@ async def passage_tokens(gateway: Gateway, tool: dict[str, Any]) -> int:
 
 
 def take_tool(body: dict[str, Any]) -> dict[str, Any] | None:
-    """The request's file_search tool, removed from its tools; None if it has none."""
-    tools = body.get("tools")
-    if not isinstance(tools, list):
+    """The request's file_search tool (``find_tool``), every file_search tool taken out of
+    its tools; None if it has none."""
+    tool = find_tool(body)
+    if tool is None:
         return None
-    found = [t for t in tools if isinstance(t, dict) and t.get("type") == "file_search"]
-    if not found:
-        return None
-    rest = [t for t in tools if t not in found]
+    rest = [t for t in body["tools"] if not _is_file_search(t)]
     if rest:
         body["tools"] = rest
     else:
         body.pop("tools", None)
         body.pop("tool_choice", None)
         body.pop("parallel_tool_calls", None)
-    return check_tool(found[0])
+    return tool
 
 
 def check_tool(tool: dict[str, Any]) -> dict[str, Any]:
