@@ -45,6 +45,9 @@ from hepai_server.state.resp import Connection, Script
 STEP = """local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 
+-- A budget reservation's member of <key>:r: admitted, settled and swept by this name.
+local function reservation(id, amount) return string.format('%s:%d', id, amount) end
+
 local function admit(id, ttl, checks)
   local used = {}
   local counted = {}
@@ -83,7 +86,7 @@ local function admit(id, ttl, checks)
       if #expired > 0 then
         local gone = 0
         for _, member in ipairs(expired) do
-          gone = gone + (tonumber(string.match(member, ':(%d+)$')) or 0)
+          gone = gone + (tonumber(string.match(member, ':(%d+)$')) or 0)  -- its amount
         end
         redis.call('HINCRBY', key, 'reserved', -gone)
         redis.call('ZREMRANGEBYSCORE', key .. ':r', '-inf', now)
@@ -103,7 +106,7 @@ local function admit(id, ttl, checks)
       redis.call('PEXPIRE', key, ttl * 2)
     elseif kind == 'b' then
       redis.call('HINCRBY', key, 'reserved', amount)
-      redis.call('ZADD', key .. ':r', now + ttl, string.format('%s:%d', id, amount))
+      redis.call('ZADD', key .. ':r', now + ttl, reservation(id, amount))
       redis.call('PEXPIRE', key .. ':r', span)
     end
   end
@@ -124,7 +127,7 @@ local function settle(id, at, checks)
     elseif kind == 'c' then
       redis.call('ZREM', key, id)
     else
-      if redis.call('ZREM', key .. ':r', string.format('%s:%d', id, amount)) == 1 then
+      if redis.call('ZREM', key .. ':r', reservation(id, amount)) == 1 then
         redis.call('HINCRBY', key, 'reserved', -amount)
       end
       if redis.call('HEXISTS', key, 'spent') == 1 then
