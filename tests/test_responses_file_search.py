@@ -12,6 +12,8 @@ import openai
 import pytest
 from openai.types.responses import Response
 
+from hepai_server.knowledge import stores
+from hepai_server.services.accounts import Caller
 from tests.inprocess import Account, App, Upstream
 
 QUESTION = "How was the calorimeter calibrated?"
@@ -279,3 +281,20 @@ async def test_a_file_search_without_one_list_of_stores_or_a_sane_threshold_is_4
     with pytest.raises(openai.BadRequestError) as raised:
         await api.responses.create(model="mock/chat", input=QUESTION, tools=tools)
     assert raised.value.param == "tools"
+
+
+async def test_only_stores_the_caller_may_read_size_its_reservation(
+    app: App, account: Account, make_user, knowledge: dict[str, str]
+) -> None:
+    """A file_search reserves room for passages as long as its stores' chunks: the owner's
+    store counts (800-token chunks by default); to another user the same id counts nothing,
+    so the amount reserved tells them nothing of a store they may not read."""
+    other = make_user()
+
+    def caller(who: Account) -> Caller:
+        return Caller(who.key_id, who.user_id, who.username, None, False, frozenset(), None, None)
+
+    with app.platform.session() as session:
+        ids = [knowledge["store"], "vs_missing"]
+        assert stores.longest_chunk(session, caller(account), ids) == 800
+        assert stores.longest_chunk(session, caller(other), ids) == 0

@@ -124,7 +124,7 @@ class LineCalls:
             kind, len(orjson.dumps(body)), body, gateway.settings.default_output_tokens
         )
         if kind is CHAT and (tool := file_search.find_tool(body)) is not None:
-            prompt += await file_search.passage_tokens(gateway, tool)
+            prompt += await file_search.passage_tokens(gateway, owner, tool)
         await exchange.admit(owner, prompt=prompt, output=output, embedding=kind is EMBEDDINGS)
         answer = Collected()
         send: Send = answer.send

@@ -68,16 +68,19 @@ def find_tool(body: dict[str, Any]) -> dict[str, Any] | None:
     return check_tool(tool) if tool is not None else None
 
 
-async def passage_tokens(gateway: Gateway, tool: dict[str, Any]) -> int:
+async def passage_tokens(gateway: Gateway, caller: Caller, tool: dict[str, Any]) -> int:
     """What the sources a file_search puts into the prompt may add to it, reserved when the
     call is admitted (the search itself runs only after): the instructions, and as many
-    passages as it asks for, each as long as the longest chunk its stores are cut to. Not
+    passages as it asks for, each as long as the longest chunk its stores (the ones the
+    caller may read: the search refuses the others) are cut to. Not
     counted, a burst of searching calls would be admitted against a budget or a TPM limit
     on prompts a fraction of what they become."""
     limit = tool.get("max_num_results", DEFAULT_RESULTS)
     limit = limit if type(limit) is int and 1 <= limit <= MAX_RESULTS else DEFAULT_RESULTS
     store_ids = list(dict.fromkeys(tool["vector_store_ids"]))
-    longest = await gateway.transact(lambda session: stores.longest_chunk(session, store_ids))
+    longest = await gateway.transact(
+        lambda session: stores.longest_chunk(session, caller, store_ids)
+    )
     return len(INSTRUCTIONS) // 4 + limit * (longest + PASSAGE_OVERHEAD)
 
 

@@ -69,7 +69,7 @@ class OpenAIRelay:
         )
         searching = self.endpoint is CHAT and dialect is None and "tools" in body
         if searching and (tool := file_search.find_tool(body)) is not None:
-            prompt += await file_search.passage_tokens(gateway, tool)
+            prompt += await file_search.passage_tokens(gateway, caller, tool)
         await exchange.admit(
             caller, prompt=prompt, output=output, embedding=self.endpoint is EMBEDDINGS
         )

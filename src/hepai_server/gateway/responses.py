@@ -313,7 +313,7 @@ async def prepare(
     output = body.get("max_output_tokens") or gateway.settings.default_output_tokens
     prompt = estimate_tokens(size, history)
     if search is not None:
-        prompt += await file_search.passage_tokens(gateway, search)
+        prompt += await file_search.passage_tokens(gateway, caller, search)
     return call, prompt, int(output)
 
 

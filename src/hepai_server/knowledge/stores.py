@@ -114,11 +114,20 @@ def usage_bytes(session: Session, store_ids: Sequence[str]) -> dict[str, int]:
     return found
 
 
-def longest_chunk(session: Session, store_ids: Sequence[str]) -> int:
-    """The largest chunk size (in tokens) any file of these stores was cut to; 0 if none."""
+def longest_chunk(session: Session, caller: Caller, store_ids: Sequence[str]) -> int:
+    """The largest chunk size (in tokens) any file of these stores was cut to, of the ones
+    the caller may read (what the others hold is not theirs to learn, even as an amount
+    reserved); 0 if none."""
+    readable = [
+        store_id
+        for store_id in store_ids
+        if (store := session.get(VectorStore, store_id)) is not None and can_read(store, caller)
+    ]
+    if not readable:
+        return 0
     longest = session.scalar(
         select(func.max(VectorStoreFile.max_chunk_tokens)).where(
-            VectorStoreFile.store_id.in_(store_ids)
+            VectorStoreFile.store_id.in_(readable)
         )
     )
     return int(longest or 0)
