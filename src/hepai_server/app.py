@@ -34,6 +34,7 @@ from hepai_server.gateway.runtime import Gateway
 from hepai_server.portal.routes import portal_routes
 from hepai_server.portal.web import Portal, error_page, wants_page
 from hepai_server.routes.api import api_routes
+from hepai_server.routes.table import fixed_first
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,7 @@ def create_app(settings: Settings) -> Starlette:
 
     routes = api_routes() + portal_routes()
     return Starlette(
-        routes=routes,
+        routes=fixed_first(routes),
         middleware=[Middleware(Edge, stamped=frame_paths(routes))],
         lifespan=lifespan,
         exception_handlers={
