@@ -438,24 +438,33 @@ def test_worker_models_answer_responses_translated(
         assert final.usage is not None and final.usage.total_tokens == 7
 
 
-def test_stream_events_are_json_and_agree_with_the_final_response() -> None:
-    """The events written as bytes on the hot path say what the final response says."""
-    shape = ResponseShape.of({"model": "m", "input": "x"}, "m")
+@pytest.mark.parametrize("finish", ["stop", "length"])
+def test_stream_events_are_json_and_agree_with_the_final_response(finish: str) -> None:
+    """The events written as bytes on the hot path say what the final response says, and
+    the last one's Response is the one built as dicts (what the conversation store keeps)."""
+    body = {"model": "m", "input": "x", "instructions": "be brief", "top_p": 0.5}
+    model, settings = check_request(body)
+    shape = ResponseShape.of(body, model, settings)
     stream = ResponseStream(shape)
     chunks = [{"choices": [{"index": 0, "delta": {"reasoning_content": "hmm"}}]}]
     chunks += [{"choices": [{"index": 0, "delta": {"content": w}}]} for w in ('a "b"', " c\n")]
-    chunks.append({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
+    chunks.append({"choices": [{"index": 0, "delta": {}, "finish_reason": finish}]})
+    chunks.append({"choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 4}})
     raw = b"".join(stream.feed(chunk) for chunk in chunks) + stream.close()
     events = [orjson.loads(event.split(b"\ndata: ", 1)[1]) for event in raw.split(b"\n\n") if event]
     assert [e["sequence_number"] for e in events] == list(range(len(events)))
     final = events[-1]["response"]
-    assert final["status"] == "completed" and stream.finished is not None
-    assert final["output"] == stream.finished["output"]
+    assert stream.finished is not None and final == shape.response(stream.finished)
+    assert events[-1]["type"] == f"response.{final['status']}"
+    assert final["status"] == ("completed" if finish == "stop" else "incomplete")
+    assert final["usage"]["total_tokens"] == 7
     done = [e["item"] for e in events if e["type"] == "response.output_item.done"]
     assert done == final["output"]
     assert final["output"][1]["content"][0]["text"] == 'a "b" c\n'
     (text_done,) = [e for e in events if e["type"] == "response.output_text.done"]
     assert text_done["text"] == 'a "b" c\n' and text_done["item_id"] == final["output"][1]["id"]
+    for event in (events[0], events[1], events[-1]):
+        Response.model_validate(event["response"])
 
 
 @pytest.mark.parametrize(

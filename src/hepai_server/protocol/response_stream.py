@@ -16,10 +16,13 @@ from hepai_server.protocol.responses import (
     STATUS_OF_FINISH,
     ResponseShape,
     function_call_item,
+    incomplete_json,
     message_item,
     new_id,
     reasoning_item,
     response_usage,
+    text_message_json,
+    usage_json,
 )
 
 # --- the stream ------------------------------------------------------------------------------
@@ -31,21 +34,26 @@ class ResponseStream:
     One output item is open at a time: reasoning, the message, or a function call; a chunk of
     another kind closes it (its ``…done`` and ``output_item.done`` events) and opens the next.
     ``close`` ends the response (``response.completed``, or ``response.incomplete`` when the
-    model ran out of tokens) and leaves its head in ``finished`` for the conversation store.
+    model ran out of tokens); ``finished`` is then its head, for the conversation store.
+
+    The events every answer has (the Response's first and last, a message's, each delta) are
+    written from templates as bytes: a stream's cost is mostly theirs. Each output item is
+    kept twice, as the dict the stored Response lists and as the JSON its ``output_item.done``
+    event carried, which the last event's Response lists again without encoding it twice.
     """
 
     __slots__ = (
         "_arguments",
         "_call",
-        "_head",
+        "_delta_event",
+        "_ended",
+        "_finished",
         "_item",
         "_kind",
         "_parts",
         "_sequence",
-        "_tail",
-        "_where",
+        "encoded",
         "finish",
-        "finished",
         "output",
         "shape",
         "started",
@@ -56,21 +64,37 @@ class ResponseStream:
         self.shape = shape
         self.started = False
         self._sequence = 0
+        #: The closed output items, as dicts and as JSON.
         self.output: list[dict[str, Any]] = []
+        self.encoded: list[bytes] = []
         #: The open item: "reasoning", "message" or "tool:<chat tool index>", and its id.
         self._kind: str | None = None
         self._item = ""
         self._parts: list[str] = []
         self._call: tuple[str, str] = ("", "")  # call id, name
         self._arguments: list[str] = []
-        #: The open item's delta event up to its text, and from its text to its number.
-        self._head = self._tail = b""
-        #: The open message's place in events: ``"item_id":"msg_…","output_index":n``.
-        self._where = b""
+        #: The open item's delta event, a template of its text's JSON and its number.
+        self._delta_event = b""
         self.finish: str | None = None
         self.usage: dict[str, Any] | None = None
-        #: The finished response's head (ResponseShape.head), once ``close`` has ended it.
-        self.finished: dict[str, Any] | None = None
+        #: How ``close`` ended the response (its incomplete reason, or ""), and its head.
+        self._ended: str | None = None
+        self._finished: dict[str, Any] | None = None
+
+    @property
+    def finished(self) -> dict[str, Any] | None:
+        """The finished response's head (ResponseShape.head), once ``close`` has ended it."""
+        if self._ended is None:
+            return None
+        if self._finished is None:
+            incomplete = self._ended or None
+            self._finished = self.shape.head(
+                "incomplete" if incomplete else "completed",
+                self.output,
+                response_usage(self.usage),
+                incomplete=incomplete,
+            )
+        return self._finished
 
     def _event(self, kind: str, data: dict[str, Any]) -> bytes:
         data["type"] = kind
@@ -84,10 +108,9 @@ class ResponseStream:
 
     def _start(self) -> bytes:
         self.started = True
-        snapshot = self.shape.encode(self.shape.head("in_progress", [], None))
-        out = self._whole(b"response.created", snapshot) + self._whole(
-            b"response.in_progress", snapshot
-        )
+        snapshot = self.shape.write(b"in_progress", b"", b"null")
+        out = _CREATED % (0, snapshot) + _IN_PROGRESS % (1, snapshot)
+        self._sequence = 2
         if self.shape.search is not None:
             out += self._searched(self.shape.search.item)
         return out
@@ -101,23 +124,14 @@ class ResponseStream:
         out = self._event("response.output_item.added", {"output_index": index, "item": opened})
         for step in ("in_progress", "searching", "completed"):
             out += self._event(f"response.file_search_call.{step}", dict(where))
-        self.output.append(item)
-        return out + self._event("response.output_item.done", {"output_index": index, "item": item})
+        return out + self._done(item, orjson.dumps(item))
 
-    def _whole(self, kind: bytes, response: bytes) -> bytes:
-        """An event that carries a whole Response (encoded)."""
-        sequence = str(self._next()).encode()
-        return (
-            b"event: "
-            + kind
-            + b'\ndata: {"type":"'
-            + kind
-            + b'","sequence_number":'
-            + sequence
-            + b',"response":'
-            + response
-            + b"}\n\n"
-        )
+    def _done(self, item: dict[str, Any], encoded: bytes) -> bytes:
+        """The ``output_item.done`` event of a closed item, which joins the output."""
+        index = len(self.output)
+        self.output.append(item)
+        self.encoded.append(encoded)
+        return _ITEM_DONE % (self._next(), index, encoded)
 
     def feed(self, chunk: dict[str, Any]) -> bytes:
         out = b"" if self.started else self._start()
@@ -147,86 +161,55 @@ class ResponseStream:
         self._parts.append(text)
         sequence = self._sequence
         self._sequence = sequence + 1
-        return self._head + orjson.dumps(text) + self._tail + b"%d}\n\n" % sequence
+        return self._delta_event % (orjson.dumps(text), sequence)
 
     def _open(self, kind: str) -> bytes:
         out = self._close_item()
         self._kind, self._parts = kind, []
         index = len(self.output)
-        where = b'","output_index":' + str(index).encode() + b',"content_index":0,"delta":'
         if kind == "reasoning":
             self._item = new_id("rs")
-            self._head = _head(b"response.reasoning_text.delta", self._item) + where
-            self._tail = b',"sequence_number":'
+            self._delta_event = _REASONING_DELTA % (self._item.encode(), index)
             return out + self._event(
                 "response.output_item.added",
                 {"output_index": index, "item": reasoning_item(self._item, "", "in_progress")},
             )
-        self._item = new_id("msg")
-        self._head = _head(b"response.output_text.delta", self._item) + where
-        self._tail = b',"logprobs":[],"sequence_number":'
-        # The message's events are the ones every answer has: written as bytes, like deltas.
-        at = b'"output_index":' + str(index).encode()
-        self._where = b'"item_id":"' + self._item.encode() + b'",' + at
-        item = b'{"id":"' + self._item.encode() + b'","type":"message","status":"in_progress"'
+        self._item = item = new_id("msg")
+        encoded = item.encode()
+        self._delta_event = _TEXT_DELTA % (encoded, index)
+        sequence = self._sequence
+        self._sequence = sequence + 2
         return (
             out
-            + self._raw(
-                b"response.output_item.added",
-                at + b',"item":' + item + b',"role":"assistant","content":[]}',
-            )
-            + self._raw(
-                b"response.content_part.added",
-                self._where + b',"content_index":0,"part":' + _text_part(b'""'),
-            )
-        )
-
-    def _raw(self, kind: bytes, fields: bytes) -> bytes:
-        """An event from its fields, already JSON (``"a":1,"b":2``)."""
-        sequence = str(self._next()).encode()
-        return (
-            b"event: "
-            + kind
-            + b'\ndata: {"type":"'
-            + kind
-            + b'","sequence_number":'
-            + sequence
-            + b","
-            + fields
-            + b"}\n\n"
+            + _MESSAGE_ADDED % (sequence, index, encoded)
+            + _PART_ADDED % (sequence + 1, encoded, index)
         )
 
     def _close_message(self) -> bytes:
         text = "".join(self._parts)
         search = self.shape.search
         cited = search.cite(text) if search is not None else []
-        self.output.append(message_item(self._item, text, "completed", cited))
+        item, index = self._item.encode(), len(self.output)
         encoded = orjson.dumps(text)
-        part = _text_part(encoded, orjson.dumps(cited) if cited else b"[]")
-        at = self._where[self._where.index(b'"output_index"') :]
-        item = b'{"id":"' + self._item.encode() + b'","type":"message","status":"completed"'
+        annotations = orjson.dumps(cited) if cited else b"[]"
         out = b""
         for number, annotation in enumerate(cited):
-            out += self._raw(
-                b"response.output_text.annotation.added",
-                self._where
-                + b',"content_index":0,"annotation_index":'
-                + str(number).encode()
-                + b',"annotation":'
-                + orjson.dumps(annotation),
+            out += _ANNOTATION_ADDED % (
+                self._next(),
+                item,
+                index,
+                number,
+                orjson.dumps(annotation),
             )
+        sequence = self._sequence
+        self._sequence = sequence + 2
         return (
             out
-            + self._raw(
-                b"response.output_text.done",
-                self._where + b',"content_index":0,"text":' + encoded + b',"logprobs":[]',
-            )
-            + self._raw(
-                b"response.content_part.done", self._where + b',"content_index":0,"part":' + part
-            )
-            + self._raw(
-                b"response.output_item.done",
-                at + b',"item":' + item + b',"role":"assistant","content":[' + part + b"]}",
+            + _TEXT_DONE % (sequence, item, index, encoded)
+            + _PART_DONE % (sequence + 1, item, index, encoded, annotations)
+            + self._done(
+                message_item(self._item, text, "completed", cited),
+                text_message_json(self._item, encoded, annotations),
             )
         )
 
@@ -275,24 +258,22 @@ class ResponseStream:
                 "response.function_call_arguments.done",
                 {**where, "arguments": arguments, "name": self._call[1]},
             )
-        self.output.append(item)
-        return out + self._event("response.output_item.done", {"output_index": index, "item": item})
+        return out + self._done(item, orjson.dumps(item))
 
     def close(self) -> bytes:
         """The events that end the response, once the upstream's stream has ended; its head
-        is left in ``finished``."""
+        is then ``finished``."""
         out = b"" if self.started else self._start()
         out += self._close_item()
         incomplete = STATUS_OF_FINISH.get(self.finish or "stop")
-        head = self.shape.head(
-            "incomplete" if incomplete else "completed",
-            self.output,
-            response_usage(self.usage),
-            incomplete=incomplete,
+        self._ended = incomplete or ""
+        response = self.shape.write(
+            b"incomplete" if incomplete else b"completed",
+            b",".join(self.encoded),
+            usage_json(self.usage),
+            incomplete_json(incomplete),
         )
-        self.finished = head
-        kind = b"response.incomplete" if incomplete else b"response.completed"
-        return out + self._whole(kind, self.shape.encode(head))
+        return out + (_INCOMPLETE if incomplete else _COMPLETED) % (self._next(), response)
 
     def fail(self, failure: HepAIError) -> bytes:
         """The events that end a response whose upstream failed mid-stream."""
@@ -302,19 +283,66 @@ class ResponseStream:
         out += self._event("error", {"code": code, "message": message, "param": None})
         error = {"code": code, "message": message}
         head = self.shape.head("failed", self.output, response_usage(self.usage), error=error)
-        return out + self._whole(b"response.failed", self.shape.encode(head))
+        return out + _FAILED % (self._next(), self.shape.encode(head))
 
 
-def _head(kind: bytes, item: str) -> bytes:
-    return b"event: " + kind + b'\ndata: {"type":"' + kind + b'","item_id":"' + item.encode()
-
-
-def _text_part(text: bytes, annotations: bytes = b"[]") -> bytes:
-    """An output_text part, its text and annotations already JSON."""
+def _event(kind: bytes, fields: bytes) -> bytes:
+    """The template of an event: its kind, then ``%d`` for its number, then its ``fields``
+    (JSON members, with their own ``%`` placeholders)."""
     return (
-        b'{"type":"output_text","text":'
-        + text
-        + b',"annotations":'
-        + annotations
-        + b',"logprobs":[]}'
+        b"event: "
+        + kind
+        + b'\ndata: {"type":"'
+        + kind
+        + b'","sequence_number":%d,'
+        + fields
+        + b"}\n\n"
     )
+
+
+def _delta(kind: bytes, tail: bytes) -> bytes:
+    """The template of an item's delta event, for ``%`` with its item id and output index;
+    what that gives is the template of each delta, for its text's JSON and its number (item
+    ids are letters, digits and "_": nothing in them is a placeholder)."""
+    return (
+        b"event: "
+        + kind
+        + b'\ndata: {"type":"'
+        + kind
+        + b'","item_id":"%s","output_index":%d,"content_index":0,"delta":%%s'
+        + tail
+        + b',"sequence_number":%%d}\n\n'
+    )
+
+
+_CREATED = _event(b"response.created", b'"response":%s')
+_IN_PROGRESS = _event(b"response.in_progress", b'"response":%s')
+_COMPLETED = _event(b"response.completed", b'"response":%s')
+_INCOMPLETE = _event(b"response.incomplete", b'"response":%s')
+_FAILED = _event(b"response.failed", b'"response":%s')
+_ITEM_DONE = _event(b"response.output_item.done", b'"output_index":%d,"item":%s')
+_MESSAGE_ADDED = _event(
+    b"response.output_item.added",
+    b'"output_index":%d,"item":{"id":"%s","type":"message","status":"in_progress",'
+    b'"role":"assistant","content":[]}',
+)
+_PART_ADDED = _event(
+    b"response.content_part.added",
+    b'"item_id":"%s","output_index":%d,"content_index":0,'
+    b'"part":{"type":"output_text","text":"","annotations":[],"logprobs":[]}',
+)
+_TEXT_DONE = _event(
+    b"response.output_text.done",
+    b'"item_id":"%s","output_index":%d,"content_index":0,"text":%s,"logprobs":[]',
+)
+_PART_DONE = _event(
+    b"response.content_part.done",
+    b'"item_id":"%s","output_index":%d,"content_index":0,'
+    b'"part":{"type":"output_text","text":%s,"annotations":%s,"logprobs":[]}',
+)
+_ANNOTATION_ADDED = _event(
+    b"response.output_text.annotation.added",
+    b'"item_id":"%s","output_index":%d,"content_index":0,"annotation_index":%d,"annotation":%s',
+)
+_TEXT_DELTA = _delta(b"response.output_text.delta", b',"logprobs":[]')
+_REASONING_DELTA = _delta(b"response.reasoning_text.delta", b"")

@@ -528,6 +528,29 @@ class ResponseShape:
         """The whole Response of ``head``, as JSON."""
         return orjson.dumps(head)[:-1] + self.echo_json()
 
+    def write(
+        self,
+        status: bytes,
+        output: bytes,
+        usage: bytes,
+        incomplete: bytes = b"null",
+        error: bytes = b"null",
+    ) -> bytes:
+        """The whole Response as JSON from its parts, each JSON already (``output``, its items
+        joined by commas): what ``encode(head(...))`` gives, written directly, for the hot
+        paths (a text answer, a stream's first and last events)."""
+        return _RESPONSE % (
+            self.id.encode(),
+            self.created_at,
+            status,
+            error,
+            incomplete,
+            orjson.dumps(self.model),
+            output,
+            usage,
+            self.echo_json(),
+        )
+
     def echo_json(self) -> bytes:
         """The echo's members as JSON, each after a comma, and the Response's closing brace:
         made once, of the settings the request gave and the defaults' JSON, which is made once
@@ -646,29 +669,45 @@ def encode_text_answer(chat: dict[str, Any], shape: ResponseShape) -> bytes | No
     if type(text) is not str or not text or shape.search is not None:
         return None
     incomplete = STATUS_OF_FINISH.get(finish) if finish else None
-    return (
-        _TEXT_RESPONSE
-        % (
-            shape.id.encode(),
-            shape.created_at,
-            b"incomplete" if incomplete else b"completed",
-            b'{"reason":"%s"}' % incomplete.encode() if incomplete else b"null",
-            orjson.dumps(shape.model),
-            new_id("msg").encode(),
-            orjson.dumps(text),
-            _usage_json(chat.get("usage")),
-        )
-        + shape.echo_json()
+    return _TEXT_RESPONSE % (
+        shape.id.encode(),
+        shape.created_at,
+        b"incomplete" if incomplete else b"completed",
+        incomplete_json(incomplete),
+        orjson.dumps(shape.model),
+        new_id("msg").encode(),
+        orjson.dumps(text),
+        usage_json(chat.get("usage")),
+        shape.echo_json(),
     )
 
 
-#: ``encode_text_answer``'s Response up to its echo: ``ResponseShape.head`` and
-#: ``message_item`` as JSON, in their order.
-_TEXT_RESPONSE = (
+def text_message_json(item_id: str, text: bytes, annotations: bytes = b"[]") -> bytes:
+    """``message_item(item_id, text, "completed", annotations)`` as JSON, its text and
+    annotations JSON already."""
+    return _TEXT_MESSAGE % (item_id.encode(), text, annotations)
+
+
+def incomplete_json(reason: str | None) -> bytes:
+    """A Response's ``incomplete_details`` as JSON."""
+    return b'{"reason":"%s"}' % reason.encode() if reason else b"null"
+
+
+#: ``ResponseShape.head`` as JSON, in its order, then the echo (``echo_json``).
+_RESPONSE = (
     b'{"id":"%s","object":"response","created_at":%d,"status":"%s","background":false,'
-    b'"error":null,"incomplete_details":%s,"model":%s,"output":[{"id":"%s","type":"message",'
-    b'"status":"completed","role":"assistant","content":[{"type":"output_text","text":%s,'
-    b'"annotations":[],"logprobs":[]}]}],"usage":%s'
+    b'"error":%s,"incomplete_details":%s,"model":%s,"output":[%s],"usage":%s%s'
+)
+#: ``message_item`` as JSON, completed, with its one output_text part.
+_TEXT_MESSAGE = (
+    b'{"id":"%s","type":"message","status":"completed","role":"assistant","content":'
+    b'[{"type":"output_text","text":%s,"annotations":%s,"logprobs":[]}]}'
+)
+#: ``encode_text_answer``'s Response: ``_RESPONSE`` with no error and ``_TEXT_MESSAGE``,
+#: without annotations, its one output item (one template: a format is a call less).
+_TEXT_RESPONSE = _RESPONSE.replace(b'"error":%s', b'"error":null').replace(
+    b'"output":[%s]',
+    b'"output":[' + _TEXT_MESSAGE.replace(b'"annotations":%s', b'"annotations":[]') + b"]",
 )
 #: ``response_usage`` as JSON, its counts in ``_usage_counts``' order.
 _USAGE = (
@@ -677,7 +716,7 @@ _USAGE = (
 )
 
 
-def _usage_json(usage: Any) -> bytes:
+def usage_json(usage: Any) -> bytes:
     """``response_usage(usage)`` as JSON, written directly."""
     if type(usage) is not dict:
         return b"null"
