@@ -1,6 +1,6 @@
 """Ingestion as a job, with stand-in tools: it completes, resumes from the database without
 converting twice, retries a tool that is down, fails a refused document and a file over the
-quota, and leaves a file another run holds alone."""
+quota (files ingested at once included), and leaves a file another run holds alone."""
 
 from __future__ import annotations
 
@@ -18,12 +18,13 @@ from sqlalchemy.orm import Session
 
 from hepai_server.config import Settings
 from hepai_server.db import migrate
-from hepai_server.db.tables import StoredFile, VectorStoreFile, utcnow
+from hepai_server.db.tables import StoredFile, VectorStore, VectorStoreFile, utcnow
 from hepai_server.errors import ServiceUnavailable
 from hepai_server.jobs.local import LocalRunner
-from hepai_server.knowledge.chunking import ChunkingStrategy
+from hepai_server.knowledge.chunking import ChunkingStrategy, chunk_markdown
 from hepai_server.knowledge.service import Attachment, KnowledgeService, Search
 from hepai_server.knowledge.sqlite_index import SqliteIndex
+from hepai_server.knowledge.stores import release, reserve_bytes, user_bytes
 from hepai_server.knowledge.tools import Converted, ToolFailed
 from hepai_server.services import accounts
 
@@ -36,6 +37,9 @@ class StandInTools:
     def __init__(self) -> None:
         self.conversions: list[str] = []
         self.failures: list[Exception] = []
+        #: When set: each embedding says it began (``embedding``), then waits for ``gate``.
+        self.embedding: asyncio.Event | None = None
+        self.gate: asyncio.Event | None = None
 
     async def convert(self, caller: Any, file: StoredFile, request_id: str) -> Converted:
         self.conversions.append(file.id)
@@ -44,6 +48,9 @@ class StandInTools:
         return Converted(MARKDOWN, 1)
 
     async def embed(self, caller: Any, model: str, texts: list[str], request_id: str, **_: Any):
+        if self.embedding is not None and self.gate is not None:
+            self.embedding.set()
+            await self.gate.wait()
         vectors = []
         for text in texts:
             vector = np.zeros(16, dtype=np.float32)
@@ -244,3 +251,111 @@ def test_a_file_over_the_quota_fails_and_says_why(tmp_path: Path) -> None:
 
     asyncio.run(scenario())
     world.engine.dispose()
+
+
+def test_files_ingested_at_once_share_the_quota(tmp_path: Path) -> None:
+    """A file's chunks hold their bytes of the quota from the check on, not from the end: a
+    second file checked while the first is still embedding counts the first's bytes."""
+    size = sum(len(c.text.encode()) for c in chunk_markdown(MARKDOWN, ChunkingStrategy()))
+    world = World(tmp_path, knowledge_quota_bytes=size * 3 // 2)  # room for one file
+
+    async def scenario() -> None:
+        world.tools.embedding, world.tools.gate = asyncio.Event(), asyncio.Event()
+        await world.runner.start()
+        store = await new_store(world)
+        first, second = world.add_file("first.docx"), world.add_file("second.docx")
+        await attach(world, store, first)
+        await asyncio.wait_for(world.tools.embedding.wait(), 10)  # past its quota check
+        await attach(world, store, second)
+        refused = await world.until_done(store, second)
+        assert refused.status == "failed" and f"hold {size} of" in refused.last_error["message"]
+        assert world.row(store, first).status == "in_progress"
+        world.tools.gate.set()
+        done = await world.until_done(store, first)
+        assert done.status == "completed" and done.usage_bytes == size
+        with Session(world.engine) as session:
+            assert user_bytes(session, world.caller.user_id) == size  # the failed one holds 0
+        await world.service.close()
+
+    asyncio.run(scenario())
+    world.engine.dispose()
+
+
+@pytest.mark.parametrize(
+    "database",
+    ["sqlite", pytest.param("postgres", marks=[pytest.mark.e2e, pytest.mark.postgres])],
+)
+def test_a_reservation_counts_every_other_file_of_the_owner(
+    database: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """The one UPDATE that checks and holds the quota, on each database: another file's bytes
+    (held or indexed) count, the file's own earlier hold does not, a file no longer in
+    progress holds nothing."""
+    url = (
+        "postgresql+psycopg://" + request.getfixturevalue("postgres_url").split("://", 1)[1]
+        if database == "postgres"
+        else f"sqlite:///{tmp_path / 'quota.db'}"
+    )
+    migrate.upgrade(url)
+    engine = create_engine(url)
+    name = f"q-{hashlib.sha256(str(tmp_path).encode()).hexdigest()[:8]}"
+    try:
+        with Session(engine) as session:
+            user = accounts.create_user(session, username=name, password=None)
+            session.flush()
+            store = VectorStore(id=f"vs_{name}", user_id=user.id, name="s", embedding_model="e")
+            session.add(store)
+            for file_id in ("a", "b"):
+                session.add(
+                    StoredFile(
+                        id=f"file-{name}-{file_id}",
+                        user_id=user.id,
+                        filename=file_id,
+                        purpose="assistants",
+                        bytes=1,
+                        content_type="text/plain",
+                        sha256="s",
+                        storage_key="k",
+                        created_at=utcnow(),
+                    )
+                )
+                session.add(
+                    VectorStoreFile(
+                        store_id=store.id,
+                        file_id=f"file-{name}-{file_id}",
+                        user_id=user.id,
+                        max_chunk_tokens=800,
+                        chunk_overlap_tokens=400,
+                    )
+                )
+            session.commit()
+            user_id, store_id = user.id, store.id
+
+        def reserve(file_id: str, size: int) -> bool:
+            with Session(engine) as session:
+                held = reserve_bytes(
+                    session,
+                    store_id=store_id,
+                    file_id=f"file-{name}-{file_id}",
+                    user_id=user_id,
+                    size=size,
+                    quota=100,
+                )
+                session.commit()
+                return held
+
+        assert reserve("a", 60)
+        assert not reserve("b", 41)  # 60 held by a
+        assert reserve("a", 70)  # a's own hold is replaced, not added to
+        assert reserve("b", 30) and not reserve("b", 31)
+        with Session(engine) as session:
+            assert user_bytes(session, user_id) == 100
+            row = session.get(VectorStoreFile, (store_id, f"file-{name}-a"))
+            assert row is not None
+            row.status = "failed"
+            release(row)
+            session.commit()
+        assert not reserve("a", 1)  # no longer in progress
+        assert reserve("b", 100)
+    finally:
+        engine.dispose()

@@ -32,7 +32,7 @@ from hepai_server.jobs.runner import Job
 from hepai_server.knowledge.chunking import Chunk, ChunkingStrategy, chunk_markdown
 from hepai_server.knowledge.index import ChunkIndex, IndexedChunk, Vector, as_vector
 from hepai_server.knowledge.lexical import Segmenter
-from hepai_server.knowledge.stores import user_bytes
+from hepai_server.knowledge.stores import release, reserve_bytes, user_bytes
 from hepai_server.knowledge.tools import ToolFailed, Tools
 from hepai_server.services.accounts import Caller
 
@@ -175,7 +175,8 @@ class Ingestion:
         if not chunks:
             raise ToolFailed("invalid_file", f"no text was found in {work.file.filename}")
         size = sum(len(chunk.text.encode()) for chunk in chunks)
-        await self._check_quota(work, size)
+        if not await self._reserve(work, size):
+            return  # deleted or cancelled meanwhile
 
         async def progress(done: int, total: int) -> None:
             await self._stage(work, f"embedding: {done} of {total} chunks")
@@ -207,15 +208,36 @@ class Ingestion:
             # Deleted or cancelled while it ran: what was just indexed must not stay.
             await self.index.remove_file(work.store.id, work.file.id)
 
-    async def _check_quota(self, work: Work, size: int) -> None:
+    async def _reserve(self, work: Work, size: int) -> bool:
+        """Hold the chunks' bytes of the owner's quota (``stores.reserve_bytes``) before the
+        embedding: ingestions running at once each count the others'. False if the file is
+        no longer in progress; over the quota, the file fails and says why."""
         quota = self.settings.knowledge_quota_bytes
-        used = await transact(self.engine, lambda s: user_bytes(s, work.owner.user_id))
-        if used + size > quota:
-            raise ToolFailed(
-                "server_error",
-                f"{work.file.filename} needs {size} bytes of chunks, and your vector stores "
-                f"hold {used} of your quota of {quota}; delete files you no longer search",
+        owner = work.owner.user_id
+
+        def reserve(session: Session) -> tuple[bool, bool, int]:
+            held = reserve_bytes(
+                session,
+                store_id=work.store.id,
+                file_id=work.file.id,
+                user_id=owner,
+                size=size,
+                quota=quota,
             )
+            if held:
+                return True, True, 0
+            row = session.get(VectorStoreFile, (work.store.id, work.file.id))
+            going = row is not None and row.status == "in_progress"
+            return False, going, user_bytes(session, owner) - (row.usage_bytes if row else 0)
+
+        held, going, used = await transact(self.engine, reserve)
+        if held or not going:
+            return held
+        raise ToolFailed(
+            "server_error",
+            f"{work.file.filename} needs {size} bytes of chunks, and your vector stores "
+            f"hold {used} of your quota of {quota}; delete files you no longer search",
+        )
 
     async def _update(self, work: Work, change: Callable[[VectorStoreFile], None]) -> bool:
         """Apply ``change`` to the row if the file is still in progress; False if not."""
@@ -240,6 +262,7 @@ class Ingestion:
         def change(row: VectorStoreFile) -> None:
             row.status, row.stage, row.markdown = "failed", "failed", None
             row.last_error = {"code": code, "message": message[:1000]}
+            release(row)
 
         await self._update(work, change)
         await self.index.remove_file(work.store.id, work.file.id)

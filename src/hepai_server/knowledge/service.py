@@ -438,6 +438,7 @@ class KnowledgeService:
                 )
             ):
                 row.status, row.stage, row.markdown = "cancelled", "cancelled", None
+                stores.release(row)
                 cancelled.append(row.file_id)
             return cancelled
 

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.orm import Session, aliased
 
 from hepai_server.db.tables import User, VectorStore, VectorStoreFile
 from hepai_server.errors import NotFound, PermissionDenied
@@ -107,7 +107,8 @@ def usage_bytes(session: Session, store_ids: Sequence[str]) -> dict[str, int]:
             select(
                 VectorStoreFile.store_id, func.coalesce(func.sum(VectorStoreFile.usage_bytes), 0)
             )
-            .where(VectorStoreFile.store_id.in_(store_ids))
+            # Only indexed files: one being ingested holds its bytes for the quota only.
+            .where(VectorStoreFile.store_id.in_(store_ids), VectorStoreFile.status == "completed")
             .group_by(VectorStoreFile.store_id)
         )
         found.update({store_id: int(total) for store_id, total in rows})
@@ -134,13 +135,53 @@ def longest_chunk(session: Session, caller: Caller, store_ids: Sequence[str]) ->
 
 
 def user_bytes(session: Session, user_id: int) -> int:
-    """The chunk text the user's stores hold, for the quota."""
+    """The chunk text the user's stores hold or have reserved (files being ingested), for
+    the quota."""
     total = session.scalar(
         select(func.coalesce(func.sum(VectorStoreFile.usage_bytes), 0)).where(
             VectorStoreFile.user_id == user_id
         )
     )
     return int(total or 0)
+
+
+def reserve_bytes(
+    session: Session, *, store_id: str, file_id: str, user_id: int, size: int, quota: int
+) -> bool:
+    """Hold ``size`` bytes of the owner's quota for a file being ingested, in its row's
+    ``usage_bytes`` (what the quota counts, with every other file's), if the quota has room
+    beside what the owner's other files hold; False if not, or if the file is no longer in
+    progress. A file that leaves ``in_progress`` without completing gives its bytes back
+    (``release``).
+
+    Checked and held in one UPDATE, after locking the owner's row (on PostgreSQL): two
+    ingestions at once cannot both take the last of the quota. On SQLite the one statement
+    reads and writes under one lock."""
+    session.execute(select(User.id).where(User.id == user_id).with_for_update())
+    other = aliased(VectorStoreFile)
+    others = (
+        select(func.coalesce(func.sum(other.usage_bytes), 0))
+        .where(
+            other.user_id == user_id, ~((other.store_id == store_id) & (other.file_id == file_id))
+        )
+        .scalar_subquery()
+    )
+    held = session.execute(
+        update(VectorStoreFile)
+        .where(
+            VectorStoreFile.store_id == store_id,
+            VectorStoreFile.file_id == file_id,
+            VectorStoreFile.status == "in_progress",
+            others + size <= quota,
+        )
+        .values(usage_bytes=size)
+    )
+    return bool(held.rowcount)  # type: ignore[attr-defined]
+
+
+def release(row: VectorStoreFile) -> None:
+    """A file that stopped without completing holds no bytes of its owner's quota."""
+    row.usage_bytes = 0
 
 
 def touch(store: VectorStore, now: datetime) -> None:
@@ -185,7 +226,7 @@ def file_facts(row: VectorStoreFile) -> StoreFileFacts:
         status=row.status,
         stage=row.stage,
         last_error=row.last_error,
-        usage_bytes=row.usage_bytes,
+        usage_bytes=row.usage_bytes if row.status == "completed" else 0,
         attributes=dict(row.attributes or {}),
         max_chunk_tokens=row.max_chunk_tokens,
         chunk_overlap_tokens=row.chunk_overlap_tokens,
