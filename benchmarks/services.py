@@ -208,11 +208,21 @@ def start_mock(ws: Workspace, *, cpus: str) -> Service:
 
 
 def start_gateway(
-    ws: Workspace, *, port: int, workers: int, cpus: str, patches: list[str] | None = None
+    ws: Workspace,
+    *,
+    port: int,
+    workers: int,
+    cpus: str,
+    patches: list[str] | None = None,
+    under: list[str] | None = None,
+    timeout: float = 30.0,
 ) -> Service:
-    """``patches``: modules of benchmarks/experiments/ to load into every gateway process."""
+    """``patches``: modules of benchmarks/experiments/ to load into every gateway process;
+    ``under``: a command the gateway runs under (valgrind), which starts its Python."""
+    program = [str(BIN / "python"), "-m", "hepai_server"] if under else [str(BIN / "hepai-server")]
     argv = [
-        str(BIN / "hepai-server"),
+        *(under or ()),
+        *program,
         "serve",
         "--host",
         "127.0.0.1",
@@ -225,8 +235,8 @@ def start_gateway(
     service = Service(f"gateway-w{workers}-cpu{cpus}", argv, ws=ws, cpus=cpus, env=env)
 
     def ready() -> None:
-        service.wait_ready(f"http://127.0.0.1:{port}/healthz")
-        wait_for_workers(service, workers)
+        service.wait_ready(f"http://127.0.0.1:{port}/healthz", timeout)
+        wait_for_workers(service, workers, timeout)
 
     ready_or_stop(service, ready)
     return service

@@ -17,11 +17,23 @@ dict the conversation store keeps (writing it to the store is not measured here)
 
 ``--only anthropic`` measures the Anthropic translation alone, so that it can be run against an
 older checkout's sources (PYTHONPATH=that/src) to see the translation as it was there.
+
+``--instructions`` counts instead of timing: each translation runs ``--requests`` times in a
+process of its own under valgrind (callgrind), which counts the instructions of those
+requests alone. Other work on the machine cannot move a count, and runs repeat it to a
+hundredth of a percent: a difference of a few hundred instructions is real. (Instructions are
+not seconds, but the same work on the same data is the same instructions.) A thousand
+requests are plenty; each runs some fifty times slower under valgrind.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
+import os
+import re
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -48,6 +60,8 @@ except ImportError:  # older sources, measured with --only anthropic
     pass
 
 SYSTEM, QUESTION, MODEL = "You are a helpful assistant.", "Say hello in one short sentence.", "m"
+#: Requests each ``--instructions`` run makes before its counted ones (caches, first calls).
+WARMUP = 200
 
 
 def chat_answer(chunks: int) -> bytes:
@@ -139,12 +153,50 @@ def cell(samples: list[float]) -> str:
     return f"{min(samples):.1f} (rounds {min(samples):.1f} - {max(samples):.1f})"
 
 
+def instructions(name: str, streamed: bool, calls: int, args: argparse.Namespace) -> float:
+    """Instructions per request of one translation: this script run with ``--run`` under
+    valgrind, counting only inside ``functools.reduce`` (``counted``), so neither the start-up
+    nor the warm-up is in the count."""
+    argv = [sys.executable, __file__, "--run", name, "--requests", str(calls)]
+    argv += ["--chunks", str(args.chunks)] + (["--stream"] if streamed else [])
+    done = subprocess.run(
+        [
+            "valgrind",
+            "--tool=callgrind",
+            "--toggle-collect=functools_reduce",
+            "--callgrind-out-file=/dev/null",
+            *argv,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONHASHSEED": "0"},  # the same dict layouts every run
+    )
+    found = re.search(r"refs:\s+([\d,]+)", done.stderr)
+    if found is None:
+        raise SystemExit(f"valgrind counted nothing: {done.stderr[-500:]}")
+    return int(found.group(1).replace(",", "")) / calls
+
+
+def counted(work: Callable[[], bytes], calls: int) -> None:
+    """``work`` ``calls`` times inside ``functools.reduce``: the one C function of the
+    interpreter valgrind is told to count in (``--toggle-collect``)."""
+    functools.reduce(lambda _, __: work(), range(calls), b"")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--requests", type=int, default=20_000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--chunks", type=int, default=20)
     parser.add_argument("--only", choices=("anthropic", "responses"), default=None)
+    parser.add_argument(
+        "--instructions",
+        action="store_true",
+        help="Count instructions per request with valgrind instead of timing them",
+    )
+    parser.add_argument("--run", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--stream", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     answer, stream = chat_answer(args.chunks), chat_stream(args.chunks)
     question = {"model": MODEL, "instructions": SYSTEM, "input": QUESTION, "max_output_tokens": 64}
@@ -166,6 +218,20 @@ def main() -> None:
         for name, (work, body) in requests.items()
         if args.only is None or name.startswith(args.only)
     }
+    if args.run is not None:  # one translation, under valgrind (``instructions``)
+        work, raw = chosen[args.run]
+        upstream = stream if args.stream else None
+        for _ in range(WARMUP):
+            work(raw, answer, upstream)
+        counted(lambda: work(raw, answer, upstream), args.requests)
+        return
+    if args.instructions:
+        print("| translation | whole: instructions/request | stream: instructions/request |")
+        print("|---|---|---|")
+        for name in chosen:
+            whole, streamed = (instructions(name, s, args.requests, args) for s in (False, True))
+            print(f"| {name} | {whole:,.0f} | {streamed:,.0f} |")
+        return
     samples: dict[tuple[str, bool], list[float]] = {}
     for _ in range(args.rounds):
         for name, (work, raw) in chosen.items():
