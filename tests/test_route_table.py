@@ -54,7 +54,9 @@ def test_each_path_and_method_reaches_its_route() -> None:
         assert client.get("/files/f1").text == "file {'file_id': 'f1'}"
         assert client.get("/health").text == "health {}"
         wrong = client.delete("/files")
-        assert wrong.status_code == 405 and wrong.headers["allow"] == "GET, HEAD"
+        assert wrong.status_code == 405
+        # Starlette joins the route's set of methods, in the set's (hash seed's) order.
+        assert sorted(wrong.headers["allow"].split(", ")) == ["GET", "HEAD"]
         assert client.get("/nowhere").status_code == 404
     assert app.url_path_for("files") == "/files"
     assert app.url_path_for("file", file_id="f2") == "/files/f2"

@@ -31,6 +31,9 @@ class PathTable(BaseRoute):
             self.by_path.setdefault(route.path, []).append(route)
 
     def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        """The match of the path's route that takes the request, its child scope naming it as
+        ``route``: the router sets ``scope["route"]`` to this table, then updates the scope
+        with the child's, so ``handle`` finds the route there instead of looking again."""
         if scope["type"] != "http":
             return Match.NONE, {}
         routes = self.by_path.get(get_route_path(scope))
@@ -38,19 +41,17 @@ class PathTable(BaseRoute):
             return Match.NONE, {}
         partial: Scope | None = None
         for route in routes:
-            match, child_scope = route.matches(scope)
+            match, child_scope = route.matches(scope)  # a new dict each call: ours to add to
             if match is Match.FULL:
+                child_scope["route"] = route
                 return match, child_scope
             if match is Match.PARTIAL and partial is None:
+                child_scope["route"] = route
                 partial = child_scope
         return (Match.NONE, {}) if partial is None else (Match.PARTIAL, partial)
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        routes = self.by_path[get_route_path(scope)]
-        method = scope["method"]
-        route = next((r for r in routes if r.methods is None or method in r.methods), routes[0])
-        scope["route"] = route
-        await route.handle(scope, receive, send)
+        await scope["route"].handle(scope, receive, send)
 
     def url_path_for(self, name: str, /, **path_params: Any) -> Any:
         for route in self.routes:
