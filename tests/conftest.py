@@ -41,6 +41,7 @@ import psycopg
 import pytest
 
 from hepai_server.config import Settings
+from hepai_server.db import migrate
 from hepai_server.testing.mock_upstream import MockUpstream
 from tests.inprocess import Account, App, Upstream, prepare, running, serve_upstream
 from tests.providers import write_providers
@@ -233,6 +234,21 @@ def postgres_url() -> Iterator[str]:
         except psycopg.errors.ObjectInUse:
             # A server process of this session may still be closing its pool.
             time.sleep(0.5 * (attempt + 1))
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("sqlite", id="sqlite"),
+        pytest.param("postgres", id="postgres", marks=[pytest.mark.e2e, pytest.mark.postgres]),
+    ]
+)
+def migrated_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A migrated database, once of each kind, for a test of what a service writes in SQL
+    per dialect: a SQLite file in the test's directory, then the session's PostgreSQL."""
+    postgres = request.getfixturevalue("postgres_url") if request.param == "postgres" else None
+    url = Settings(data_dir=tmp_path, database_url=postgres).sqlalchemy_url
+    migrate.upgrade(url)
+    return url
 
 
 @pytest.fixture(scope="session")

@@ -89,19 +89,7 @@ class World:
     def add_file(self, name: str) -> str:
         file_id = "file-" + hashlib.sha256(name.encode()).hexdigest()[:32]
         with Session(self.engine) as session:
-            session.add(
-                StoredFile(
-                    id=file_id,
-                    user_id=self.caller.user_id,
-                    filename=name,
-                    purpose="assistants",
-                    bytes=10,
-                    content_type="text/plain",
-                    sha256="s",
-                    storage_key="k",
-                    created_at=utcnow(),
-                )
-            )
+            session.add(stored_file(file_id, self.caller.user_id, name))
             session.commit()
         return file_id
 
@@ -119,6 +107,21 @@ class World:
                 return row
             await asyncio.sleep(0.05)
         raise AssertionError(f"still in progress: {row.stage}")
+
+
+def stored_file(file_id: str, user_id: int, name: str) -> StoredFile:
+    """A platform file's row (the stand-in tools never read its content)."""
+    return StoredFile(
+        id=file_id,
+        user_id=user_id,
+        filename=name,
+        purpose="assistants",
+        bytes=10,
+        content_type="text/plain",
+        sha256="s",
+        storage_key="k",
+        created_at=utcnow(),
+    )
 
 
 @pytest.fixture
@@ -281,23 +284,13 @@ def test_files_ingested_at_once_share_the_quota(tmp_path: Path) -> None:
     world.engine.dispose()
 
 
-@pytest.mark.parametrize(
-    "database",
-    ["sqlite", pytest.param("postgres", marks=[pytest.mark.e2e, pytest.mark.postgres])],
-)
 def test_a_reservation_counts_every_other_file_of_the_owner(
-    database: str, request: pytest.FixtureRequest, tmp_path: Path
+    migrated_url: str, tmp_path: Path
 ) -> None:
     """The one UPDATE that checks and holds the quota, on each database: another file's bytes
     (held or indexed) count, the file's own earlier hold does not, a file no longer in
     progress holds nothing."""
-    url = (
-        "postgresql+psycopg://" + request.getfixturevalue("postgres_url").split("://", 1)[1]
-        if database == "postgres"
-        else f"sqlite:///{tmp_path / 'quota.db'}"
-    )
-    migrate.upgrade(url)
-    engine = create_engine(url)
+    engine = create_engine(migrated_url)
     name = f"q-{hashlib.sha256(str(tmp_path).encode()).hexdigest()[:8]}"
     try:
         with Session(engine) as session:
@@ -306,19 +299,7 @@ def test_a_reservation_counts_every_other_file_of_the_owner(
             store = VectorStore(id=f"vs_{name}", user_id=user.id, name="s", embedding_model="e")
             session.add(store)
             for file_id in ("a", "b"):
-                session.add(
-                    StoredFile(
-                        id=f"file-{name}-{file_id}",
-                        user_id=user.id,
-                        filename=file_id,
-                        purpose="assistants",
-                        bytes=1,
-                        content_type="text/plain",
-                        sha256="s",
-                        storage_key="k",
-                        created_at=utcnow(),
-                    )
-                )
+                session.add(stored_file(f"file-{name}-{file_id}", user.id, file_id))
                 session.add(
                     VectorStoreFile(
                         store_id=store.id,

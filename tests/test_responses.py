@@ -8,7 +8,6 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,7 +17,6 @@ import pytest
 from openai.types.responses import Response
 from sqlalchemy.orm import Session
 
-from hepai_server.db import migrate
 from hepai_server.db.engine import make_engine
 from hepai_server.errors import NotFound
 from hepai_server.governance import limits
@@ -467,21 +465,9 @@ def test_stream_events_are_json_and_agree_with_the_final_response(finish: str) -
         Response.model_validate(event["response"])
 
 
-@pytest.mark.parametrize(
-    "database",
-    ["sqlite", pytest.param("postgres", marks=[pytest.mark.e2e, pytest.mark.postgres])],
-)
-def test_the_conversation_store_keeps_each_owners_turns(
-    database: str, request: pytest.FixtureRequest, tmp_path: Path
-) -> None:
+def test_the_conversation_store_keeps_each_owners_turns(migrated_url: str) -> None:
     """The store's one INSERT is written per database dialect: both keep and chain turns."""
-    url = (
-        "postgresql+psycopg://" + request.getfixturevalue("postgres_url").split("://", 1)[1]
-        if database == "postgres"
-        else f"sqlite:///{tmp_path / 'store.db'}"
-    )
-    migrate.upgrade(url)
-    engine = make_engine(url)
+    engine = make_engine(migrated_url)
     now, keep = datetime.now(UTC), timedelta(days=1)
     try:
         with Session(engine) as session:
