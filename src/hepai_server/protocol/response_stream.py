@@ -281,9 +281,13 @@ class ResponseStream:
         out += self._close_item()
         code, message = failure.code or failure.type, failure.message
         out += self._event("error", {"code": code, "message": message, "param": None})
-        error = {"code": code, "message": message}
-        head = self.shape.head("failed", self.output, response_usage(self.usage), error=error)
-        return out + _FAILED % (self._next(), self.shape.encode(head))
+        response = self.shape.write(
+            b"failed",
+            b",".join(self.encoded),
+            usage_json(self.usage),
+            error=orjson.dumps({"code": code, "message": message}),
+        )
+        return out + _FAILED % (self._next(), response)
 
 
 def _event(kind: bytes, fields: bytes) -> bytes:
