@@ -18,7 +18,7 @@ from openai.types.responses import Response
 from sqlalchemy.orm import Session
 
 from hepai_server.db.engine import make_engine
-from hepai_server.errors import NotFound, ServiceUnavailable
+from hepai_server.errors import HepAIError, InsufficientQuota, NotFound, ServiceUnavailable
 from hepai_server.governance import limits
 from hepai_server.protocol.response_stream import ResponseStream
 from hepai_server.protocol.responses import (
@@ -465,15 +465,22 @@ def test_stream_events_are_json_and_agree_with_the_final_response(finish: str) -
         Response.model_validate(event["response"])
 
 
-def test_a_stream_whose_upstream_fails_ends_with_the_failed_response() -> None:
-    """What was answered so far, then the error and the failed Response: the one built as
-    dicts, word for word."""
+@pytest.mark.parametrize(
+    ("failure", "reported"),
+    [(ServiceUnavailable, "server_error"), (InsufficientQuota, "rate_limit_exceeded")],
+)
+def test_a_stream_whose_upstream_fails_ends_with_the_failed_response(
+    failure: type[HepAIError], reported: str
+) -> None:
+    """What was answered so far, then the error (the platform's code) and the failed Response
+    (OpenAI's code): the one built as dicts, word for word, and valid to the openai client's
+    types."""
     body = {"model": "m", "input": "x"}
     model, settings = check_request(body)
     shape = ResponseShape.of(body, model, settings)
     stream = ResponseStream(shape)
     raw = stream.feed({"choices": [{"index": 0, "delta": {"content": "half an answer"}}]})
-    raw += stream.fail(ServiceUnavailable("the upstream went away"))
+    raw += stream.fail(failure("the upstream went away"))
     events = [orjson.loads(event.split(b"\ndata: ", 1)[1]) for event in raw.split(b"\n\n") if event]
     assert [e["type"] for e in events][-3:] == [
         "response.output_item.done",
@@ -482,9 +489,11 @@ def test_a_stream_whose_upstream_fails_ends_with_the_failed_response() -> None:
     ]
     assert [e["sequence_number"] for e in events] == list(range(len(events)))
     failed = events[-1]["response"]
-    error = {"code": events[-2]["code"], "message": "the upstream went away"}
+    assert events[-2]["code"] == failure.code
+    error = {"code": reported, "message": "the upstream went away"}
     assert failed == shape.response(shape.head("failed", stream.output, None, error=error))
     assert failed["output"][0]["content"][0]["text"] == "half an answer"
+    Response.model_validate(failed)
 
 
 def test_the_conversation_store_keeps_each_owners_turns(migrated_url: str) -> None:

@@ -281,11 +281,14 @@ class ResponseStream:
         out += self._close_item()
         code, message = failure.code or failure.type, failure.message
         out += self._event("error", {"code": code, "message": message, "param": None})
+        # A Response's error.code is one of OpenAI's own (the openai client's type refuses
+        # any other); the error event above keeps the platform's.
+        reported = "rate_limit_exceeded" if failure.status == 429 else "server_error"
         response = self.shape.write(
             b"failed",
             b",".join(self.encoded),
             usage_json(self.usage),
-            error=orjson.dumps({"code": code, "message": message}),
+            error=orjson.dumps({"code": reported, "message": message}),
         )
         return out + _FAILED % (self._next(), response)
 
